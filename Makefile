@@ -1,0 +1,42 @@
+# The README's two set-up commands are `make run` and `make test`; everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PACKAGES := gateway adapters mappings security
+
+.PHONY: run test lint typecheck pytest bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+## run: the main job — the gateway with embedded defaults (./var/)
+run: $(VENV)/.installed
+	$(BIN)/xgw serve
+
+## test: lint, format check, type check, then the whole test suite (Redis on 127.0.0.1:6379)
+test: lint typecheck pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/ruff format --check $(PACKAGES) tests bench
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q -ra
+
+bench-smoke: $(VENV)/.dev-installed
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script --smoke"; $(BIN)/python $$script --smoke || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""``xgw``: the gateway's one command. Each subcommand is a thin shell over the core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from gateway import __version__
+from gateway.app import build_app
+from gateway.config import ConfigError, Settings, effective_config, load_settings
+from gateway.logs import configure_logging, get_logger
+
+log = get_logger("gateway.cli")
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up."""
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.host, settings.port, shutdown_timeout=settings.shutdown_grace_seconds
+    )
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sockets = getattr(site._server, "sockets", None) or []
+    bound = [sock.getsockname() for sock in sockets]
+    log.info(
+        "gateway.listening",
+        address=[f"{h}:{p}" for h, p, *_ in bound],
+        node_id=settings.node_id,
+        redis=settings.redis_url is not None,
+    )
+    await stop.wait()
+    log.info("gateway.stopping")
+    await runner.cleanup()
+    log.info("gateway.stopped")
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    asyncio.run(serve_forever(settings))
+    return 0
+
+
+def cmd_config_show(_args: argparse.Namespace, settings: Settings) -> int:
+    sys.stdout.write(orjson.dumps(effective_config(settings), option=orjson.OPT_INDENT_2).decode())
+    sys.stdout.write("\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xgw", description="跨省通办 interop gateway")
+    parser.add_argument("--version", action="version", version=f"xgw {__version__}")
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", help="override the configured host")
+    serve.add_argument("--port", type=int, help="override the configured port")
+    serve.set_defaults(handler=cmd_serve)
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_commands.add_parser(
+        "show", help="print the effective configuration, secrets masked"
+    )
+    show.set_defaults(handler=cmd_config_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Command | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"xgw: {exc}\n")
+        return 78  # EX_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    return handler(args, settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Configuration: pydantic-settings from ``XGW_*`` env vars plus one optional YAML file.
+
+Precedence (highest first): environment, YAML file, embedded defaults. Unknown keys in either
+source are start-up errors that name the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "XGW_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for an operator (one line, names the key)."""
+
+
+class Settings(BaseSettings):
+    """Every key the gateway understands. Env var = ``XGW_`` + upper-case key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(Path("var"), description="SQLite files, generated sample keys")
+    host: str = Field("127.0.0.1", description="address `xgw serve` listens on")
+    port: int = Field(8080, ge=0, le=65535, description="port `xgw serve` listens on (0: any)")
+    redis_url: SecretStr | None = Field(
+        None, description="shared state for several instances (nonces, leases, rate limits)"
+    )
+    node_id: str = Field(
+        "xiangzhou-gw-1", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="this gateway node"
+    )
+    region_code: str = Field(
+        "420607", pattern=r"^\d{6}$", description="our jurisdiction (GB/T 2260), 襄州区"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a TTY, JSON lines otherwise"
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="largest request body accepted"
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="time in-flight work gets on SIGTERM"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in {"redis", "rediss", "unix"}:
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings merges env over YAML itself, so that it can name the source of a bad key.
+        return (init_settings,)
+
+
+def _yaml_values(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of key: value")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def _describe(key: str, from_env: bool) -> str:
+    return f"{ENV_PREFIX}{key.upper()}" if from_env else key
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the effective settings or raise ConfigError naming the offending key."""
+    env = os.environ if environ is None else environ
+    fields = set(Settings.model_fields)
+    for name in env:
+        if name.upper().startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].lower() not in fields:
+            raise ConfigError(f"unknown configuration key {name.upper()} (environment)")
+    file_values = _yaml_values(config_file) if config_file is not None else {}
+    for key in file_values:
+        if key not in fields:
+            raise ConfigError(f"unknown configuration key '{key}' in {config_file}")
+    env_values = {
+        n[len(ENV_PREFIX) :].lower(): v for n, v in env.items() if n.upper().startswith(ENV_PREFIX)
+    }
+    try:
+        return Settings.model_validate({**file_values, **env_values})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        source = _describe(key, key in env_values)
+        if key not in env_values and config_file is not None:
+            source = f"'{key}' in {config_file}"
+        raise ConfigError(f"invalid configuration {source}: {first['msg']}") from None
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The configuration as an operator may see it: every key, secrets masked."""
+    shown: dict[str, Any] = {}
+    for key in Settings.model_fields:
+        value = getattr(settings, key)
+        if isinstance(value, SecretStr):
+            raw = value.get_secret_value()
+            value = _mask_url(raw) if key.endswith("_url") else "***"
+        elif isinstance(value, Path):
+            value = str(value)
+        shown[key] = value
+    return shown

@@ -1,0 +1,120 @@
+"""Structured logging: structlog JSON lines, a request/case id bound per request, redaction last.
+
+The processor chain is ``merge_contextvars`` first (so ids bound in middleware appear on every
+line) and ``redact_personal_data`` just before the renderer (so nothing a processor adds escapes
+it). zeep logs whole envelopes at DEBUG, so its loggers are pinned to INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal, TextIO
+
+import orjson
+import structlog
+
+# 公民身份号码 (GB 11643): 17 digits + check digit/X, not inside a longer code (实施编码: 31).
+_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
+# Mainland mobile numbers, optionally +86; not part of a longer digit run (timestamps, codes).
+_MOBILE = re.compile(r"(?<![\d+])(\+?86[- ]?)?(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+_SECRET_KEY_NAME = re.compile(
+    r"(pass(word|phrase)?|secret|token|authorization|api[_-]?key|private[_-]?key|cookie|credential)",
+    re.IGNORECASE,
+)
+# Field names that carry a person's name or identity in our and the partners' schemas.
+_PERSONAL_KEY_NAMES = frozenset(
+    {"name", "applicant_name", "full_name", "id_number", "phone", "mobile", "aac002", "aac003"}
+)
+MASK = "***"
+
+
+def mask_text(text: str) -> str:
+    """Mask 身份证号- and phone-shaped substrings; keep enough to tell records apart."""
+    text = _RESIDENT_ID.sub(lambda m: f"{m.group(1)[:3]}{'*' * 11}{m.group(2)[-4:]}", text)
+    return _MOBILE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(3)}", text)
+
+
+def _redact(value: Any, key: str | None) -> Any:
+    if key is not None and (_SECRET_KEY_NAME.search(key) or key.lower() in _PERSONAL_KEY_NAMES):
+        return MASK if value not in (None, "") else value
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v, None) for v in value]
+    return value
+
+
+def redact_personal_data(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: personal data and secrets never reach the renderer."""
+    for key in list(event_dict):
+        event_dict[key] = _redact(event_dict[key], key if key != "event" else None)
+    return event_dict
+
+
+def _orjson_dumps(obj: Any, **_kw: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
+def processors(render: Literal["json", "console"]) -> list[Any]:
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if render == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_personal_data,
+        renderer,
+    ]
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    out = stream or sys.stderr
+    render: Literal["json", "console"] = (
+        ("console" if out.isatty() else "json") if fmt == "auto" else fmt
+    )
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=processors(render),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Third-party stdlib loggers go through the same chain (redaction included) and never run
+    # at DEBUG: zeep dumps whole envelopes there.
+    chain = processors(render)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=chain[:-2],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact_personal_data,
+                chain[-1],
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.INFO))
+    for noisy in ("zeep", "zeep.transports", "zeep.xsd", "httpx", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

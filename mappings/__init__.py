@@ -1,0 +1,1 @@
+"""mappings: matter catalogue, code mapping and schema transforms. Pure: no crypto, no transport."""

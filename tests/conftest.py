@@ -1,0 +1,114 @@
+"""Shared fixtures: real Redis, free loopback ports, `xgw` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+REDIS_URL = os.environ.get("XGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+START_REDIS_HINT = (
+    "start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
+    '--save "" --appendonly no'
+)
+
+
+def _redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis (database 15, flushed). In CI its absence fails the run, never skips."""
+    if not _redis_reachable(REDIS_URL):
+        if IN_CI:
+            pytest.fail(f"Redis not reachable at {REDIS_URL} in CI")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}; {START_REDIS_HINT}")
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dead_port() -> int:
+    """A loopback port nobody listens on (for 'partner/Redis is down')."""
+    return free_port()
+
+
+def xgw_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XGW_")}
+    env.update({"XGW_DATA_DIR": str(data_dir), "XGW_LOG_FORMAT": "json", **extra})
+    return env
+
+
+def run_xgw(
+    *args: str, env: dict[str, str], timeout: float = 60, input_bytes: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+        input=input_bytes,
+        check=False,
+    )
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers, even if not 2xx
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+class Served:
+    """`xgw serve` running as a subprocess on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *extra_args: str, **env: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), *extra_args],
+            env=xgw_env(data_dir, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        wait_for_http(self.base + "/healthz", self.proc)
+
+    def stop(self) -> tuple[int, bytes]:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err

@@ -1,0 +1,73 @@
+"""docker/ cannot run here; keep it consistent with the code instead."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from gateway.cli import build_parser
+from gateway.config import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+
+
+def _subcommand_paths(parser: argparse.ArgumentParser) -> set[tuple[str, ...]]:
+    paths: set[tuple[str, ...]] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.add((name,))
+                paths.update((name, *rest) for rest in _subcommand_paths(sub))
+    return paths
+
+
+def _strip_global_options(argv: list[str]) -> list[str]:
+    words = list(argv)
+    while words and words[0].startswith("--"):
+        words = words[2:] if words[0] == "--config" else words[1:]
+    return words
+
+
+def test_every_compose_command_is_a_real_xgw_subcommand() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+    known = _subcommand_paths(build_parser())
+    xgw_services = 0
+    for name, service in compose["services"].items():
+        command = service.get("command")
+        if not command or command[0] != "xgw":
+            continue
+        xgw_services += 1
+        words = _strip_global_options(command[1:])
+        assert (words[0],) in known, f"{name}: 'xgw {words[0]}' is not a subcommand"
+        # the whole command line must parse (exits on an unknown option)
+        build_parser().parse_args(command[1:])
+    assert xgw_services >= 1
+
+
+def test_every_referenced_file_exists_and_configs_load() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            context = (DOCKER / build["context"]).resolve()
+            assert (context / build["dockerfile"]).is_file(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                path = (DOCKER / source).resolve()
+                assert path.exists(), f"{name}: {source} missing"
+                if path.suffix in {".yaml", ".yml"}:
+                    load_settings(path, environ={})  # the shipped config is valid
+
+
+def test_dockerfile_copies_existing_paths_and_runs_unprivileged() -> None:
+    text = (DOCKER / "Dockerfile").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    assert "\nUSER xgw" in text
+    assert 'ENTRYPOINT ["xgw"]' in text

@@ -1,0 +1,81 @@
+"""Logging: JSON lines, a request id on every line, personal data and secrets masked."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import structlog
+
+from gateway.logs import configure_logging, get_logger, mask_text, redact_personal_data
+
+VALID_ID = "11010519491231002X"
+
+
+def _render(**event: Any) -> dict[str, Any]:
+    return dict(redact_personal_data(None, "info", dict(event)))
+
+
+def test_resident_id_is_masked_inside_text() -> None:
+    out = mask_text(f"applicant {VALID_ID} filed")
+    assert VALID_ID not in out
+    assert out == "applicant 110***********002X filed"
+
+
+def test_matter_codes_are_not_mistaken_for_ids() -> None:
+    implementation_code = "11650000010183859F2650116013001"  # 31-char 实施编码
+    assert mask_text(implementation_code) == implementation_code
+    assert mask_text("region 420607") == "region 420607"
+    assert mask_text("ts 1732780000123") == "ts 1732780000123"
+
+
+def test_phone_numbers_are_masked() -> None:
+    assert mask_text("call 13812345678 now") == "call 138****5678 now"
+    assert mask_text("call +86 13812345678") == "call +86 138****5678"
+
+
+def test_secret_and_personal_keys_are_masked_recursively() -> None:
+    event = _render(
+        event="x",
+        passphrase="hunter2",
+        nested={"api_key": "k", "aac003": "张三", "ok": "visible", "rows": [VALID_ID]},
+        authorization="Bearer abc",
+    )
+    assert event["passphrase"] == "***"
+    assert event["authorization"] == "***"
+    assert event["nested"]["api_key"] == "***"
+    assert event["nested"]["aac003"] == "***"
+    assert event["nested"]["ok"] == "visible"
+    assert VALID_ID not in json.dumps(event)
+
+
+def test_json_lines_carry_bound_request_id_and_are_redacted() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    structlog.contextvars.bind_contextvars(request_id="req-12345678")
+    try:
+        get_logger("t").info("case.filed", id_number=VALID_ID, note=f"id {VALID_ID}")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["request_id"] == "req-12345678"
+    assert line["event"] == "case.filed"
+    assert VALID_ID not in stream.getvalue()
+
+
+def test_stdlib_loggers_go_through_redaction() -> None:
+    import logging
+
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logging.getLogger("some.library").warning("peer sent %s", VALID_ID)
+    assert VALID_ID not in stream.getvalue()
+    assert "110***********002X" in stream.getvalue()
+
+
+def test_zeep_never_logs_at_debug() -> None:
+    import logging
+
+    configure_logging("debug", "json", io.StringIO())
+    assert logging.getLogger("zeep.transports").getEffectiveLevel() >= logging.INFO
