@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, cli_security
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.logs import configure_logging, get_logger
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="print the effective configuration, secrets masked"
     )
     show.set_defaults(handler=cmd_config_show)
+    cli_security.register(commands)
     return parser
 
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"xgw: {exc}\n")
         return 78  # EX_CONFIG
     configure_logging(settings.log_level, settings.log_format)
-    return handler(args, settings)
+    return cli_security.run_refusing(handler, args, settings)
 
 
 if __name__ == "__main__":

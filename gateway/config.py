@@ -55,6 +55,25 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="time in-flight work gets on SIGTERM"
     )
+    crypto_backend: Literal["native", "gmssl"] = Field(
+        "native", description="native: OpenSSL/cryptography (fast); gmssl: pure Python"
+    )
+    replay_window_seconds: float = Field(
+        300.0, gt=0, le=3600, description="accepted clock skew of an envelope's created time"
+    )
+    keys_dir: Path | None = Field(
+        None, description="trust.yaml and key files; default <data_dir>/keys"
+    )
+    key_passphrase: SecretStr | None = Field(
+        None, description="passphrase of our private keys (prefer key_passphrase_file)"
+    )
+    key_passphrase_file: Path | None = Field(
+        None, description="file whose first line is the passphrase of our private keys"
+    )
+
+    @property
+    def effective_keys_dir(self) -> Path:
+        return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
 
     @field_validator("redis_url")
     @classmethod

@@ -1,0 +1,208 @@
+"""``xgw keys …``, ``xgw seal``, ``xgw open``: partner onboarding and interop checks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.config import Settings
+from gateway.keystore import backend_for, load_trust
+from security import envelope as env
+from security.curve import DEFAULT_DISTID
+from security.errors import PASSPHRASE_REQUIRED, SecurityError
+from security.keys import (
+    PrivateKey,
+    generate_private_key,
+    load_private_key,
+    load_public_key,
+    read_passphrase,
+    write_private_key,
+)
+from security.replay import check_fresh
+
+PASSPHRASE_ENV = "XGW_KEY_PASSPHRASE"  # noqa: S105 - a variable name
+
+
+def _add_passphrase_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passphrase-file", type=Path, help="file whose first line is the passphrase"
+    )
+    parser.add_argument(
+        "--passphrase-env",
+        default=PASSPHRASE_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the passphrase (default {PASSPHRASE_ENV})",
+    )
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    return read_passphrase(env_var=args.passphrase_env, file=args.passphrase_file)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SecurityError("FILE_UNREADABLE", f"{path}: {exc.strerror}") from None
+
+
+def _private(args: argparse.Namespace, settings: Settings) -> PrivateKey:
+    return load_private_key(_read(args.key), _passphrase(args), backend_for(settings))
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def cmd_keys_list(_args: argparse.Namespace, settings: Settings) -> int:
+    store = load_trust(settings)
+    now = datetime.now(UTC)
+    rows = [["OWNER", "REGION", "KEY ID", "NOT BEFORE", "NOT AFTER", "STATUS", "FILE"]]
+    for row in store.listing(now):
+        rows.append(
+            [
+                row.owner,
+                row.region,
+                row.key_id,
+                row.not_before.strftime("%Y-%m-%d %H:%M"),
+                row.not_after.strftime("%Y-%m-%d %H:%M"),
+                row.status,
+                row.source,
+            ]
+        )
+    print(_table(rows))
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
+    secret = _passphrase(args)
+    if not secret:
+        raise SecurityError(
+            PASSPHRASE_REQUIRED,
+            f"private keys are written encrypted: set {args.passphrase_env} or --passphrase-file",
+        )
+    key = generate_private_key(backend_for(settings))
+    name = args.name or f"sm2-{key.key_id[:12]}"
+    private_path, public_path = args.out / f"{name}.key.pem", args.out / f"{name}.pub.pem"
+    write_private_key(private_path, key, secret)
+    public_path.write_bytes(key.public.to_pem())
+    print(f"key id  {key.key_id}\nprivate {private_path}\npublic  {public_path}")
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace, settings: Settings) -> int:
+    data = _read(args.file)
+    if b"PRIVATE KEY" in data:
+        key = load_private_key(data, _passphrase(args), backend_for(settings))
+        kind, public = "SM2 private key (PKCS#8)", key.public
+    else:
+        kind, public = "SM2 public key (SubjectPublicKeyInfo)", load_public_key(data)
+    print(f"kind    {kind}\ncurve   sm2p256v1 (1.2.156.10197.1.301)")
+    print(f"key id  {public.key_id}\npublic  {public.point.hex()}")
+    return 0
+
+
+def cmd_seal(args: argparse.Namespace, settings: Settings) -> int:
+    backend = backend_for(settings)
+    signer = _private(args, settings)
+    recipient = load_public_key(_read(args.to))
+    msg_id = args.msg_id or uuid.uuid4().hex
+    header = env.Header(
+        msg_id=msg_id,
+        kind=args.kind,
+        idem_key=args.idem_key or msg_id,
+        sender=env.Party(
+            args.sender_region or settings.region_code, args.sender_node or settings.node_id
+        ),
+        receiver=env.Party(args.receiver_region, args.receiver_node),
+        matter=args.matter,
+        created=env.now_utc(),
+        content_type=args.content_type,
+    )
+    sealed = env.seal(
+        _read(args.input), header, signer, recipient, backend, distid=args.distid.encode()
+    )
+    args.out.write_bytes(sealed.to_json())
+    print(f"sealed {args.input} -> {args.out} (msg_id {sealed.msg_id})")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
+    backend = backend_for(settings)
+    envelope = env.envelope_from_json(_read(args.input))
+    sender = load_public_key(_read(args.sender))
+    env.verify_origin(envelope, sender, backend, args.distid.encode())
+    if args.window is not None:
+        check_fresh(envelope.created_at, env.now_utc(), args.window)
+    plaintext = env.decrypt(envelope, _private(args, settings), backend)
+    args.out.write_bytes(plaintext)
+    print(
+        f"opened {args.input} -> {args.out}: signed by {envelope.sender_key_id[:16]}… "
+        f"({envelope.sender_region}/{envelope.sender_node}), {len(plaintext)} bytes"
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="list, generate and inspect SM2 keys")
+    keys.set_defaults(handler=cmd_keys_list)
+    key_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    key_commands.add_parser("list", help="our keys and partners' keys with validity").set_defaults(
+        handler=cmd_keys_list
+    )
+    generate = key_commands.add_parser("generate", help="new SM2 key pair (private encrypted)")
+    generate.add_argument("--out", type=Path, required=True, help="directory to write into")
+    generate.add_argument("--name", help="file name stem (default sm2-<key id prefix>)")
+    _add_passphrase_options(generate)
+    generate.set_defaults(handler=cmd_keys_generate)
+    show = key_commands.add_parser("show", help="kind, key id and public point of a key file")
+    show.add_argument("file", type=Path)
+    _add_passphrase_options(show)
+    show.set_defaults(handler=cmd_keys_show)
+
+    seal = commands.add_parser("seal", help="seal a file into an XGW-ENV/1 envelope (JSON)")
+    seal.add_argument("--to", type=Path, required=True, help="recipient public key")
+    seal.add_argument("--key", type=Path, required=True, help="our private key (signs)")
+    seal.add_argument("--in", dest="input", type=Path, required=True)
+    seal.add_argument("--out", type=Path, required=True)
+    seal.add_argument("--matter", default="SAMPLE-MATTER", help="matter code in the header")
+    seal.add_argument("--kind", default="request")
+    seal.add_argument("--msg-id")
+    seal.add_argument("--idem-key")
+    seal.add_argument("--sender-region")
+    seal.add_argument("--sender-node")
+    seal.add_argument("--receiver-region", default="411329")
+    seal.add_argument("--receiver-node", default="xinye-gw")
+    seal.add_argument("--content-type", default="application/json")
+    seal.add_argument("--distid", default=DEFAULT_DISTID.decode(), help="our SM2 distinguishing ID")
+    _add_passphrase_options(seal)
+    seal.set_defaults(handler=cmd_seal)
+
+    open_ = commands.add_parser("open", help="verify and decrypt an XGW-ENV/1 envelope")
+    open_.add_argument("--key", type=Path, required=True, help="our private key (decrypts)")
+    open_.add_argument("--from", dest="sender", type=Path, required=True, help="sender public key")
+    open_.add_argument("--in", dest="input", type=Path, required=True)
+    open_.add_argument("--out", type=Path, required=True)
+    open_.add_argument(
+        "--distid", default=DEFAULT_DISTID.decode(), help="sender's distinguishing ID"
+    )
+    open_.add_argument(
+        "--window", type=float, help="also refuse if created is further than this (s)"
+    )
+    _add_passphrase_options(open_)
+    open_.set_defaults(handler=cmd_open)
+
+
+def run_refusing(handler: object, args: argparse.Namespace, settings: Settings) -> int:
+    """Run a security command; a refusal is one line on stderr and exit 1."""
+    try:
+        return handler(args, settings)  # type: ignore[operator,no-any-return]
+    except SecurityError as exc:
+        sys.stderr.write(f"xgw: refused: {exc.code}: {exc.message}\n")
+        return 1

@@ -1,0 +1,310 @@
+"""The sealed envelope, XGW-ENV/1 (spec: docs/envelope.md). Pure functions over a backend.
+
+Order: encrypt, then sign. The signature covers every field but itself (the header, the SM2-wrapped
+content key, IV, ciphertext, tag and the SM3 digest of the plaintext), so:
+- an auditor holding only public keys verifies origin and integrity of a logged envelope without
+  decrypting personal data;
+- a receiver rejects forgeries before any decryption work (no decryption oracle, cheap refusal);
+- the signer is bound to the plaintext too (the digest), so a recipient can later prove what was
+  said by disclosing it.
+The header is also the GCM additional data, so ciphertext cannot be moved under another header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from security import der
+from security.backend import GCM_IV_BYTES, GCM_TAG_BYTES, SM4_KEY_BYTES, CryptoBackend
+from security.curve import DEFAULT_DISTID
+from security.errors import ENVELOPE_MALFORMED, SIGNATURE_INVALID, SecurityError, decrypt_failed
+from security.keys import PrivateKey, PublicKey
+
+VERSION = "XGW-ENV/1"
+NONCE_BYTES = 16
+MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+_B64 = r"^[A-Za-z0-9+/]*={0,2}$"
+_HEX64 = r"^[0-9a-f]{64}$"
+PATTERNS: dict[str, str] = {
+    "v": rf"^{re.escape(VERSION)}$",
+    "msg_id": _ID,
+    "kind": r"^[a-z][a-z0-9_.-]{0,31}$",
+    "idem_key": _ID,
+    "sender_region": r"^\d{6}$",
+    "sender_node": r"^[A-Za-z0-9._-]{1,64}$",
+    "receiver_region": r"^\d{6}$",
+    "receiver_node": r"^[A-Za-z0-9._-]{1,64}$",
+    "matter": r"^[A-Za-z0-9._-]{1,64}$",
+    "created": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$",
+    "nonce": _B64,
+    "sender_key_id": _HEX64,
+    "recipient_key_id": _HEX64,
+    "content_type": r"^[a-z0-9][a-z0-9.+/-]{0,63}$",
+    "digest": _HEX64,
+    "key_wrap": _B64,
+    "iv": _B64,
+    "ciphertext": _B64,
+    "tag": _B64,
+    "signature": _B64,
+}
+_COMPILED = {name: re.compile(pattern) for name, pattern in PATTERNS.items()}
+# The GCM additional data: the header plus the plaintext digest.
+AAD_FIELDS = tuple(PATTERNS)[: tuple(PATTERNS).index("digest") + 1]
+SIGNED_FIELDS = tuple(PATTERNS)[:-1]
+
+
+@dataclass(frozen=True)
+class Party:
+    region: str  # GB/T 2260 region code of the jurisdiction
+    node: str  # gateway node id within it
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the sender states about a message; everything here is signed."""
+
+    msg_id: str
+    kind: str
+    idem_key: str
+    sender: Party
+    receiver: Party
+    matter: str
+    created: datetime
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The wire form: every field a string, exactly as transported in JSON or XML."""
+
+    v: str
+    msg_id: str
+    kind: str
+    idem_key: str
+    sender_region: str
+    sender_node: str
+    receiver_region: str
+    receiver_node: str
+    matter: str
+    created: str
+    nonce: str
+    sender_key_id: str
+    recipient_key_id: str
+    content_type: str
+    digest: str
+    key_wrap: str
+    iv: str
+    ciphertext: str
+    tag: str
+    signature: str
+
+    def canonical(self, names: tuple[str, ...] = SIGNED_FIELDS) -> bytes:
+        """The exact bytes signed: ``name=value\\n`` per field, in spec order, UTF-8."""
+        return "".join(f"{name}={getattr(self, name)}\n" for name in names).encode()
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.as_dict())
+
+    @property
+    def created_at(self) -> datetime:
+        return parse_time(self.created)
+
+    @property
+    def sender(self) -> Party:
+        return Party(self.sender_region, self.sender_node)
+
+    @property
+    def receiver(self) -> Party:
+        return Party(self.receiver_region, self.receiver_node)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Envelope))
+assert tuple(PATTERNS) == FIELD_NAMES, "Envelope fields must follow the spec order"
+
+
+def format_time(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{utc.microsecond:06d}Z" if utc.microsecond else "Z"
+    )
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(
+        text, "%Y-%m-%dT%H:%M:%S.%fZ" if "." in text else "%Y-%m-%dT%H:%M:%SZ"
+    ).replace(tzinfo=UTC)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str, name: str) -> bytes:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise malformed(f"{name} is not base64") from None
+    if base64.b64encode(data).decode() != text:
+        raise malformed(f"{name} is not canonical base64")
+    return data
+
+
+def malformed(reason: str) -> SecurityError:
+    return SecurityError(ENVELOPE_MALFORMED, reason)
+
+
+def envelope_from_mapping(data: Any) -> Envelope:
+    """Validate untrusted fields (from JSON or XML) into an Envelope, or ENVELOPE_MALFORMED."""
+    if not isinstance(data, dict):
+        raise malformed("the envelope must be an object")
+    missing = [name for name in FIELD_NAMES if name not in data]
+    extra = sorted(str(name) for name in data if name not in PATTERNS)
+    if missing or extra:
+        raise malformed(
+            "; ".join(
+                part
+                for part in (
+                    f"missing fields: {', '.join(missing)}" if missing else "",
+                    f"unknown fields: {', '.join(extra[:10])}" if extra else "",
+                )
+                if part
+            )
+        )
+    for name in FIELD_NAMES:
+        value = data[name]
+        if not isinstance(value, str) or not _COMPILED[name].match(value):
+            raise malformed(f"field {name} is not of the expected form")
+    envelope = Envelope(**{name: data[name] for name in FIELD_NAMES})
+    try:
+        envelope.created_at  # noqa: B018 - validates the calendar date
+    except ValueError:
+        raise malformed("field created is not a valid time") from None
+    sizes = {"nonce": NONCE_BYTES, "iv": GCM_IV_BYTES, "tag": GCM_TAG_BYTES}
+    for name, size in sizes.items():
+        if len(unb64(getattr(envelope, name), name)) != size:
+            raise malformed(f"field {name} must be {size} bytes")
+    for name in ("key_wrap", "ciphertext", "signature"):
+        unb64(getattr(envelope, name), name)
+    return envelope
+
+
+def envelope_from_json(raw: bytes) -> Envelope:
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise malformed("envelope too large")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise malformed("not valid JSON") from None
+    return envelope_from_mapping(data)
+
+
+def seal(
+    plaintext: bytes,
+    header: Header,
+    signer: PrivateKey,
+    recipient: PublicKey,
+    backend: CryptoBackend,
+    distid: bytes = DEFAULT_DISTID,
+    nonce: bytes | None = None,
+) -> Envelope:
+    """Encrypt to ``recipient`` with a fresh SM4 key, then sign everything with ``signer``."""
+    content_key = secrets.token_bytes(SM4_KEY_BYTES)
+    iv = secrets.token_bytes(GCM_IV_BYTES)
+    values = {
+        "v": VERSION,
+        "msg_id": header.msg_id,
+        "kind": header.kind,
+        "idem_key": header.idem_key,
+        "sender_region": header.sender.region,
+        "sender_node": header.sender.node,
+        "receiver_region": header.receiver.region,
+        "receiver_node": header.receiver.node,
+        "matter": header.matter,
+        "created": format_time(header.created),
+        "nonce": b64(nonce if nonce is not None else secrets.token_bytes(NONCE_BYTES)),
+        "sender_key_id": signer.key_id,
+        "recipient_key_id": recipient.key_id,
+        "content_type": header.content_type,
+        "digest": backend.sm3(plaintext).hex(),
+    }
+    for name, value in values.items():
+        if not _COMPILED[name].match(value):
+            raise malformed(f"field {name} is not of the expected form")
+    aad = "".join(f"{name}={values[name]}\n" for name in AAD_FIELDS).encode()
+    ciphertext, tag = backend.sm4_gcm_encrypt(content_key, iv, plaintext, aad)
+    values.update(
+        key_wrap=b64(backend.sm2_encrypt(recipient.point, content_key)),
+        iv=b64(iv),
+        ciphertext=b64(ciphertext),
+        tag=b64(tag),
+        signature="",
+    )
+    unsigned = Envelope(**values)
+    signature = backend.sm2_sign(signer.scalar, signer.public.point, unsigned.canonical(), distid)
+    return Envelope(**{**values, "signature": b64(signature)})
+
+
+def verify_origin(
+    envelope: Envelope, sender: PublicKey, backend: CryptoBackend, distid: bytes = DEFAULT_DISTID
+) -> None:
+    """Origin and integrity with public keys only (what auditors run). Raises SIGNATURE_INVALID."""
+    if envelope.sender_key_id != sender.key_id:
+        raise SecurityError(SIGNATURE_INVALID, "the envelope names another signing key")
+    signature = unb64(envelope.signature, "signature")
+    try:
+        der.decode_signature(signature)
+    except der.DerError:
+        raise SecurityError(SIGNATURE_INVALID, "the signature is not DER SEQUENCE{r,s}") from None
+    if not backend.sm2_verify(sender.point, envelope.canonical(), signature, distid):
+        raise SecurityError(SIGNATURE_INVALID, "the signature does not verify")
+
+
+def decrypt(envelope: Envelope, recipient: PrivateKey, backend: CryptoBackend) -> bytes:
+    """Unwrap the content key, decrypt, check the digest. One error for every failure."""
+    if envelope.recipient_key_id != recipient.key_id:
+        raise decrypt_failed()
+    try:
+        content_key = backend.sm2_decrypt(recipient.scalar, unb64(envelope.key_wrap, "key_wrap"))
+        if len(content_key) != SM4_KEY_BYTES:
+            raise ValueError("content key length")
+        plaintext = backend.sm4_gcm_decrypt(
+            content_key,
+            unb64(envelope.iv, "iv"),
+            unb64(envelope.ciphertext, "ciphertext"),
+            unb64(envelope.tag, "tag"),
+            envelope.canonical(AAD_FIELDS),
+        )
+    except (ValueError, SecurityError):
+        raise decrypt_failed() from None
+    if backend.sm3(plaintext).hex() != envelope.digest:
+        raise decrypt_failed()
+    return plaintext
+
+
+def open_sealed(
+    envelope: Envelope,
+    recipient: PrivateKey,
+    sender: PublicKey,
+    backend: CryptoBackend,
+    distid: bytes = DEFAULT_DISTID,
+) -> bytes:
+    """Verify, then decrypt. Trust, validity and replay are the caller's (security.opener)."""
+    verify_origin(envelope, sender, backend, distid)
+    return decrypt(envelope, recipient, backend)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

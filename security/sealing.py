@@ -1,0 +1,99 @@
+"""Sealing for a partner and opening what partners send: envelope + trust store + replay guard.
+
+Opening checks, in this order, so that the cheap and unauthenticated checks come first and no
+unauthenticated input can burn a nonce or reach decryption:
+1. form (ENVELOPE_MALFORMED), addressed to us (NOT_FOR_US);
+2. the sender key: known, not revoked, of the claimed jurisdiction, valid now (KEY_*);
+3. the signature with that key and its distinguishing ID (SIGNATURE_INVALID);
+4. the created time within the window (STALE);
+5. the nonce never seen within its TTL (REPLAYED);
+6. unwrap, decrypt, digest (DECRYPT_FAILED, one error whatever failed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from security import envelope as env
+from security.backend import CryptoBackend
+from security.errors import NOT_FOR_US, REPLAYED, SecurityError
+from security.replay import NonceStore, check_fresh, nonce_ttl
+from security.trust import TrustedKey, TrustStore
+
+
+@dataclass(frozen=True)
+class Opened:
+    envelope: env.Envelope
+    plaintext: bytes
+    sender: TrustedKey
+
+
+class Sealer:
+    def __init__(self, trust: TrustStore, backend: CryptoBackend) -> None:
+        self.trust, self.backend = trust, backend
+
+    def seal(
+        self,
+        plaintext: bytes,
+        *,
+        receiver: env.Party,
+        kind: str,
+        matter: str,
+        idem_key: str,
+        msg_id: str | None = None,
+        created: datetime | None = None,
+        content_type: str = "application/json",
+    ) -> env.Envelope:
+        now = created or env.now_utc()
+        header = env.Header(
+            msg_id=msg_id or uuid.uuid4().hex,
+            kind=kind,
+            idem_key=idem_key,
+            sender=env.Party(self.trust.region, self.trust.node),
+            receiver=receiver,
+            matter=matter,
+            created=now,
+            content_type=content_type,
+        )
+        recipient = self.trust.recipient_key(receiver.region, now)
+        return env.seal(
+            plaintext,
+            header,
+            self.trust.signing_key(now),
+            recipient.key,
+            self.backend,
+            distid=self.trust.distid,
+        )
+
+
+class Opener:
+    def __init__(
+        self,
+        trust: TrustStore,
+        backend: CryptoBackend,
+        nonces: NonceStore,
+        window_seconds: float = 300,
+    ) -> None:
+        self.trust, self.backend, self.nonces = trust, backend, nonces
+        self.window_seconds = window_seconds
+
+    def authenticate(self, envelope: env.Envelope, now: datetime) -> TrustedKey:
+        """Steps 1–4: who sent it, unchanged, and fresh. No state is touched."""
+        if envelope.receiver_region != self.trust.region:
+            raise SecurityError(NOT_FOR_US, f"addressed to {envelope.receiver_region}, not us")
+        sender = self.trust.sender_key(envelope.sender_key_id, envelope.sender_region, now)
+        env.verify_origin(envelope, sender.key, self.backend, sender.distid)
+        check_fresh(envelope.created_at, now, self.window_seconds)
+        return sender
+
+    async def open(self, envelope: env.Envelope, now: datetime | None = None) -> Opened:
+        moment = now or env.now_utc()
+        sender = self.authenticate(envelope, moment)
+        nonce_key = f"{envelope.sender_region}:{envelope.nonce}"
+        if not await self.nonces.claim(nonce_key, nonce_ttl(self.window_seconds)):
+            raise SecurityError(REPLAYED, "this envelope's nonce was already used")
+        recipient = self.trust.decryption_key(envelope.recipient_key_id)
+        plaintext = env.decrypt(envelope, recipient, self.backend)
+        return Opened(envelope, plaintext, sender)

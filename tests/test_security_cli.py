@@ -1,0 +1,179 @@
+"""`xgw keys`, `xgw seal`, `xgw open` as an onboarding engineer would use them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import run_xgw, xgw_env
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return xgw_env(tmp_path / "var", XGW_KEY_PASSPHRASE="correct horse", **extra)
+
+
+def test_generate_show_seal_open_round_trip(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for name in ("xiangzhou", "xinye"):
+        result = run_xgw("keys", "generate", "--out", str(tmp_path), "--name", name, env=env)
+        assert result.returncode == 0, result.stderr
+    private = (tmp_path / "xinye.key.pem").read_bytes()
+    assert b"ENCRYPTED PRIVATE KEY" in private
+    assert os.stat(tmp_path / "xinye.key.pem").st_mode & 0o077 == 0
+    shown = run_xgw("keys", "show", str(tmp_path / "xinye.pub.pem"), env=env)
+    assert b"key id" in shown.stdout
+    payload = tmp_path / "form.json"
+    payload.write_text('{"aac002":"11010519491231002X"}', encoding="utf-8")
+    sealed = tmp_path / "sealed.json"
+    result = run_xgw(
+        "seal",
+        "--to",
+        str(tmp_path / "xinye.pub.pem"),
+        "--key",
+        str(tmp_path / "xiangzhou.key.pem"),
+        "--in",
+        str(payload),
+        "--out",
+        str(sealed),
+        "--matter",
+        "411329-SB-001",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"11010519491231002X" not in sealed.read_bytes()
+    out = tmp_path / "opened.json"
+    result = run_xgw(
+        "open",
+        "--key",
+        str(tmp_path / "xinye.key.pem"),
+        "--from",
+        str(tmp_path / "xiangzhou.pub.pem"),
+        "--in",
+        str(sealed),
+        "--out",
+        str(out),
+        "--window",
+        "300",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == payload.read_bytes()
+
+
+def test_open_refuses_with_reason(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for name in ("a", "b"):
+        run_xgw("keys", "generate", "--out", str(tmp_path), "--name", name, env=env)
+    (tmp_path / "m").write_bytes(b"hello")
+    run_xgw(
+        "seal",
+        "--to",
+        str(tmp_path / "b.pub.pem"),
+        "--key",
+        str(tmp_path / "a.key.pem"),
+        "--in",
+        str(tmp_path / "m"),
+        "--out",
+        str(tmp_path / "e.json"),
+        env=env,
+    )
+    wrong_sender = run_xgw(
+        "open",
+        "--key",
+        str(tmp_path / "b.key.pem"),
+        "--from",
+        str(tmp_path / "b.pub.pem"),
+        "--in",
+        str(tmp_path / "e.json"),
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+    )
+    assert wrong_sender.returncode == 1
+    assert wrong_sender.stderr.startswith(b"xgw: refused: SIGNATURE_INVALID")
+    wrong_recipient = run_xgw(
+        "open",
+        "--key",
+        str(tmp_path / "a.key.pem"),
+        "--from",
+        str(tmp_path / "a.pub.pem"),
+        "--in",
+        str(tmp_path / "e.json"),
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+    )
+    assert b"DECRYPT_FAILED" in wrong_recipient.stderr
+    bad_pass = run_xgw(
+        "open",
+        "--key",
+        str(tmp_path / "b.key.pem"),
+        "--from",
+        str(tmp_path / "a.pub.pem"),
+        "--in",
+        str(tmp_path / "e.json"),
+        "--out",
+        str(tmp_path / "o"),
+        env={**env, "XGW_KEY_PASSPHRASE": "nope"},
+    )
+    assert b"PASSPHRASE_INVALID" in bad_pass.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_generate_without_passphrase_is_refused(tmp_path: Path) -> None:
+    env = xgw_env(tmp_path / "var")
+    env.pop("XGW_KEY_PASSPHRASE", None)
+    result = run_xgw("keys", "generate", "--out", str(tmp_path), env=env)
+    assert result.returncode == 1
+    assert b"PASSPHRASE_REQUIRED" in result.stderr
+
+
+def test_passphrase_file_and_openssl_reads_the_key(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from a file\n", encoding="utf-8")
+    env = xgw_env(tmp_path / "var")
+    result = run_xgw(
+        "keys",
+        "generate",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "k",
+        "--passphrase-file",
+        str(secret),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    check = subprocess.run(
+        [
+            "openssl",
+            "pkey",
+            "-in",
+            str(tmp_path / "k.key.pem"),
+            "-passin",
+            f"file:{secret}",
+            "-noout",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_keys_lists_sample_trust_store_with_ids_and_validity(tmp_path: Path) -> None:
+    env = xgw_env(tmp_path / "var")
+    result = run_xgw("keys", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].split()[:3] == ["OWNER", "REGION", "KEY"]
+    assert lines[1].split()[0:2] == ["own", "420607"] and "valid" in lines[1]
+    trust = (tmp_path / "var" / "keys" / "trust.yaml").read_text(encoding="utf-8")
+    assert "SAMPLE" in trust
+
+
+def test_configured_keys_dir_without_trust_file_is_an_error(tmp_path: Path) -> None:
+    env = xgw_env(tmp_path / "var", XGW_KEYS_DIR=str(tmp_path / "nokeys"))
+    result = run_xgw("keys", env=env)
+    assert result.returncode == 1
+    assert b"TRUST_CONFIG_INVALID" in result.stderr
