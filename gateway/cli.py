@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway import __version__, cli_security
+from gateway import __version__, cli_mappings, cli_security
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.logs import configure_logging, get_logger
@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.set_defaults(handler=cmd_config_show)
     cli_security.register(commands)
+    cli_mappings.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `xgw … | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Command | None = getattr(args, "handler", None)
@@ -100,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"xgw: {exc}\n")
         return 78  # EX_CONFIG
     configure_logging(settings.log_level, settings.log_format)
-    return cli_security.run_refusing(handler, args, settings)
+    return cli_security.run_refusing(lambda a, s: cli_mappings.run(handler, a, s), args, settings)
 
 
 if __name__ == "__main__":

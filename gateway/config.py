@@ -71,6 +71,15 @@ class Settings(BaseSettings):
         None, description="file whose first line is the passphrase of our private keys"
     )
 
+    mappings_dir: Path | None = Field(
+        None, description="mapping data folder; default: the packaged SAMPLE data"
+    )
+
+    @property
+    def mappings_overlay_dir(self) -> Path:
+        """Where imported catalogues go; they replace the base folder's for their region."""
+        return self.data_dir / "mappings"
+
     @property
     def effective_keys_dir(self) -> Path:
         return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"

@@ -1,0 +1,100 @@
+"""Mapping speed: loading a full-scale catalogue and mapping set; transforms per second.
+
+Usage: python bench/mappings.py [--seconds S] [--smoke]
+Targets (one core): load < 300 ms at 1,631 local matters; >= 20,000 transforms/s of the 社保转入
+信息表 payload (20 yearly rows) in each direction. The reference in the same run is an orjson
+dumps+loads of the same payload (a floor for "touch every field once").
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mappings.catalogue import render_catalogue_csv
+from mappings.registry import build_registry, packaged_data_dir
+from mappings.sample import large_catalogue
+
+
+def rate(operation: Callable[[], object], seconds: float) -> float:
+    count, start = 0, time.perf_counter()
+    while True:
+        operation()
+        count += 1
+        if count % 64 == 0 and time.perf_counter() - start >= seconds:
+            return count / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--matters", type=int, default=1631)
+    parser.add_argument("--smoke", action="store_true", help="tiny run: checks the script works")
+    args = parser.parse_args()
+    seconds = 0.05 if args.smoke else args.seconds
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "data"
+        shutil.copytree(packaged_data_dir(), folder)
+        matters = large_catalogue(args.matters)
+        (folder / "catalogue" / "420607.csv").write_text(
+            render_catalogue_csv(matters), encoding="utf-8"
+        )
+        loads = []
+        for _ in range(2 if args.smoke else 7):
+            start = time.perf_counter()
+            registry, problems = build_registry(folder)
+            loads.append((time.perf_counter() - start) * 1000)
+            assert registry is not None, problems
+        local_matters = len(registry.catalogues["420607"].matters)
+        all_matters = sum(len(c.matters) for c in registry.catalogues.values())
+
+    transform = registry.transforms["pension_information_form"]
+    example = yaml.safe_load(
+        (packaged_data_dir() / "examples" / "pension_information_form.yaml").read_text(
+            encoding="utf-8"
+        )
+    )["payload"]
+    partner = transform.outbound(example)
+    assert transform.inbound(partner) == example
+    outbound = rate(lambda: transform.outbound(example), seconds)
+    inbound = rate(lambda: transform.inbound(partner), seconds)
+    reference = rate(lambda: orjson.loads(orjson.dumps(example)), seconds)
+
+    print(
+        f"catalogue: {local_matters} local matters ({all_matters} in all jurisdictions), "
+        f"{sum(len(v) for v in registry.mapping_sets.values())} mapping versions, "
+        f"{len(registry.transforms)} transforms"
+    )
+    print(f"{'measure':44}  {'value':>10}  {'reference':>10}  {'ratio':>6}")
+    print(
+        f"{'load, median of runs (ms)':44}  {statistics.median(loads):10.1f}  {'300 (target)':>10}"
+    )
+    rows = len(example["record"]["contributions"])
+    for name, value in (
+        (f"信息表 outbound ({rows} rows) transforms/s", outbound),
+        (f"信息表 inbound ({rows} rows) transforms/s", inbound),
+    ):
+        print(f"{name:44}  {value:10.0f}  {reference:10.0f}  {value / reference:6.2f}")
+    print(
+        "reference: orjson dumps+loads of the same payload; targets: load < 300 ms, "
+        ">= 20,000 transforms/s each way"
+    )
+    if args.smoke:
+        print("(smoke run: figures are not meaningful)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
