@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway import __version__, cli_mappings, cli_security
+from gateway import __version__, cli_audit, cli_mappings, cli_security
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.logs import configure_logging, get_logger
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=cmd_config_show)
     cli_security.register(commands)
     cli_mappings.register(commands)
+    cli_audit.register(commands)
     return parser
 
 

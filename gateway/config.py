@@ -75,6 +75,34 @@ class Settings(BaseSettings):
         None, description="mapping data folder; default: the packaged SAMPLE data"
     )
 
+    audit_checkpoint_entries: int = Field(
+        1000, ge=1, description="sign the exchange log after this many entries…"
+    )
+    audit_checkpoint_seconds: float = Field(
+        60.0, gt=0, description="…or after this many seconds, whichever comes first"
+    )
+    audit_live_days: int = Field(
+        365, ge=1, description="entries older than this are archived out of the live store"
+    )
+    audit_archive_dir: Path | None = Field(
+        None, description="archive files of the exchange log; default <data_dir>/audit-archive"
+    )
+    audit_hmac_key_file: Path | None = Field(
+        None, description="key of the person lookup hash; default <keys_dir>/audit-hmac.key"
+    )
+
+    @property
+    def audit_database(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
+
+    @property
+    def effective_audit_archive_dir(self) -> Path:
+        return self.audit_archive_dir or self.data_dir / "audit-archive"
+
+    @property
+    def effective_audit_hmac_key_file(self) -> Path:
+        return self.audit_hmac_key_file or self.effective_keys_dir / "audit-hmac.key"
+
     @property
     def mappings_overlay_dir(self) -> Path:
         """Where imported catalogues go; they replace the base folder's for their region."""

@@ -1,17 +1,41 @@
 """SM3 for identifiers and chains (key ids, log hashes): one implementation, the C one.
 
-Digests do not depend on the configured backend: any correct SM3 gives the same bytes.
+Digests do not depend on the configured backend: any correct SM3 gives the same bytes. The
+system OpenSSL's SM3 through ``hashlib`` is used where present (cheapest per call, it matters for
+millions of log entries); ``cryptography``'s otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+
 from cryptography.hazmat.primitives import hashes
 
 
-def sm3(data: bytes) -> bytes:
+def _cryptography_sm3(data: bytes) -> bytes:
     digest = hashes.Hash(hashes.SM3())
     digest.update(data)
     return digest.finalize()
+
+
+def _pick() -> Callable[[bytes], bytes]:
+    try:
+        template = hashlib.new("sm3")
+    except ValueError:
+        return _cryptography_sm3
+    if template.copy().digest() != _cryptography_sm3(b""):
+        return _cryptography_sm3
+
+    def hashlib_sm3(data: bytes) -> bytes:
+        digest = template.copy()
+        digest.update(data)
+        return digest.digest()
+
+    return hashlib_sm3
+
+
+sm3: Callable[[bytes], bytes] = _pick()
 
 
 def sm3_hex(data: bytes) -> str:

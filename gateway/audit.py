@@ -1,0 +1,529 @@
+"""The exchange log store (SQLite): append-only hash chains per node, checkpoints, archives.
+
+The integrity rules are ``security.auditchain`` (pure); this module only stores and reads.
+Appends take SQLite's write lock (``BEGIN IMMEDIATE``) and read the node's head inside it, so
+concurrent writers (threads or processes) keep one consistent chain; a commit is atomic (WAL,
+``synchronous=FULL``), so a crash never leaves a torn or unchained entry, and the chain resumes
+from the last committed entry. ``AuditWriter`` groups concurrent appends into one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.logs import get_logger, mask_text
+from security import auditchain
+from security.auditchain import GENESIS, Checkpoint
+from security.backend import CryptoBackend
+from security.digest import sm3_hex
+from security.keys import PrivateKey
+
+log = get_logger("gateway.audit")
+
+COLUMNS = (
+    "time",
+    "event",
+    "case_id",
+    "message_id",
+    "partner",
+    "local_matter",
+    "partner_matter",
+    "direction",
+    "outcome",
+    "error_code",
+    "actor",
+    "person",
+)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS audit_entry (
+    node TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    {", ".join(f"{c} TEXT" for c in COLUMNS)},
+    body BLOB NOT NULL,
+    hash TEXT NOT NULL,
+    PRIMARY KEY (node, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_by_case ON audit_entry (case_id);
+CREATE INDEX IF NOT EXISTS audit_by_message ON audit_entry (message_id);
+CREATE INDEX IF NOT EXISTS audit_by_partner_time ON audit_entry (partner, time);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entry (time);
+CREATE INDEX IF NOT EXISTS audit_by_person ON audit_entry (person);
+CREATE TABLE IF NOT EXISTS audit_checkpoint (
+    node TEXT NOT NULL, to_seq INTEGER NOT NULL, from_seq INTEGER NOT NULL, head TEXT NOT NULL,
+    root TEXT NOT NULL, time TEXT NOT NULL, prev TEXT NOT NULL, key_id TEXT NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (node, to_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_archive (
+    node TEXT NOT NULL, to_seq INTEGER NOT NULL, from_seq INTEGER NOT NULL,
+    file TEXT NOT NULL, digest TEXT NOT NULL, head TEXT NOT NULL, created TEXT NOT NULL,
+    PRIMARY KEY (node, to_seq)
+) WITHOUT ROWID;
+"""
+DIRECTIONS = ("outbound", "inbound", "internal")
+# Column names come from COLUMNS above, never from input; values are always bound parameters.
+_INSERT = (
+    f"INSERT INTO audit_entry (node, seq, {', '.join(COLUMNS)}, body, hash) "  # noqa: S608
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 4))})"
+)
+_ROWS = (
+    f"SELECT seq, body, hash, {', '.join(COLUMNS)} FROM audit_entry "  # noqa: S608
+    "WHERE node = ? AND seq > ? ORDER BY seq"
+)
+
+
+@dataclass
+class AuditEvent:
+    """What happened. Personal data never goes in: ``person_id`` is turned into a keyed hash."""
+
+    event: str  # message.sent, message.received, message.rejected, delivery.retry, …
+    direction: str = "internal"
+    outcome: str = "ok"
+    case_id: str | None = None
+    message_id: str | None = None
+    partner: str | None = None
+    local_matter: str | None = None
+    partner_matter: str | None = None
+    error_code: str | None = None
+    actor: str | None = None
+    person_id: str | None = None  # 身份证号: stored only as HMAC-SM3 under the audit key
+    envelope: dict[str, str] | None = None  # the sealed envelope exactly as exchanged
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def person_key(secret: bytes, id_number: str) -> str:
+    """Keyed SM3-HMAC of a 身份证号 (upper-case): lookup by person without storing the number."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hmac as chmac
+
+    mac = chmac.HMAC(secret, hashes.SM3())
+    mac.update(id_number.strip().upper().encode())
+    return mac.finalize().hex()
+
+
+def _clean(value: Any) -> Any:
+    """Details are for humans: mask anything ID- or phone-shaped, recursively."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AuditLog:
+    """One SQLite file; any number of node chains. Thread-safe for one process."""
+
+    def __init__(self, path: Path, node: str, hmac_key: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.node, self._hmac_key = path, node, hmac_key
+        self._db = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _fields(self, event: AuditEvent, time_: str) -> dict[str, Any]:
+        if event.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}")
+        return {
+            "time": time_,
+            "event": event.event,
+            "case_id": event.case_id,
+            "message_id": event.message_id,
+            "partner": event.partner,
+            "local_matter": event.local_matter,
+            "partner_matter": event.partner_matter,
+            "direction": event.direction,
+            "outcome": event.outcome,
+            "error_code": event.error_code,
+            "actor": event.actor,
+            "person": person_key(self._hmac_key, event.person_id) if event.person_id else None,
+            "envelope": event.envelope,
+            "details": _clean(event.details),
+        }
+
+    def head(self, node: str | None = None) -> tuple[int, str]:
+        row = self._db.execute(
+            "SELECT seq, hash FROM audit_entry WHERE node = ? ORDER BY seq DESC LIMIT 1",
+            (node or self.node,),
+        ).fetchone()
+        if row is not None:
+            return int(row[0]), str(row[1])
+        archived = self._db.execute(
+            "SELECT to_seq, head FROM audit_archive WHERE node = ? ORDER BY to_seq DESC LIMIT 1",
+            (node or self.node,),
+        ).fetchone()
+        return (int(archived[0]), str(archived[1])) if archived else (0, GENESIS)
+
+    def append_many(self, events: list[AuditEvent]) -> list[int]:
+        """Append in one transaction (one fsync); returns the sequence numbers."""
+        stamp = now_iso()
+        prepared = [self._fields(e, stamp) for e in events]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq, prev = self.head()
+                rows, seqs = [], []
+                for fields in prepared:
+                    seq += 1
+                    body = auditchain.entry_body(fields, seq, self.node, prev)
+                    prev = auditchain.entry_hash(body)
+                    rows.append((self.node, seq, *(fields[c] for c in COLUMNS), body, prev))
+                    seqs.append(seq)
+                self._db.executemany(_INSERT, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return seqs
+
+    def append(self, event: AuditEvent) -> int:
+        return self.append_many([event])[0]
+
+    def last_checkpoint(self, node: str | None = None) -> Checkpoint | None:
+        row = self._db.execute(
+            "SELECT node, from_seq, to_seq, head, root, time, prev, key_id, signature "
+            "FROM audit_checkpoint WHERE node = ? ORDER BY to_seq DESC LIMIT 1",
+            (node or self.node,),
+        ).fetchone()
+        return Checkpoint(*row) if row else None
+
+    def unsigned_count(self) -> int:
+        last = self.last_checkpoint()
+        head, _ = self.head()
+        return head - (last.to_seq if last else self._archived_to())
+
+    def _archived_to(self) -> int:
+        row = self._db.execute(
+            "SELECT MAX(to_seq) FROM audit_archive WHERE node = ?", (self.node,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def checkpoint(self, signer: PrivateKey, backend: CryptoBackend) -> Checkpoint | None:
+        """Sign everything appended since the last checkpoint (None if nothing is new)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                last = self.last_checkpoint()
+                start = last.to_seq if last else self._archived_to()
+                hashes = [
+                    str(r[0])
+                    for r in self._db.execute(
+                        "SELECT hash FROM audit_entry WHERE node = ? AND seq > ? ORDER BY seq",
+                        (self.node, start),
+                    )
+                ]
+                if not hashes:
+                    self._db.execute("ROLLBACK")
+                    return None
+                made = auditchain.sign_checkpoint(
+                    self.node,
+                    start,
+                    start + len(hashes),
+                    hashes,
+                    now_iso(),
+                    last.hash if last else GENESIS,
+                    signer.scalar,
+                    signer.public.point,
+                    signer.key_id,
+                    backend,
+                )
+                self._db.execute(
+                    "INSERT INTO audit_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        made.node,
+                        made.to_seq,
+                        made.from_seq,
+                        made.head,
+                        made.root,
+                        made.time,
+                        made.prev,
+                        made.key_id,
+                        made.signature,
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return made
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._db.execute(
+                "SELECT DISTINCT node FROM audit_entry UNION SELECT DISTINCT node FROM audit_archive"
+            )
+        ]
+
+    def rows(self, node: str, from_seq: int = 0) -> Iterator[tuple[Any, ...]]:
+        cursor = self._db.execute(_ROWS, (node, from_seq))
+        while batch := cursor.fetchmany(4096):
+            yield from batch
+
+    def count(self, node: str) -> int:
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM audit_entry WHERE node = ?", (node,)).fetchone()[
+                0
+            ]
+        )
+
+    def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
+        return [
+            (int(r[0]), bytes(r[1]), str(r[2]))
+            for r in self._db.execute(
+                "SELECT seq, body, hash FROM audit_entry WHERE node = ? AND case_id = ? ORDER BY seq",
+                (node, case_id),
+            )
+        ]
+
+    def checkpoints(self, node: str) -> list[Checkpoint]:
+        return [
+            Checkpoint(*r)
+            for r in self._db.execute(
+                "SELECT node, from_seq, to_seq, head, root, time, prev, key_id, signature "
+                "FROM audit_checkpoint WHERE node = ? ORDER BY to_seq",
+                (node,),
+            )
+        ]
+
+    def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
+        return [
+            (int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]))
+            for r in self._db.execute(
+                "SELECT from_seq, to_seq, file, digest, head FROM audit_archive "
+                "WHERE node = ? ORDER BY to_seq",
+                (node,),
+            )
+        ]
+
+    def query(
+        self,
+        filters: dict[str, str],
+        limit: int = 50,
+        after: tuple[str, str, int] | None = None,
+        time_from: str | None = None,
+        time_to: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Entries matching column filters, newest last, merged across nodes; keyset-paginated."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in filters.items():
+            if column not in COLUMNS:
+                raise ValueError(f"cannot filter on {column}")
+            clauses.append(f"{column} = ?")
+            params.append(value)
+        if time_from:
+            clauses.append("time >= ?")
+            params.append(time_from)
+        if time_to:
+            clauses.append("time < ?")
+            params.append(time_to)
+        if after is not None:
+            clauses.append("(time, node, seq) > (?, ?, ?)")
+            params.extend(after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        result = []
+        # `where` holds only column names checked against COLUMNS and "?" placeholders.
+        for body, digest in self._db.execute(
+            f"SELECT body, hash FROM audit_entry {where} "  # noqa: S608
+            "ORDER BY time, node, seq LIMIT ?",
+            (*params, limit),
+        ):
+            entry = orjson.loads(body)
+            entry["hash"] = digest
+            result.append(entry)
+        return result
+
+    def person(self, id_number: str) -> str:
+        return person_key(self._hmac_key, id_number)
+
+    # -- archiving -----------------------------------------------------------------------------
+
+    def archive(self, before: str, folder: Path) -> Path | None:
+        """Move entries older than ``before`` (ISO time) that a checkpoint covers into a file.
+
+        The file is JSON lines: a header linking the previous archive's digest and the chain
+        anchor, the covering checkpoints, then the entries. Written and fsynced before the rows
+        are deleted, so a crash in between leaves both (and verification still passes).
+        """
+        last = self.last_checkpoint()
+        if last is None:
+            return None
+        row = self._db.execute(
+            "SELECT MAX(seq) FROM audit_entry WHERE node = ? AND time < ? AND seq <= ?",
+            (self.node, before, last.to_seq),
+        ).fetchone()
+        candidate = int(row[0] or 0)
+        boundaries = [c.to_seq for c in self.checkpoints(self.node) if c.to_seq <= candidate]
+        if not boundaries:
+            return None
+        to_seq = max(boundaries)  # archive whole checkpoint batches only
+        from_seq = self._archived_to()
+        if to_seq <= from_seq:
+            return None
+        previous = self.archives(self.node)
+        prev_digest = previous[-1][3] if previous else GENESIS
+        anchor = GENESIS if from_seq == 0 else (previous[-1][4] if previous else GENESIS)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{self.node}-{from_seq + 1:012d}-{to_seq:012d}.jsonl"
+        covering = [c for c in self.checkpoints(self.node) if from_seq < c.to_seq <= to_seq]
+        header = {
+            "format": f"{auditchain.FORMAT} archive",
+            "node": self.node,
+            "from_seq": from_seq,
+            "to_seq": to_seq,
+            "anchor": anchor,
+            "prev_archive_digest": prev_digest,
+            "created": now_iso(),
+        }
+        temporary = target.with_suffix(".part")
+        head = anchor
+        with open(temporary, "wb") as handle:
+            handle.write(orjson.dumps(header) + b"\n")
+            for checkpoint in covering:
+                handle.write(orjson.dumps({"checkpoint": checkpoint.as_dict()}) + b"\n")
+            for seq, body, digest, *_ in self.rows(self.node, from_seq):
+                if seq > to_seq:
+                    break
+                handle.write(
+                    orjson.dumps({"seq": seq, "hash": digest, "body": body.decode()}) + b"\n"
+                )
+                head = digest
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        digest = sm3_hex(target.read_bytes())
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO audit_archive VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (self.node, to_seq, from_seq, target.name, digest, head, now_iso()),
+                )
+                self._db.execute(
+                    "DELETE FROM audit_entry WHERE node = ? AND seq <= ?", (self.node, to_seq)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return target
+
+
+def hmac_key_bytes(path: Path, create: bool) -> bytes:
+    """The audit HMAC key (32 random bytes, base64 in a 0600 file); generated on first use."""
+    if path.exists():
+        return base64.b64decode(path.read_text(encoding="ascii").strip())
+    if not create:
+        raise FileNotFoundError(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = os.urandom(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(base64.b64encode(secret).decode() + "\n")
+    return secret
+
+
+class AuditWriter:
+    """Async facade: appends from many coroutines share one commit (group commit); checkpoints
+    every ``every_entries`` entries or ``every_seconds`` seconds, whichever comes first."""
+
+    def __init__(
+        self,
+        log_: AuditLog,
+        signer: Callable[[], PrivateKey],
+        backend: CryptoBackend,
+        every_entries: int = 1000,
+        every_seconds: float = 60.0,
+        max_batch: int = 512,
+    ) -> None:
+        self.log, self._signer, self._backend = log_, signer, backend
+        self.every_entries, self.every_seconds, self.max_batch = (
+            every_entries,
+            every_seconds,
+            max_batch,
+        )
+        self._pending: list[tuple[AuditEvent, asyncio.Future[int]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_checkpoint = time.monotonic()
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def append(self, event: AuditEvent) -> int:
+        if self._task is None:
+            return await asyncio.to_thread(self.log.append, event)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        while not (self._closing and not self._pending):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(self.every_seconds, 1.0))
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = (
+                    self._pending[: self.max_batch],
+                    self._pending[self.max_batch :],
+                )
+                try:
+                    seqs = await asyncio.to_thread(self.log.append_many, [e for e, _ in batch])
+                except Exception as exc:  # the callers learn; the writer keeps going
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), seq in zip(batch, seqs, strict=True):
+                    if not future.done():
+                        future.set_result(seq)
+            await self._maybe_checkpoint()
+
+    async def _maybe_checkpoint(self, force: bool = False) -> None:
+        due = time.monotonic() - self._last_checkpoint >= self.every_seconds
+        if force or due or self.log.unsigned_count() >= self.every_entries:
+            try:
+                await asyncio.to_thread(self.log.checkpoint, self._signer(), self._backend)
+            except Exception as exc:
+                log.error("audit.checkpoint_failed", error_type=type(exc).__name__)
+            self._last_checkpoint = time.monotonic()
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self._maybe_checkpoint(force=True)

@@ -1,0 +1,226 @@
+"""``xgw audit …``: the auditors' offline tools and the operators' maintenance commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.audit import AuditLog, hmac_key_bytes
+from gateway.audit_verify import KnownKey, export_case, verify_log, verify_package
+from gateway.config import Settings
+from gateway.keystore import backend_for, load_trust
+from gateway.progress import Progress
+from security.keys import load_public_key
+
+
+def open_audit_log(settings: Settings) -> AuditLog:
+    create = settings.audit_hmac_key_file is None  # the sample key is made on first use
+    secret = hmac_key_bytes(settings.effective_audit_hmac_key_file, create=create)
+    return AuditLog(settings.audit_database, settings.node_id, secret)
+
+
+def known_keys(settings: Settings, public_keys: list[Path]) -> list[KnownKey]:
+    """Our signing keys' public halves with validity (trust store), plus any given PEM files."""
+    keys: list[KnownKey] = []
+    for path in public_keys:
+        public = load_public_key(path.read_bytes())
+        keys.append(KnownKey(public.key_id, public.point, None, None, public.to_pem().decode()))
+    if not public_keys:
+        store = load_trust(settings)
+        for own in store.own:
+            keys.append(
+                KnownKey(
+                    own.key.key_id,
+                    own.key.public.point,
+                    own.validity.not_before,
+                    own.validity.not_after,
+                    own.key.public.to_pem().decode(),
+                )
+            )
+    return keys
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    audit = open_audit_log(settings)
+    keys = known_keys(settings, args.public_key or [])
+    total = sum(audit.count(node) for node in audit.nodes())
+    progress = Progress("verifying", total) if total > 10_000 or args.progress else None
+    result = verify_log(
+        audit,
+        keys,
+        backend_for(settings),
+        archive_dir=args.archive,
+        from_seq=args.from_seq,
+        unsigned_tail_limit=settings.audit_checkpoint_entries * 2,
+        progress=progress.advance if progress else None,
+    )
+    if progress:
+        progress.finish()
+    for report in result.reports:
+        span = f"{report.first_seq}..{report.last_seq}" if report.entries else "empty"
+        print(
+            f"{report.node}: {report.entries} entries ({span}), {report.checkpoints} checkpoints, "
+            f"head {report.head[:16]}…"
+        )
+    findings = result.all_findings()
+    for finding in findings:
+        print(("FAIL " if finding.fatal else "note ") + str(finding))
+    print("log verifies" if result.ok else "LOG DOES NOT VERIFY")
+    return 0 if result.ok else 1
+
+
+def cmd_verify_package(args: argparse.Namespace, _settings: Settings) -> int:
+    from security.backend import get_backend
+
+    try:
+        package = orjson.loads(args.file.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    findings = verify_package(package, get_backend("native"), set(args.pin) if args.pin else None)
+    entries = len(package.get("entries", [])) if isinstance(package, dict) else 0
+    for finding in findings:
+        print(("FAIL " if finding.fatal else "note ") + str(finding))
+    ok = not any(f.fatal for f in findings)
+    print(f"{entries} entries; " + ("package verifies" if ok else "PACKAGE DOES NOT VERIFY"))
+    return 0 if ok else 1
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    audit = open_audit_log(settings)
+    if not args.public_key:  # sign the tail first, so that every entry comes with its proof
+        audit.checkpoint(load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings))
+    package = export_case(audit, args.case_id, known_keys(settings, args.public_key or []))
+    if not package["entries"]:
+        print(f"no entries for case {args.case_id}", file=sys.stderr)
+        return 1
+    args.out.write_bytes(orjson.dumps(package, option=orjson.OPT_INDENT_2))
+    print(f"exported {len(package['entries'])} entries of case {args.case_id} to {args.out}")
+    return 0
+
+
+def _table(entries: list[dict[str, Any]]) -> str:
+    headers = [
+        "NODE",
+        "SEQ",
+        "TIME",
+        "EVENT",
+        "DIR",
+        "OUTCOME",
+        "CODE",
+        "CASE",
+        "PARTNER",
+        "MATTER",
+        "ACTOR",
+    ]
+    rows = [headers]
+    for e in entries:
+        rows.append(
+            [
+                str(e.get("node")),
+                str(e.get("seq")),
+                str(e.get("time", ""))[:19],
+                str(e.get("event")),
+                str(e.get("direction")),
+                str(e.get("outcome")),
+                str(e.get("error_code") or ""),
+                str(e.get("case_id") or "")[:20],
+                str(e.get("partner") or ""),
+                str(e.get("partner_matter") or e.get("local_matter") or ""),
+                str(e.get("actor") or "")[:20],
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    audit = open_audit_log(settings)
+    filters = {
+        k: v
+        for k, v in (
+            ("case_id", args.case),
+            ("partner", args.partner),
+            ("outcome", args.outcome),
+            ("event", args.event),
+        )
+        if v
+    }
+    start = (datetime.now(UTC) - timedelta(days=args.days)).strftime("%Y-%m-%dT%H:%M:%S")
+    entries = audit.query(filters, limit=100_000, time_from=start)[-args.limit :]
+    print(_table(entries) if entries else "no entries")
+    return 0
+
+
+def cmd_checkpoint(_args: argparse.Namespace, settings: Settings) -> int:
+    audit = open_audit_log(settings)
+    made = audit.checkpoint(
+        load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings)
+    )
+    print(
+        "nothing new to sign"
+        if made is None
+        else f"checkpoint {made.from_seq + 1}..{made.to_seq} signed by {made.key_id[:16]}…"
+    )
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    audit = open_audit_log(settings)
+    days = settings.audit_live_days if args.older_than_days is None else args.older_than_days
+    before = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    target = audit.archive(before, settings.effective_audit_archive_dir)
+    print("nothing to archive" if target is None else f"archived to {target}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    audit = commands.add_parser("audit", help="verify, query and export the exchange log")
+    actions = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = actions.add_parser("verify", help="check chains, checkpoints and archive links")
+    verify.add_argument("--archive", type=Path, help="folder of archive files to verify too")
+    verify.add_argument("--from", dest="from_seq", type=int, help="start at this sequence number")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        help="checkpoint key (PEM); default: our keys from the trust store",
+    )
+    verify.add_argument("--progress", action="store_true", help="show progress even on short logs")
+    verify.set_defaults(handler=cmd_verify)
+    package = actions.add_parser(
+        "verify-package", help="check an exported evidence package offline"
+    )
+    package.add_argument("file", type=Path)
+    package.add_argument(
+        "--pin",
+        action="append",
+        metavar="KEY_ID",
+        help="only trust checkpoints signed by this key id",
+    )
+    package.set_defaults(handler=cmd_verify_package)
+    export = actions.add_parser("export", help="evidence package of one case, as one JSON file")
+    export.add_argument("case_id")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--public-key", type=Path, action="append")
+    export.set_defaults(handler=cmd_export)
+    show = actions.add_parser("show", help="recent entries as a table")
+    show.add_argument("--limit", type=int, default=30)
+    show.add_argument("--days", type=int, default=30)
+    show.add_argument("--case")
+    show.add_argument("--partner")
+    show.add_argument("--outcome")
+    show.add_argument("--event")
+    show.set_defaults(handler=cmd_show)
+    checkpoint = actions.add_parser("checkpoint", help="sign the unsigned tail now")
+    checkpoint.set_defaults(handler=cmd_checkpoint)
+    archive = actions.add_parser("archive", help="move old checkpointed entries to archive files")
+    archive.add_argument("--older-than-days", type=int, help="default: audit_live_days")
+    archive.set_defaults(handler=cmd_archive)

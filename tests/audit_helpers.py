@@ -1,0 +1,62 @@
+"""Builders for exchange-log tests: a log with a signing key, and tampering helpers."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.audit import AuditEvent, AuditLog
+from gateway.audit_verify import KnownKey, VerifyResult, verify_log
+from security.keys import PrivateKey
+from tests.security_helpers import NATIVE, new_key
+
+PERSON = "411329198506150034"
+
+
+class Log:
+    def __init__(self, folder: Path, node: str = "xz-1", key: PrivateKey | None = None) -> None:
+        self.path = folder / "audit.sqlite3"
+        self.key = key or new_key()
+        self.audit = AuditLog(self.path, node, b"k" * 32)
+
+    def fill(self, count: int, checkpoint_every: int = 10, case: str = "case-{i}") -> None:
+        for i in range(count):
+            self.audit.append(
+                AuditEvent(
+                    "message.sent",
+                    "outbound",
+                    "sent",
+                    case_id=case.format(i=i % 3),
+                    message_id=f"m-{i}",
+                    partner="411329",
+                    local_matter="XZ-SB-001",
+                    partner_matter="XY-SB-001",
+                    actor="window-7",
+                    person_id=PERSON,
+                    envelope={"v": "XGW-ENV/1", "signature": "c2ln"},
+                )
+            )
+            if (i + 1) % checkpoint_every == 0:
+                self.audit.checkpoint(self.key, NATIVE)
+
+    def keys(self) -> list[KnownKey]:
+        now = datetime.now(UTC)
+        return [
+            KnownKey(
+                self.key.key_id,
+                self.key.public.point,
+                now - timedelta(days=1),
+                now + timedelta(days=1),
+                self.key.public.to_pem().decode(),
+            )
+        ]
+
+    def verify(self, archive: Path | None = None) -> VerifyResult:
+        return verify_log(
+            self.audit, self.keys(), NATIVE, archive_dir=archive, unsigned_tail_limit=20
+        )
+
+    def sql(self, statement: str, *params: object) -> None:
+        with sqlite3.connect(self.path) as db:
+            db.execute(statement, params)

@@ -1,0 +1,342 @@
+"""The exchange log: every kind of tampering is detected and located; crashes and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditEvent, AuditLog, AuditWriter
+from gateway.audit_verify import export_case, verify_package
+from security.auditchain import merkle_proof, merkle_root, verify_merkle_proof
+from tests.audit_helpers import PERSON, Log
+from tests.security_helpers import NATIVE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _kinds(result: object) -> set[tuple[str, int | None]]:
+    return {(f.kind, f.seq) for f in result.all_findings() if f.fatal}  # type: ignore[attr-defined]
+
+
+def test_clean_log_verifies_and_holds_no_personal_data(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    result = log.verify()
+    assert result.ok, [str(f) for f in result.all_findings()]
+    assert result.reports[0].entries == 30 and result.reports[0].checkpoints == 3
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("audit.sqlite3*"))
+    assert PERSON.encode() not in raw
+    # lookup by person goes through the keyed hash
+    found = log.audit.query({"person": log.audit.person(PERSON)}, limit=100)
+    assert len(found) == 30
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8, 13, 100])
+def test_merkle_proofs(count: int) -> None:
+    hashes = [f"{i:064x}" for i in range(count)]
+    root = merkle_root(hashes)
+    for index in range(count):
+        proof = merkle_proof(hashes, index)
+        assert verify_merkle_proof(hashes[index], index, count, proof, root)
+        assert (
+            not verify_merkle_proof(hashes[(index + 1) % count], index, count, proof, root)
+            or count == 1
+        )
+
+
+def test_changed_byte_in_an_entry(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    log.sql("UPDATE audit_entry SET body = replace(body, 'window-7', 'window-8') WHERE seq = 14")
+    assert ("modified", 14) in _kinds(log.verify())
+
+
+def test_rewritten_entry_with_recomputed_hashes_is_caught_by_the_checkpoint(tmp_path: Path) -> None:
+    from security.auditchain import entry_hash
+
+    log = Log(tmp_path)
+    log.fill(30)
+    import sqlite3
+
+    with sqlite3.connect(
+        log.path
+    ) as db:  # a careful forger rewrites entry 14 and re-links the rest
+        rows = db.execute(
+            "SELECT seq, body FROM audit_entry WHERE seq >= 14 ORDER BY seq"
+        ).fetchall()
+        prev = db.execute("SELECT hash FROM audit_entry WHERE seq = 13").fetchone()[0]
+        for seq, body in rows:
+            document = json.loads(body)
+            document["prev"] = prev
+            if seq == 14:
+                document["outcome"] = "rejected"
+            new_body = json.dumps(
+                document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+            prev = entry_hash(new_body)
+            db.execute(
+                "UPDATE audit_entry SET body = ?, hash = ?, outcome = ? WHERE seq = ?",
+                (new_body, prev, document["outcome"], seq),
+            )
+    kinds = _kinds(log.verify())
+    assert ("modified", 20) in kinds  # the checkpoint over 11..20 no longer matches
+
+
+def test_changed_byte_in_a_checkpoint_signature(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    signature = log.audit.checkpoints("xz-1")[1].signature
+    flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+    log.sql("UPDATE audit_checkpoint SET signature = ? WHERE to_seq = 20", flipped)
+    assert ("checkpoint-invalid", 20) in _kinds(log.verify())
+
+
+def test_deleted_entry(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    log.sql("DELETE FROM audit_entry WHERE seq = 17")
+    assert ("missing", 17) in _kinds(log.verify())
+
+
+def test_inserted_entry(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    # make room by renumbering (two steps: the primary key forbids a transient clash)
+    log.sql("UPDATE audit_entry SET seq = -(seq + 1) WHERE seq >= 25")
+    log.sql("UPDATE audit_entry SET seq = -seq WHERE seq < 0")
+    import sqlite3
+
+    with sqlite3.connect(log.path) as db:
+        body, digest = db.execute("SELECT body, hash FROM audit_entry WHERE seq = 24").fetchone()
+        db.execute(
+            "INSERT INTO audit_entry (node, seq, body, hash) VALUES ('xz-1', 25, ?, ?)",
+            (body, digest),
+        )
+    kinds = {k for k, _ in _kinds(log.verify())}
+    assert "modified" in kinds or "inserted" in kinds
+    assert any(seq in (25, 26) for _, seq in _kinds(log.verify()))
+
+
+def test_inserted_entry_at_the_tail(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    import sqlite3
+
+    from security.auditchain import entry_body, entry_hash
+
+    forged = entry_body({"event": "message.sent", "case_id": "case-x"}, 31, "xz-1", "ab" * 32)
+    with sqlite3.connect(log.path) as db:
+        db.execute(
+            "INSERT INTO audit_entry (node, seq, case_id, event, body, hash) VALUES "
+            "('xz-1', 31, 'case-x', 'message.sent', ?, ?)",
+            (forged, entry_hash(forged)),
+        )
+    assert ("inserted", 31) in _kinds(log.verify())
+
+
+def test_swapped_entries(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    import sqlite3
+
+    with sqlite3.connect(log.path) as db:
+        a = db.execute("SELECT body, hash FROM audit_entry WHERE seq = 22").fetchone()
+        b = db.execute("SELECT body, hash FROM audit_entry WHERE seq = 23").fetchone()
+        db.execute("UPDATE audit_entry SET body = ?, hash = ? WHERE seq = 22", b)
+        db.execute("UPDATE audit_entry SET body = ?, hash = ? WHERE seq = 23", a)
+    kinds = _kinds(log.verify())
+    assert ("modified", 22) in kinds and ("modified", 23) in kinds
+
+
+def test_truncated_log(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    log.sql("DELETE FROM audit_entry WHERE seq > 26")
+    assert ("truncated", 26) in _kinds(log.verify())
+
+
+def test_removed_checkpoint(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)
+    log.sql("DELETE FROM audit_checkpoint WHERE to_seq = 20")
+    assert ("checkpoint-missing", 30) in _kinds(log.verify())
+
+
+def test_indexed_column_changed_without_the_entry(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(12)
+    log.sql("UPDATE audit_entry SET case_id = 'someone-else' WHERE seq = 5")
+    assert ("column-mismatch", 5) in _kinds(log.verify())
+
+
+def test_unsigned_tail_is_a_note_until_it_grows(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(25)
+    result = log.verify()
+    assert result.ok
+    assert any(f.kind == "unsigned-tail" and not f.fatal for f in result.all_findings())
+    log.fill(30, checkpoint_every=1000)
+    assert ("unsigned-tail", 21) in _kinds(log.verify())
+
+
+def test_archive_round_trip_and_replaced_archive(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(40)
+    archive = tmp_path / "archive"
+    far_future = "9999-01-01T00:00:00Z"
+    first = log.audit.archive(far_future, archive)
+    assert first is not None
+    assert log.audit.count("xz-1") == 0  # everything checkpointed went to the archive
+    log.fill(20)
+    second = log.audit.archive(far_future, archive)
+    assert second is not None
+    log.fill(5, checkpoint_every=1000)
+    result = log.verify(archive)
+    assert result.ok, [str(f) for f in result.all_findings()]
+    assert sum(r.entries for r in result.reports) == 65
+    assert log.verify().ok  # live store alone still links to the archive head
+
+    backup = first.read_bytes()
+    first.write_bytes(backup.replace(b"window-7", b"window-9", 1))
+    kinds = {k for k, _ in _kinds(log.verify(archive))}
+    assert "archive-broken" in kinds and "modified" in kinds
+    first.write_bytes(backup)
+    first.unlink()
+    assert "archive-broken" in {k for k, _ in _kinds(log.verify(archive))}
+
+
+def test_concurrent_processes_keep_one_chain(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from gateway.audit import AuditLog, AuditEvent\n"
+        "log = AuditLog(Path(sys.argv[1]), 'xz-1', b'k' * 32)\n"
+        "for i in range(int(sys.argv[2])):\n"
+        "    log.append(AuditEvent('delivery.retry', case_id=sys.argv[3] + str(i)))\n",
+        encoding="utf-8",
+    )
+    database = tmp_path / "audit.sqlite3"
+    AuditLog(database, "xz-1", b"k" * 32).close()
+    workers = [
+        subprocess.Popen([sys.executable, str(script), str(database), "150", f"w{n}-"], cwd=ROOT)
+        for n in range(2)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    log = Log(tmp_path)
+    log.audit.checkpoint(log.key, NATIVE)
+    result = log.verify()
+    assert result.ok, [str(f) for f in result.all_findings()]
+    assert result.reports[0].entries == 300
+
+
+def test_killed_mid_append_leaves_a_log_that_verifies(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from gateway.audit import AuditLog, AuditEvent\n"
+        "log = AuditLog(Path(sys.argv[1]), 'xz-1', b'k' * 32)\n"
+        "print('ready', flush=True)\n"
+        "i = 0\n"
+        "while True:\n"
+        "    log.append_many([AuditEvent('message.sent', case_id=f'c{i}-{j}', envelope={'x': 'y' * 2000}) for j in range(20)])\n"
+        "    i += 1\n",
+        encoding="utf-8",
+    )
+    database = tmp_path / "audit.sqlite3"
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(database)], cwd=ROOT, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(0.4)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log = Log(tmp_path)
+    before = log.audit.count("xz-1")
+    assert before > 0 and before % 20 == 0  # whole transactions only
+    log.audit.append(AuditEvent("gateway.restarted"))  # the chain resumes from the last good entry
+    log.audit.checkpoint(log.key, NATIVE)
+    result = log.verify()
+    assert result.ok, [str(f) for f in result.all_findings()]
+    assert result.reports[0].entries == before + 1
+
+
+def test_evidence_package_verifies_elsewhere_and_fails_after_any_change(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(37)
+    log.audit.checkpoint(log.key, NATIVE)
+    package = export_case(log.audit, "case-1", log.keys())
+    assert len(package["entries"]) == 12
+    copied = tmp_path / "elsewhere" / "evidence.json"
+    copied.parent.mkdir()
+    copied.write_text(json.dumps(package, ensure_ascii=False), encoding="utf-8")
+    shutil.copy(copied, tmp_path / "copy-of-copy.json")
+    copied = tmp_path / "copy-of-copy.json"
+    loaded = json.loads(copied.read_text(encoding="utf-8"))
+    assert verify_package(loaded, NATIVE) == []
+    assert verify_package(loaded, NATIVE, {log.key.key_id}) == []
+    assert verify_package(loaded, NATIVE, {"0" * 64}) != []
+
+    def tampered(change: object) -> list[object]:
+        copy = json.loads(copied.read_text(encoding="utf-8"))
+        change(copy)  # type: ignore[operator]
+        return [f for f in verify_package(copy, NATIVE) if f.fatal]
+
+    assert tampered(
+        lambda p: p["entries"][3].update(
+            body=p["entries"][3]["body"].replace("window-7", "window-6")
+        )
+    )
+    assert tampered(
+        lambda p: p["entries"][3].update(proof=list(reversed(p["entries"][3]["proof"])))
+    )
+    assert tampered(lambda p: p["checkpoints"][0].update(root="0" * 64))
+    assert tampered(
+        lambda p: p["checkpoints"][0].update(signature=p["checkpoints"][0]["signature"][::-1])
+    )
+    assert tampered(lambda p: p["entries"].append(dict(p["entries"][0], seq=999)))
+    assert tampered(lambda p: p["keys"][0].update(public_key_pem=new_pem()))
+    assert tampered(lambda p: p.update(case_id="case-2"))
+
+
+def new_pem() -> str:
+    from tests.security_helpers import new_key
+
+    return new_key().public.to_pem().decode()
+
+
+async def test_writer_groups_commits_and_checkpoints_by_count(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    writer = AuditWriter(log.audit, lambda: log.key, NATIVE, every_entries=50, every_seconds=3600)
+    writer.start()
+    seqs = await asyncio.gather(
+        *(writer.append(AuditEvent("message.sent", case_id=f"c{i}")) for i in range(120))
+    )
+    assert sorted(seqs) == list(range(1, 121))
+    await writer.close()
+    checkpoints = log.audit.checkpoints("xz-1")
+    assert checkpoints and checkpoints[-1].to_seq == 120  # close signs the tail
+    assert log.verify().ok
+
+
+async def test_writer_checkpoints_by_time(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    writer = AuditWriter(
+        log.audit, lambda: log.key, NATIVE, every_entries=10_000, every_seconds=0.2
+    )
+    writer.start()
+    await writer.append(AuditEvent("message.sent"))
+    await asyncio.sleep(1.5)
+    assert log.audit.checkpoints("xz-1"), "no checkpoint after the period"
+    await writer.close()
