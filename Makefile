@@ -18,9 +18,9 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-## run: the main job — the gateway with embedded defaults (./var/)
+## run: the main job — the gateway with embedded defaults (./var/) and the bundled partner simulator
 run: $(VENV)/.installed
-	$(BIN)/xgw serve
+	$(BIN)/xgw serve --with-simulator
 
 ## test: lint, format check, type check, then the whole test suite (Redis on 127.0.0.1:6379)
 test: lint typecheck pytest

@@ -6,7 +6,10 @@ A thin shell: handlers parse, call the core, and render. Later issues add their 
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import socket
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,8 +22,14 @@ import structlog
 from aiohttp import web
 
 from adapters import redis_client
+from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
+from gateway.api import CasesApi, authenticate, openapi_document
+from gateway.assembly import assemble, build_clients
+from gateway.audit import AuditEvent, AuditWriter
+from gateway.cases import CaseService
 from gateway.config import Settings
+from gateway.delivery import Worker
 from gateway.logs import get_logger
 from gateway.problems import (
     PROBLEM_JSON,
@@ -29,6 +38,9 @@ from gateway.problems import (
     internal_error,
     not_found,
 )
+from gateway.store import Store
+from security.replay import MemoryNonceStore, NonceStore
+from security.sealing import Opener, Sealer
 
 log = get_logger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,15 +50,20 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 @dataclass
 class Runtime:
-    """What the running app holds: settings and the connections it opened."""
+    """What the running app holds: settings and the parts it opened at start-up."""
 
     settings: Settings
     redis: aioredis.Redis | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    store: Store | None = None
+    audit: AuditWriter | None = None
+    service: CaseService | None = None
+    worker: Worker | None = None
+    worker_task: asyncio.Task[None] | None = None
 
     @property
     def database_path(self) -> Path:
-        return self.settings.data_dir / "gateway.sqlite3"
+        return self.settings.database
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -87,6 +104,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except GatewayError as error:
         log.info("request.rejected", path=request.path, code=error.code, status=error.status)
+        await _audit_rejection(request, error)
         return problem_response(error, request)
     except web.HTTPRequestEntityTooLarge:
         return problem_response(body_too_large(), request)
@@ -104,6 +122,40 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem_response(internal_error(), request)
     log.debug("request.done", method=request.method, path=request.path, status=response.status)
     return response
+
+
+async def _audit_rejection(request: web.Request, error: GatewayError) -> None:
+    """Every refused API request is an audit entry (who, what, which code); never its body."""
+    runtime = request.app.get(RUNTIME)
+    if (
+        runtime is None
+        or runtime.audit is None
+        or not request.path.startswith(("/api/", "/partner/", "/soap/"))
+    ):
+        return
+    token = request.get("token")
+    try:
+        await runtime.audit.append(
+            AuditEvent(
+                "request.rejected",
+                "inbound",
+                "rejected",
+                error_code=error.code,
+                actor=token.name if token is not None else None,
+                details={"method": request.method, "path": request.path, "status": error.status},
+            )
+        )
+    except Exception as exc:  # the answer must not depend on the log being writable
+        log.error("audit.append_failed", error_type=type(exc).__name__)
+
+
+@web.middleware
+async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
+        runtime = request.app[RUNTIME]
+        assert runtime.store is not None
+        request["token"] = authenticate(runtime.store, request)
+    return await handler(request)
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -135,26 +187,99 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _open_runtime(app: web.Application) -> None:
     runtime = app[RUNTIME]
-    runtime.settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if runtime.settings.redis_url is not None:
+    settings = runtime.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.redis_url is not None:
         runtime.redis = redis_client.connect(
-            runtime.settings.redis_url.get_secret_value(), socket_timeout=2.0
+            settings.redis_url.get_secret_value(), socket_timeout=2.0
         )
+    parts = await asyncio.to_thread(assemble, settings)  # WSDLs, mappings, keys: off the loop
+    runtime.store = parts.store
+    runtime.audit = AuditWriter(
+        parts.audit,
+        parts.signer,
+        parts.backend,
+        settings.audit_checkpoint_entries,
+        settings.audit_checkpoint_seconds,
+    )
+    runtime.audit.start()
+    nonces: NonceStore = (
+        RedisNonceStore(runtime.redis) if runtime.redis is not None else MemoryNonceStore()
+    )
+    opener = Opener(parts.trust, parts.backend, nonces, settings.replay_window_seconds)
+    runtime.service = CaseService(
+        parts.store,
+        parts.registry,
+        parts.partners,
+        Sealer(parts.trust, parts.backend),
+        opener,
+        runtime.audit,
+        settings.region_code,
+    )
+    clients = build_clients(parts)
+    owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    runtime.worker = Worker(
+        settings, parts.store, runtime.service, parts.partners, clients, owner, runtime.redis
+    )
+    runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
+    api = CasesApi(runtime.service, parts.store, runtime.worker.wake)
+    app[CASES_API] = api
+    await runtime.audit.append(AuditEvent("gateway.started", details={"instance": owner}))
+
+    async def close_clients() -> None:
+        for client in clients.values():
+            await client.close()
+
+    runtime.closers.append(close_clients)
 
 
 async def _close_runtime(app: web.Application) -> None:
     runtime = app[RUNTIME]
+    grace = runtime.settings.shutdown_grace_seconds
+    if runtime.worker is not None:
+        await runtime.worker.stop(grace)
+    if runtime.worker_task is not None:
+        await asyncio.gather(runtime.worker_task, return_exceptions=True)
     for close in reversed(runtime.closers):
         await close()
+    if runtime.audit is not None:
+        await runtime.audit.close()
+    if runtime.store is not None:
+        runtime.store.close()
     if runtime.redis is not None:
         await runtime.redis.aclose()
 
 
+CASES_API = web.AppKey("cases_api", CasesApi)
+
+
+def _api(method: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        api = request.app[CASES_API]
+        result: web.StreamResponse = await getattr(api, method)(request)
+        return result
+
+    return handler
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    return json_response(openapi_document())
+
+
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context, authentication], client_max_size=settings.max_body_bytes
+    )
     app[RUNTIME] = Runtime(settings=settings)
     app.on_startup.append(_open_runtime)
     app.on_cleanup.append(_close_runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_post("/api/v1/cases", _api("create"))
+    app.router.add_get("/api/v1/cases", _api("list"))
+    app.router.add_get("/api/v1/cases/{case_id}", _api("get"))
+    app.router.add_post("/api/v1/cases/{case_id}/cancel", _api("cancel"))
+    app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/retry", _api("retry"))
+    app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/complete", _api("complete"))
     return app

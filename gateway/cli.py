@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway import __version__, cli_audit, cli_mappings, cli_security
+from gateway import __version__, cli_audit, cli_mappings, cli_ops, cli_security
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.logs import configure_logging, get_logger
@@ -25,8 +25,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-async def serve_forever(settings: Settings) -> None:
+async def serve_forever(settings: Settings, with_simulator: bool = False) -> None:
     """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up."""
+    simulator: web.AppRunner | None = None
+    if with_simulator:
+        from gateway.sample_setup import ensure_sample_setup
+        from gateway.simulator import build_simulator_app
+
+        await asyncio.to_thread(ensure_sample_setup, settings)
+        simulator = web.AppRunner(
+            build_simulator_app(settings), access_log=None, handle_signals=False
+        )
+        await simulator.setup()
+        await web.TCPSite(simulator, settings.host, settings.simulator_port).start()
+        log.info("simulator.listening", address=f"{settings.host}:{settings.simulator_port}")
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -49,6 +61,8 @@ async def serve_forever(settings: Settings) -> None:
     await stop.wait()
     log.info("gateway.stopping")
     await runner.cleanup()
+    if simulator is not None:
+        await simulator.cleanup()
     log.info("gateway.stopped")
 
 
@@ -56,7 +70,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
-    asyncio.run(serve_forever(settings))
+    asyncio.run(serve_forever(settings, args.with_simulator))
     return 0
 
 
@@ -75,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", help="override the configured host")
     serve.add_argument("--port", type=int, help="override the configured port")
+    serve.add_argument(
+        "--with-simulator",
+        action="store_true",
+        help="also run the bundled partner simulator (the demo setup)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     config = commands.add_parser("config", help="inspect the configuration")
@@ -86,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_security.register(commands)
     cli_mappings.register(commands)
     cli_audit.register(commands)
+    cli_ops.register(commands)
     return parser
 
 

@@ -91,6 +91,33 @@ class Settings(BaseSettings):
         None, description="key of the person lookup hash; default <keys_dir>/audit-hmac.key"
     )
 
+    partners_file: Path | None = Field(
+        None, description="partner registry; default <data_dir>/partners.yaml (SAMPLE, generated)"
+    )
+    simulator_port: int = Field(
+        8090, ge=0, le=65535, description="port of the bundled partner simulator (sample setup)"
+    )
+    delivery_max_age_seconds: float = Field(
+        86400.0, gt=0, description="a message not delivered by then goes to the dead letters"
+    )
+    delivery_max_attempts: int = Field(60, ge=1, description="…or after this many attempts")
+    delivery_retry_initial_seconds: float = Field(
+        0.5, gt=0, description="first retry delay; doubles with jitter per attempt"
+    )
+    delivery_retry_max_seconds: float = Field(60.0, gt=0, description="longest retry delay")
+    delivery_lease_seconds: float = Field(
+        30.0, gt=0, description="a claimed message is another worker's after this long"
+    )
+    instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="this process among several; default host-pid",
+    )
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "gateway.sqlite3"
+
     @property
     def audit_database(self) -> Path:
         return self.data_dir / "audit.sqlite3"

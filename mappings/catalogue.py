@@ -111,6 +111,7 @@ class SubMatter:
     kind: str  # request | answer (the partner sends something back)
     where: Location
     route_where: Location
+    request_transform: str | None = None  # kind answer: what our request carries
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def build_bundles(
             if not isinstance(sub, LocatedDict):
                 problems.append(Problem(sloc, "a sub-matter must be a mapping"))
                 continue
-            for key in sorted(set(sub) - {"id", "matter", "route", "depends_on", "kind"}):
+            for key in sorted(set(sub) - {"id", "matter", "route", "depends_on", "kind", "request_transform"}):
                 problems.append(Problem(sub.at(key), f"unknown sub-matter key {key!r}"))
             sub_id = str(sub.get("id", ""))
             if not sub_id or sub_id in ids:
@@ -319,6 +320,7 @@ def build_bundles(
                     str(sub.get("kind", "request")),
                     sloc,
                     sub.at("route"),
+                    str(sub["request_transform"]) if sub.get("request_transform") else None,
                 )
             )
         if not subs:

@@ -1,0 +1,59 @@
+"""REST to a partner: POST the XGW-ENV/1 envelope as JSON, get the sealed reply as JSON.
+
+One aiohttp session per partner with its own connection limit, so a slow partner cannot take
+the connections another partner needs.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+
+from adapters.delivery_errors import DeliveryError, refusal
+from security import envelope as env
+
+
+class RestPartnerClient:
+    def __init__(self, max_connections: int) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
+            headers={"User-Agent": "xgw"},
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def send(self, url: str, envelope: env.Envelope, timeout: float) -> env.Envelope:
+        try:
+            async with self._session.post(
+                url,
+                data=envelope.to_json(),
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                body = await response.content.read(16 * 1024 * 1024)
+                status = response.status
+        except TimeoutError:
+            raise DeliveryError(
+                "TIMEOUT", f"no answer within {timeout:g}s", transient=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise DeliveryError("CONNECTION_FAILED", type(exc).__name__, transient=True) from None
+        if status >= 500 or status == 429:
+            raise DeliveryError("PARTNER_UNAVAILABLE", f"HTTP {status}", transient=True)
+        if status != 200:
+            try:
+                problem = orjson.loads(body)
+                raise refusal(
+                    str(problem.get("code", f"HTTP_{status}")), str(problem.get("title", ""))
+                )
+            except (orjson.JSONDecodeError, AttributeError):
+                raise DeliveryError(
+                    f"HTTP_{status}", "the partner refused the message", transient=False
+                ) from None
+        try:
+            return env.envelope_from_json(body)
+        except Exception:
+            raise DeliveryError(
+                "REPLY_MALFORMED", "the partner's reply is not an envelope", transient=True
+            ) from None

@@ -1,0 +1,459 @@
+"""The windows API (REST): file and follow 跨省 cases. Models here validate requests and generate
+the OpenAPI document, so the two cannot drift."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import models_json_schema
+
+from gateway import __version__
+from gateway.cases import CaseService, Filing, request_hash
+from gateway.problems import PROBLEM_JSON, FieldProblem, GatewayError, not_found
+from gateway.store import CaseRow, Store, Token
+from mappings import identifiers
+
+ROLES = ("window", "auditor", "admin")
+
+
+class Applicant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id_number: str = Field(description="公民身份号码 (GB 11643), checked")
+    name: str = Field(min_length=1, max_length=50)
+    phone: str | None = Field(None, max_length=20)
+
+    @field_validator("id_number")
+    @classmethod
+    def _resident_id(cls, value: str) -> str:
+        try:
+            return identifiers.check_resident_id(value)
+        except identifiers.IdentifierError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class CaseRequest(BaseModel):
+    """File a 一件事 bundle or a single matter. ``form`` is the local (襄州) form."""
+
+    model_config = ConfigDict(extra="forbid")
+    bundle: str | None = Field(None, description="一件事 bundle code, e.g. YJS-SBZR (社保转入)")
+    matter: str | None = Field(None, description="a single matter code (with form.partner_region)")
+    applicant: Applicant
+    form: dict[str, Any] = Field(default_factory=dict)
+    clerk: str | None = Field(None, max_length=50, description="the clerk at the window")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CaseRequest:
+        if (self.bundle is None) == (self.matter is None):
+            raise ValueError("give exactly one of bundle or matter")
+        return self
+
+
+class LocalResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    result: dict[str, Any] | None = None
+
+
+class SubMatterView(BaseModel):
+    id: str
+    matter: str
+    jurisdiction: str
+    partner_matter: str | None
+    mapping_version: str | None
+    depends_on: list[str]
+    status: Literal["waiting", "queued", "done", "failed", "local", "cancelled"]
+    error_code: str | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = Field(None, description="the partner's answer, in our schema")
+
+
+class Step(BaseModel):
+    seq: int
+    time: str
+    step: str
+    sub_id: str | None
+    detail: dict[str, Any] | None
+
+
+class CaseView(BaseModel):
+    id: str
+    status: Literal["in_progress", "done", "attention", "cancelled"]
+    bundle: str
+    title: str
+    hall: str
+    clerk: str | None
+    created: str
+    updated: str
+    filed_on: str
+    sub_matters: list[SubMatterView]
+    timeline: list[Step] | None = None
+
+
+class CaseList(BaseModel):
+    items: list[CaseView]
+    next: str | None = Field(None, description="cursor for the next page")
+
+
+class ProblemDetails(BaseModel):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+def case_view(case: CaseRow, timeline: list[dict[str, Any]] | None) -> CaseView:
+    plans = {p.sub_id: p for p in case.plan}
+    subs = [
+        SubMatterView(
+            id=s.sub_id,
+            matter=plans[s.sub_id].matter,
+            jurisdiction=plans[s.sub_id].jurisdiction,
+            partner_matter=plans[s.sub_id].partner_code,
+            mapping_version=plans[s.sub_id].mapping_version,
+            depends_on=list(s.depends_on),
+            status=s.status,  # type: ignore[arg-type]
+            error_code=s.error_code,
+            error=s.error,
+            result=s.result,
+        )
+        for s in case.states
+    ]
+    return CaseView(
+        id=case.id,
+        status=case.status,  # type: ignore[arg-type]  # stored values are the Literal's
+        bundle=case.bundle,
+        title=case.title,
+        hall=case.hall,
+        clerk=case.clerk,
+        created=case.created,
+        updated=case.updated,
+        filed_on=case.filed_on,
+        sub_matters=subs,
+        timeline=[Step(**t) for t in timeline] if timeline is not None else None,
+    )
+
+
+def json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def validation_problem(exc: ValidationError) -> GatewayError:
+    problems = [
+        FieldProblem(".".join(str(p) for p in e["loc"]) or "body", e["msg"], "INVALID")
+        for e in exc.errors(include_url=False)
+    ]
+    return GatewayError(
+        "VALIDATION_FAILED",
+        422,
+        "The request is not valid",
+        "see errors for every problem",
+        problems,
+    )
+
+
+async def parse_body(request: web.Request, model: type[BaseModel]) -> tuple[Any, bytes]:
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        raise GatewayError(
+            "JSON_MALFORMED", 400, "Malformed JSON", "the body is not valid JSON"
+        ) from None
+    try:
+        return model.model_validate(data), raw
+    except ValidationError as exc:
+        raise validation_problem(exc) from None
+
+
+# -- authentication --------------------------------------------------------------------------
+
+TOKEN = web.AppKey("token", Token)
+
+
+def authenticate(store: Store, request: web.Request) -> Token:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value:
+        raise GatewayError(
+            "UNAUTHENTICATED", 401, "Authentication required", "send Authorization: Bearer <token>"
+        )
+    token = store.token(value.strip())
+    if token is None:
+        raise GatewayError(
+            "UNAUTHENTICATED", 401, "Authentication failed", "the token is unknown or revoked"
+        )
+    return token
+
+
+def require(request: web.Request, *roles: str) -> Token:
+    token: Token = request["token"]
+    if token.role not in roles:
+        raise GatewayError(
+            "FORBIDDEN", 403, "Not allowed", f"this needs the role {' or '.join(roles)}"
+        )
+    return token
+
+
+def _visible(token: Token, case: CaseRow) -> bool:
+    return token.role == "admin" or (token.role == "window" and case.hall == token.hall)
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+class CasesApi:
+    def __init__(self, service: CaseService, store: Store, wake: Any) -> None:
+        self.service, self.store, self.wake = service, store, wake
+
+    def _case(self, request: web.Request) -> CaseRow:
+        token = require(request, "window", "admin")
+        case = self.store.case(request.match_info["case_id"])
+        if case is None or not _visible(token, case):
+            raise not_found("case")  # a window never learns that another hall's case exists
+        return case
+
+    async def create(self, request: web.Request) -> web.Response:
+        token = require(request, "window", "admin")
+        key = request.headers.get("Idempotency-Key", "")
+        if not (8 <= len(key) <= 128) or not key.isascii() or not key.isprintable():
+            raise GatewayError(
+                "IDEMPOTENCY_KEY_REQUIRED",
+                400,
+                "Idempotency-Key required",
+                "send an Idempotency-Key header of 8–128 printable ASCII characters",
+            )
+        body, raw = await parse_body(request, CaseRequest)
+        form = dict(body.form)
+        form.setdefault("applicant", {})
+        if isinstance(form["applicant"], dict):
+            form["applicant"] = {
+                **body.applicant.model_dump(exclude_none=True),
+                **form["applicant"],
+            }
+        filing = Filing(
+            body.bundle,
+            body.matter,
+            form,
+            body.applicant.id_number,
+            token.hall or "admin",
+            body.clerk,
+            token.name,
+        )
+        case, created = await self.service.file(filing, f"{token.name}:{key}", request_hash(raw))
+        self.wake()
+        response = json(
+            case_view(case, self.store.timeline(case.id)), status=201 if created else 200
+        )
+        response.headers["Location"] = f"/api/v1/cases/{case.id}"
+        return response
+
+    async def get(self, request: web.Request) -> web.Response:
+        case = self._case(request)
+        return json(case_view(case, self.store.timeline(case.id)))
+
+    async def list(self, request: web.Request) -> web.Response:
+        token = require(request, "window", "admin")
+        query = request.query
+        try:
+            limit = min(max(int(query.get("limit", "50")), 1), 200)
+            after = (
+                orjson.loads(base64.urlsafe_b64decode(query["cursor"]))
+                if "cursor" in query
+                else None
+            )
+        except (ValueError, orjson.JSONDecodeError):
+            raise GatewayError(
+                "QUERY_INVALID", 400, "Bad query", "limit or cursor is not valid"
+            ) from None
+        where = {k: query[k] for k in ("status", "bundle") if k in query}
+        if token.role == "window":
+            where["hall"] = token.hall or ""
+        elif "hall" in query:
+            where["hall"] = query["hall"]
+        cases = self.store.list_cases(
+            where, limit + 1, tuple(after) if after else None, query.get("from"), query.get("to")
+        )
+        if "matter" in query:
+            cases = [
+                c
+                for c in cases
+                if any(
+                    p.matter == query["matter"] or p.partner_code == query["matter"] for p in c.plan
+                )
+            ]
+        cursor = None
+        if len(cases) > limit:
+            cases = cases[:limit]
+            cursor = base64.urlsafe_b64encode(
+                orjson.dumps([cases[-1].created, cases[-1].id])
+            ).decode()
+        return json(CaseList(items=[case_view(c, None) for c in cases], next=cursor))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        case = self._case(request)
+        return json(case_view(await self.service.cancel(case, request["token"].name), None))
+
+    async def retry(self, request: web.Request) -> web.Response:
+        case = self._case(request)
+        updated = await self.service.retry(
+            case, request.match_info["sub_id"], request["token"].name
+        )
+        self.wake()
+        return json(case_view(updated, None))
+
+    async def complete(self, request: web.Request) -> web.Response:
+        case = self._case(request)
+        body, _ = await parse_body(request, LocalResult)
+        updated = await self.service.complete_local(
+            case, request.match_info["sub_id"], body.result, request["token"].name
+        )
+        self.wake()
+        return json(case_view(updated, None))
+
+
+def openapi_document() -> dict[str, Any]:
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in (CaseRequest, LocalResult)]
+        + [(m, "serialization") for m in (CaseView, CaseList, ProblemDetails)],
+        ref_template="#/components/schemas/{model}",
+    )
+    problem = {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    }
+    errors = {
+        str(code): {"description": text, "content": problem}
+        for code, text in (
+            (400, "malformed request"),
+            (401, "no or bad token"),
+            (403, "wrong role"),
+            (404, "no such case (or not yours)"),
+            (409, "conflict"),
+            (413, "body too large"),
+            (422, "validation failed: every problem listed"),
+        )
+    }
+    case_response = {
+        "description": "the case",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CaseView"}}},
+    }
+    case_id = {"name": "case_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    sub_id = {"name": "sub_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "xgw windows API (跨省通办)", "version": __version__},
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/cases": {
+                "post": {
+                    "summary": "File a case (bundle or single matter)",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 8, "maxLength": 128},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/CaseRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": case_response,
+                        "200": {
+                            **case_response,
+                            "description": "the same request again: the same case",
+                        },
+                        **errors,
+                    },
+                },
+                "get": {
+                    "summary": "List cases (a window sees its own hall's)",
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                        for n in (
+                            "status",
+                            "bundle",
+                            "matter",
+                            "hall",
+                            "from",
+                            "to",
+                            "cursor",
+                            "limit",
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CaseList"}
+                                }
+                            },
+                        },
+                        **errors,
+                    },
+                },
+            },
+            "/api/v1/cases/{case_id}": {
+                "get": {
+                    "summary": "A case: sub-matters, timeline, answers",
+                    "parameters": [case_id],
+                    "responses": {"200": case_response, **errors},
+                }
+            },
+            "/api/v1/cases/{case_id}/cancel": {
+                "post": {
+                    "summary": "Cancel while nothing was delivered",
+                    "parameters": [case_id],
+                    "responses": {"200": case_response, **errors},
+                }
+            },
+            "/api/v1/cases/{case_id}/sub-matters/{sub_id}/retry": {
+                "post": {
+                    "summary": "Retry a failed sub-matter alone",
+                    "parameters": [case_id, sub_id],
+                    "responses": {"200": case_response, **errors},
+                }
+            },
+            "/api/v1/cases/{case_id}/sub-matters/{sub_id}/complete": {
+                "post": {
+                    "summary": "Record that our own office completed a local sub-matter",
+                    "parameters": [case_id, sub_id],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/LocalResult"}
+                            }
+                        },
+                    },
+                    "responses": {"200": case_response, **errors},
+                }
+            },
+        },
+    }
+
+
+def problem_json(error: GatewayError) -> bytes:
+    return orjson.dumps(error.problem())
+
+
+__all__ = ["PROBLEM_JSON", "ROLES", "CaseRequest", "CasesApi", "authenticate", "openapi_document"]

@@ -1,0 +1,80 @@
+"""Assembling the running gateway from configuration: the synchronous part (files, WSDLs,
+keys, mapping data) runs once at start-up in a thread; the clients are made on the loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from zeep import Client
+
+from adapters.partner_rest import RestPartnerClient
+from adapters.partner_soap import PACKAGED_WSDL, SoapPartnerClient, load_client
+from gateway.audit import AuditLog
+from gateway.cli_audit import open_audit_log
+from gateway.cli_mappings import registry_for
+from gateway.config import Settings
+from gateway.keystore import backend_for, load_trust
+from gateway.partners import PartnerRegistry, load_partners
+from gateway.sample_setup import ensure_sample_setup, partners_path
+from gateway.store import Store
+from mappings.registry import Registry
+from security.backend import CryptoBackend
+from security.keys import PrivateKey
+from security.trust import TrustStore
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    backend: CryptoBackend
+    trust: TrustStore
+    registry: Registry
+    partners: PartnerRegistry
+    store: Store
+    audit: AuditLog
+    signer: Callable[[], PrivateKey]
+    wsdl_clients: dict[str, Client]
+
+
+def assemble(settings: Settings) -> Parts:
+    ensure_sample_setup(settings)
+    trust = load_trust(settings)
+    partners = load_partners(partners_path(settings))
+    wsdl_clients: dict[str, Client] = {}
+    for partner in partners.partners.values():
+        for endpoint in partner.endpoints:
+            if endpoint.protocol == "soap":
+                path = Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL
+                if str(path) not in wsdl_clients:
+                    wsdl_clients[str(path)] = load_client(path)
+    return Parts(
+        settings,
+        backend_for(settings),
+        trust,
+        registry_for(settings),
+        partners,
+        Store(settings.database),
+        open_audit_log(settings),
+        lambda: trust.signing_key(datetime.now(UTC)),
+        wsdl_clients,
+    )
+
+
+def build_clients(parts: Parts) -> dict[tuple[str, str], Any]:
+    """One client per partner and protocol (own connection pool and limit). Needs the loop."""
+    clients: dict[tuple[str, str], Any] = {}
+    for partner in parts.partners.partners.values():
+        for endpoint in partner.endpoints:
+            key = (partner.region, endpoint.protocol)
+            if key in clients:
+                continue
+            if endpoint.protocol == "soap":
+                wsdl = str(Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL)
+                clients[key] = SoapPartnerClient(parts.wsdl_clients[wsdl], partner.max_concurrency)
+            else:
+                clients[key] = RestPartnerClient(partner.max_concurrency)
+    return clients

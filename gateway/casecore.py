@@ -1,0 +1,244 @@
+"""The case core: planning a 一件事 into sub-matters and the state transitions. Pure: no I/O.
+
+A case is a bundle (or one matter) filed at a window. Planning routes every sub-matter to the
+jurisdiction that handles it, resolves the mapping in force on the filing date and transforms the
+form into each partner's schema, collecting every problem at once. Sub-matter states:
+
+    waiting  ─deps done→  queued ─delivered→ done      (partner accepted / answered)
+                              └──refused───→ failed    (partner rejected; retry makes a new try)
+                              └──exhausted─→ failed    (dead letter)
+    local    ─clerk completes→ done                   (handled by our own back office)
+    any not finished ─cancel (nothing delivered yet)→ cancelled
+
+The case is done when every sub-matter is done, needs attention when one failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from mappings.catalogue import Bundle, SubMatter
+from mappings.mapping import MappingError
+from mappings.registry import Registry
+from mappings.transform import TransformError
+
+WAITING, QUEUED, DONE, FAILED, LOCAL, CANCELLED = (
+    "waiting",
+    "queued",
+    "done",
+    "failed",
+    "local",
+    "cancelled",
+)
+FINISHED = frozenset({DONE, CANCELLED})
+
+
+@dataclass(frozen=True)
+class Problem:
+    location: str
+    message: str
+    code: str = "INVALID"
+
+
+class CaseInvalid(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.location}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class PlannedSub:
+    sub_id: str
+    matter: str  # our matter code
+    jurisdiction: str
+    kind: str  # request | answer
+    depends_on: tuple[str, ...]
+    partner_code: str | None = None
+    transform: str | None = None  # maps the partner's answer back (and our request out)
+    mapping_version: str | None = None
+    payload: dict[str, Any] | None = None  # the partner-schema plaintext we send
+
+    @property
+    def local(self) -> bool:
+        return self.partner_code is None
+
+
+@dataclass(frozen=True)
+class SubState:
+    sub_id: str
+    status: str
+    depends_on: tuple[str, ...]
+    local: bool
+    delivered: bool = False
+    error_code: str | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A partner's answer to one of our messages, already opened and verified."""
+
+    accepted: bool
+    code: str | None = None
+    message: str | None = None
+    result: dict[str, Any] | None = None  # in the partner's schema
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def bundle_for_matter(matter: str, region: str) -> Bundle:
+    """A single matter filed on its own behaves like a bundle of one, routed by its payload."""
+    from mappings.catalogue import Route
+    from mappings.source import Location
+
+    sub = SubMatter(
+        "main",
+        matter,
+        Route(field_path=("partner_region",)),
+        (),
+        "request",
+        Location("request", 0),
+        Location("request", 0),
+    )
+    return Bundle(f"MATTER-{matter}", matter, region, "", (sub,), Location("request", 0))
+
+
+def plan_case(
+    registry: Registry, our_region: str, bundle: Bundle, form: dict[str, Any], filed_on: date
+) -> list[PlannedSub]:
+    problems: list[Problem] = []
+    planned: list[PlannedSub] = []
+    for sub in bundle.sub_matters:
+        where = f"sub_matters.{sub.id}"
+        try:
+            region = registry.route(sub, form)
+        except MappingError as exc:
+            problems.append(Problem(where, exc.message, exc.code))
+            continue
+        if region == our_region:
+            planned.append(PlannedSub(sub.id, sub.matter, region, sub.kind, sub.depends_on))
+            continue
+        try:
+            resolution = registry.resolve(our_region, region, sub.matter, form, filed_on)
+            outgoing = sub.request_transform or resolution.transform
+            payload = registry.transforms[outgoing].outbound(form)
+        except MappingError as exc:
+            problems.append(Problem(where, exc.message, exc.code))
+            continue
+        except TransformError as exc:
+            problems.extend(
+                Problem(f"form.{p.path}", p.message, "FORM_INVALID") for p in exc.problems
+            )
+            continue
+        planned.append(
+            PlannedSub(
+                sub.id,
+                sub.matter,
+                region,
+                sub.kind,
+                sub.depends_on,
+                resolution.partner_code,
+                resolution.transform,
+                resolution.version,
+                payload,
+            )
+        )
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise CaseInvalid(unique)
+    return planned
+
+
+def initial_states(planned: Iterable[PlannedSub]) -> list[SubState]:
+    return [
+        SubState(p.sub_id, LOCAL if p.local else WAITING, p.depends_on, p.local) for p in planned
+    ]
+
+
+def ready(states: list[SubState]) -> list[str]:
+    """Sub-matters whose dependencies are all done and which have not been sent yet."""
+    done = {s.sub_id for s in states if s.status == DONE}
+    return [s.sub_id for s in states if s.status == WAITING and set(s.depends_on) <= done]
+
+
+def mark_queued(states: list[SubState], sub_ids: Iterable[str]) -> list[SubState]:
+    chosen = set(sub_ids)
+    return [
+        replace(s, status=QUEUED, error_code=None, error=None) if s.sub_id in chosen else s
+        for s in states
+    ]
+
+
+def apply_reply(
+    states: list[SubState], sub_id: str, reply: Reply, local_result: dict[str, Any] | None
+) -> list[SubState]:
+    out = []
+    for s in states:
+        if s.sub_id != sub_id:
+            out.append(s)
+        elif reply.accepted:
+            out.append(
+                replace(
+                    s, status=DONE, delivered=True, result=local_result, error_code=None, error=None
+                )
+            )
+        else:
+            out.append(
+                replace(
+                    s,
+                    status=FAILED,
+                    delivered=True,
+                    error_code=reply.code or "PARTNER_REJECTED",
+                    error=reply.message or "the partner rejected the request",
+                )
+            )
+    return out
+
+
+def apply_dead(states: list[SubState], sub_id: str, code: str, message: str) -> list[SubState]:
+    return [
+        replace(s, status=FAILED, error_code=code, error=message) if s.sub_id == sub_id else s
+        for s in states
+    ]
+
+
+def complete_local(
+    states: list[SubState], sub_id: str, result: dict[str, Any] | None
+) -> list[SubState]:
+    target = next((s for s in states if s.sub_id == sub_id), None)
+    if target is None or target.status != LOCAL:
+        raise ValueError(f"sub-matter {sub_id} is not waiting for the local back office")
+    return [replace(s, status=DONE, result=result) if s.sub_id == sub_id else s for s in states]
+
+
+def retry_failed(states: list[SubState], sub_id: str) -> list[SubState]:
+    target = next((s for s in states if s.sub_id == sub_id), None)
+    if target is None or target.status != FAILED:
+        raise ValueError(f"sub-matter {sub_id} has not failed")
+    return [
+        replace(s, status=WAITING, error_code=None, error=None) if s.sub_id == sub_id else s
+        for s in states
+    ]
+
+
+def can_cancel(states: list[SubState]) -> bool:
+    return not any(s.delivered for s in states) and any(s.status not in FINISHED for s in states)
+
+
+def cancel(states: list[SubState]) -> list[SubState]:
+    return [replace(s, status=CANCELLED) if s.status not in FINISHED else s for s in states]
+
+
+def case_status(states: list[SubState]) -> str:
+    statuses = {s.status for s in states}
+    if statuses <= {CANCELLED} or (CANCELLED in statuses and statuses <= {CANCELLED, DONE}):
+        return "cancelled"
+    if statuses == {DONE}:
+        return "done"
+    if FAILED in statuses:
+        return "attention"
+    return "in_progress"

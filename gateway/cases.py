@@ -1,0 +1,552 @@
+"""The case service: the thin shell between the windows API, the store, the core and the log.
+
+Filing, cancelling, retrying and the partner's replies all follow one pattern: load the case,
+compute the new sub-matter states with ``gateway.casecore`` (pure), and write the states, the
+timeline steps and any newly sealed outbox messages in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+from gateway import casecore
+from gateway.audit import AuditEvent, AuditWriter
+from gateway.casecore import CaseInvalid, PlannedSub, Reply, SubState
+from gateway.logs import get_logger
+from gateway.partners import PartnerRegistry
+from gateway.problems import GatewayError
+from gateway.store import CaseRow, OutboxMessage, Store, iso_now
+from mappings.registry import Registry
+from mappings.transform import TransformError
+from security import envelope as env
+from security.errors import SecurityError
+from security.sealing import Opener, Sealer
+
+log = get_logger("gateway.cases")
+
+
+@dataclass(frozen=True)
+class Filing:
+    """A validated filing request (the API's pydantic model, reduced to what the core needs)."""
+
+    bundle: str | None
+    matter: str | None
+    form: dict[str, Any]
+    applicant_id: str | None
+    hall: str
+    clerk: str | None
+    token_name: str
+
+
+def request_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+class CaseService:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        partners: PartnerRegistry,
+        sealer: Sealer,
+        opener: Opener,
+        audit: AuditWriter,
+        region: str,
+    ) -> None:
+        self.store, self.registry, self.partners = store, registry, partners
+        self.sealer, self.opener, self.audit, self.region = sealer, opener, audit, region
+
+    # -- filing --------------------------------------------------------------------------------
+
+    def _bundle(self, filing: Filing) -> Any:
+        if filing.bundle is not None:
+            bundle = self.registry.bundles.get(filing.bundle)
+            if bundle is None or bundle.region != self.region:
+                raise GatewayError(
+                    "BUNDLE_UNKNOWN",
+                    422,
+                    "Unknown 一件事 bundle",
+                    f"bundle {filing.bundle} is not offered in {self.region}",
+                )
+            return bundle
+        assert filing.matter is not None
+        matters = self.registry.catalogues.get(self.region)
+        if matters is None or matters.get(filing.matter) is None:
+            raise GatewayError(
+                "MATTER_UNKNOWN",
+                422,
+                "Unknown matter code",
+                f"matter {filing.matter} is not in the catalogue of {self.region}",
+            )
+        return casecore.bundle_for_matter(matters.get(filing.matter).local_code, self.region)  # type: ignore[union-attr]
+
+    async def file(self, filing: Filing, idem_key: str, body_hash: str) -> tuple[CaseRow, bool]:
+        """(case, created). The same key and body return the same case; another body is 409."""
+        existing = self.store.case_by_idem(idem_key)
+        if existing is not None:
+            if existing.request_hash != body_hash:
+                raise GatewayError(
+                    "IDEMPOTENCY_CONFLICT",
+                    409,
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was used with a different request body",
+                )
+            return existing, False
+        bundle = self._bundle(filing)
+        filed_on = datetime.now(UTC).date()
+        try:
+            plan = casecore.plan_case(self.registry, self.region, bundle, filing.form, filed_on)
+        except CaseInvalid as exc:
+            raise GatewayError(
+                "FORM_INVALID"
+                if any(p.code == "FORM_INVALID" for p in exc.problems)
+                else exc.problems[0].code,
+                422,
+                "The case cannot be filed",
+                "see errors for every problem",
+                [_field_problem(p) for p in exc.problems],
+            ) from None
+        case_id = f"{self.region}-{filed_on:%Y%m%d}-{uuid.uuid4().hex[:12]}"
+        states = casecore.initial_states(plan)
+        now = iso_now()
+        case = CaseRow(
+            case_id,
+            now,
+            now,
+            casecore.case_status(states),
+            filing.hall,
+            filing.clerk,
+            filing.token_name,
+            bundle.code,
+            bundle.name,
+            filed_on.isoformat(),
+            idem_key,
+            body_hash,
+            None,
+            filing.form,
+            plan,
+            states,
+            1,
+        )
+        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        try:
+            with self.store.transaction() as db:
+                Store.insert_case(db, case)
+                Store.add_step(
+                    db, case_id, "filed", detail={"bundle": bundle.code, "hall": filing.hall}
+                )
+                for planned in plan:
+                    if planned.local:
+                        Store.add_step(
+                            db,
+                            case_id,
+                            "awaiting_local_office",
+                            planned.sub_id,
+                            {"matter": planned.matter},
+                        )
+                sent = self._queue_ready(db, case, states)
+        except sqlite3.IntegrityError:
+            # Two requests with one key raced: the other one won; answer as it would.
+            winner = self.store.case_by_idem(idem_key)
+            if winner is None or winner.request_hash != body_hash:
+                raise GatewayError(
+                    "IDEMPOTENCY_CONFLICT",
+                    409,
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was used with a different request body",
+                ) from None
+            return winner, False
+        await self.audit.append(
+            AuditEvent(
+                "case.filed",
+                "internal",
+                "ok",
+                case_id=case_id,
+                local_matter=bundle.code,
+                actor=filing.token_name,
+                person_id=filing.applicant_id,
+                details={"hall": filing.hall, "sub_matters": len(plan)},
+            )
+        )
+        for planned, envelope in sent:
+            await self._audit_sent(case_id, planned, envelope, filing.applicant_id)
+        stored = self.store.case(case_id)
+        assert stored is not None
+        return stored, True
+
+    def _queue_ready(
+        self, db: sqlite3.Connection, case: CaseRow, states: list[SubState]
+    ) -> list[tuple[PlannedSub, env.Envelope]]:
+        """Seal and enqueue every sub-matter that has become ready; save the new states."""
+        ready = casecore.ready(states)
+        sent = []
+        for sub_id in ready:
+            planned = case.plan_of(sub_id)
+            assert planned.partner_code is not None and planned.payload is not None
+            partner = self.partners.get(planned.jurisdiction)
+            msg_id = uuid.uuid4().hex
+            payload = orjson.dumps(planned.payload)
+            envelope = self.sealer.seal(
+                payload,
+                receiver=env.Party(partner.region, partner.node),
+                kind="request",
+                matter=planned.partner_code,
+                idem_key=f"{case.id}.{sub_id}",
+                msg_id=msg_id,
+            )
+            domain = self.registry.matter(self.region, planned.matter).domain
+            Store.enqueue(
+                db,
+                msg_id,
+                case.id,
+                sub_id,
+                partner.region,
+                domain,
+                planned.kind,
+                planned.partner_code,
+                payload,
+                envelope.to_json(),
+            )
+            Store.add_step(
+                db,
+                case.id,
+                "queued",
+                sub_id,
+                {"partner": partner.region, "matter": planned.partner_code, "message_id": msg_id},
+            )
+            sent.append((planned, envelope))
+        new_states = casecore.mark_queued(states, ready)
+        Store.save_states(db, case, new_states, casecore.case_status(new_states))
+        return sent
+
+    async def _audit_sent(
+        self, case_id: str, planned: PlannedSub, envelope: env.Envelope, person: str | None = None
+    ) -> None:
+        await self.audit.append(
+            AuditEvent(
+                "message.queued",
+                "outbound",
+                "queued",
+                case_id=case_id,
+                message_id=envelope.msg_id,
+                partner=planned.jurisdiction,
+                local_matter=planned.matter,
+                partner_matter=planned.partner_code,
+                actor=envelope.sender_key_id,
+                person_id=person,
+                envelope=envelope.as_dict(),
+            )
+        )
+
+    # -- replies and failures from delivery ------------------------------------------------------
+
+    def reseal(self, message: OutboxMessage) -> env.Envelope:
+        """A fresh seal (new nonce and time) for the same message id: the partner's idempotency
+        key stays, the replay window is satisfied again."""
+        old = env.envelope_from_json(message.envelope)
+        envelope = self.sealer.seal(
+            message.payload,
+            receiver=old.receiver,
+            kind=old.kind,
+            matter=old.matter,
+            idem_key=old.idem_key,
+            msg_id=old.msg_id,
+        )
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET envelope = ? WHERE msg_id = ?",
+                (envelope.to_json(), message.msg_id),
+            )
+        return envelope
+
+    async def open_reply(self, message: OutboxMessage, envelope: env.Envelope) -> Reply:
+        opened = await self.opener.open(envelope)
+        if envelope.sender_region != message.partner or envelope.idem_key != message.msg_id:
+            raise SecurityError("REPLY_MISMATCH", "the reply does not answer this message")
+        try:
+            body = orjson.loads(opened.plaintext)
+        except orjson.JSONDecodeError:
+            raise SecurityError("REPLY_MALFORMED", "the reply is not JSON") from None
+        if not isinstance(body, dict) or body.get("status") not in ("accepted", "rejected"):
+            raise SecurityError("REPLY_MALFORMED", "the reply has no status")
+        return Reply(
+            body["status"] == "accepted",
+            body.get("code"),
+            body.get("message"),
+            body.get("result"),
+            {"receipt_no": body.get("receipt_no")},
+        )
+
+    async def delivered(
+        self, message: OutboxMessage, reply: Reply, reply_envelope: env.Envelope
+    ) -> None:
+        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        with self.store.transaction() as db:
+            row = db.execute(
+                "SELECT status FROM outbox WHERE msg_id = ?", (message.msg_id,)
+            ).fetchone()
+            if row is None or row[0] not in ("in_flight", "pending"):
+                return  # another worker finished it first
+            db.execute(
+                "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
+                "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
+                (message.msg_id,),
+            )
+            case = Store.load_case(db, message.case_id)
+            assert case is not None
+            planned = case.plan_of(message.sub_id)
+            local_result: dict[str, Any] = {"receipt_no": reply.extras.get("receipt_no")}
+            effective = reply
+            if reply.accepted and planned.kind == "answer" and planned.transform:
+                try:
+                    local_result = {
+                        **local_result,
+                        **self.registry.transforms[planned.transform].inbound(reply.result or {}),
+                    }
+                except TransformError as exc:
+                    effective = Reply(
+                        False,
+                        "ANSWER_INVALID",
+                        "the partner's answer does not fit "
+                        f"{planned.transform}: {exc.problems[0].path}: {exc.problems[0].message}",
+                    )
+            states = casecore.apply_reply(case.states, message.sub_id, effective, local_result)
+            step = "done" if effective.accepted else "rejected_by_partner"
+            Store.add_step(
+                db,
+                case.id,
+                step,
+                message.sub_id,
+                {
+                    "receipt_no": reply.extras.get("receipt_no"),
+                    "code": effective.code,
+                    "message": effective.message,
+                },
+            )
+            Store.save_states(db, case, states, casecore.case_status(states))
+            case.states = states
+            sent = self._queue_ready(db, case, states)
+        await self.audit.append(
+            AuditEvent(
+                "message.delivered" if effective.accepted else "message.refused",
+                "inbound",
+                "accepted" if effective.accepted else "rejected",
+                case_id=message.case_id,
+                message_id=message.msg_id,
+                partner=message.partner,
+                local_matter=planned.matter,
+                partner_matter=message.matter,
+                error_code=effective.code,
+                actor=reply_envelope.sender_key_id,
+                envelope=reply_envelope.as_dict(),
+            )
+        )
+        for next_planned, envelope in sent:
+            await self._audit_sent(message.case_id, next_planned, envelope)
+
+    async def retry_scheduled(
+        self, message: OutboxMessage, code: str, text: str, delay: float, counts: bool = True
+    ) -> None:
+        """Back to pending after ``delay``. ``counts``: an attempt was made (not so when the
+        partner's circuit was open and nothing was sent)."""
+        import time
+
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET status = 'pending', attempts = attempts + ?, next_attempt_at = ?, "
+                "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
+                "WHERE msg_id = ? AND status = 'in_flight'",
+                (1 if counts else 0, time.time() + delay, code, text, message.msg_id),
+            )
+            if message.attempts == 0 and counts:
+                Store.add_step(
+                    db, message.case_id, "delivery_retrying", message.sub_id, {"code": code}
+                )
+        if not counts:
+            return
+        await self.audit.append(
+            AuditEvent(
+                "delivery.retry",
+                "outbound",
+                "retry",
+                case_id=message.case_id,
+                message_id=message.msg_id,
+                partner=message.partner,
+                partner_matter=message.matter,
+                error_code=code,
+                details={"attempt": message.attempts + 1, "delay_s": round(delay, 2)},
+            )
+        )
+
+    async def dead(self, message: OutboxMessage, code: str, text: str) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, finished_at = strftime('%s','now'), "
+                "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
+                "WHERE msg_id = ?",
+                (code, text, message.msg_id),
+            )
+            case = Store.load_case(db, message.case_id)
+            assert case is not None
+            states = casecore.apply_dead(case.states, message.sub_id, code, text)
+            Store.add_step(
+                db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
+            )
+            Store.save_states(db, case, states, casecore.case_status(states))
+        # The alert line operators watch for: exhausted retries never go unnoticed.
+        log.error(
+            "delivery.dead_letter",
+            alert=True,
+            message_id=message.msg_id,
+            case_id=message.case_id,
+            partner=message.partner,
+            code=code,
+        )
+        await self.audit.append(
+            AuditEvent(
+                "delivery.dead",
+                "outbound",
+                "dead",
+                case_id=message.case_id,
+                message_id=message.msg_id,
+                partner=message.partner,
+                partner_matter=message.matter,
+                error_code=code,
+            )
+        )
+
+    async def replay(self, msg_id: str, actor: str) -> bool:
+        """Send a dead letter again (operator action): same message id, fresh attempts."""
+        import time
+
+        with self.store.transaction() as db:
+            row = db.execute(
+                "SELECT case_id, sub_id, status FROM outbox WHERE msg_id = ?", (msg_id,)
+            ).fetchone()
+            if row is None or row[2] != "dead":
+                return False
+            db.execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, created = ?, next_attempt_at = ?, "
+                "finished_at = NULL WHERE msg_id = ?",
+                (time.time(), time.time(), msg_id),
+            )
+            case = Store.load_case(db, row[0])
+            assert case is not None
+            states = casecore.mark_queued(case.states, [row[1]])
+            Store.add_step(db, case.id, "replayed", row[1], {"message_id": msg_id, "by": actor})
+            Store.save_states(db, case, states, casecore.case_status(states))
+        await self.audit.append(
+            AuditEvent(
+                "delivery.replayed",
+                "outbound",
+                "queued",
+                case_id=row[0],
+                message_id=msg_id,
+                actor=actor,
+            )
+        )
+        return True
+
+    # -- window actions --------------------------------------------------------------------------
+
+    async def cancel(self, case: CaseRow, actor: str) -> CaseRow:
+        with self.store.transaction() as db:
+            current = Store.load_case(db, case.id)
+            assert current is not None
+            if not casecore.can_cancel(current.states):
+                raise GatewayError(
+                    "CASE_NOT_CANCELLABLE",
+                    409,
+                    "The case cannot be cancelled",
+                    "something was already delivered to a partner, or the case is finished",
+                )
+            undelivered = db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND status = 'in_flight'", (case.id,)
+            ).fetchone()[0]
+            if undelivered:
+                raise GatewayError(
+                    "CASE_NOT_CANCELLABLE",
+                    409,
+                    "The case cannot be cancelled",
+                    "a delivery is under way; try again in a moment",
+                )
+            db.execute(
+                "UPDATE outbox SET status = 'cancelled' WHERE case_id = ? AND status = 'pending'",
+                (case.id,),
+            )
+            states = casecore.cancel(current.states)
+            Store.add_step(db, case.id, "cancelled", detail={"by": actor})
+            Store.save_states(db, current, states, casecore.case_status(states))
+        await self.audit.append(
+            AuditEvent("case.cancelled", "internal", "ok", case_id=case.id, actor=actor)
+        )
+        updated = self.store.case(case.id)
+        assert updated is not None
+        return updated
+
+    async def retry(self, case: CaseRow, sub_id: str, actor: str) -> CaseRow:
+        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        with self.store.transaction() as db:
+            current = Store.load_case(db, case.id)
+            assert current is not None
+            try:
+                states = casecore.retry_failed(current.states, sub_id)
+            except ValueError as exc:
+                raise GatewayError(
+                    "SUB_MATTER_NOT_RETRYABLE", 409, "Nothing to retry", str(exc)
+                ) from None
+            Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
+            sent = self._queue_ready(db, current, states)
+        for planned, envelope in sent:
+            await self._audit_sent(case.id, planned, envelope)
+        updated = self.store.case(case.id)
+        assert updated is not None
+        return updated
+
+    async def complete_local(
+        self, case: CaseRow, sub_id: str, result: dict[str, Any] | None, actor: str
+    ) -> CaseRow:
+        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        with self.store.transaction() as db:
+            current = Store.load_case(db, case.id)
+            assert current is not None
+            try:
+                states = casecore.complete_local(current.states, sub_id, result)
+            except ValueError as exc:
+                raise GatewayError(
+                    "SUB_MATTER_NOT_LOCAL", 409, "Not a local sub-matter", str(exc)
+                ) from None
+            Store.add_step(db, case.id, "done_locally", sub_id, {"by": actor})
+            sent = self._queue_ready(db, current, states)
+        await self.audit.append(
+            AuditEvent(
+                "case.local_done",
+                "internal",
+                "ok",
+                case_id=case.id,
+                actor=actor,
+                details={"sub_matter": sub_id},
+            )
+        )
+        for planned, envelope in sent:
+            await self._audit_sent(case.id, planned, envelope)
+        updated = self.store.case(case.id)
+        assert updated is not None
+        return updated
+
+
+def _field_problem(problem: casecore.Problem) -> Any:
+    from gateway.problems import FieldProblem
+
+    return FieldProblem(problem.location, problem.message, problem.code)
+
+
+def filed_on(case: CaseRow) -> date:
+    return date.fromisoformat(case.filed_on)

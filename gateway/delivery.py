@@ -1,0 +1,280 @@
+"""The delivery worker: sends outbox messages, at least once on the wire, once in effect.
+
+- Claims due messages with a lease in the store (and, with Redis, a lease in Redis too), so two
+  gateway instances never send one message at the same time; an expired lease (a crashed
+  instance) makes the message claimable again, and the partner de-duplicates by message id.
+- A per-partner circuit breaker stops sending to a partner that keeps failing and lets one probe
+  through after ``breaker_reset_seconds``; per-partner timeouts and concurrency limits.
+- Transient failures are retried by tenacity (a short in-process burst), then rescheduled in the
+  store with exponential backoff and jitter, until ``delivery_max_age_seconds`` or
+  ``delivery_max_attempts``: then the message is a dead letter (an alert line, the audit log,
+  ``xgw outbox list``; ``xgw outbox replay`` sends it again).
+- Graceful stop: no new claims, in-flight sends get ``shutdown_grace_seconds``, the rest of the
+  leases are given back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from adapters.delivery_errors import RESEALABLE, DeliveryError
+from gateway.cases import CaseService
+from gateway.config import Settings
+from gateway.logs import get_logger
+from gateway.partners import PartnerRegistry
+from gateway.store import OutboxMessage, Store
+from security import envelope as env
+from security.errors import SecurityError
+
+log = get_logger("gateway.delivery")
+
+
+class PartnerClient(Protocol):
+    async def send(self, url: str, envelope: env.Envelope, timeout: float) -> env.Envelope: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class CircuitBreaker:
+    """closed → (failures ≥ threshold) → open → (reset time passed) → half-open: one probe."""
+
+    threshold: int
+    reset_seconds: float
+    failures: int = 0
+    opened_at: float | None = None
+    probing: bool = False
+
+    def allows(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if now - self.opened_at >= self.reset_seconds and not self.probing:
+            self.probing = True  # half-open: exactly one probe
+            return True
+        return False
+
+    def reopens_at(self) -> float:
+        return (self.opened_at or time.time()) + self.reset_seconds
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.threshold:
+            self.opened_at = now
+
+
+def backoff(attempt: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff for the ``attempt``-th retry (1-based)."""
+    ceiling = min(maximum, initial * (2 ** min(attempt - 1, 30)))
+    return max(initial / 2, rng.uniform(0, ceiling))
+
+
+@dataclass
+class PartnerLane:
+    breaker: CircuitBreaker
+    limit: asyncio.Semaphore
+    in_flight: int = 0
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    store: Store
+    service: CaseService
+    partners: PartnerRegistry
+    clients: dict[tuple[str, str], PartnerClient]  # (region, protocol) -> client
+    owner: str
+    redis: aioredis.Redis | None = None
+    poll_seconds: float = 0.1
+    lanes: dict[str, PartnerLane] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _rng: random.Random = field(default_factory=random.Random)
+
+    def lane(self, region: str) -> PartnerLane:
+        lane = self.lanes.get(region)
+        if lane is None:
+            partner = self.partners.get(region)
+            lane = PartnerLane(
+                CircuitBreaker(partner.breaker_failures, partner.breaker_reset_seconds),
+                asyncio.Semaphore(partner.max_concurrency),
+            )
+            self.lanes[region] = lane
+        return lane
+
+    def _circuit_allows_claim(self, region: str) -> bool:
+        """Messages for a partner whose circuit is open stay queued, unclaimed and uncounted."""
+        breaker = self.lane(region).breaker
+        return breaker.opened_at is None or time.time() - breaker.opened_at >= breaker.reset_seconds
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            capacity = max(0, 256 - len(self._tasks))
+            messages = (
+                await asyncio.to_thread(
+                    self.store.claim,
+                    self.owner,
+                    capacity,
+                    self.settings.delivery_lease_seconds,
+                    self._circuit_allows_claim,
+                )
+                if capacity
+                else []
+            )
+            for message in messages:
+                if self.redis is not None and not await self._redis_lease(message):
+                    await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
+                    continue
+                task = asyncio.create_task(self._deliver(message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if not messages:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _redis_lease(self, message: OutboxMessage) -> bool:
+        assert self.redis is not None
+        key = f"xgw:lease:{message.msg_id}"
+        ok = await self.redis.set(
+            key, self.owner.encode(), nx=True, px=int(self.settings.delivery_lease_seconds * 1000)
+        )
+        return bool(ok)
+
+    async def _redis_release(self, message: OutboxMessage) -> None:
+        if self.redis is None:
+            return
+        with contextlib.suppress(Exception):
+            # Only our own lease: compare-and-delete in one step.
+            await self.redis.eval(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+                1,
+                f"xgw:lease:{message.msg_id}",
+                self.owner,
+            )
+
+    async def _deliver(self, message: OutboxMessage) -> None:
+        lane = self.lane(message.partner)
+        partner = self.partners.get(message.partner)
+        try:
+            if not lane.breaker.allows(time.time()):
+                await self.service.retry_scheduled(
+                    message,
+                    "CIRCUIT_OPEN",
+                    "the partner's circuit is open",
+                    max(0.05, lane.breaker.reopens_at() - time.time()),
+                    counts=False,
+                )
+                return
+            async with lane.limit:
+                endpoint = partner.endpoint(message.domain)
+                client = self.clients[(message.partner, endpoint.protocol)]
+                envelope = env.envelope_from_json(message.envelope)
+                if (
+                    env.now_utc() - envelope.created_at
+                ).total_seconds() > self.settings.replay_window_seconds / 2:
+                    envelope = self.service.reseal(message)
+                try:
+                    reply_envelope = await self._send(
+                        client, endpoint.url, envelope, partner.timeout_seconds, message
+                    )
+                    reply = await self.service.open_reply(message, reply_envelope)
+                except SecurityError as exc:
+                    # A reply we cannot trust is no answer: retry (the partner de-duplicates).
+                    raise DeliveryError(exc.code, exc.message, transient=True) from None
+            lane.breaker.success()
+            await self.service.delivered(message, reply, reply_envelope)
+        except DeliveryError as exc:
+            if exc.transient:
+                lane.breaker.failure(time.time())
+            await self._failed(message, exc)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
+            raise
+        except Exception as exc:  # never lose a message to a bug: reschedule it
+            log.error(
+                "delivery.unexpected", message_id=message.msg_id, error_type=type(exc).__name__
+            )
+            await self._failed(
+                message, DeliveryError("INTERNAL", type(exc).__name__, transient=True)
+            )
+        finally:
+            await self._redis_release(message)
+
+    async def _send(
+        self,
+        client: PartnerClient,
+        url: str,
+        envelope: env.Envelope,
+        timeout: float,
+        message: OutboxMessage,
+    ) -> env.Envelope:
+        state = {"envelope": envelope}
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(2),
+            wait=wait_exponential_jitter(initial=0.05, max=0.5),
+            retry=retry_if_exception(
+                lambda e: isinstance(e, DeliveryError) and e.code in RESEALABLE
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    state["envelope"] = self.service.reseal(message)
+                return await client.send(url, state["envelope"], timeout)
+        raise AssertionError("unreachable")
+
+    async def _failed(self, message: OutboxMessage, error: DeliveryError) -> None:
+        age = time.time() - message.created
+        attempts = message.attempts + 1
+        if (
+            not error.transient
+            or age >= self.settings.delivery_max_age_seconds
+            or attempts >= self.settings.delivery_max_attempts
+        ):
+            await self.service.dead(message, error.code, error.message)
+            return
+        delay = backoff(
+            attempts,
+            self.settings.delivery_retry_initial_seconds,
+            self.settings.delivery_retry_max_seconds,
+            self._rng,
+        )
+        delay = min(delay, max(0.0, self.settings.delivery_max_age_seconds - age))
+        await self.service.retry_scheduled(message, error.code, error.message, delay)
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+def describe(worker: Worker) -> dict[str, Any]:
+    return {
+        region: {
+            "circuit": "open" if lane.breaker.opened_at else "closed",
+            "failures": lane.breaker.failures,
+        }
+        for region, lane in worker.lanes.items()
+    }

@@ -1,0 +1,97 @@
+"""The partner registry: where each jurisdiction's systems are, how to speak to them, limits.
+
+``partners.yaml`` (in ``keys_dir``'s parent, i.e. the data or config folder):
+
+    partners:
+      - region: "411329"
+        name: 新野县
+        node: xinye-gw
+        endpoints:                       # first matching domain wins; "*" matches any
+          - domains: [社保]
+            protocol: soap               # zeep against adapters/wsdl/partner-v1.wsdl
+            url: http://127.0.0.1:8090/411329/soap
+          - domains: ["*"]
+            protocol: rest
+            url: http://127.0.0.1:8090/411329/rest/messages
+        timeout_seconds: 10
+        max_concurrency: 8
+        breaker_failures: 5              # consecutive failures that open the circuit
+        breaker_reset_seconds: 15        # then one probe after this long
+        inbound_matters: ["*"]           # which of our matters it may file with us
+        rate_limit_per_minute: 600
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class PartnerConfigError(ValueError):
+    pass
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    domains: list[str] = ["*"]
+    protocol: Literal["rest", "soap"]
+    url: str = Field(pattern=r"^https?://")
+    wsdl: str | None = None  # a local file; default: the packaged partner WSDL
+
+
+class Partner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region: str = Field(pattern=r"^\d{6}$")
+    name: str
+    node: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    endpoints: list[Endpoint] = Field(min_length=1)
+    timeout_seconds: float = Field(10.0, gt=0, le=300)
+    max_concurrency: int = Field(8, ge=1, le=256)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_seconds: float = Field(15.0, gt=0)
+    inbound_matters: list[str] = ["*"]
+    rate_limit_per_minute: int = Field(600, ge=1)
+
+    def endpoint(self, domain: str) -> Endpoint:
+        for endpoint in self.endpoints:
+            if domain in endpoint.domains or "*" in endpoint.domains:
+                return endpoint
+        raise PartnerConfigError(f"partner {self.region} has no endpoint for domain {domain}")
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    partners: list[Partner]
+
+
+@dataclass
+class PartnerRegistry:
+    partners: dict[str, Partner]
+
+    def get(self, region: str) -> Partner:
+        partner = self.partners.get(region)
+        if partner is None:
+            raise PartnerConfigError(f"jurisdiction {region} is not a configured partner")
+        return partner
+
+
+def load_partners(path: Path) -> PartnerRegistry:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        parsed = _File.model_validate(document)
+    except OSError as exc:
+        raise PartnerConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError:
+        raise PartnerConfigError(f"{path}: not valid YAML") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise PartnerConfigError(f"{path}: {where}: {first['msg']}") from None
+    regions = [p.region for p in parsed.partners]
+    if len(set(regions)) != len(regions):
+        raise PartnerConfigError(f"{path}: a partner region is listed twice")
+    return PartnerRegistry({p.region: p for p in parsed.partners})

@@ -1,0 +1,99 @@
+"""The embedded demo setup: with no configuration, the first start creates SAMPLE keys for us
+and for every simulated partner, cross-registers them in the trust stores, and writes a
+``partners.yaml`` pointing at the bundled simulator. Never touches a configured ``keys_dir``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from gateway.config import Settings
+from gateway.keystore import (
+    SAMPLE_BANNER,
+    _write_private,
+    add_partner_key,
+    backend_for,
+    ensure_sample_trust,
+    load_trust,
+    trust_path,
+    validity_from_now,
+)
+from gateway.simulator import SIMULATED, simulator_dir
+from security.keys import generate_private_key, write_private_key
+
+PARTNERS_FILE = "partners.yaml"
+
+
+def partners_path(settings: Settings) -> Path:
+    return settings.partners_file or settings.data_dir / PARTNERS_FILE
+
+
+def ensure_sample_setup(settings: Settings) -> None:
+    ensure_sample_trust(settings)
+    if settings.keys_dir is not None:
+        return
+    ours = load_trust(settings).signing_key(datetime.now(UTC)).public
+    known = trust_path(settings).read_text(encoding="utf-8")
+    for region, (name, node) in SIMULATED.items():
+        folder = simulator_dir(settings, region)
+        if (folder / "trust.yaml").exists() and f'region: "{region}"' in known.replace("'", '"'):
+            continue
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = secrets.token_urlsafe(24)
+        _write_private(folder / "passphrase", secret + "\n")
+        key = generate_private_key(backend_for(settings))
+        write_private_key(folder / "partner.key.pem", key, secret.encode())
+        (folder / "ours.pub.pem").write_bytes(ours.to_pem())
+        document = {
+            "own": {
+                "region": region,
+                "node": node,
+                "keys": [{"file": "partner.key.pem", **validity_from_now()}],
+            },
+            "partners": [
+                {
+                    "name": "襄州区",
+                    "region": settings.region_code,
+                    "keys": [{"file": "ours.pub.pem", **validity_from_now()}],
+                }
+            ],
+        }
+        (folder / "trust.yaml").write_text(
+            SAMPLE_BANNER + yaml.safe_dump(document, allow_unicode=True, sort_keys=False),
+            encoding="utf-8",
+        )
+        add_partner_key(settings, name, region, key.public.to_pem(), f"{region}.pub.pem")
+    path = partners_path(settings)
+    if settings.partners_file is None and not path.exists():
+        base = f"http://127.0.0.1:{settings.simulator_port}"
+        partners = []
+        for region, (name, node) in SIMULATED.items():
+            endpoints = [
+                {"domains": ["*"], "protocol": "rest", "url": f"{base}/{region}/rest/messages"}
+            ]
+            if region == "411329":  # 新野: 人社 over SOAP, everything else (医保 …) over REST
+                endpoints.insert(
+                    0, {"domains": ["社保"], "protocol": "soap", "url": f"{base}/{region}/soap"}
+                )
+            partners.append(
+                {
+                    "region": region,
+                    "name": name,
+                    "node": node,
+                    "endpoints": endpoints,
+                    "timeout_seconds": 10,
+                    "max_concurrency": 16,
+                    "breaker_failures": 5,
+                    "breaker_reset_seconds": 5,
+                }
+            )
+        path.write_text(
+            "# SAMPLE partner registry generated for the embedded demo: every partner is the bundled\n"
+            "# simulator (`xgw simulate-partner`). Point `partners_file` at your own for production.\n"
+            + yaml.safe_dump({"partners": partners}, allow_unicode=True, sort_keys=False),
+            encoding="utf-8",
+        )

@@ -1,0 +1,297 @@
+"""The partner simulator (``xgw simulate-partner``): a faithful stand-in for 新野县 and the
+襄十随神 cities at the one boundary we do not own.
+
+Each simulated jurisdiction has its own SM2 keys and trust store. It serves a SOAP 1.1 service
+(its WSDL: ``adapters/wsdl/partner-v1.wsdl``) and a REST endpoint, verifies and opens our
+envelopes exactly as the gateway opens partners' (signature, key validity, freshness, nonce),
+de-duplicates by message id (a resend gets the first answer again, re-sealed, and applies no
+effect), answers with sealed replies in its own schema (人社 dictionary codes; for a 信息表
+request, a 信息表 with yearly rows), and counts the effects it applied.
+
+Fault knobs (``POST /_sim/faults``, per region or ``*``): ``down`` (503), ``latency_ms``,
+``error_rate`` (500), ``malformed_rate`` (garbage 200), ``reset_rate`` (connection dropped).
+``GET /_sim/stats`` shows the counts; ``POST /_sim/reset`` clears them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from lxml import etree
+
+from gateway import soap
+from gateway.config import Settings
+from gateway.keystore import backend_for
+from gateway.logs import get_logger
+from security import envelope as env
+from security import envelope_xml
+from security.errors import SecurityError
+from security.keys import read_passphrase
+from security.replay import MemoryNonceStore
+from security.sealing import Opener, Sealer
+from security.trust import TrustStore, load_trust_store
+
+log = get_logger("gateway.simulator")
+PARTNER_NS = "urn:xgw:partner:1"
+WSDL = Path(__file__).resolve().parent.parent / "adapters" / "wsdl" / "partner-v1.wsdl"
+SIMULATED = {
+    "411329": ("新野县", "xinye-gw"),
+    "420300": ("十堰市", "shiyan-gw"),
+    "421300": ("随州市", "suizhou-gw"),
+    "429021": ("神农架林区", "shennongjia-gw"),
+}
+
+
+def simulator_dir(settings: Settings, region: str) -> Path:
+    return settings.data_dir / "simulator" / region
+
+
+@dataclass
+class Faults:
+    down: bool = False
+    latency_ms: int = 0
+    error_rate: float = 0.0
+    malformed_rate: float = 0.0
+    reset_rate: float = 0.0
+
+
+@dataclass
+class Identity:
+    region: str
+    trust: TrustStore
+    opener: Opener
+    sealer: Sealer
+    replies: dict[str, dict[str, Any]] = field(default_factory=dict)  # msg_id -> reply plaintext
+    effects: Counter[str] = field(default_factory=Counter)  # msg_id -> effects applied
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+class Simulator:
+    def __init__(self, settings: Settings, seed: int | None = None) -> None:
+        backend = backend_for(settings)
+        self.identities: dict[str, Identity] = {}
+        for region in SIMULATED:
+            folder = simulator_dir(settings, region)
+            trust_file = folder / "trust.yaml"
+            if not trust_file.exists():
+                continue
+            trust = load_trust_store(
+                trust_file, read_passphrase(file=folder / "passphrase"), backend
+            )
+            self.identities[region] = Identity(
+                region,
+                trust,
+                Opener(trust, backend, MemoryNonceStore(), settings.replay_window_seconds),
+                Sealer(trust, backend),
+            )
+        self.faults: dict[str, Faults] = {}
+        self.random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
+
+    def fault(self, region: str) -> Faults:
+        return self.faults.get(region) or self.faults.get("*") or Faults()
+
+    # -- what the partner does -------------------------------------------------------------
+
+    def _effect(self, identity: Identity, envelope: env.Envelope, payload: Any) -> dict[str, Any]:
+        if not isinstance(payload, dict) or not any(
+            k in payload for k in ("aac002", "certno", "zjhm", "gmsfhm", "sfzjh")
+        ):
+            return {
+                "status": "rejected",
+                "code": "PARTNER_VALIDATION",
+                "message": "申请材料不完整: no 证件号码 in the request",
+            }
+        identity.effects[envelope.msg_id] += 1
+        receipt = f"{identity.region}-{envelope.msg_id[:12]}"
+        if payload.get("ywlx") == "XXB":
+            return {
+                "status": "accepted",
+                "receipt_no": receipt,
+                "result": _information_form(payload),
+            }
+        return {
+            "status": "accepted",
+            "receipt_no": receipt,
+            "result": {"slbh": receipt, "blzt": "已受理"},
+        }  # 受理编号, 办理状态
+
+    async def handle(self, identity: Identity, envelope: env.Envelope) -> env.Envelope:
+        """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
+        now = env.now_utc()
+        identity.opener.authenticate(envelope, now)
+        reply = identity.replies.get(envelope.msg_id)
+        if reply is not None:
+            identity.duplicates += 1
+        else:
+            opened = await identity.opener.open(envelope, now)
+            try:
+                payload = orjson.loads(opened.plaintext)
+            except orjson.JSONDecodeError:
+                payload = None
+            reply = self._effect(identity, envelope, payload)
+            identity.replies[envelope.msg_id] = reply
+        # Re-sealed every time: a resend gets a fresh nonce, so it is no replay to the gateway.
+        return identity.sealer.seal(
+            orjson.dumps(reply),
+            receiver=envelope.sender,
+            kind="receipt",
+            matter=envelope.matter,
+            idem_key=envelope.msg_id,
+        )
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _faulty(self, request: web.Request, region: str) -> web.StreamResponse | None:
+        faults = self.fault(region)
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if faults.down:
+            return web.Response(status=503, text="partner down (simulated)")
+        if faults.reset_rate and self.random.random() < faults.reset_rate:
+            if request.transport is not None:
+                request.transport.abort()  # the client sees the connection reset
+            return web.Response(status=500)
+        if faults.error_rate and self.random.random() < faults.error_rate:
+            return web.Response(status=500, text="internal error (simulated)")
+        if faults.malformed_rate and self.random.random() < faults.malformed_rate:
+            return web.Response(status=200, body=b"<<<not a reply>>>", content_type="text/xml")
+        return None
+
+    def _identity(self, request: web.Request) -> Identity:
+        identity = self.identities.get(request.match_info["region"])
+        if identity is None:
+            raise web.HTTPNotFound()
+        return identity
+
+    async def rest(self, request: web.Request) -> web.StreamResponse:
+        identity = self._identity(request)
+        faulty = await self._faulty(request, identity.region)
+        if faulty is not None:
+            return faulty
+        try:
+            envelope = env.envelope_from_json(await request.read())
+            reply = await self.handle(identity, envelope)
+        except SecurityError as exc:
+            identity.rejected[exc.code] += 1
+            return web.Response(
+                status=400 if exc.code == "ENVELOPE_MALFORMED" else 403,
+                body=orjson.dumps({"code": exc.code, "title": exc.message}),
+                content_type="application/problem+json",
+            )
+        return web.Response(body=reply.to_json(), content_type="application/json")
+
+    async def soap(self, request: web.Request) -> web.StreamResponse:
+        identity = self._identity(request)
+        if "wsdl" in request.query:
+            text = WSDL.read_text(encoding="utf-8").replace(
+                "http://127.0.0.1:8090/411329/soap", str(request.url.with_query(None))
+            )
+            return web.Response(text=text, content_type="text/xml")
+        faulty = await self._faulty(request, identity.region)
+        if faulty is not None:
+            return faulty
+        try:
+            _op, element = soap.parse_request(
+                await request.read(),
+                request.headers.get("Content-Type", ""),
+                request.headers.get("SOAPAction"),
+                {"Submit": f"{{{PARTNER_NS}}}SubmitRequest"},
+            )
+            inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
+            if inner is None:
+                raise soap.SoapError("ENVELOPE_MALFORMED", "SubmitRequest carries no Envelope")
+            reply = await self.handle(identity, envelope_xml.from_element(inner))
+        except soap.SoapError as exc:
+            identity.rejected[exc.code] += 1
+            return web.Response(
+                status=500, body=soap.fault_xml(exc, PARTNER_NS), content_type="text/xml"
+            )
+        except SecurityError as exc:
+            identity.rejected[exc.code] += 1
+            fault = soap.SoapError(exc.code, exc.message)
+            return web.Response(
+                status=500, body=soap.fault_xml(fault, PARTNER_NS), content_type="text/xml"
+            )
+        response = etree.Element(f"{{{PARTNER_NS}}}SubmitResponse", nsmap={"p": PARTNER_NS})
+        response.append(envelope_xml.to_element(reply))
+        return web.Response(body=soap.envelope_xml(response), content_type="text/xml")
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                region: {
+                    "applied": sum(i.effects.values()),
+                    "messages": len(i.effects),
+                    "applied_twice": sorted(m for m, n in i.effects.items() if n > 1),
+                    "duplicates_answered": i.duplicates,
+                    "rejected": dict(i.rejected),
+                }
+                for region, i in self.identities.items()
+            }
+        )
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        for region, knobs in body.items():
+            self.faults[str(region)] = Faults(**knobs)
+        return web.json_response({"ok": True})
+
+    async def reset(self, _request: web.Request) -> web.Response:
+        self.faults.clear()
+        for identity in self.identities.values():
+            identity.effects.clear()
+            identity.replies.clear()
+            identity.duplicates = 0
+            identity.rejected.clear()
+        return web.json_response({"ok": True})
+
+
+def _information_form(request: dict[str, Any]) -> dict[str, Any]:
+    """A 参保缴费信息表 in 人社 codes: 20 yearly rows, amounts in 分 (SAMPLE figures)."""
+    rows = []
+    for index, year in enumerate(range(2006, 2026)):
+        base = 200000 + index * 15000
+        rows.append(
+            {
+                "aae001": year,
+                "aae041": f"{year}01",
+                "aae042": f"{year}12",
+                "aae180": base,
+                "aae202": 12,
+                "aae022": base * 12 * 8 // 100,
+                "aae020": base * 12 * 16 // 100,
+            }
+        )
+    return {
+        "aac002": request.get("aac002"),
+        "aac003": request.get("aac003"),
+        "aae270": request.get("aae270"),
+        "aae140": request.get("aae140", "110"),
+        "aac049": "200601",
+        "aae201": 240,
+        "aic083": 4567890,
+        "aic084": 9135780,
+        "aae036": "20261125",
+        "ac20": rows,
+    }
+
+
+def build_simulator_app(settings: Settings, seed: int | None = None) -> web.Application:
+    simulator = Simulator(settings, seed)
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app["simulator"] = simulator
+    app.router.add_post("/{region}/rest/messages", simulator.rest)
+    app.router.add_route("*", "/{region}/soap", simulator.soap)
+    app.router.add_get("/_sim/stats", simulator.stats)
+    app.router.add_post("/_sim/faults", simulator.set_faults)
+    app.router.add_post("/_sim/reset", simulator.reset)
+    log.info("simulator.ready", partners=sorted(simulator.identities))
+    return app

@@ -1,0 +1,104 @@
+"""Serving SOAP 1.1 safely with lxml: parse hostile bytes, answer with a body or a Fault.
+
+Refuses DTDs and entity declarations before parsing, parses with entity resolution, network
+access and huge trees off, and bounds nesting depth, so no external resource is ever fetched
+and a billion-laughs document costs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lxml import etree
+
+SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
+MAX_DEPTH = 32
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+@dataclass
+class SoapError(Exception):
+    code: str
+    message: str
+    faultcode: str = "soap:Client"
+    status: int = 500  # SOAP 1.1 sends faults with HTTP 500
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_pis=True,
+        remove_comments=True,
+    )
+
+
+def parse_request(
+    raw: bytes, content_type: str, soap_action: str | None, expected_actions: dict[str, str]
+) -> tuple[str, etree._Element]:
+    """(operation, the Body's element) of a SOAP 1.1 request, or SoapError."""
+    if content_type.split(";")[0].strip().lower() == "application/soap+xml":
+        raise SoapError(
+            "SOAP_VERSION_MISMATCH",
+            "SOAP 1.2 is not served here; use SOAP 1.1 (text/xml)",
+            "soap:VersionMismatch",
+        )
+    if _DTD.search(raw):
+        raise SoapError("XML_DTD_FORBIDDEN", "DTDs and entity declarations are not accepted")
+    try:
+        root = etree.fromstring(raw, _parser())
+    except (etree.XMLSyntaxError, ValueError):
+        raise SoapError("XML_MALFORMED", "the request is not well-formed XML (UTF-8)") from None
+    if root.tag == f"{{{SOAP12}}}Envelope":
+        raise SoapError(
+            "SOAP_VERSION_MISMATCH",
+            "SOAP 1.2 envelope where 1.1 is expected",
+            "soap:VersionMismatch",
+        )
+    if root.tag != f"{{{SOAP11}}}Envelope":
+        raise SoapError("SOAP_MALFORMED", "not a SOAP 1.1 envelope")
+    for element in root.iter():
+        depth = 0
+        parent = element.getparent()
+        while parent is not None:
+            depth += 1
+            parent = parent.getparent()
+        if depth > MAX_DEPTH:
+            raise SoapError("XML_TOO_DEEP", f"nesting deeper than {MAX_DEPTH} levels")
+    body = root.find(f"{{{SOAP11}}}Body")
+    children = [c for c in body] if body is not None else []
+    if len(children) != 1 or not isinstance(children[0].tag, str):
+        raise SoapError("SOAP_MALFORMED", "the SOAP Body must hold exactly one element")
+    element = children[0]
+    operation = next((op for op, tag in expected_actions.items() if tag == element.tag), None)
+    if operation is None:
+        raise SoapError("SOAP_UNKNOWN_OPERATION", "the Body holds no operation this service offers")
+    action = (soap_action or "").strip().strip('"')
+    if action and not action.endswith("/" + operation):
+        raise SoapError("SOAP_ACTION_MISMATCH", f"SOAPAction does not name {operation}")
+    return operation, element
+
+
+def envelope_xml(body_element: etree._Element) -> bytes:
+    root = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11})
+    body = etree.SubElement(root, f"{{{SOAP11}}}Body")
+    body.append(body_element)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def fault_xml(error: SoapError, detail_ns: str) -> bytes:
+    root = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11})
+    body = etree.SubElement(root, f"{{{SOAP11}}}Body")
+    fault = etree.SubElement(body, f"{{{SOAP11}}}Fault")
+    etree.SubElement(fault, "faultcode").text = error.faultcode
+    etree.SubElement(fault, "faultstring").text = error.message
+    detail = etree.SubElement(fault, "detail")
+    info = etree.SubElement(detail, f"{{{detail_ns}}}ErrorDetail", nsmap={"d": detail_ns})
+    etree.SubElement(info, f"{{{detail_ns}}}code").text = error.code
+    etree.SubElement(info, f"{{{detail_ns}}}message").text = error.message
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))

@@ -1,0 +1,408 @@
+"""The durable store (SQLite): cases, their timelines, the transactional outbox, API tokens.
+
+A case change and the sealed messages it causes are written in one transaction (the outbox
+pattern): nothing is sent that was not recorded, nothing recorded is lost. Delivery workers claim
+due messages with a lease (``BEGIN IMMEDIATE`` makes the claim atomic across processes sharing
+the file); an expired lease makes a message claimable again, which is why the partner
+de-duplicates by message id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.casecore import PlannedSub, SubState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    id TEXT PRIMARY KEY, created TEXT NOT NULL, updated TEXT NOT NULL, status TEXT NOT NULL,
+    hall TEXT NOT NULL, clerk TEXT, token_name TEXT NOT NULL, bundle TEXT NOT NULL,
+    title TEXT NOT NULL, filed_on TEXT NOT NULL, idem_key TEXT NOT NULL UNIQUE,
+    request_hash TEXT NOT NULL, person TEXT, form BLOB NOT NULL, plan BLOB NOT NULL,
+    states BLOB NOT NULL, version INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS cases_by_hall ON cases (hall, created);
+CREATE INDEX IF NOT EXISTS cases_by_status ON cases (status, created);
+CREATE TABLE IF NOT EXISTS timeline (
+    case_id TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT NOT NULL, step TEXT NOT NULL,
+    sub_id TEXT, detail BLOB, PRIMARY KEY (case_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    msg_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, sub_id TEXT NOT NULL, partner TEXT NOT NULL,
+    domain TEXT NOT NULL, kind TEXT NOT NULL, matter TEXT NOT NULL, payload BLOB NOT NULL,
+    envelope BLOB NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, next_attempt_at REAL NOT NULL, lease_owner TEXT, lease_until REAL,
+    last_error_code TEXT, last_error TEXT, finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, hall TEXT, hash TEXT NOT NULL UNIQUE,
+    created TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
+);
+"""
+PENDING, IN_FLIGHT, DELIVERED, DEAD, CANCELLED = (
+    "pending",
+    "in_flight",
+    "delivered",
+    "dead",
+    "cancelled",
+)
+
+
+def iso_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def token_hash(token: str) -> str:
+    # Tokens are 256-bit random strings: a plain hash is enough (no dictionary to attack).
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    role: str
+    hall: str | None
+
+
+@dataclass
+class CaseRow:
+    id: str
+    created: str
+    updated: str
+    status: str
+    hall: str
+    clerk: str | None
+    token_name: str
+    bundle: str
+    title: str
+    filed_on: str
+    idem_key: str
+    request_hash: str
+    person: str | None
+    form: dict[str, Any]
+    plan: list[PlannedSub]
+    states: list[SubState]
+    version: int
+
+    def plan_of(self, sub_id: str) -> PlannedSub:
+        return next(p for p in self.plan if p.sub_id == sub_id)
+
+
+@dataclass
+class OutboxMessage:
+    msg_id: str
+    case_id: str
+    sub_id: str
+    partner: str
+    domain: str
+    kind: str
+    matter: str
+    payload: bytes
+    envelope: bytes
+    status: str
+    attempts: int
+    created: float
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_until: float | None
+    last_error_code: str | None
+    last_error: str | None
+    finished_at: float | None
+
+
+def _case(row: sqlite3.Row) -> CaseRow:
+    data = dict(row)
+    data["form"] = orjson.loads(data["form"])
+    data["plan"] = [
+        PlannedSub(**{**p, "depends_on": tuple(p["depends_on"])})
+        for p in orjson.loads(data["plan"])
+    ]
+    data["states"] = [
+        SubState(**{**s, "depends_on": tuple(s["depends_on"])})
+        for s in orjson.loads(data["states"])
+    ]
+    return CaseRow(**data)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, params))
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def create_token(self, name: str, role: str, hall: str | None) -> str:
+        token = "xgw_" + secrets.token_urlsafe(32)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO tokens (name, role, hall, hash, created) VALUES (?, ?, ?, ?, ?)",
+                (name, role, hall, token_hash(token), iso_now()),
+            )
+        return token
+
+    def revoke_token(self, name: str) -> bool:
+        with self.transaction() as db:
+            return db.execute("UPDATE tokens SET revoked = 1 WHERE name = ?", (name,)).rowcount > 0
+
+    def token(self, token: str) -> Token | None:
+        rows = self.read(
+            "SELECT name, role, hall FROM tokens WHERE hash = ? AND revoked = 0",
+            (token_hash(token),),
+        )
+        return Token(rows[0]["name"], rows[0]["role"], rows[0]["hall"]) if rows else None
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return [
+            dict(r)
+            for r in self.read(
+                "SELECT name, role, hall, created, revoked FROM tokens ORDER BY created"
+            )
+        ]
+
+    # -- cases ---------------------------------------------------------------------------------
+
+    def case_by_idem(self, idem_key: str) -> CaseRow | None:
+        rows = self.read("SELECT * FROM cases WHERE idem_key = ?", (idem_key,))
+        return _case(rows[0]) if rows else None
+
+    def case(self, case_id: str) -> CaseRow | None:
+        rows = self.read("SELECT * FROM cases WHERE id = ?", (case_id,))
+        return _case(rows[0]) if rows else None
+
+    def list_cases(
+        self,
+        where: dict[str, str],
+        limit: int,
+        after: tuple[str, str] | None,
+        created_from: str | None = None,
+        created_to: str | None = None,
+    ) -> list[CaseRow]:
+        allowed = {"status", "hall", "bundle"}
+        clauses = [f"{k} = ?" for k in where if k in allowed]
+        params: list[Any] = [v for k, v in where.items() if k in allowed]
+        if created_from:
+            clauses.append("created >= ?")
+            params.append(created_from)
+        if created_to:
+            clauses.append("created < ?")
+            params.append(created_to)
+        if after:
+            clauses.append("(created, id) > (?, ?)")
+            params.extend(after)
+        # clauses name only columns from `allowed`; every value is a bound parameter
+        sql = "SELECT * FROM cases" + (" WHERE " + " AND ".join(clauses) if clauses else "")  # noqa: S608
+        return [
+            _case(r) for r in self.read(sql + " ORDER BY created, id LIMIT ?", (*params, limit))
+        ]
+
+    def timeline(self, case_id: str) -> list[dict[str, Any]]:
+        rows = self.read(
+            "SELECT seq, time, step, sub_id, detail FROM timeline WHERE case_id = ? ORDER BY seq",
+            (case_id,),
+        )
+        return [
+            {**dict(r), "detail": orjson.loads(r["detail"]) if r["detail"] else None} for r in rows
+        ]
+
+    @staticmethod
+    def insert_case(db: sqlite3.Connection, case: CaseRow) -> None:
+        db.execute(
+            "INSERT INTO cases (id, created, updated, status, hall, clerk, token_name, bundle, title, "
+            "filed_on, idem_key, request_hash, person, form, plan, states, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                case.id,
+                case.created,
+                case.updated,
+                case.status,
+                case.hall,
+                case.clerk,
+                case.token_name,
+                case.bundle,
+                case.title,
+                case.filed_on,
+                case.idem_key,
+                case.request_hash,
+                case.person,
+                orjson.dumps(case.form),
+                orjson.dumps([asdict(p) for p in case.plan]),
+                orjson.dumps([asdict(s) for s in case.states]),
+                case.version,
+            ),
+        )
+
+    @staticmethod
+    def load_case(db: sqlite3.Connection, case_id: str) -> CaseRow | None:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+        return _case(row) if row else None
+
+    @staticmethod
+    def save_states(
+        db: sqlite3.Connection, case: CaseRow, states: list[SubState], status: str
+    ) -> None:
+        db.execute(
+            "UPDATE cases SET states = ?, status = ?, updated = ?, version = version + 1 WHERE id = ?",
+            (orjson.dumps([asdict(s) for s in states]), status, iso_now(), case.id),
+        )
+
+    @staticmethod
+    def add_step(
+        db: sqlite3.Connection,
+        case_id: str,
+        step: str,
+        sub_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        row = db.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE case_id = ?", (case_id,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO timeline VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                case_id,
+                row[0],
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                + f".{int(time.time() * 1000) % 1000:03d}Z",
+                step,
+                sub_id,
+                orjson.dumps(detail) if detail else None,
+            ),
+        )
+
+    # -- outbox --------------------------------------------------------------------------------
+
+    @staticmethod
+    def enqueue(
+        db: sqlite3.Connection,
+        msg_id: str,
+        case_id: str,
+        sub_id: str,
+        partner: str,
+        domain: str,
+        kind: str,
+        matter: str,
+        payload: bytes,
+        envelope: bytes,
+    ) -> None:
+        now = time.time()
+        db.execute(
+            "INSERT INTO outbox (msg_id, case_id, sub_id, partner, domain, kind, matter, payload, envelope, "
+            "status, created, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg_id,
+                case_id,
+                sub_id,
+                partner,
+                domain,
+                kind,
+                matter,
+                payload,
+                envelope,
+                PENDING,
+                now,
+                now,
+            ),
+        )
+
+    def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        accept: Callable[[str], bool] | None = None,
+    ) -> list[OutboxMessage]:
+        """Take up to ``limit`` due messages for ``owner`` until the lease runs out."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT * FROM outbox WHERE status IN (?, ?) AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
+                (PENDING, IN_FLIGHT, now, now, limit * 4),
+            ).fetchall()
+            chosen = [r for r in rows if accept is None or accept(r["partner"])][:limit]
+            for row in chosen:
+                db.execute(
+                    "UPDATE outbox SET status = ?, lease_owner = ?, lease_until = ? WHERE msg_id = ?",
+                    (IN_FLIGHT, owner, now + lease_seconds, row["msg_id"]),
+                )
+        return [
+            OutboxMessage(
+                **{
+                    **dict(r),
+                    "status": IN_FLIGHT,
+                    "lease_owner": owner,
+                    "lease_until": now + lease_seconds,
+                }
+            )
+            for r in chosen
+        ]
+
+    def release(self, msg_ids: list[str], owner: str) -> None:
+        """Give back leases of messages not finished (shutdown): another worker may send them."""
+        with self.transaction() as db:
+            for msg_id in msg_ids:
+                db.execute(
+                    "UPDATE outbox SET status = ?, lease_owner = NULL, lease_until = NULL "
+                    "WHERE msg_id = ? AND lease_owner = ? AND status = ?",
+                    (PENDING, msg_id, owner, IN_FLIGHT),
+                )
+
+    def outbox(self, status: str | None = None, limit: int = 200) -> list[OutboxMessage]:
+        if status:
+            rows = self.read(
+                "SELECT * FROM outbox WHERE status = ? ORDER BY created LIMIT ?", (status, limit)
+            )
+        else:
+            rows = self.read("SELECT * FROM outbox ORDER BY created LIMIT ?", (limit,))
+        return [OutboxMessage(**dict(r)) for r in rows]
+
+    def message(self, msg_id: str) -> OutboxMessage | None:
+        rows = self.read("SELECT * FROM outbox WHERE msg_id = ?", (msg_id,))
+        return OutboxMessage(**dict(rows[0])) if rows else None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            r[0]: r[1] for r in self.read("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        }
