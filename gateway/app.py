@@ -221,6 +221,7 @@ async def _open_runtime(app: web.Application) -> None:
     runtime.worker = Worker(
         settings, parts.store, runtime.service, parts.partners, clients, owner, runtime.redis
     )
+    runtime.service.on_queued = runtime.worker.wake
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
     api = CasesApi(runtime.service, parts.store, runtime.worker.wake)
     app[CASES_API] = api

@@ -7,9 +7,11 @@ timeline steps and any newly sealed outbox messages in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -62,6 +64,7 @@ class CaseService:
     ) -> None:
         self.store, self.registry, self.partners = store, registry, partners
         self.sealer, self.opener, self.audit, self.region = sealer, opener, audit, region
+        self.on_queued: Callable[[], None] = lambda: None  # the delivery worker's wake-up
 
     # -- filing --------------------------------------------------------------------------------
 
@@ -104,10 +107,9 @@ class CaseService:
         try:
             plan = casecore.plan_case(self.registry, self.region, bundle, filing.form, filed_on)
         except CaseInvalid as exc:
+            # The form is what is wrong; each listed error keeps its own code.
             raise GatewayError(
-                "FORM_INVALID"
-                if any(p.code == "FORM_INVALID" for p in exc.problems)
-                else exc.problems[0].code,
+                "FORM_INVALID",
                 422,
                 "The case cannot be filed",
                 "see errors for every problem",
@@ -222,6 +224,9 @@ class CaseService:
                 {"partner": partner.region, "matter": planned.partner_code, "message_id": msg_id},
             )
             sent.append((planned, envelope))
+        if sent:
+            # Inside the transaction: the worker runs on the loop, so it wakes after the commit.
+            asyncio.get_running_loop().call_soon(self.on_queued)
         new_states = casecore.mark_queued(states, ready)
         Store.save_states(db, case, new_states, casecore.case_status(new_states))
         return sent

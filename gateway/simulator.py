@@ -10,7 +10,7 @@ request, a 信息表 with yearly rows), and counts the effects it applied.
 
 Fault knobs (``POST /_sim/faults``, per region or ``*``): ``down`` (503), ``latency_ms``,
 ``error_rate`` (500), ``malformed_rate`` (garbage 200), ``reset_rate`` (connection dropped).
-``GET /_sim/stats`` shows the counts; ``POST /_sim/reset`` clears them.
+``reject_matters`` (a business refusal). ``GET /_sim/stats`` shows the counts; ``POST /_sim/reset`` clears them.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Faults:
     error_rate: float = 0.0
     malformed_rate: float = 0.0
     reset_rate: float = 0.0
+    reject_matters: list[str] = field(default_factory=list)  # business refusal of these matters
 
 
 @dataclass
@@ -101,6 +102,12 @@ class Simulator:
     # -- what the partner does -------------------------------------------------------------
 
     def _effect(self, identity: Identity, envelope: env.Envelope, payload: Any) -> dict[str, Any]:
+        if envelope.matter in self.fault(identity.region).reject_matters:
+            return {
+                "status": "rejected",
+                "code": "PARTNER_REJECTED",
+                "message": "不予受理: the partner refused this matter (simulated)",
+            }
         if not isinstance(payload, dict) or not any(
             k in payload for k in ("aac002", "certno", "zjhm", "gmsfhm", "sfzjh")
         ):

@@ -1,0 +1,261 @@
+"""Real processes on loopback: the gateway (`xgw serve`), the partner simulator, HTTP calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.demo import applicant_of, bundle_form
+from tests.conftest import free_port, wait_for_http, xgw_env
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = {
+    "XGW_DELIVERY_RETRY_INITIAL_SECONDS": "0.05",
+    "XGW_DELIVERY_RETRY_MAX_SECONDS": "0.3",
+    "XGW_DELIVERY_LEASE_SECONDS": "2",
+    "XGW_SHUTDOWN_GRACE_SECONDS": "2",
+}
+REGIONS = {
+    "411329": ("新野县", "xinye-gw"),
+    "420300": ("十堰市", "shiyan-gw"),
+    "421300": ("随州市", "suizhou-gw"),
+    "429021": ("神农架林区", "shennongjia-gw"),
+}
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = response.read()
+            return response.status, json.loads(payload) if payload else None
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        try:
+            return error.code, json.loads(payload)
+        except ValueError:
+            return error.code, payload
+
+
+def write_partners(path: Path, sim_port: int, protocol: str, breaker_reset: float = 0.5) -> None:
+    """protocol: soap | rest | mixed (新野 人社 over SOAP, the rest over REST, as in the sample)."""
+    base = f"http://127.0.0.1:{sim_port}"
+    partners = []
+    for region, (name, node) in REGIONS.items():
+        rest = {"domains": ["*"], "protocol": "rest", "url": f"{base}/{region}/rest/messages"}
+        soap = {"domains": ["*"], "protocol": "soap", "url": f"{base}/{region}/soap"}
+        endpoints = {
+            "soap": [soap],
+            "rest": [rest],
+            "mixed": [{**soap, "domains": ["社保"]}, rest],
+        }[protocol]
+        partners.append(
+            {
+                "region": region,
+                "name": name,
+                "node": node,
+                "endpoints": endpoints,
+                "timeout_seconds": 3,
+                "max_concurrency": 8,
+                "breaker_failures": 3,
+                "breaker_reset_seconds": breaker_reset,
+            }
+        )
+    path.write_text(yaml.safe_dump({"partners": partners}, allow_unicode=True), encoding="utf-8")
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str], url: str, log: Path) -> None:
+        self.args, self.env, self.url, self.log_path = args, env, url, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        handle = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", *self.args],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        wait_for_http(
+            self.url + "/healthz" if "serve" in self.args else self.url + "/_sim/stats",
+            self.proc,
+            60,
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+class Deployment:
+    """Gateway(s) + simulator in one data folder."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        protocol: str = "mixed",
+        separate_simulator: bool = False,
+        extra_env: dict[str, str] | None = None,
+        breaker_reset: float = 0.5,
+    ) -> None:
+        self.tmp = tmp
+        self.data = tmp / "var"
+        self.sim_port = free_port()
+        self.partners_file = tmp / "partners.yaml"
+        write_partners(self.partners_file, self.sim_port, protocol, breaker_reset)
+        self.env = xgw_env(
+            self.data,
+            XGW_SIMULATOR_PORT=str(self.sim_port),
+            XGW_PARTNERS_FILE=str(self.partners_file),
+            **FAST,
+            **(extra_env or {}),
+        )
+        self.sim_url = f"http://127.0.0.1:{self.sim_port}"
+        self.simulator: Process | None = None
+        self.gateways: list[Process] = []
+        if separate_simulator:
+            subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "keys"],
+                env=self.env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )  # makes the sample keys first
+            from gateway.config import load_settings
+            from gateway.sample_setup import ensure_sample_setup
+
+            ensure_sample_setup(load_settings(environ=self.env))
+            self.simulator = Process(
+                ["simulate-partner", "--seed", "7"], self.env, self.sim_url, tmp / "simulator.log"
+            )
+        self.add_gateway(with_simulator=not separate_simulator)
+        self.token = self.xgw(
+            "tokens",
+            "create",
+            "--role",
+            "window",
+            "--name",
+            "window-1",
+            "--hall",
+            "襄州区政务服务中心",
+        ).strip()
+
+    def add_gateway(self, with_simulator: bool = False, **env: str) -> Process:
+        port = free_port()
+        args = ["serve", "--port", str(port)] + (["--with-simulator"] if with_simulator else [])
+        gateway = Process(
+            args,
+            {**self.env, **env},
+            f"http://127.0.0.1:{port}",
+            self.tmp / f"gateway-{len(self.gateways)}.log",
+        )
+        self.gateways.append(gateway)
+        return gateway
+
+    @property
+    def url(self) -> str:
+        return self.gateways[0].url
+
+    def xgw(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+        return result.stdout.decode()
+
+    def file(self, bundle: str, url: str | None = None, key: str | None = None) -> dict[str, Any]:
+        form = bundle_form(bundle)
+        status, case = http(
+            "POST",
+            f"{url or self.url}/api/v1/cases",
+            {"bundle": bundle, "applicant": applicant_of(form), "form": form},
+            self.token,
+            {"Idempotency-Key": key or uuid.uuid4().hex},
+        )
+        assert status == 201, (status, case)
+        return dict(case)
+
+    def case(self, case_id: str, url: str | None = None) -> dict[str, Any]:
+        status, case = http("GET", f"{url or self.url}/api/v1/cases/{case_id}", token=self.token)
+        assert status == 200, (status, case)
+        return dict(case)
+
+    def wait(
+        self, case_ids: list[str], statuses: tuple[str, ...] = ("done",), timeout: float = 60
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            cases = [self.case(c) for c in case_ids]
+            if all(c["status"] in statuses for c in cases):
+                return cases
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    [
+                        (
+                            c["id"],
+                            c["status"],
+                            [(s["id"], s["status"], s["error_code"]) for s in c["sub_matters"]],
+                        )
+                        for c in cases
+                    ]
+                )
+            time.sleep(0.2)
+
+    def faults(self, knobs: dict[str, Any]) -> None:
+        assert http("POST", f"{self.sim_url}/_sim/faults", knobs)[0] == 200
+
+    def stats(self) -> dict[str, Any]:
+        return dict(http("GET", f"{self.sim_url}/_sim/stats")[1])
+
+    def close(self) -> None:
+        for gateway in self.gateways:
+            gateway.stop()
+        if self.simulator is not None:
+            self.simulator.stop()

@@ -1,0 +1,118 @@
+"""The pure core of routing and delivery: planning, transitions, breaker, backoff."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+
+import pytest
+
+from gateway import casecore
+from gateway.casecore import CaseInvalid, Reply
+from gateway.delivery import CircuitBreaker, backoff
+from gateway.demo import bundle_form
+from tests.mapping_helpers import REGISTRY
+
+ON = date(2026, 11, 28)
+
+
+def _plan(code: str, form: dict[str, object] | None = None) -> list[casecore.PlannedSub]:
+    return casecore.plan_case(
+        REGISTRY, "420607", REGISTRY.bundles[code], form or bundle_form(code), ON
+    )
+
+
+def test_plan_routes_every_sub_matter_by_its_rule() -> None:
+    plan = {p.sub_id: p for p in _plan("YJS-SBZR")}
+    assert plan["pension_contact_letter"].jurisdiction == "411329"
+    assert plan["pension_contact_letter"].partner_code == "XY-SB-001"
+    assert plan["pension_contact_letter"].payload["aae140"] == "110"  # type: ignore[index]
+    assert plan["pension_information_form"].payload["ywlx"] == "XXB"  # type: ignore[index]
+    assert plan["pension_information_form"].depends_on == ("pension_contact_letter",)
+    form = bundle_form("YJS-SBZR")
+    form["transfer"]["out_region"] = "420300"  # type: ignore[index]
+    form["fund"]["from_region"] = "421300"  # type: ignore[index]
+    plan = {p.sub_id: p for p in _plan("YJS-SBZR", form)}
+    assert plan["pension_contact_letter"].jurisdiction == "420300"  # never "the partner"
+    assert plan["housing_fund_transfer"].jurisdiction == "421300"
+    hkqy = {p.sub_id: p for p in _plan("YJS-HKQY")}
+    assert hkqy["move_in_approval"].local and hkqy["move_out"].jurisdiction == "411329"
+
+
+def test_plan_lists_every_problem_at_once() -> None:
+    form = bundle_form("YJS-SBZR")
+    form["applicant"]["id_number"] = "411329198506150035"  # type: ignore[index]
+    form["fund"]["from_region"] = "999999"  # type: ignore[index]
+    del form["transfer"]["letter_date"]  # type: ignore[attr-defined]
+    with pytest.raises(CaseInvalid) as info:
+        _plan("YJS-SBZR", form)
+    locations = {p.location for p in info.value.problems}
+    assert "form.applicant.id_number" in locations
+    assert "form.transfer.letter_date" in locations
+    assert "sub_matters.housing_fund_transfer" in locations
+
+
+def test_transitions_follow_dependencies() -> None:
+    plan = _plan("YJS-SBZR")
+    states = casecore.initial_states(plan)
+    ready = casecore.ready(states)
+    assert "pension_information_form" not in ready and "pension_contact_letter" in ready
+    states = casecore.mark_queued(states, ready)
+    assert casecore.ready(states) == []
+    assert casecore.can_cancel(states)
+    states = casecore.apply_reply(
+        states, "pension_contact_letter", Reply(True), {"receipt_no": "r1"}
+    )
+    assert not casecore.can_cancel(states)
+    assert casecore.ready(states) == ["pension_information_form"]
+    states = casecore.apply_reply(
+        states, "medical_transfer", Reply(False, "PARTNER_REJECTED", "no"), None
+    )
+    assert casecore.case_status(states) == "attention"
+    states = casecore.retry_failed(states, "medical_transfer")
+    assert casecore.ready(states) == ["pension_information_form", "medical_transfer"]
+    for sub in ("pension_information_form", "medical_transfer", "housing_fund_transfer"):
+        states = casecore.apply_reply(states, sub, Reply(True), {})
+    assert casecore.case_status(states) == "done"
+    with pytest.raises(ValueError):
+        casecore.retry_failed(states, "medical_transfer")
+
+
+def test_local_sub_matters_wait_for_the_clerk() -> None:
+    states = casecore.initial_states(_plan("YJS-HKQY"))
+    assert casecore.ready(states) == []
+    states = casecore.complete_local(states, "move_in_approval", {"permit": "ok"})
+    assert casecore.ready(states) == ["move_out"]
+    with pytest.raises(ValueError):
+        casecore.complete_local(states, "move_out", None)
+
+
+def test_cancel_only_before_delivery() -> None:
+    states = casecore.mark_queued(casecore.initial_states(_plan("YJS-YLBX")), ["registration"])
+    cancelled = casecore.cancel(states)
+    assert casecore.case_status(cancelled) == "cancelled"
+    delivered = casecore.apply_reply(states, "registration", Reply(True), {})
+    assert not casecore.can_cancel(delivered)
+
+
+def test_circuit_breaker_opens_and_probes_once() -> None:
+    breaker = CircuitBreaker(threshold=3, reset_seconds=10)
+    for t in range(3):
+        assert breaker.allows(t)
+        breaker.failure(t)
+    assert not breaker.allows(5)
+    assert breaker.allows(13)  # half-open: one probe
+    assert not breaker.allows(13.5)  # and only one
+    breaker.failure(14)
+    assert not breaker.allows(15)
+    assert breaker.allows(25)
+    breaker.success()
+    assert breaker.allows(25.1) and breaker.allows(25.2)
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    rng = random.Random(1)
+    delays = [backoff(n, 0.5, 60, rng) for n in range(1, 20)]
+    assert all(0.25 <= d <= 60 for d in delays)
+    assert max(delays[:3]) <= 2.0
+    assert len({round(d, 6) for d in delays}) > 15  # jitter

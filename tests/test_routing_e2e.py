@@ -1,0 +1,323 @@
+"""Windows → gateway → partners, with real processes, sockets, SQLite and (where named) Redis."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Deployment, http
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    options = getattr(request, "param", {})
+    deployed = Deployment(tmp_path, **options)
+    try:
+        yield deployed
+    finally:
+        deployed.close()
+
+
+def _sub(case: dict[str, object], sub_id: str) -> dict[str, object]:
+    return next(s for s in case["sub_matters"] if s["id"] == sub_id)  # type: ignore[attr-defined,index]
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [{"protocol": "soap"}, {"protocol": "rest"}, {"protocol": "mixed"}],
+    indirect=True,
+    ids=["soap", "rest", "mixed"],
+)
+def test_both_demo_bundles_end_to_end(deployment: Deployment) -> None:
+    transfer = deployment.file("YJS-SBZR")
+    claim = deployment.file("YJS-YLBX")
+    done = {c["id"]: c for c in deployment.wait([transfer["id"], claim["id"]])}
+    transfer = done[transfer["id"]]
+    answer = _sub(transfer, "pension_information_form")["result"]
+    # the partner's 信息表 (人社 codes, amounts in 分) mapped back to our schema
+    assert answer["record"]["paid_months"] == 240  # type: ignore[index]
+    assert answer["record"]["contributions"][0] == {  # type: ignore[index]
+        "year": 2006,
+        "from_month": "2006-01",
+        "to_month": "2006-12",
+        "base": "2000.00",
+        "months": 12,
+        "personal_contribution": "1920.00",
+        "employer_contribution": "3840.00",
+    }
+    assert len(answer["record"]["contributions"]) == 20  # type: ignore[index]
+    steps = [s["step"] for s in transfer["timeline"]]
+    assert steps[0] == "filed" and steps.count("done") == 4
+    # the 信息表 request went out only after the 联系函 was accepted
+    letter_done = next(
+        i
+        for i, s in enumerate(transfer["timeline"])
+        if s["step"] == "done" and s["sub_id"] == "pension_contact_letter"
+    )
+    form_queued = next(
+        i
+        for i, s in enumerate(transfer["timeline"])
+        if s["step"] == "queued" and s["sub_id"] == "pension_information_form"
+    )
+    assert letter_done < form_queued
+    stats = deployment.stats()["411329"]
+    assert stats["applied"] == 6 and stats["applied_twice"] == []
+    audit = deployment.xgw("audit", "show", "--case", transfer["id"], "--limit", "100")
+    assert audit.count("message.queued") == 4 and audit.count("message.delivered") == 4
+    assert deployment.xgw("audit", "verify").strip().endswith("log verifies")
+
+
+def test_partner_down_under_load_then_back(deployment: Deployment) -> None:
+    deployment.faults({"411329": {"down": True}})
+    ids = [deployment.file(b)["id"] for b in ("YJS-SBZR", "YJS-YLBX") * 6]
+    time.sleep(2.0)
+    stuck = [deployment.case(i) for i in ids]
+    assert all(c["status"] == "in_progress" for c in stuck)
+    deployment.faults({"411329": {"down": False}})
+    deployment.wait(ids, timeout=90)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == []
+    assert stats["applied"] == 6 * 6  # every message applied exactly once
+    counts = deployment.xgw("outbox", "list", "--status", "all")
+    assert "dead" not in counts.splitlines()[-1]
+
+
+@pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
+def test_gateway_killed_mid_delivery_then_restarted(deployment: Deployment) -> None:
+    deployment.faults({"*": {"latency_ms": 300}})
+    ids = [deployment.file(b)["id"] for b in ("YJS-SBZR", "YJS-YLBX") * 5]
+    time.sleep(0.5)
+    gateway = deployment.gateways[0]
+    gateway.kill()  # SIGKILL: no shutdown, leases left behind
+    deployment.faults({"*": {"latency_ms": 0}})
+    gateway.start()
+    deployment.wait(ids, timeout=90)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == []
+    assert stats["applied"] == 5 * 6
+    assert deployment.xgw("audit", "verify").strip().endswith("log verifies")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
+def test_two_instances_on_one_redis_deliver_each_message_once(
+    deployment: Deployment, redis_url: str
+) -> None:
+    deployment.gateways[0].stop()
+    deployment.gateways.clear()
+    first = deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID="gw-a")
+    second = deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID="gw-b")
+    deployment.faults({"*": {"latency_ms": 50}})
+    ids = []
+    for n in range(8):
+        url = (first if n % 2 else second).url
+        ids.append(deployment.file("YJS-SBZR" if n % 3 else "YJS-YLBX", url=url)["id"])
+    deployment.wait(ids, timeout=90)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == []
+    assert stats["duplicates_answered"] == 0  # no message was ever sent twice
+    messages = sum(4 if n % 3 else 2 for n in range(8))
+    assert stats["applied"] == messages
+    for gateway in (first, second):
+        assert '"redis":true' in gateway.log()
+
+
+def test_rejection_retry_cancel_and_local_completion(deployment: Deployment) -> None:
+    deployment.faults({"411329": {"reject_matters": ["XY-YB-004"]}})
+    transfer = deployment.file("YJS-SBZR")
+    case = deployment.wait([transfer["id"]], statuses=("attention",))[0]
+    failed = _sub(case, "medical_transfer")
+    assert failed["status"] == "failed" and failed["error_code"] == "PARTNER_REJECTED"
+    deployment.faults({"411329": {"reject_matters": []}})
+    status, _ = http(
+        "POST",
+        f"{deployment.url}/api/v1/cases/{transfer['id']}/sub-matters/medical_transfer/retry",
+        token=deployment.token,
+    )
+    assert status == 200
+    deployment.wait([transfer["id"]])
+    # cancel: allowed while nothing was delivered, refused after
+    deployment.faults({"411329": {"down": True}})
+    pending = deployment.file("YJS-YLBX")
+    status, cancelled = http(
+        "POST", f"{deployment.url}/api/v1/cases/{pending['id']}/cancel", token=deployment.token
+    )
+    assert status == 200 and cancelled["status"] == "cancelled"
+    status, problem = http(
+        "POST", f"{deployment.url}/api/v1/cases/{transfer['id']}/cancel", token=deployment.token
+    )
+    assert status == 409 and problem["code"] == "CASE_NOT_CANCELLABLE"
+    deployment.faults({"411329": {"down": False}})
+    # a bundle with a sub-matter our own office handles
+    migration = deployment.file("YJS-HKQY")
+    time.sleep(0.5)
+    waiting = deployment.case(migration["id"])
+    assert _sub(waiting, "move_in_approval")["status"] == "local"
+    assert _sub(waiting, "move_out")["status"] == "waiting"
+    status, _ = http(
+        "POST",
+        f"{deployment.url}/api/v1/cases/{migration['id']}/sub-matters/move_in_approval/complete",
+        {"result": {"permit_no": "ZQ-420607-2026-004567"}},
+        deployment.token,
+    )
+    assert status == 200
+    deployment.wait([migration["id"]])
+    assert deployment.stats()["411329"]["applied_twice"] == []
+
+
+@pytest.mark.parametrize(
+    "deployment", [{"extra_env": {"XGW_DELIVERY_MAX_AGE_SECONDS": "1.5"}}], indirect=True
+)
+def test_dead_letters_alert_list_and_replay(deployment: Deployment) -> None:
+    deployment.faults({"411329": {"down": True}})
+    claim = deployment.file("YJS-YLBX")
+    case = deployment.wait([claim["id"]], statuses=("attention",), timeout=30)[0]
+    assert _sub(case, "registration")["error_code"] in ("PARTNER_UNAVAILABLE", "CIRCUIT_OPEN")
+    log = deployment.gateways[0].log()
+    assert re.search(
+        r'"event":"delivery.dead_letter".*"alert":true|"alert":true.*"event":"delivery.dead_letter"',
+        log,
+    )
+    listing = deployment.xgw("outbox", "list")
+    assert "dead" in listing and "411329" in listing
+    deployment.faults({"411329": {"down": False}})
+    assert "queued 1 dead letter" in deployment.xgw("outbox", "replay", "--all-dead")
+    deployment.wait([claim["id"]], timeout=30)
+
+
+def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
+    url, token = f"{deployment.url}/api/v1/cases", deployment.token
+    key = {"Idempotency-Key": "bad-input-0001"}
+    cases = [
+        (http("POST", url, raw=b"{not json", token=token, headers=key), 400, "JSON_MALFORMED"),
+        (
+            http("POST", url, {"bundle": 5, "applicant": {"id_number": 1}}, token, key),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            http(
+                "POST",
+                url,
+                {
+                    "matter": "XZ-NOPE-1",
+                    "applicant": {"id_number": "11010519491231002X", "name": "甲"},
+                },
+                token,
+                key,
+            ),
+            422,
+            "MATTER_UNKNOWN",
+        ),
+        (
+            http(
+                "POST",
+                url,
+                {
+                    "bundle": "YJS-SBZR",
+                    "applicant": {"id_number": "110105194912310021", "name": "甲"},
+                },
+                token,
+                key,
+            ),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            http(
+                "POST",
+                url,
+                {
+                    "bundle": "YJS-SBZR",
+                    "applicant": {"id_number": "11010519491231002X", "name": "甲"},
+                    "form": {"transfer": {"out_region": "411329"}},
+                },
+                token,
+                key,
+            ),
+            422,
+            "FORM_INVALID",
+        ),
+        (http("POST", url, {"bundle": "YJS-SBZR"}, "xgw_wrong", key), 401, "UNAUTHENTICATED"),
+        (http("POST", url, {"bundle": "YJS-SBZR"}, None, key), 401, "UNAUTHENTICATED"),
+        (http("POST", url, {"bundle": "YJS-SBZR"}, token), 400, "IDEMPOTENCY_KEY_REQUIRED"),
+        (http("POST", url, raw=b"x" * 11_000_000, token=token, headers=key), 413, "BODY_TOO_LARGE"),
+        (http("GET", f"{url}/does-not-exist", token=token), 404, "NOT_FOUND"),
+    ]
+    auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "auditor-1").strip()
+    cases.append((http("POST", url, {"bundle": "YJS-SBZR"}, auditor, key), 403, "FORBIDDEN"))
+    for (status, body), expected, code in cases:
+        assert status == expected, (code, status, body)
+        assert body["code"] == code and body["status"] == expected and body["title"]
+    validation = cases[1][0][1]
+    assert {e["location"] for e in validation["errors"]} >= {
+        "bundle",
+        "applicant.id_number",
+        "applicant.name",
+    }
+    id_problem = cases[3][0][1]["errors"][0]
+    assert (
+        id_problem["location"] == "applicant.id_number" and "check digit" in id_problem["message"]
+    )
+    form_problems = {e["location"]: e["code"] for e in cases[4][0][1]["errors"]}
+    assert form_problems["form.transfer.contact_letter_no"] == "FORM_INVALID"
+    assert form_problems["form.pension.scheme"] == "FORM_INVALID"
+    assert (
+        form_problems["sub_matters.housing_fund_transfer"] == "ROUTE_UNRESOLVED"
+    )  # no fund.from_region
+    # idempotency: the same key and body → the same case; another body → 409
+    first = deployment.file("YJS-YLBX", key="same-key-0001")
+    status, same = http("POST", url, _body("YJS-YLBX"), token, {"Idempotency-Key": "same-key-0001"})
+    assert status == 200 and same["id"] == first["id"]
+    status, conflict = http(
+        "POST", url, _body("YJS-SBZR"), token, {"Idempotency-Key": "same-key-0001"}
+    )
+    assert status == 409 and conflict["code"] == "IDEMPOTENCY_CONFLICT"
+    # a window of another hall does not see this hall's case
+    other = deployment.xgw(
+        "tokens",
+        "create",
+        "--role",
+        "window",
+        "--name",
+        "window-2",
+        "--hall",
+        "张湾街道便民服务中心",
+    ).strip()
+    assert http("GET", f"{url}/{first['id']}", token=other)[0] == 404
+    assert http("GET", url, token=other)[1]["items"] == []
+    deployment.file("YJS-SBZR")
+    status, listing = http("GET", f"{url}?limit=1", token=token)
+    assert status == 200 and len(listing["items"]) == 1 and listing["next"]
+    status, page = http("GET", f"{url}?limit=1&cursor={listing['next']}", token=token)
+    assert status == 200 and page["items"][0]["id"] != listing["items"][0]["id"]
+    rejected = deployment.xgw("audit", "show", "--event", "request.rejected", "--limit", "1000")
+    assert rejected.count("request.rejected") >= len(cases)
+
+
+def _body(bundle: str) -> dict[str, object]:
+    from gateway.demo import applicant_of, bundle_form
+
+    form = bundle_form(bundle)
+    return {"bundle": bundle, "applicant": applicant_of(form), "form": form}
+
+
+def test_openapi_is_generated_from_the_models(deployment: Deployment) -> None:
+    status, document = http("GET", f"{deployment.url}/api/v1/openapi.json")
+    assert status == 200 and document["openapi"] == "3.1.0"
+    schemas = document["components"]["schemas"]
+    assert {"CaseRequest", "CaseView", "CaseList", "ProblemDetails", "Applicant"} <= set(schemas)
+    assert "applicant" in schemas["CaseRequest"]["required"]
+    refs = re.findall(
+        r'"\$ref": "#/components/schemas/([A-Za-z]+)"', __import__("json").dumps(document)
+    )
+    assert refs and set(refs) <= set(schemas)
+    assert set(document["paths"]) >= {
+        "/api/v1/cases",
+        "/api/v1/cases/{case_id}",
+        "/api/v1/cases/{case_id}/cancel",
+    }
