@@ -280,7 +280,9 @@ def build_bundles(
             if not isinstance(sub, LocatedDict):
                 problems.append(Problem(sloc, "a sub-matter must be a mapping"))
                 continue
-            for key in sorted(set(sub) - {"id", "matter", "route", "depends_on", "kind", "request_transform"}):
+            for key in sorted(
+                set(sub) - {"id", "matter", "route", "depends_on", "kind", "request_transform"}
+            ):
                 problems.append(Problem(sub.at(key), f"unknown sub-matter key {key!r}"))
             sub_id = str(sub.get("id", ""))
             if not sub_id or sub_id in ids:

@@ -9,6 +9,7 @@ import yaml
 
 from gateway.cli import build_parser
 from gateway.config import load_settings
+from gateway.partners import load_partners
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -44,7 +45,7 @@ def test_every_compose_command_is_a_real_xgw_subcommand() -> None:
         assert (words[0],) in known, f"{name}: 'xgw {words[0]}' is not a subcommand"
         # the whole command line must parse (exits on an unknown option)
         build_parser().parse_args(command[1:])
-    assert xgw_services >= 1
+    assert xgw_services >= 2  # the gateway and the partner simulator
 
 
 def test_every_referenced_file_exists_and_configs_load() -> None:
@@ -59,8 +60,10 @@ def test_every_referenced_file_exists_and_configs_load() -> None:
             if source.startswith((".", "/")):
                 path = (DOCKER / source).resolve()
                 assert path.exists(), f"{name}: {source} missing"
-                if path.suffix in {".yaml", ".yml"}:
+                if path.name == "xgw.yaml":
                     load_settings(path, environ={})  # the shipped config is valid
+                elif path.name == "partners.yaml":
+                    load_partners(path)
 
 
 def test_dockerfile_copies_existing_paths_and_runs_unprivileged() -> None:
