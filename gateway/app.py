@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from adapters import redis_client
+from adapters.local_system import LocalSystemClient
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
 from gateway.api import CasesApi, authenticate, openapi_document
@@ -30,7 +31,9 @@ from gateway.audit import AuditEvent, AuditWriter
 from gateway.cases import CaseService
 from gateway.config import Settings
 from gateway.delivery import Worker
+from gateway.inbound import InboundService, RateLimiter
 from gateway.logs import get_logger
+from gateway.partner_api import PartnerApi
 from gateway.problems import (
     PROBLEM_JSON,
     GatewayError,
@@ -225,11 +228,27 @@ async def _open_runtime(app: web.Application) -> None:
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
     api = CasesApi(runtime.service, parts.store, runtime.worker.wake)
     app[CASES_API] = api
+    inbound = InboundService(
+        parts.store,
+        parts.registry,
+        parts.partners,
+        opener,
+        Sealer(parts.trust, parts.backend),
+        runtime.audit,
+        settings.region_code,
+        RateLimiter(runtime.redis, {}),
+    )
+    inbound.on_queued = runtime.worker.wake
+    runtime.worker.inbound = inbound
+    runtime.worker.local_client = LocalSystemClient()
+    app[PARTNER_API] = PartnerApi(inbound)
     await runtime.audit.append(AuditEvent("gateway.started", details={"instance": owner}))
 
     async def close_clients() -> None:
         for client in clients.values():
             await client.close()
+        if runtime.worker is not None and runtime.worker.local_client is not None:
+            await runtime.worker.local_client.close()
 
     runtime.closers.append(close_clients)
 
@@ -252,12 +271,21 @@ async def _close_runtime(app: web.Application) -> None:
 
 
 CASES_API = web.AppKey("cases_api", CasesApi)
+PARTNER_API = web.AppKey("partner_api", PartnerApi)
 
 
 def _api(method: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         api = request.app[CASES_API]
         result: web.StreamResponse = await getattr(api, method)(request)
+        return result
+
+    return handler
+
+
+def _partner(method: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        result: web.StreamResponse = await getattr(request.app[PARTNER_API], method)(request)
         return result
 
     return handler
@@ -283,4 +311,8 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/v1/cases/{case_id}/cancel", _api("cancel"))
     app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/retry", _api("retry"))
     app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/complete", _api("complete"))
+    app.router.add_get("/soap/v1", _partner("soap_get"))
+    app.router.add_post("/soap/v1", _partner("soap_post"))
+    app.router.add_get("/partner/v1/openapi.json", _partner("openapi"))
+    app.router.add_post("/partner/v1/{operation:cases|results|status}", _partner("rest_post"))
     return app

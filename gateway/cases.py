@@ -292,6 +292,32 @@ class CaseService:
     async def delivered(
         self, message: OutboxMessage, reply: Reply, reply_envelope: env.Envelope
     ) -> None:
+        if message.kind == "result":  # the result of an inbound case reached its partner
+            with self.store.transaction() as db:
+                db.execute(
+                    "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
+                    "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
+                    (message.msg_id,),
+                )
+                db.execute(
+                    "UPDATE inbound_case SET status = 'result_delivered', updated = ? WHERE id = ?",
+                    (iso_now(), message.case_id),
+                )
+            await self.audit.append(
+                AuditEvent(
+                    "message.delivered",
+                    "inbound",
+                    "accepted" if reply.accepted else "rejected",
+                    case_id=message.case_id,
+                    message_id=message.msg_id,
+                    partner=message.partner,
+                    partner_matter=message.matter,
+                    error_code=reply.code,
+                    actor=reply_envelope.sender_key_id,
+                    envelope=reply_envelope.as_dict(),
+                )
+            )
+            return
         sent: list[tuple[PlannedSub, env.Envelope]] = []
         with self.store.transaction() as db:
             row = db.execute(
@@ -398,13 +424,25 @@ class CaseService:
                 "WHERE msg_id = ?",
                 (code, text, message.msg_id),
             )
-            case = Store.load_case(db, message.case_id)
-            assert case is not None
-            states = casecore.apply_dead(case.states, message.sub_id, code, text)
-            Store.add_step(
-                db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
-            )
-            Store.save_states(db, case, states, casecore.case_status(states))
+            if message.kind in ("office", "result"):  # an inbound case's hand-over or result
+                db.execute(
+                    "UPDATE inbound_case SET status = ?, updated = ? WHERE id = ?",
+                    (
+                        "office_unreachable"
+                        if message.kind == "office"
+                        else "result_undeliverable",
+                        iso_now(),
+                        message.case_id,
+                    ),
+                )
+            else:
+                case = Store.load_case(db, message.case_id)
+                assert case is not None
+                states = casecore.apply_dead(case.states, message.sub_id, code, text)
+                Store.add_step(
+                    db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
+                )
+                Store.save_states(db, case, states, casecore.case_status(states))
         # The alert line operators watch for: exhausted retries never go unnoticed.
         log.error(
             "delivery.dead_letter",

@@ -35,6 +35,7 @@ from security import envelope as env
 from security.errors import SecurityError
 
 log = get_logger("gateway.delivery")
+LOCAL = "local"  # the outbox's name for our own back office
 
 
 class PartnerClient(Protocol):
@@ -96,6 +97,8 @@ class Worker:
     clients: dict[tuple[str, str], PartnerClient]  # (region, protocol) -> client
     owner: str
     redis: aioredis.Redis | None = None
+    inbound: Any = None  # InboundService: our back office's answers to inbound cases
+    local_client: Any = None  # adapters.local_system.LocalSystemClient
     poll_seconds: float = 0.1
     lanes: dict[str, PartnerLane] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -116,6 +119,8 @@ class Worker:
 
     def _circuit_allows_claim(self, region: str) -> bool:
         """Messages for a partner whose circuit is open stay queued, unclaimed and uncounted."""
+        if region == LOCAL:
+            return True
         breaker = self.lane(region).breaker
         return breaker.opened_at is None or time.time() - breaker.opened_at >= breaker.reset_seconds
 
@@ -168,7 +173,31 @@ class Worker:
                 self.owner,
             )
 
+    async def _deliver_local(self, message: OutboxMessage) -> None:
+        """Hand an inbound case to our own back office (same retries and dead letters)."""
+        try:
+            url = self.partners.local_system(message.domain)
+            answer = await self.local_client.submit(url, message.domain, message.payload, 10.0)
+            await self.inbound.office_done(message, answer)
+        except DeliveryError as exc:
+            await self._failed(message, exc)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
+            raise
+        except Exception as exc:
+            log.error(
+                "delivery.unexpected", message_id=message.msg_id, error_type=type(exc).__name__
+            )
+            await self._failed(
+                message, DeliveryError("INTERNAL", type(exc).__name__, transient=True)
+            )
+        finally:
+            await self._redis_release(message)
+
     async def _deliver(self, message: OutboxMessage) -> None:
+        if message.partner == LOCAL:
+            await self._deliver_local(message)
+            return
         lane = self.lane(message.partner)
         partner = self.partners.get(message.partner)
         try:

@@ -19,11 +19,13 @@
         breaker_reset_seconds: 15        # then one probe after this long
         inbound_matters: ["*"]           # which of our matters it may file with us
         rate_limit_per_minute: 600
+    local_systems:                       # our own back office (部门业务系统), per domain
+      "*": http://127.0.0.1:8090/local
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -66,11 +68,19 @@ class Partner(BaseModel):
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
     partners: list[Partner]
+    local_systems: dict[str, str] = {}  # domain (or "*") -> our back office's base URL
 
 
 @dataclass
 class PartnerRegistry:
     partners: dict[str, Partner]
+    local_systems: dict[str, str] = field(default_factory=dict)
+
+    def local_system(self, domain: str) -> str:
+        url = self.local_systems.get(domain) or self.local_systems.get("*")
+        if url is None:
+            raise PartnerConfigError(f"no local back office is configured for domain {domain}")
+        return url
 
     def get(self, region: str) -> Partner:
         partner = self.partners.get(region)
@@ -94,4 +104,4 @@ def load_partners(path: Path) -> PartnerRegistry:
     regions = [p.region for p in parsed.partners]
     if len(set(regions)) != len(regions):
         raise PartnerConfigError(f"{path}: a partner region is listed twice")
-    return PartnerRegistry({p.region: p for p in parsed.partners})
+    return PartnerRegistry({p.region: p for p in parsed.partners}, parsed.local_systems)

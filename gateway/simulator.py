@@ -73,6 +73,8 @@ class Identity:
     effects: Counter[str] = field(default_factory=Counter)  # msg_id -> effects applied
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    results: Counter[str] = field(default_factory=Counter)  # our case ref -> results received
+    result_bodies: dict[str, Any] = field(default_factory=dict)
 
 
 class Simulator:
@@ -94,6 +96,7 @@ class Simulator:
                 Sealer(trust, backend),
             )
         self.faults: dict[str, Faults] = {}
+        self.office_cases: Counter[str] = Counter()  # inbound case -> times our back office saw it
         self.random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
 
     def fault(self, region: str) -> Faults:
@@ -102,6 +105,13 @@ class Simulator:
     # -- what the partner does -------------------------------------------------------------
 
     def _effect(self, identity: Identity, envelope: env.Envelope, payload: Any) -> dict[str, Any]:
+        if envelope.kind == "result":  # 襄州 reports the result of a case we filed there
+            identity.results[envelope.idem_key] += 1
+            identity.result_bodies[envelope.idem_key] = payload
+            return {
+                "status": "accepted",
+                "receipt_no": f"{identity.region}-R-{envelope.msg_id[:12]}",
+            }
         if envelope.matter in self.fault(identity.region).reject_matters:
             return {
                 "status": "rejected",
@@ -232,18 +242,23 @@ class Simulator:
         return web.Response(body=soap.envelope_xml(response), content_type="text/xml")
 
     async def stats(self, _request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                region: {
-                    "applied": sum(i.effects.values()),
-                    "messages": len(i.effects),
-                    "applied_twice": sorted(m for m, n in i.effects.items() if n > 1),
-                    "duplicates_answered": i.duplicates,
-                    "rejected": dict(i.rejected),
-                }
-                for region, i in self.identities.items()
+        partners = {
+            region: {
+                "applied": sum(i.effects.values()),
+                "messages": len(i.effects),
+                "applied_twice": sorted(m for m, n in i.effects.items() if n > 1),
+                "duplicates_answered": i.duplicates,
+                "rejected": dict(i.rejected),
+                "results": dict(i.results),
+                "result_bodies": i.result_bodies,
             }
-        )
+            for region, i in self.identities.items()
+        }
+        local = {
+            "cases": len(self.office_cases),
+            "seen_twice": sorted(c for c, n in self.office_cases.items() if n > 1),
+        }
+        return web.json_response({"local": local, **partners})
 
     async def set_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -258,7 +273,33 @@ class Simulator:
             identity.replies.clear()
             identity.duplicates = 0
             identity.rejected.clear()
+            identity.results.clear()
+            identity.result_bodies.clear()
+        self.office_cases.clear()
         return web.json_response({"ok": True})
+
+    async def local_office(self, request: web.Request) -> web.StreamResponse:
+        """Stands in for a 襄州 department system: decides an inbound case (same fault knobs,
+        region "local")."""
+        faulty = await self._faulty(request, "local")
+        if faulty is not None:
+            return faulty
+        body = await request.json()
+        case_id = str(body.get("case_id"))
+        self.office_cases[case_id] += 1
+        form = body.get("form") or {}
+        if not isinstance(form, dict) or not form:
+            return web.json_response({"status": "rejected", "message": "empty form"})
+        return web.json_response(
+            {
+                "status": "done",
+                "result": {
+                    "decision": "approved",
+                    "ticket": f"XZ-{request.match_info['domain']}-{case_id[-8:]}",
+                    "decided_by": "襄州区 (local simulator)",
+                },
+            }
+        )
 
 
 def _information_form(request: dict[str, Any]) -> dict[str, Any]:
@@ -297,6 +338,7 @@ def build_simulator_app(settings: Settings, seed: int | None = None) -> web.Appl
     app["simulator"] = simulator
     app.router.add_post("/{region}/rest/messages", simulator.rest)
     app.router.add_route("*", "/{region}/soap", simulator.soap)
+    app.router.add_post("/local/{domain}/matters", simulator.local_office)
     app.router.add_get("/_sim/stats", simulator.stats)
     app.router.add_post("/_sim/faults", simulator.set_faults)
     app.router.add_post("/_sim/reset", simulator.reset)

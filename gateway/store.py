@@ -46,6 +46,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error_code TEXT, last_error TEXT, finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+CREATE TABLE IF NOT EXISTS inbound_message (
+    partner TEXT NOT NULL, msg_id TEXT NOT NULL, kind TEXT NOT NULL, received TEXT NOT NULL,
+    case_id TEXT, reply BLOB NOT NULL, PRIMARY KEY (partner, msg_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbound_case (
+    id TEXT PRIMARY KEY, partner TEXT NOT NULL, partner_ref TEXT NOT NULL, partner_matter TEXT NOT NULL,
+    local_matter TEXT NOT NULL, domain TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL,
+    status TEXT NOT NULL, form BLOB NOT NULL, result BLOB, UNIQUE (partner, partner_ref)
+);
 CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hall TEXT, hash TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0

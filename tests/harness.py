@@ -61,7 +61,13 @@ def http(
             return error.code, payload
 
 
-def write_partners(path: Path, sim_port: int, protocol: str, breaker_reset: float = 0.5) -> None:
+def write_partners(
+    path: Path,
+    sim_port: int,
+    protocol: str,
+    breaker_reset: float = 0.5,
+    rate_limit_per_minute: int = 600,
+) -> None:
     """protocol: soap | rest | mixed (新野 人社 over SOAP, the rest over REST, as in the sample)."""
     base = f"http://127.0.0.1:{sim_port}"
     partners = []
@@ -83,9 +89,11 @@ def write_partners(path: Path, sim_port: int, protocol: str, breaker_reset: floa
                 "max_concurrency": 8,
                 "breaker_failures": 3,
                 "breaker_reset_seconds": breaker_reset,
+                "rate_limit_per_minute": rate_limit_per_minute,
             }
         )
-    path.write_text(yaml.safe_dump({"partners": partners}, allow_unicode=True), encoding="utf-8")
+    document = {"partners": partners, "local_systems": {"*": f"{base}/local"}}
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
 
 
 class Process:

@@ -1,0 +1,169 @@
+"""Inbound: sealed submissions per second and p99 through SOAP and REST, against the
+crypto-only bound measured in the same run (what the gateway must do per submission: open the
+partner's envelope — verify, unwrap, decrypt — and seal the receipt).
+
+Usage: python bench/inbound.py [--clients N] [--count N] [--smoke]
+Target: >= 60% of the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from security import envelope_xml
+from tests.conftest import free_port, wait_for_http
+from tests.harness import write_partners
+from tests.partner_helpers import Partner, contact_letter
+from tests.security_helpers import TO_XZ_PARTY, Pair
+
+SOAP = (
+    b'<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+    b'<soap:Body><g:SubmitCaseRequest xmlns:g="urn:xgw:gateway:1">%s</g:SubmitCaseRequest></soap:Body></soap:Envelope>'
+)
+
+
+def crypto_bound(seconds: float) -> float:
+    pair = Pair()
+    payload = b"x" * 900
+    loop = asyncio.new_event_loop()
+    sealed = [
+        pair.xy_sealer.seal(payload, receiver=TO_XZ_PARTY, kind="request", matter="M", idem_key="k")
+        for _ in range(4000)
+    ]
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds and count < len(sealed):
+        loop.run_until_complete(pair.xz_opener.open(sealed[count]))
+        pair.xy_sealer.seal(
+            b"receipt" * 8, receiver=TO_XZ_PARTY, kind="receipt", matter="M", idem_key="k"
+        )
+        count += 1
+    loop.close()
+    return count / (time.perf_counter() - start)
+
+
+async def fire(
+    url: str, bodies: list[bytes], headers: dict[str, str], clients: int
+) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    queue = list(reversed(bodies))
+    async with aiohttp.ClientSession() as session:
+
+        async def client() -> None:
+            nonlocal errors
+            while queue:
+                body = queue.pop()
+                start = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return len(latencies) / elapsed, latencies, errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.clients, args.count = 2, 20
+    folder = Path(tempfile.mkdtemp(prefix="xgw-inbound-"))
+    port, sim_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XGW_")}
+    partners = folder / "partners.yaml"
+    write_partners(
+        partners, sim_port, "mixed", rate_limit_per_minute=10_000_000
+    )  # measure, not throttle
+    env.update(
+        {
+            "XGW_DATA_DIR": str(folder / "var"),
+            "XGW_PORT": str(port),
+            "XGW_SIMULATOR_PORT": str(sim_port),
+            "XGW_LOG_LEVEL": "warning",
+            "XGW_LOG_FORMAT": "json",
+            "XGW_PARTNERS_FILE": str(partners),
+        }
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--with-simulator"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, 60)
+        partner = Partner(folder / "var")
+        letter = contact_letter()
+        for name, url, headers, encode in (
+            (
+                "REST",
+                f"http://127.0.0.1:{port}/partner/v1/cases",
+                {"Content-Type": "application/json"},
+                lambda e: e.to_json(),
+            ),
+            (
+                "SOAP",
+                f"http://127.0.0.1:{port}/soap/v1",
+                {
+                    "Content-Type": "text/xml; charset=utf-8",
+                    "SOAPAction": '"urn:xgw:gateway:1/SubmitCase"',
+                },
+                lambda e: SOAP % envelope_xml.to_xml(e).split(b"?>", 1)[1],
+            ),
+        ):
+            bodies = [
+                encode(partner.seal(letter, idem_key=f"{name}-{i}")) for i in range(args.count)
+            ]
+            rate, latencies, errors = asyncio.run(fire(url, bodies, headers, args.clients))
+            latencies.sort()
+            rows.append(
+                (
+                    name,
+                    rate,
+                    latencies[len(latencies) // 2],
+                    latencies[int(len(latencies) * 0.99) - 1],
+                    errors,
+                )
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    bound = crypto_bound(0.3 if args.smoke else 2.0)
+    print(
+        f"{'protocol':8}  {'subm/s':>8}  {'bound/s':>8}  {'ratio':>6}  {'p50 ms':>7}  {'p99 ms':>7}  errors"
+    )
+    for name, rate, p50, p99, errors in rows:
+        print(
+            f"{name:8}  {rate:8.0f}  {bound:8.0f}  {rate / bound:6.2f}  {p50:7.1f}  {p99:7.1f}  {errors}"
+        )
+    print("bound: open (verify, unwrap, decrypt) + seal a receipt, one core; target ratio >= 0.60")
+    if args.smoke:
+        print("(smoke run: figures are not meaningful)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,450 @@
+"""Partners crossing the border into 襄州: one core behind the SOAP and the REST shells.
+
+    parse → verify seal (signature, key validity, freshness) → de-duplicate by message id
+          → replay guard → decrypt → authorize → map partner codes and schema to ours
+          → hand to our back office (through the outbox) → answer with a sealed receipt
+
+Operations: ``submit`` (a partner files one of our matters), ``report`` (a partner reports the
+result of one of our messages), ``status`` (a partner asks about a case it filed). A partner only
+ever sees or touches what it sent or what was sent to it. Every acceptance and refusal is audited.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from gateway.audit import AuditEvent, AuditWriter
+from gateway.logs import get_logger
+from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
+from gateway.store import Store, iso_now
+from mappings.mapping import MappingError
+from mappings.registry import Registry
+from mappings.transform import TransformError
+from security import envelope as env
+from security.errors import SecurityError
+from security.sealing import Opener, Sealer
+
+log = get_logger("gateway.inbound")
+# HTTP status of each refusal (REST); SOAP answers every refusal as a Fault with the same code.
+STATUS = {
+    "ENVELOPE_MALFORMED": 400,
+    "JSON_MALFORMED": 400,
+    "NOT_FOR_US": 400,
+    "DECRYPT_FAILED": 400,
+    "PAYLOAD_MALFORMED": 400,
+    "SIGNATURE_INVALID": 401,
+    "KEY_UNKNOWN": 401,
+    "KEY_REVOKED": 401,
+    "KEY_EXPIRED": 401,
+    "KEY_NOT_YET_VALID": 401,
+    "KEY_WRONG_JURISDICTION": 401,
+    "STALE": 401,
+    "PARTNER_UNKNOWN": 403,
+    "MATTER_NOT_AUTHORIZED": 403,
+    "MESSAGE_NOT_YOURS": 403,
+    "CASE_NOT_YOURS": 403,
+    "REPLAYED": 409,
+    "WRONG_OPERATION": 400,
+    "RATE_LIMITED": 429,
+}
+
+
+class InboundRefused(Exception):
+    def __init__(self, code: str, message: str, envelope: env.Envelope | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.envelope = code, message, envelope
+
+    @property
+    def status(self) -> int:
+        return STATUS.get(self.code, 400)
+
+
+@dataclass
+class RateLimiter:
+    """Fixed one-minute windows per partner; in Redis (shared by instances) when configured."""
+
+    redis: aioredis.Redis | None
+    counts: dict[tuple[str, int], int]
+
+    async def allow(self, partner: Partner) -> bool:
+        window = int(time.time() // 60)
+        if self.redis is not None:
+            key = f"xgw:rate:{partner.region}:{window}"
+            count = int(await self.redis.incr(key))
+            if count == 1:
+                await self.redis.expire(key, 120)
+        else:
+            count = self.counts.get((partner.region, window), 0) + 1
+            self.counts = {k: v for k, v in self.counts.items() if k[1] >= window - 1}
+            self.counts[(partner.region, window)] = count
+        return count <= partner.rate_limit_per_minute
+
+
+class InboundService:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        partners: PartnerRegistry,
+        opener: Opener,
+        sealer: Sealer,
+        audit: AuditWriter,
+        region: str,
+        limiter: RateLimiter,
+    ) -> None:
+        self.store, self.registry, self.partners = store, registry, partners
+        self.opener, self.sealer, self.audit, self.region = opener, sealer, audit, region
+        self.limiter = limiter
+        self.on_queued: Any = lambda: None
+
+    # -- the shared front half ---------------------------------------------------------------
+
+    async def _open(
+        self, envelope: env.Envelope, operation: str
+    ) -> tuple[Partner, Any, env.Envelope | None]:
+        """Authenticate, rate-limit, de-duplicate, open. Returns (partner, payload, cached reply)."""
+        now = datetime.now(UTC)
+        self.opener.authenticate(envelope, now)  # who, unchanged, fresh — before anything else
+        try:
+            partner = self.partners.get(envelope.sender_region)
+        except PartnerConfigError:
+            raise InboundRefused(
+                "PARTNER_UNKNOWN", f"{envelope.sender_region} is not a partner", envelope
+            ) from None
+        if envelope.kind != operation:
+            raise InboundRefused(
+                "WRONG_OPERATION", f"a {envelope.kind!r} envelope sent to {operation}", envelope
+            )
+        if not await self.limiter.allow(partner):
+            raise InboundRefused("RATE_LIMITED", "too many messages this minute", envelope)
+        rows = self.store.read(
+            "SELECT reply FROM inbound_message WHERE partner = ? AND msg_id = ?",
+            (partner.region, envelope.msg_id),
+        )
+        if rows:  # a resend: the first answer again, re-sealed; no second effect
+            cached = orjson.loads(rows[0]["reply"])
+            return partner, None, self._seal(partner, envelope, cached)
+        opened = await self.opener.open(envelope, now)
+        try:
+            payload = orjson.loads(opened.plaintext)
+        except orjson.JSONDecodeError:
+            raise InboundRefused(
+                "PAYLOAD_MALFORMED", "the sealed payload is not JSON", envelope
+            ) from None
+        return partner, payload, None
+
+    def _seal(self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]) -> env.Envelope:
+        return self.sealer.seal(
+            orjson.dumps(body),
+            receiver=env.Party(partner.region, partner.node),
+            kind="receipt",
+            matter=envelope.matter,
+            idem_key=envelope.msg_id,
+        )
+
+    def _remember(
+        self, partner: Partner, envelope: env.Envelope, case_id: str | None, reply: dict[str, Any]
+    ) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    partner.region,
+                    envelope.msg_id,
+                    envelope.kind,
+                    iso_now(),
+                    case_id,
+                    orjson.dumps(reply),
+                ),
+            )
+
+    async def _audit(
+        self,
+        event: str,
+        outcome: str,
+        envelope: env.Envelope,
+        case_id: str | None = None,
+        local_matter: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        await self.audit.append(
+            AuditEvent(
+                event,
+                "inbound",
+                outcome,
+                case_id=case_id,
+                message_id=envelope.msg_id,
+                partner=envelope.sender_region,
+                local_matter=local_matter,
+                partner_matter=envelope.matter,
+                error_code=code,
+                actor=envelope.sender_key_id,
+                envelope=envelope.as_dict(),
+            )
+        )
+
+    async def refused(
+        self, error: InboundRefused | SecurityError, envelope: env.Envelope | None, operation: str
+    ) -> None:
+        code = error.code
+        await self.audit.append(
+            AuditEvent(
+                "message.rejected",
+                "inbound",
+                "rejected",
+                error_code=code,
+                message_id=envelope.msg_id if envelope else None,
+                partner=envelope.sender_region if envelope else None,
+                partner_matter=envelope.matter if envelope else None,
+                actor=envelope.sender_key_id if envelope else None,
+                envelope=envelope.as_dict() if envelope else None,
+                details={"operation": operation},
+            )
+        )
+
+    # -- operations -----------------------------------------------------------------------------
+
+    async def submit(self, envelope: env.Envelope) -> env.Envelope:
+        partner, payload, cached = await self._open(envelope, "request")
+        if cached is not None:
+            return cached
+        try:
+            resolution = self.registry.resolve_inbound(
+                self.region, partner.region, envelope.matter, payload, datetime.now(UTC).date()
+            )
+        except MappingError as exc:
+            return await self._reject(partner, envelope, exc.code, exc.message)
+        if (
+            "*" not in partner.inbound_matters
+            and resolution.local_code not in partner.inbound_matters
+        ):
+            raise InboundRefused(
+                "MATTER_NOT_AUTHORIZED",
+                f"{partner.region} may not file matter {resolution.local_code}",
+                envelope,
+            )
+        try:
+            form = self.registry.to_local(resolution, payload)
+        except TransformError as exc:
+            detail = "; ".join(f"{p.path}: {p.message}" for p in exc.problems[:10])
+            return await self._reject(partner, envelope, "PAYLOAD_INVALID", detail)
+        domain = self.registry.matter(self.region, resolution.local_code).domain
+        case_id = f"IN-{partner.region}-{uuid.uuid4().hex[:12]}"
+        receipt = {"status": "accepted", "receipt_no": case_id, "matter": resolution.local_code}
+        with self.store.transaction() as db:
+            existing = db.execute(
+                "SELECT id FROM inbound_case WHERE partner = ? AND partner_ref = ?",
+                (partner.region, envelope.idem_key),
+            ).fetchone()
+            if existing is not None:  # the same case filed again under a new message id
+                receipt["receipt_no"] = case_id = existing[0]
+            else:
+                now = iso_now()
+                db.execute(
+                    "INSERT INTO inbound_case VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    (
+                        case_id,
+                        partner.region,
+                        envelope.idem_key,
+                        envelope.matter,
+                        resolution.local_code,
+                        domain,
+                        now,
+                        now,
+                        "in_office",
+                        orjson.dumps(form),
+                    ),
+                )
+                body = orjson.dumps(
+                    {"case_id": case_id, "matter": resolution.local_code, "form": form}
+                )
+                Store.enqueue(
+                    db,
+                    f"local-{case_id}",
+                    case_id,
+                    "office",
+                    "local",
+                    domain,
+                    "office",
+                    resolution.local_code,
+                    body,
+                    b"",
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    partner.region,
+                    envelope.msg_id,
+                    envelope.kind,
+                    iso_now(),
+                    case_id,
+                    orjson.dumps(receipt),
+                ),
+            )
+        self.on_queued()
+        await self._audit("message.received", "accepted", envelope, case_id, resolution.local_code)
+        return self._seal(partner, envelope, receipt)
+
+    async def _reject(
+        self, partner: Partner, envelope: env.Envelope, code: str, message: str
+    ) -> env.Envelope:
+        """A valid, authentic message we cannot act on: a sealed business refusal (not a fault)."""
+        reply = {"status": "rejected", "code": code, "message": message}
+        self._remember(partner, envelope, None, reply)
+        await self._audit("message.received", "rejected", envelope, code=code)
+        return self._seal(partner, envelope, reply)
+
+    async def report(self, envelope: env.Envelope) -> env.Envelope:
+        """A partner reports the result of one of our messages (``idem_key`` = our message id)."""
+        partner, payload, cached = await self._open(envelope, "result")
+        if cached is not None:
+            return cached
+        message = self.store.message(envelope.idem_key)
+        if message is None or message.partner != partner.region or message.partner == "local":
+            raise InboundRefused(
+                "MESSAGE_NOT_YOURS", "no message of ours to you has this id", envelope
+            )
+        with self.store.transaction() as db:
+            Store.add_step(
+                db,
+                message.case_id,
+                "partner_reported_result",
+                message.sub_id,
+                {
+                    "partner": partner.region,
+                    "result": payload if isinstance(payload, dict) else None,
+                },
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    partner.region,
+                    envelope.msg_id,
+                    envelope.kind,
+                    iso_now(),
+                    message.case_id,
+                    orjson.dumps({"status": "accepted"}),
+                ),
+            )
+        await self._audit("message.received", "accepted", envelope, message.case_id)
+        return self._seal(partner, envelope, {"status": "accepted"})
+
+    async def status(self, envelope: env.Envelope) -> env.Envelope:
+        partner, payload, cached = await self._open(envelope, "query")
+        if cached is not None:
+            return cached
+        reference = payload.get("receipt_no") if isinstance(payload, dict) else None
+        rows = self.store.read(
+            "SELECT id, partner, status, local_matter, result, updated FROM inbound_case WHERE id = ?",
+            (reference or "",),
+        )
+        if not rows or rows[0]["partner"] != partner.region:
+            # another partner's case and no case at all look the same from outside
+            raise InboundRefused(
+                "CASE_NOT_YOURS", "you filed no case with this receipt number", envelope
+            )
+        row = rows[0]
+        answer = {
+            "status": "accepted",
+            "receipt_no": row["id"],
+            "case_status": row["status"],
+            "matter": row["local_matter"],
+            "updated": row["updated"],
+            "result": orjson.loads(row["result"]) if row["result"] else None,
+        }
+        self._remember(partner, envelope, row["id"], answer)
+        await self._audit("message.received", "accepted", envelope, row["id"])
+        return self._seal(partner, envelope, answer)
+
+    # -- our back office's answer, and the result back to the partner -------------------------
+
+    async def office_done(self, message: Any, answer: dict[str, Any]) -> None:
+        """The back office decided an inbound case: record it, send the result to the partner."""
+        outcome = "done" if answer.get("status") == "done" else "rejected"
+        result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
+        with self.store.transaction() as db:
+            row = db.execute(
+                "SELECT partner, partner_ref, partner_matter, domain, status FROM inbound_case WHERE id = ?",
+                (message.case_id,),
+            ).fetchone()
+            if row is None or row[4] != "in_office":
+                db.execute(
+                    "UPDATE outbox SET status = 'delivered' WHERE msg_id = ?", (message.msg_id,)
+                )
+                return
+            partner = self.partners.get(row[0])
+            db.execute(
+                "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
+                "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
+                (message.msg_id,),
+            )
+            db.execute(
+                "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
+                (outcome, orjson.dumps(result), iso_now(), message.case_id),
+            )
+            body = {
+                "receipt_no": message.case_id,
+                "outcome": outcome,
+                "result": result,
+                "message": answer.get("message"),
+            }
+            payload = orjson.dumps(body)
+            msg_id = uuid.uuid4().hex
+            sealed = self.sealer.seal(
+                payload,
+                receiver=env.Party(partner.region, partner.node),
+                kind="result",
+                matter=row[2],
+                idem_key=row[1],
+                msg_id=msg_id,
+            )
+            Store.enqueue(
+                db,
+                msg_id,
+                message.case_id,
+                "result",
+                partner.region,
+                row[3],
+                "result",
+                row[2],
+                payload,
+                sealed.to_json(),
+            )
+        self.on_queued()
+        await self.audit.append(
+            AuditEvent(
+                "office.decided",
+                "internal",
+                outcome,
+                case_id=message.case_id,
+                local_matter=message.matter,
+                partner=row[0],
+            )
+        )
+        await self.audit.append(
+            AuditEvent(
+                "message.queued",
+                "outbound",
+                "queued",
+                case_id=message.case_id,
+                message_id=msg_id,
+                partner=row[0],
+                partner_matter=row[2],
+                actor=sealed.sender_key_id,
+                envelope=sealed.as_dict(),
+            )
+        )
+
+    def set_status(self, case_id: str, status: str) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE inbound_case SET status = ?, updated = ? WHERE id = ?",
+                (status, iso_now(), case_id),
+            )

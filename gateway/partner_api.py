@@ -1,0 +1,203 @@
+"""The partner-facing shells: SOAP 1.1 at ``/soap/v1`` (static WSDL at ``/soap/v1?wsdl``) and
+REST at ``/partner/v1/…``. Both parse, then call the one ``InboundService`` core; every refusal is
+a SOAP Fault or problem+json with its stable code, and an audit entry."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from lxml import etree
+from pydantic import BaseModel, Field, create_model
+
+from gateway import __version__, soap
+from gateway.inbound import InboundRefused, InboundService
+from gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE
+from security import envelope as env
+from security import envelope_xml
+from security.errors import SecurityError
+
+GATEWAY_NS = "urn:xgw:gateway:1"
+WSDL = Path(__file__).resolve().parent / "wsdl" / "xgw-v1.wsdl"
+OPERATIONS = {"SubmitCase": "submit", "ReportResult": "report", "QueryStatus": "status"}
+REST_PATHS = {"cases": "submit", "results": "report", "status": "status"}
+Operation = Callable[[env.Envelope], Awaitable[env.Envelope]]
+
+
+def _problem(code: str, message: str, status: int, path: str) -> web.Response:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
+        "title": message,
+        "status": status,
+        "code": code,
+        "instance": path,
+    }
+    return web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON)
+
+
+class PartnerApi:
+    def __init__(self, service: InboundService) -> None:
+        self.service = service
+        self._wsdl = WSDL.read_text(encoding="utf-8")
+
+    async def _run(self, name: str, envelope: env.Envelope) -> env.Envelope:
+        operation: Operation = getattr(self.service, name)
+        return await operation(envelope)
+
+    # -- SOAP ---------------------------------------------------------------------------------
+
+    async def soap_get(self, request: web.Request) -> web.Response:
+        if "wsdl" not in request.query:
+            return web.Response(
+                status=405, text="POST SOAP 1.1 requests here; GET ?wsdl for the WSDL"
+            )
+        location = str(request.url.with_query(None))
+        return web.Response(
+            text=self._wsdl.replace("http://127.0.0.1:8080/soap/v1", location),
+            content_type="text/xml",
+        )
+
+    async def soap_post(self, request: web.Request) -> web.Response:
+        envelope: env.Envelope | None = None
+        operation = "unknown"
+        try:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise soap.SoapError(
+                    "BODY_TOO_LARGE", "the request body exceeds the size limit"
+                ) from None
+            operation, element = soap.parse_request(
+                raw,
+                request.headers.get("Content-Type", ""),
+                request.headers.get("SOAPAction"),
+                {op: f"{{{GATEWAY_NS}}}{op}Request" for op in OPERATIONS},
+            )
+            inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
+            if inner is None or len(element) != 1:
+                raise soap.SoapError(
+                    "ENVELOPE_MALFORMED", f"{operation}Request must hold one env:Envelope"
+                )
+            envelope = envelope_xml.from_element(inner)
+            reply = await self._run(OPERATIONS[operation], envelope)
+        except soap.SoapError as exc:
+            await self.service.refused(InboundRefused(exc.code, exc.message), envelope, operation)
+            return web.Response(
+                status=exc.status, body=soap.fault_xml(exc, GATEWAY_NS), content_type="text/xml"
+            )
+        except (SecurityError, InboundRefused) as exc:
+            await self.service.refused(exc, envelope, operation)
+            fault = soap.SoapError(exc.code, exc.message)
+            return web.Response(
+                status=500, body=soap.fault_xml(fault, GATEWAY_NS), content_type="text/xml"
+            )
+        response = etree.Element(f"{{{GATEWAY_NS}}}{operation}Response", nsmap={"x": GATEWAY_NS})
+        response.append(envelope_xml.to_element(reply))
+        return web.Response(body=soap.envelope_xml(response), content_type="text/xml")
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    async def rest_post(self, request: web.Request) -> web.Response:
+        name = REST_PATHS[request.match_info["operation"]]
+        envelope: env.Envelope | None = None
+        try:
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise InboundRefused(
+                    "BODY_TOO_LARGE", "the request body exceeds the size limit"
+                ) from None
+            envelope = env.envelope_from_json(raw)
+            reply = await self._run(name, envelope)
+        except InboundRefused as exc:
+            await self.service.refused(exc, envelope, name)
+            return _problem(
+                exc.code,
+                exc.message,
+                413 if exc.code == "BODY_TOO_LARGE" else exc.status,
+                request.path,
+            )
+        except SecurityError as exc:
+            await self.service.refused(exc, envelope, name)
+            return _problem(
+                exc.code, exc.message, InboundRefused(exc.code, "").status, request.path
+            )
+        return web.Response(body=reply.to_json(), content_type="application/json")
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(partner_openapi()), content_type="application/json")
+
+
+def _envelope_model() -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        name: (str, Field(pattern=pattern)) for name, pattern in env.PATTERNS.items()
+    }
+    return create_model("Envelope", **fields)
+
+
+def partner_openapi() -> dict[str, Any]:
+    envelope = _envelope_model().model_json_schema()
+    sealed = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}
+    }
+    problem = {
+        "application/problem+json": {
+            "schema": {
+                "type": "object",
+                "required": ["code", "status", "title"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "instance": {"type": "string"},
+                },
+            }
+        }
+    }
+    errors = {
+        str(s): {"description": d, "content": problem}
+        for s, d in (
+            (400, "malformed envelope or payload"),
+            (401, "signature, key or freshness refused"),
+            (403, "not authorized for this matter, message or case"),
+            (409, "replayed nonce"),
+            (413, "body too large"),
+            (429, "rate limited"),
+        )
+    }
+
+    def operation(summary: str, kind: str) -> dict[str, Any]:
+        return {
+            "summary": summary,
+            "description": f"request envelope kind: {kind}; answer: a sealed receipt",
+            "requestBody": {"required": True, **sealed},
+            "responses": {"200": {"description": "sealed receipt", **sealed}, **errors},
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "xgw partner API (跨省通办, XGW-ENV/1)",
+            "version": __version__,
+            "description": "Every body is an XGW-ENV/1 sealed envelope (docs/envelope.md). The SOAP "
+            "service at /soap/v1?wsdl offers the same operations.",
+        },
+        "components": {"schemas": {"Envelope": envelope}},
+        "paths": {
+            "/partner/v1/cases": {
+                "post": operation("File a case with 襄州 (SubmitCase)", "request")
+            },
+            "/partner/v1/results": {
+                "post": operation(
+                    "Report the result of one of our messages (ReportResult)", "result"
+                )
+            },
+            "/partner/v1/status": {
+                "post": operation("Ask the status of a case you filed (QueryStatus)", "query")
+            },
+        },
+    }

@@ -1,0 +1,312 @@
+"""Partners file cases with 襄州 over SOAP (zeep as the real client) and REST; hostile input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from zeep import Client, Settings
+from zeep.exceptions import Fault
+
+from security import envelope as env
+from tests.harness import Deployment, http
+from tests.partner_helpers import Partner, contact_letter
+
+SECURE = Settings(forbid_dtd=True, forbid_entities=True, forbid_external=True, strict=True)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    deployed = Deployment(tmp_path, protocol="mixed")
+    try:
+        yield deployed
+    finally:
+        deployed.close()
+
+
+def _wait_result(deployment: Deployment, ref: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = deployment.stats()["411329"]
+        if ref in stats["results"]:
+            return stats
+        time.sleep(0.2)
+    raise AssertionError(f"no result for {ref}: {deployment.stats()}")
+
+
+def _zeep(deployment: Deployment) -> Client:
+    return Client(f"{deployment.url}/soap/v1?wsdl", settings=SECURE)
+
+
+def test_zeep_files_a_transfer_and_gets_a_signed_receipt_and_the_result(
+    deployment: Deployment,
+) -> None:
+    xinye = Partner(deployment.data)
+    client = _zeep(deployment)
+    sealed = xinye.seal(contact_letter(), idem_key="XY-CASE-SOAP-1")
+    reply = client.service.SubmitCase(Envelope=sealed.as_dict())
+    receipt_envelope = env.envelope_from_mapping({k: reply[k] for k in env.FIELD_NAMES})
+    receipt = xinye.open(receipt_envelope)  # verifies 襄州's signature, decrypts
+    assert receipt["status"] == "accepted" and receipt["matter"] == "XZ-SB-001"
+    assert receipt_envelope.idem_key == sealed.msg_id and receipt_envelope.sender_region == "420607"
+    # the case reached our back office and its result came back to 新野, sealed
+    stats = _wait_result(deployment, "XY-CASE-SOAP-1")
+    assert stats["results"]["XY-CASE-SOAP-1"] == 1
+    assert stats["result_bodies"]["XY-CASE-SOAP-1"]["outcome"] == "done"
+    assert deployment.stats()["local"]["cases"] == 1
+    # a resend of the same message: the same receipt number, no second case
+    resent = client.service.SubmitCase(Envelope=sealed.as_dict())
+    again = xinye.open(env.envelope_from_mapping({k: resent[k] for k in env.FIELD_NAMES}))
+    assert again["receipt_no"] == receipt["receipt_no"]
+    # the partner asks for the status of its case
+    query = xinye.seal({"receipt_no": receipt["receipt_no"]}, kind="query", idem_key="q-1")
+    answered = client.service.QueryStatus(Envelope=query.as_dict())
+    status = xinye.open(env.envelope_from_mapping({k: answered[k] for k in env.FIELD_NAMES}))
+    assert status["case_status"] in ("done", "result_delivered") and status["matter"] == "XZ-SB-001"
+    time.sleep(0.5)
+    assert deployment.stats()["local"]["seen_twice"] == []
+    assert deployment.xgw("audit", "verify").strip().endswith("log verifies")
+
+
+def test_the_same_over_rest(deployment: Deployment) -> None:
+    xinye = Partner(deployment.data)
+    sealed = xinye.seal(contact_letter(), idem_key="XY-CASE-REST-1")
+    status, body = http("POST", f"{deployment.url}/partner/v1/cases", raw=sealed.to_json())
+    assert status == 200, body
+    receipt = xinye.open(env.envelope_from_mapping(body))
+    assert receipt["status"] == "accepted"
+    _wait_result(deployment, "XY-CASE-REST-1")
+    # ReportResult for one of OUR messages: 新野 reports on a 联系函 we sent it
+    case = deployment.file("YJS-SBZR")
+    deployment.wait([case["id"]])
+    ours = next(
+        s["detail"]["message_id"]
+        for s in deployment.case(case["id"])["timeline"]
+        if s["step"] == "queued" and s["detail"]["partner"] == "411329"
+    )
+    report = xinye.seal({"blzt": "已办结"}, kind="result", idem_key=ours)
+    status, body = http("POST", f"{deployment.url}/partner/v1/results", raw=report.to_json())
+    assert status == 200 and xinye.open(env.envelope_from_mapping(body))["status"] == "accepted"
+    steps = [s["step"] for s in deployment.case(case["id"])["timeline"]]
+    assert "partner_reported_result" in steps
+    # a partner cannot report on a message that was not sent to it
+    shiyan = Partner(deployment.data, "420300")
+    foreign = shiyan.seal({"x": 1}, kind="result", idem_key=ours)  # sealed by 十堰 for 襄州
+    status, problem = http("POST", f"{deployment.url}/partner/v1/results", raw=foreign.to_json())
+    assert status == 403 and problem["code"] == "MESSAGE_NOT_YOURS"
+    # … nor ask about another partner's case
+    query = shiyan.seal({"receipt_no": receipt["receipt_no"]}, kind="query", idem_key="q-2")
+    status, problem = http("POST", f"{deployment.url}/partner/v1/status", raw=query.to_json())
+    assert status == 403 and problem["code"] == "CASE_NOT_YOURS"
+    status, document = http("GET", f"{deployment.url}/partner/v1/openapi.json")
+    assert document["openapi"] == "3.1.0" and "/partner/v1/cases" in document["paths"]
+
+
+SOAP = """<?xml version="1.0" encoding="UTF-8"?>{prolog}
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>
+<g:SubmitCaseRequest xmlns:g="urn:xgw:gateway:1">{inner}</g:SubmitCaseRequest></soap:Body></soap:Envelope>"""
+
+
+def _soap(
+    deployment: Deployment, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
+    response = requests.post(
+        f"{deployment.url}/soap/v1",
+        data=body,
+        timeout=10,
+        headers={
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": '"urn:xgw:gateway:1/SubmitCase"',
+            **(headers or {}),
+        },
+    )
+    return response.status_code, response.text
+
+
+def _fault_code(text: str) -> str:
+    import re
+
+    match = re.search(r"<d:code>([A-Z_]+)</d:code>", text)
+    assert match, text[:300]
+    return match.group(1)
+
+
+def test_hostile_input_is_refused_with_its_code_and_the_service_keeps_answering(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    from security import envelope_xml
+
+    xinye = Partner(deployment.data)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT", encoding="utf-8")
+    good = lambda: envelope_xml.to_xml(xinye.seal(contact_letter())).split(b"?>", 1)[1].decode()  # noqa: E731
+    laughs = (
+        '<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+        + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))
+        + "]>"
+    )
+    hostile = {
+        "billion laughs": (
+            SOAP.format(prolog=laughs, inner="&i;").encode(),
+            {},
+            "XML_DTD_FORBIDDEN",
+        ),
+        "XXE local file": (
+            SOAP.format(
+                prolog=f'<!DOCTYPE x [<!ENTITY e SYSTEM "file://{secret}">]>', inner="&e;"
+            ).encode(),
+            {},
+            "XML_DTD_FORBIDDEN",
+        ),
+        "SSRF external": (
+            SOAP.format(
+                prolog='<!DOCTYPE x SYSTEM "http://127.0.0.1:9/evil.dtd">', inner=""
+            ).encode(),
+            {},
+            "XML_DTD_FORBIDDEN",
+        ),
+        "deep nesting": (
+            SOAP.format(prolog="", inner="<a>" * 200 + "</a>" * 200).encode(),
+            {},
+            "XML_TOO_DEEP",
+        ),
+        "invalid UTF-8": (
+            SOAP.format(
+                prolog="",
+                inner="<x>\udcff</x>".encode("utf-8", "surrogateescape").decode("latin-1"),
+            ).encode("latin-1"),
+            {},
+            "XML_MALFORMED",
+        ),
+        "SOAP 1.2": (
+            SOAP.format(prolog="", inner=good())
+            .replace(
+                "http://schemas.xmlsoap.org/soap/envelope/",
+                "http://www.w3.org/2003/05/soap-envelope",
+            )
+            .encode(),
+            {"Content-Type": "application/soap+xml"},
+            "SOAP_VERSION_MISMATCH",
+        ),
+        "wrong SOAPAction": (
+            SOAP.format(prolog="", inner=good()).encode(),
+            {"SOAPAction": '"urn:xgw:gateway:1/QueryStatus"'},
+            "SOAP_ACTION_MISMATCH",
+        ),
+        "oversized body": (b"<x>" + b"a" * 11_000_000 + b"</x>", {}, "BODY_TOO_LARGE"),
+    }
+    sealed = xinye.seal(contact_letter())
+    tampered = replace(
+        sealed,
+        ciphertext=sealed.ciphertext[:-6]
+        + ("AAAA==" if not sealed.ciphertext.endswith("AAAA==") else "BBBB=="),
+    )
+    stale = xinye.seal(contact_letter(), created=env.now_utc() - timedelta(seconds=900))
+    shiyan = Partner(deployment.data, "420300")
+    wrong_jurisdiction = replace(shiyan.seal(contact_letter()), sender_region="411329")
+    unauthorized_kind = xinye.seal(contact_letter(), kind="receipt")
+    sealed_cases = {
+        "tampered signature": (tampered, "SIGNATURE_INVALID"),
+        "stale timestamp": (stale, "STALE"),
+        "key from the wrong jurisdiction": (wrong_jurisdiction, "KEY_WRONG_JURISDICTION"),
+        "wrong operation": (unauthorized_kind, "WRONG_OPERATION"),
+    }
+    for name, (body, headers, code) in hostile.items():
+        started = time.monotonic()
+        status, text = _soap(deployment, body, headers)
+        assert status in (413, 500), (name, status)
+        if code != "BODY_TOO_LARGE" or status == 500:
+            assert _fault_code(text) == code, name
+        assert "TOP-SECRET" not in text
+        assert time.monotonic() - started < 5, name
+    for name, (envelope, code) in sealed_cases.items():
+        status, text = _soap(
+            deployment,
+            SOAP.format(
+                prolog="", inner=envelope_xml.to_xml(envelope).split(b"?>", 1)[1].decode()
+            ).encode(),
+        )
+        assert status == 500 and _fault_code(text) == code, (name, text[:300])
+        status, problem = http("POST", f"{deployment.url}/partner/v1/cases", raw=envelope.to_json())
+        assert problem["code"] in (code, "REPLAYED"), (name, problem)
+    # a replayed nonce: the same envelope, first accepted, then its copy with a new message id
+    first = xinye.seal(contact_letter(), idem_key="XY-CASE-REPLAY")
+    assert http("POST", f"{deployment.url}/partner/v1/cases", raw=first.to_json())[0] == 200
+    status, problem = http(
+        "POST",
+        f"{deployment.url}/partner/v1/cases",
+        raw=replace(first, msg_id="another-id").to_json(),
+    )
+    assert status in (401, 409) and problem["code"] in ("SIGNATURE_INVALID", "REPLAYED")
+    # unknown key, revoked key, unauthorized matter: 新野 files a matter it may not (partners.yaml)
+    stranger = __import__("tests.security_helpers", fromlist=["new_key"]).new_key()
+    unknown = env.seal(
+        b"{}",
+        env.Header(
+            "m-unknown",
+            "request",
+            "k",
+            env.Party("411329", "xinye-gw"),
+            env.Party("420607", "xiangzhou-gw-1"),
+            "XY-SB-001",
+            env.now_utc(),
+        ),
+        stranger,
+        xinye.trust.recipient_key("420607", env.now_utc()).key,
+        xinye.sealer.backend,
+    )
+    status, problem = http("POST", f"{deployment.url}/partner/v1/cases", raw=unknown.to_json())
+    assert status == 401 and problem["code"] == "KEY_UNKNOWN"
+    # the service still answers a good request after all that
+    reply = _zeep(deployment).service.SubmitCase(
+        Envelope=xinye.seal(contact_letter(), idem_key="XY-AFTER").as_dict()
+    )
+    assert (
+        xinye.open(env.envelope_from_mapping({k: reply[k] for k in env.FIELD_NAMES}))["status"]
+        == "accepted"
+    )
+    rejected = deployment.xgw("audit", "show", "--event", "message.rejected", "--limit", "1000")
+    assert rejected.count("message.rejected") >= len(hostile) + 2 * len(sealed_cases) + 2
+    with pytest.raises(Fault):
+        _zeep(deployment).service.SubmitCase(Envelope=tampered.as_dict())
+
+
+def test_revoked_key_and_unauthorized_matter(deployment: Deployment) -> None:
+    import yaml
+
+    shiyan = Partner(deployment.data, "420300")
+    trust_file = deployment.data / "keys" / "trust.yaml"
+    trust = yaml.safe_load(trust_file.read_text(encoding="utf-8"))
+    trust["revoked"] = [
+        {"key_id": shiyan.trust.signing_key(env.now_utc()).key_id, "reason": "compromised"}
+    ]
+    trust_file.write_text(yaml.safe_dump(trust, allow_unicode=True), encoding="utf-8")
+    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
+    for partner in partners["partners"]:
+        if partner["region"] == "411329":
+            partner["inbound_matters"] = ["XZ-YB-001"]  # 新野 may only file 异地就医备案 with us
+    deployment.partners_file.write_text(
+        yaml.safe_dump(partners, allow_unicode=True), encoding="utf-8"
+    )
+    gateway = deployment.gateways[0]
+    gateway.stop()
+    gateway.start()
+    status, problem = http(
+        "POST",
+        f"{deployment.url}/partner/v1/cases",
+        raw=Partner(deployment.data, "420300").seal(contact_letter(), matter="SY-SB-001").to_json(),
+    )
+    assert status == 401 and problem["code"] == "KEY_REVOKED"
+    xinye = Partner(deployment.data)
+    status, problem = http(
+        "POST", f"{deployment.url}/partner/v1/cases", raw=xinye.seal(contact_letter()).to_json()
+    )
+    assert status == 403 and problem["code"] == "MATTER_NOT_AUTHORIZED"
+    audit = deployment.xgw("audit", "show", "--event", "message.rejected", "--limit", "100")
+    assert "KEY_REVOKED" in audit and "MATTER_NOT_AUTHORIZED" in audit
