@@ -28,8 +28,10 @@ from gateway import __version__
 from gateway.api import CasesApi, authenticate, openapi_document
 from gateway.assembly import assemble, build_clients
 from gateway.audit import AuditEvent, AuditWriter
+from gateway.audit_api import AuditApi
+from gateway.audit_verify import KnownKey
 from gateway.cases import CaseService
-from gateway.config import Settings
+from gateway.config import Settings, effective_config
 from gateway.delivery import Worker
 from gateway.inbound import InboundService, RateLimiter
 from gateway.logs import get_logger
@@ -42,6 +44,7 @@ from gateway.problems import (
     not_found,
 )
 from gateway.store import Store
+from security.digest import sm3_hex
 from security.replay import MemoryNonceStore, NonceStore
 from security.sealing import Opener, Sealer
 
@@ -242,7 +245,36 @@ async def _open_runtime(app: web.Application) -> None:
     runtime.worker.inbound = inbound
     runtime.worker.local_client = LocalSystemClient()
     app[PARTNER_API] = PartnerApi(inbound)
-    await runtime.audit.append(AuditEvent("gateway.started", details={"instance": owner}))
+    keys = [
+        KnownKey(
+            k.key.key_id,
+            k.key.public.point,
+            k.validity.not_before,
+            k.validity.not_after,
+            k.key.public.to_pem().decode(),
+        )
+        for k in parts.trust.own
+    ]
+    app[AUDIT_API] = AuditApi(parts.audit, keys)
+    # Configuration, keys and mapping sets in force, so that changes show between starts.
+    config = effective_config(settings)
+    await runtime.audit.append(
+        AuditEvent(
+            "gateway.started",
+            actor=owner,
+            details={
+                "instance": owner,
+                "config_sm3": sm3_hex(orjson.dumps(config, option=orjson.OPT_SORT_KEYS)),
+                "own_keys": [k.key.key_id for k in parts.trust.own],
+                "partner_keys": sorted(parts.trust.partners),
+                "revoked_keys": sorted(parts.trust.revoked),
+                "mapping_sets": {
+                    f"{a}-{b}": [v.version for v in vs]
+                    for (a, b), vs in parts.registry.mapping_sets.items()
+                },
+            },
+        )
+    )
 
     async def close_clients() -> None:
         for client in clients.values():
@@ -272,12 +304,21 @@ async def _close_runtime(app: web.Application) -> None:
 
 CASES_API = web.AppKey("cases_api", CasesApi)
 PARTNER_API = web.AppKey("partner_api", PartnerApi)
+AUDIT_API = web.AppKey("audit_api", AuditApi)
 
 
 def _api(method: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         api = request.app[CASES_API]
         result: web.StreamResponse = await getattr(api, method)(request)
+        return result
+
+    return handler
+
+
+def _audit(method: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        result: web.StreamResponse = await getattr(request.app[AUDIT_API], method)(request)
         return result
 
     return handler
@@ -311,6 +352,9 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/v1/cases/{case_id}/cancel", _api("cancel"))
     app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/retry", _api("retry"))
     app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/complete", _api("complete"))
+    app.router.add_get("/api/v1/audit/entries", _audit("entries"))
+    app.router.add_post("/api/v1/audit/search", _audit("search"))
+    app.router.add_get("/api/v1/audit/cases/{case_id}/evidence", _audit("evidence"))
     app.router.add_get("/soap/v1", _partner("soap_get"))
     app.router.add_post("/soap/v1", _partner("soap_post"))
     app.router.add_get("/partner/v1/openapi.json", _partner("openapi"))

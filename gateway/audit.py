@@ -297,13 +297,14 @@ class AuditLog:
         )
 
     def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
-        return [
-            (int(r[0]), bytes(r[1]), str(r[2]))
-            for r in self._db.execute(
-                "SELECT seq, body, hash FROM audit_entry WHERE node = ? AND case_id = ? ORDER BY seq",
-                (node, case_id),
-            )
-        ]
+        with self._lock:
+            return [
+                (int(r[0]), bytes(r[1]), str(r[2]))
+                for r in self._db.execute(
+                    "SELECT seq, body, hash FROM audit_entry WHERE node = ? AND case_id = ? ORDER BY seq",
+                    (node, case_id),
+                )
+            ]
 
     def checkpoints(self, node: str) -> list[Checkpoint]:
         return [
@@ -353,11 +354,13 @@ class AuditLog:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         result = []
         # `where` holds only column names checked against COLUMNS and "?" placeholders.
-        for body, digest in self._db.execute(
-            f"SELECT body, hash FROM audit_entry {where} "  # noqa: S608
-            "ORDER BY time, node, seq LIMIT ?",
-            (*params, limit),
-        ):
+        with self._lock:
+            found = self._db.execute(
+                f"SELECT body, hash FROM audit_entry {where} "  # noqa: S608
+                "ORDER BY time, node, seq LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        for body, digest in found:
             entry = orjson.loads(body)
             entry["hash"] = digest
             result.append(entry)

@@ -20,6 +20,7 @@ from mappings.mapping import inverse_index
 from mappings.registry import Registry, build_registry, load_registry, packaged_data_dir
 from mappings.source import MappingDataError, Problem
 from mappings.transform import Rule, TransformError
+from security.digest import sm3_hex
 
 
 def base_dir(settings: Settings) -> Path:
@@ -212,6 +213,20 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         target = overlay / f"{args.region}.csv"
         os.replace(staged / f"{args.region}.csv", target)
+    from gateway.audit import AuditEvent
+    from gateway.cli_audit import open_audit_log
+
+    open_audit_log(settings).append(
+        AuditEvent(
+            "mappings.catalogue_imported",
+            actor="cli",
+            details={
+                "region": args.region,
+                "matters": len(matters),
+                "sm3": sm3_hex(target.read_bytes()),
+            },
+        )
+    )
     print(f"imported {len(matters)} matters for {args.region} into {target}")
     return 0
 

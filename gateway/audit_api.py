@@ -1,0 +1,131 @@
+"""The auditors' read-only API: query the exchange log, export a case's evidence package."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api import parse_body, require
+from gateway.audit import COLUMNS, AuditLog
+from gateway.audit_verify import KnownKey, export_case
+from gateway.problems import GatewayError, not_found
+from mappings import identifiers
+
+FILTERS = (
+    "case_id",
+    "message_id",
+    "partner",
+    "local_matter",
+    "partner_matter",
+    "outcome",
+    "event",
+    "direction",
+    "error_code",
+    "actor",
+)
+
+
+class AuditSearch(BaseModel):
+    """Search by fields; ``person_id`` (a 身份证号) is hashed with the audit key, never stored."""
+
+    model_config = ConfigDict(extra="forbid")
+    case_id: str | None = None
+    message_id: str | None = None
+    partner: str | None = None
+    local_matter: str | None = None
+    partner_matter: str | None = None
+    outcome: str | None = None
+    event: str | None = None
+    direction: str | None = None
+    error_code: str | None = None
+    actor: str | None = None
+    person_id: str | None = None
+    time_from: str | None = Field(None, alias="from")
+    time_to: str | None = Field(None, alias="to")
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class AuditApi:
+    def __init__(self, log: AuditLog, keys: list[KnownKey]) -> None:
+        self.log, self.keys = log, keys
+
+    async def _query(self, search: AuditSearch) -> web.Response:
+        filters: dict[str, str] = {k: v for k in FILTERS if (v := getattr(search, k)) is not None}
+        if search.person_id is not None:
+            try:
+                filters["person"] = self.log.person(identifiers.check_resident_id(search.person_id))
+            except identifiers.IdentifierError as exc:
+                raise GatewayError("QUERY_INVALID", 422, "Bad query", str(exc)) from None
+        try:
+            after = (
+                tuple(orjson.loads(base64.urlsafe_b64decode(search.cursor)))
+                if search.cursor
+                else None
+            )
+        except (ValueError, orjson.JSONDecodeError):
+            raise GatewayError(
+                "QUERY_INVALID", 400, "Bad query", "the cursor is not valid"
+            ) from None
+        assert set(filters) <= set(COLUMNS)
+        entries = await asyncio.to_thread(
+            self.log.query,
+            filters,
+            search.limit + 1,
+            after,  # type: ignore[arg-type]
+            search.time_from,
+            search.time_to,
+        )
+        cursor = None
+        if len(entries) > search.limit:
+            entries = entries[: search.limit]
+            last = entries[-1]
+            cursor = base64.urlsafe_b64encode(
+                orjson.dumps([last["time"], last["node"], last["seq"]])
+            ).decode()
+        return web.Response(
+            body=orjson.dumps({"items": entries, "next": cursor}), content_type="application/json"
+        )
+
+    async def entries(self, request: web.Request) -> web.Response:
+        require(request, "auditor", "admin")
+        raw: dict[str, Any] = dict(request.query)
+        if "person_hash" in raw:
+            raise GatewayError(
+                "QUERY_INVALID", 400, "Bad query", "search by person with POST /api/v1/audit/search"
+            )
+        try:
+            search = AuditSearch.model_validate(
+                {**raw, **({"limit": int(raw["limit"])} if "limit" in raw else {})}
+            )
+        except (ValueError, TypeError):
+            raise GatewayError(
+                "QUERY_INVALID", 400, "Bad query", "unknown or invalid query parameters"
+            ) from None
+        if search.person_id is not None:  # never in a URL: it would sit in proxies' logs
+            raise GatewayError(
+                "QUERY_INVALID", 400, "Bad query", "search by person with POST /api/v1/audit/search"
+            )
+        return await self._query(search)
+
+    async def search(self, request: web.Request) -> web.Response:
+        require(request, "auditor", "admin")
+        search, _ = await parse_body(request, AuditSearch)
+        return await self._query(search)
+
+    async def evidence(self, request: web.Request) -> web.Response:
+        require(request, "auditor", "admin")
+        case_id = request.match_info["case_id"]
+        package = await asyncio.to_thread(export_case, self.log, case_id, self.keys)
+        if not package["entries"]:
+            raise not_found("case in the exchange log")
+        return web.Response(
+            body=orjson.dumps(package),
+            content_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="evidence-{case_id}.json"'},
+        )
