@@ -8,35 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 
 from adapters.delivery_errors import DeliveryError
+from adapters.http_post import post, session
 
 
 class LocalSystemClient:
     def __init__(self, max_connections: int = 16) -> None:
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max_connections))
+        self._session = session(max_connections)
 
     async def close(self) -> None:
         await self._session.close()
 
     async def submit(self, base: str, domain: str, body: bytes, timeout: float) -> dict[str, Any]:
-        try:
-            async with self._session.post(
-                f"{base.rstrip('/')}/{domain}/matters",
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
-                payload = await response.content.read(4 * 1024 * 1024)
-                status = response.status
-        except TimeoutError:
-            raise DeliveryError(
-                "TIMEOUT", f"the back office did not answer within {timeout:g}s", True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise DeliveryError("CONNECTION_FAILED", type(exc).__name__, True) from None
+        reply = await post(
+            self._session,
+            f"{base.rstrip('/')}/{domain}/matters",
+            body,
+            {"Content-Type": "application/json"},
+            timeout,
+        )
+        status, payload = reply.status, reply.body
         if status >= 500 or status == 429:
             raise DeliveryError("LOCAL_UNAVAILABLE", f"HTTP {status}", True)
         try:

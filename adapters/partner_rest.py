@@ -6,39 +6,25 @@ the connections another partner needs.
 
 from __future__ import annotations
 
-import aiohttp
 import orjson
 
 from adapters.delivery_errors import DeliveryError, refusal
+from adapters.http_post import post, session
 from security import envelope as env
 
 
 class RestPartnerClient:
     def __init__(self, max_connections: int) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
-            headers={"User-Agent": "xgw"},
-        )
+        self._session = session(max_connections)
 
     async def close(self) -> None:
         await self._session.close()
 
     async def send(self, url: str, envelope: env.Envelope, timeout: float) -> env.Envelope:
-        try:
-            async with self._session.post(
-                url,
-                data=envelope.to_json(),
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as response:
-                body = await response.content.read(16 * 1024 * 1024)
-                status = response.status
-        except TimeoutError:
-            raise DeliveryError(
-                "TIMEOUT", f"no answer within {timeout:g}s", transient=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise DeliveryError("CONNECTION_FAILED", type(exc).__name__, transient=True) from None
+        reply = await post(
+            self._session, url, envelope.to_json(), {"Content-Type": "application/json"}, timeout
+        )
+        status, body = reply.status, reply.body
         if status >= 500 or status == 429:
             raise DeliveryError("PARTNER_UNAVAILABLE", f"HTTP {status}", transient=True)
         if status != 200:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from lxml import etree
 from zeep import Client, Settings
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault
 
 from adapters.delivery_errors import DeliveryError, refusal
+from adapters.http_post import post, session
 from security import envelope as env
 
 PACKAGED_WSDL = Path(__file__).parent / "wsdl" / "partner-v1.wsdl"
@@ -46,10 +46,7 @@ class SoapPartnerClient:
         self._client = client
         self._binding = client.service._binding
         self._operation = self._binding.get("Submit")
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections),
-            headers={"User-Agent": "xgw"},
-        )
+        self._session = session(max_connections)
 
     async def close(self) -> None:
         await self._session.close()
@@ -92,21 +89,8 @@ class SoapPartnerClient:
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": f'"{self._operation.soapaction}"',
         }
-        try:
-            async with self._session.post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                reply = await response.content.read(16 * 1024 * 1024)
-                status, content_type = (
-                    response.status,
-                    response.headers.get("Content-Type", "text/xml"),
-                )
-        except TimeoutError:
-            raise DeliveryError(
-                "TIMEOUT", f"no answer within {timeout:g}s", transient=True
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise DeliveryError("CONNECTION_FAILED", type(exc).__name__, transient=True) from None
+        answer = await post(self._session, url, body, headers, timeout)
+        status, reply, content_type = answer.status, answer.body, answer.content_type or "text/xml"
         if status >= 500 and b"Fault" not in reply:
             raise DeliveryError("PARTNER_UNAVAILABLE", f"HTTP {status}", transient=True)
         return self.parse(status, reply, content_type)

@@ -110,7 +110,8 @@ def main() -> int:
         # checkpoints every 1,000 entries, as configured by default
         signed = 0
         while year.unsigned_count():
-            signed += _checkpoint_batch(year, key, backend, 1000)
+            year.checkpoint(key, backend, 1000)
+            signed += 1
         start = time.perf_counter()
         result = verify_log(year, keys, backend, unsigned_tail_limit=None)
         verify_seconds = time.perf_counter() - start
@@ -137,49 +138,6 @@ def main() -> int:
     if args.smoke:
         print("(smoke run: figures are not meaningful)")
     return 0
-
-
-def _checkpoint_batch(log: AuditLog, key: object, backend: object, size: int) -> int:
-    """Sign the next ``size`` entries (the writer's every-N policy, replayed in bulk)."""
-    from security import auditchain
-    from security.auditchain import GENESIS
-
-    last = log.last_checkpoint()
-    start = last.to_seq if last else 0
-    hashes = [
-        str(r[0])
-        for r in log._db.execute(
-            "SELECT hash FROM audit_entry WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (log.node, start, size),
-        )
-    ]
-    made = auditchain.sign_checkpoint(
-        log.node,
-        start,
-        start + len(hashes),
-        hashes,
-        "2026-11-28T00:00:00Z",
-        last.hash if last else GENESIS,
-        key.scalar,
-        key.public.point,  # type: ignore[attr-defined]
-        key.key_id,
-        backend,
-    )  # type: ignore[attr-defined,arg-type]
-    log._db.execute(
-        "INSERT INTO audit_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            made.node,
-            made.to_seq,
-            made.from_seq,
-            made.head,
-            made.root,
-            made.time,
-            made.prev,
-            made.key_id,
-            made.signature,
-        ),
-    )
-    return 1
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -32,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.demo import applicant_of, bundle_form
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import free_port
+from tests.harness import BenchServer
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
 
@@ -150,55 +148,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.clients, args.seconds = 2, 1.0
-    folder = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
-    port, sim_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XGW_")}
-    env.update(
-        {
-            "XGW_DATA_DIR": str(folder / "var"),
-            "XGW_PORT": str(port),
-            "XGW_SIMULATOR_PORT": str(sim_port),
-            "XGW_LOG_LEVEL": "warning",
-            "XGW_LOG_FORMAT": "json",
-        }
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--with-simulator"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = BenchServer()
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, 60)
-        token = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "tokens",
-                "create",
-                "--role",
-                "window",
-                "--name",
-                "bench",
-                "--hall",
-                "bench",
-            ],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        asyncio.run(drive(f"http://127.0.0.1:{port}", token, 2, 0.5))  # warm up
+        token = server.token()
+        asyncio.run(drive(server.url, token, 2, 0.5))  # warm up
         start = time.perf_counter()
-        results = asyncio.run(drive(f"http://127.0.0.1:{port}", token, args.clients, args.seconds))
+        results = asyncio.run(drive(server.url, token, args.clients, args.seconds))
         elapsed = time.perf_counter() - start
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.close()
     done = [ms for status, ms in results if status == "done"]
     assert done, "no case completed"
     rate = len(done) / elapsed

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from security import envelope_xml
-from tests.conftest import free_port, wait_for_http
-from tests.harness import write_partners
+from tests.harness import BenchServer
 from tests.partner_helpers import Partner, contact_letter
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
@@ -87,34 +82,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.clients, args.count = 2, 20
-    folder = Path(tempfile.mkdtemp(prefix="xgw-inbound-"))
-    port, sim_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XGW_")}
-    partners = folder / "partners.yaml"
-    write_partners(
-        partners, sim_port, "mixed", rate_limit_per_minute=10_000_000
-    )  # measure, not throttle
-    env.update(
-        {
-            "XGW_DATA_DIR": str(folder / "var"),
-            "XGW_PORT": str(port),
-            "XGW_SIMULATOR_PORT": str(sim_port),
-            "XGW_LOG_LEVEL": "warning",
-            "XGW_LOG_FORMAT": "json",
-            "XGW_PARTNERS_FILE": str(partners),
-        }
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--with-simulator"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = BenchServer()
     rows = []
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", server, 60)
-        partner = Partner(folder / "var")
+        port = server.port
+        partner = Partner(server.folder / "var")
         letter = contact_letter()
         for name, url, headers, encode in (
             (
@@ -148,9 +120,7 @@ def main() -> int:
                 )
             )
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
+        server.close()
     bound = crypto_bound(0.3 if args.smoke else 2.0)
     print(
         f"{'protocol':8}  {'subm/s':>8}  {'bound/s':>8}  {'ratio':>6}  {'p50 ms':>7}  {'p99 ms':>7}  errors"

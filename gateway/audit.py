@@ -225,8 +225,11 @@ class AuditLog:
         ).fetchone()
         return int(row[0] or 0)
 
-    def checkpoint(self, signer: PrivateKey, backend: CryptoBackend) -> Checkpoint | None:
-        """Sign everything appended since the last checkpoint (None if nothing is new)."""
+    def checkpoint(
+        self, signer: PrivateKey, backend: CryptoBackend, limit: int | None = None
+    ) -> Checkpoint | None:
+        """Sign what was appended since the last checkpoint (at most ``limit`` entries; None if
+        nothing is new)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -235,8 +238,8 @@ class AuditLog:
                 hashes = [
                     str(r[0])
                     for r in self._db.execute(
-                        "SELECT hash FROM audit_entry WHERE node = ? AND seq > ? ORDER BY seq",
-                        (self.node, start),
+                        "SELECT hash FROM audit_entry WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (self.node, start, -1 if limit is None else limit),
                     )
                 ]
                 if not hashes:

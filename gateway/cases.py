@@ -294,11 +294,7 @@ class CaseService:
     ) -> None:
         if message.kind == "result":  # the result of an inbound case reached its partner
             with self.store.transaction() as db:
-                db.execute(
-                    "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
-                    "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
-                    (message.msg_id,),
-                )
+                Store.finish(db, message.msg_id)
                 db.execute(
                     "UPDATE inbound_case SET status = 'result_delivered', updated = ? WHERE id = ?",
                     (iso_now(), message.case_id),
@@ -325,11 +321,7 @@ class CaseService:
             ).fetchone()
             if row is None or row[0] not in ("in_flight", "pending"):
                 return  # another worker finished it first
-            db.execute(
-                "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
-                "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
-                (message.msg_id,),
-            )
+            Store.finish(db, message.msg_id)
             case = Store.load_case(db, message.case_id)
             assert case is not None
             planned = case.plan_of(message.sub_id)

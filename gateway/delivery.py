@@ -173,64 +173,14 @@ class Worker:
                 self.owner,
             )
 
-    async def _deliver_local(self, message: OutboxMessage) -> None:
-        """Hand an inbound case to our own back office (same retries and dead letters)."""
-        try:
-            url = self.partners.local_system(message.domain)
-            answer = await self.local_client.submit(url, message.domain, message.payload, 10.0)
-            await self.inbound.office_done(message, answer)
-        except DeliveryError as exc:
-            await self._failed(message, exc)
-        except asyncio.CancelledError:
-            await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
-            raise
-        except Exception as exc:
-            log.error(
-                "delivery.unexpected", message_id=message.msg_id, error_type=type(exc).__name__
-            )
-            await self._failed(
-                message, DeliveryError("INTERNAL", type(exc).__name__, transient=True)
-            )
-        finally:
-            await self._redis_release(message)
-
     async def _deliver(self, message: OutboxMessage) -> None:
-        if message.partner == LOCAL:
-            await self._deliver_local(message)
-            return
-        lane = self.lane(message.partner)
-        partner = self.partners.get(message.partner)
+        """One attempt; whatever happens, the message ends delivered, rescheduled or dead."""
         try:
-            if not lane.breaker.allows(time.time()):
-                await self.service.retry_scheduled(
-                    message,
-                    "CIRCUIT_OPEN",
-                    "the partner's circuit is open",
-                    max(0.05, lane.breaker.reopens_at() - time.time()),
-                    counts=False,
-                )
-                return
-            async with lane.limit:
-                endpoint = partner.endpoint(message.domain)
-                client = self.clients[(message.partner, endpoint.protocol)]
-                envelope = env.envelope_from_json(message.envelope)
-                if (
-                    env.now_utc() - envelope.created_at
-                ).total_seconds() > self.settings.replay_window_seconds / 2:
-                    envelope = self.service.reseal(message)
-                try:
-                    reply_envelope = await self._send(
-                        client, endpoint.url, envelope, partner.timeout_seconds, message
-                    )
-                    reply = await self.service.open_reply(message, reply_envelope)
-                except SecurityError as exc:
-                    # A reply we cannot trust is no answer: retry (the partner de-duplicates).
-                    raise DeliveryError(exc.code, exc.message, transient=True) from None
-            lane.breaker.success()
-            await self.service.delivered(message, reply, reply_envelope)
+            if message.partner == LOCAL:
+                await self._to_back_office(message)
+            else:
+                await self._to_partner(message)
         except DeliveryError as exc:
-            if exc.transient:
-                lane.breaker.failure(time.time())
             await self._failed(message, exc)
         except asyncio.CancelledError:
             await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
@@ -244,6 +194,47 @@ class Worker:
             )
         finally:
             await self._redis_release(message)
+
+    async def _to_back_office(self, message: OutboxMessage) -> None:
+        """Hand an inbound case to our own back office (same retries and dead letters)."""
+        url = self.partners.local_system(message.domain)
+        answer = await self.local_client.submit(url, message.domain, message.payload, 10.0)
+        await self.inbound.office_done(message, answer)
+
+    async def _to_partner(self, message: OutboxMessage) -> None:
+        lane = self.lane(message.partner)
+        partner = self.partners.get(message.partner)
+        if not lane.breaker.allows(time.time()):
+            await self.service.retry_scheduled(
+                message,
+                "CIRCUIT_OPEN",
+                "the partner's circuit is open",
+                max(0.05, lane.breaker.reopens_at() - time.time()),
+                counts=False,
+            )
+            return
+        try:
+            async with lane.limit:
+                endpoint = partner.endpoint(message.domain)
+                client = self.clients[(message.partner, endpoint.protocol)]
+                envelope = env.envelope_from_json(message.envelope)
+                age = (env.now_utc() - envelope.created_at).total_seconds()
+                if age > self.settings.replay_window_seconds / 2:
+                    envelope = self.service.reseal(message)
+                try:
+                    reply_envelope = await self._send(
+                        client, endpoint.url, envelope, partner.timeout_seconds, message
+                    )
+                    reply = await self.service.open_reply(message, reply_envelope)
+                except SecurityError as exc:
+                    # A reply we cannot trust is no answer: retry (the partner de-duplicates).
+                    raise DeliveryError(exc.code, exc.message, transient=True) from None
+        except DeliveryError as exc:
+            if exc.transient:
+                lane.breaker.failure(time.time())
+            raise
+        lane.breaker.success()
+        await self.service.delivered(message, reply, reply_envelope)
 
     async def _send(
         self,

@@ -153,16 +153,8 @@ class InboundService:
         self, partner: Partner, envelope: env.Envelope, case_id: str | None, reply: dict[str, Any]
     ) -> None:
         with self.store.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    partner.region,
-                    envelope.msg_id,
-                    envelope.kind,
-                    iso_now(),
-                    case_id,
-                    orjson.dumps(reply),
-                ),
+            Store.remember_inbound(
+                db, partner.region, envelope.msg_id, envelope.kind, case_id, reply
             )
 
     async def _audit(
@@ -277,16 +269,8 @@ class InboundService:
                     body,
                     b"",
                 )
-            db.execute(
-                "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    partner.region,
-                    envelope.msg_id,
-                    envelope.kind,
-                    iso_now(),
-                    case_id,
-                    orjson.dumps(receipt),
-                ),
+            Store.remember_inbound(
+                db, partner.region, envelope.msg_id, envelope.kind, case_id, receipt
             )
         self.on_queued()
         await self._audit("message.received", "accepted", envelope, case_id, resolution.local_code)
@@ -322,16 +306,13 @@ class InboundService:
                     "result": payload if isinstance(payload, dict) else None,
                 },
             )
-            db.execute(
-                "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    partner.region,
-                    envelope.msg_id,
-                    envelope.kind,
-                    iso_now(),
-                    message.case_id,
-                    orjson.dumps({"status": "accepted"}),
-                ),
+            Store.remember_inbound(
+                db,
+                partner.region,
+                envelope.msg_id,
+                envelope.kind,
+                message.case_id,
+                {"status": "accepted"},
             )
         await self._audit("message.received", "accepted", envelope, message.case_id)
         return self._seal(partner, envelope, {"status": "accepted"})
@@ -375,16 +356,10 @@ class InboundService:
                 (message.case_id,),
             ).fetchone()
             if row is None or row[4] != "in_office":
-                db.execute(
-                    "UPDATE outbox SET status = 'delivered' WHERE msg_id = ?", (message.msg_id,)
-                )
+                Store.finish(db, message.msg_id)
                 return
             partner = self.partners.get(row[0])
-            db.execute(
-                "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
-                "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
-                (message.msg_id,),
-            )
+            Store.finish(db, message.msg_id)
             db.execute(
                 "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
                 (outcome, orjson.dumps(result), iso_now(), message.case_id),

@@ -355,6 +355,30 @@ class Store:
             ),
         )
 
+    @staticmethod
+    def finish(db: sqlite3.Connection, msg_id: str) -> None:
+        """The message reached its destination: delivered, lease dropped."""
+        db.execute(
+            "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
+            "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
+            (msg_id,),
+        )
+
+    @staticmethod
+    def remember_inbound(
+        db: sqlite3.Connection,
+        partner: str,
+        msg_id: str,
+        kind: str,
+        case_id: str | None,
+        reply: dict[str, Any],
+    ) -> None:
+        """A partner's message and our answer to it, for answering a resend the same way."""
+        db.execute(
+            "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
+            (partner, msg_id, kind, iso_now(), case_id, orjson.dumps(reply)),
+        )
+
     def claim(
         self,
         owner: str,

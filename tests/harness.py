@@ -267,3 +267,64 @@ class Deployment:
             gateway.stop()
         if self.simulator is not None:
             self.simulator.stop()
+
+
+class BenchServer:
+    """`xgw serve --with-simulator` in a scratch folder, quiet, for the benchmarks."""
+
+    def __init__(self, rate_limit_per_minute: int = 10_000_000) -> None:
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
+        self.port, sim_port = free_port(), free_port()
+        partners = self.folder / "partners.yaml"
+        write_partners(partners, sim_port, "mixed", rate_limit_per_minute=rate_limit_per_minute)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("XGW_")}
+        self.env.update(
+            {
+                "XGW_DATA_DIR": str(self.folder / "var"),
+                "XGW_PORT": str(self.port),
+                "XGW_SIMULATOR_PORT": str(sim_port),
+                "XGW_LOG_LEVEL": "warning",
+                "XGW_LOG_FORMAT": "json",
+                "XGW_PARTNERS_FILE": str(partners),
+            }
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--with-simulator"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_http(self.url + "/healthz", self.proc, 60)
+
+    def token(self) -> str:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "tokens",
+                "create",
+                "--role",
+                "window",
+                "--name",
+                "bench",
+                "--hall",
+                "bench",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    def close(self) -> None:
+        import shutil
+
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        shutil.rmtree(self.folder, ignore_errors=True)
