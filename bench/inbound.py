@@ -19,6 +19,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from security import envelope as env
 from security import envelope_xml
 from tests.harness import BenchServer
 from tests.partner_helpers import Partner, contact_letter
@@ -30,22 +31,27 @@ SOAP = (
 )
 
 
-def crypto_bound(seconds: float) -> float:
+def crypto_bound(seconds: float, opens: int, seals: int) -> float:
+    """Submissions/s if a submission cost only ``opens`` envelope openings (verify, unwrap,
+    decrypt) and ``seals`` sealings, on one core, with no thread hops."""
     pair = Pair()
     payload = b"x" * 900
-    loop = asyncio.new_event_loop()
     sealed = [
         pair.xy_sealer.seal(payload, receiver=TO_XZ_PARTY, kind="request", matter="M", idem_key="k")
-        for _ in range(4000)
+        for _ in range(64)
     ]
+    key = pair.xz.decryption_key(sealed[0].recipient_key_id)
     count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds and count < len(sealed):
-        loop.run_until_complete(pair.xz_opener.open(sealed[count]))
-        pair.xy_sealer.seal(
-            b"receipt" * 8, receiver=TO_XZ_PARTY, kind="receipt", matter="M", idem_key="k"
-        )
+    while time.perf_counter() - start < seconds:
+        for n in range(opens):
+            envelope = sealed[(count + n) % len(sealed)]
+            pair.xz_opener.authenticate(envelope, env.now_utc())
+            env.decrypt(envelope, key, pair.backend)
+        for _ in range(seals):
+            pair.xy_sealer.seal(
+                b"receipt" * 8, receiver=TO_XZ_PARTY, kind="receipt", matter="M", idem_key="k"
+            )
         count += 1
-    loop.close()
     return count / (time.perf_counter() - start)
 
 
@@ -121,15 +127,23 @@ def main() -> int:
             )
     finally:
         server.close()
-    bound = crypto_bound(0.3 if args.smoke else 2.0)
+    seconds = 0.3 if args.smoke else 2.0
+    narrow = crypto_bound(seconds, 1, 1)
+    full = crypto_bound(seconds, 3, 3)
     print(
-        f"{'protocol':8}  {'subm/s':>8}  {'bound/s':>8}  {'ratio':>6}  {'p50 ms':>7}  {'p99 ms':>7}  errors"
+        f"{'protocol':8}  {'subm/s':>8}  {'bound A':>8}  {'ratio':>6}  {'bound B':>8}  {'ratio':>6}  "
+        f"{'p50 ms':>7}  {'p99 ms':>7}  errors"
     )
     for name, rate, p50, p99, errors in rows:
         print(
-            f"{name:8}  {rate:8.0f}  {bound:8.0f}  {rate / bound:6.2f}  {p50:7.1f}  {p99:7.1f}  {errors}"
+            f"{name:8}  {rate:8.0f}  {narrow:8.0f}  {rate / narrow:6.2f}  {full:8.0f}  {rate / full:6.2f}  "
+            f"{p50:7.1f}  {p99:7.1f}  {errors}"
         )
-    print("bound: open (verify, unwrap, decrypt) + seal a receipt, one core; target ratio >= 0.60")
+    print("bound A: open the submission + seal its receipt (the request path alone), one core")
+    print("bound B: all the seal/open work one submission causes in this run: open it, seal the")
+    print("         receipt, seal the result for the partner, the simulated partner opening it and")
+    print("         sealing its receipt, and our opening that (3 opens + 3 seals), one core")
+    print("target: >= 0.60 of the bound")
     if args.smoke:
         print("(smoke run: figures are not meaningful)")
     return 0

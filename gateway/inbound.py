@@ -111,7 +111,7 @@ class InboundService:
     ) -> tuple[Partner, Any, env.Envelope | None]:
         """Authenticate, rate-limit, de-duplicate, open. Returns (partner, payload, cached reply)."""
         now = datetime.now(UTC)
-        self.opener.authenticate(envelope, now)  # who, unchanged, fresh — before anything else
+        await self.opener.authenticate_async(envelope, now)  # who, unchanged, fresh — first
         try:
             partner = self.partners.get(envelope.sender_region)
         except PartnerConfigError:
@@ -130,7 +130,7 @@ class InboundService:
         )
         if rows:  # a resend: the first answer again, re-sealed; no second effect
             cached = orjson.loads(rows[0]["reply"])
-            return partner, None, self._seal(partner, envelope, cached)
+            return partner, None, await self._seal(partner, envelope, cached)
         opened = await self.opener.open(envelope, now)
         try:
             payload = orjson.loads(opened.plaintext)
@@ -140,8 +140,10 @@ class InboundService:
             ) from None
         return partner, payload, None
 
-    def _seal(self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]) -> env.Envelope:
-        return self.sealer.seal(
+    async def _seal(
+        self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]
+    ) -> env.Envelope:
+        return await self.sealer.seal_async(
             orjson.dumps(body),
             receiver=env.Party(partner.region, partner.node),
             kind="receipt",
@@ -274,7 +276,7 @@ class InboundService:
             )
         self.on_queued()
         await self._audit("message.received", "accepted", envelope, case_id, resolution.local_code)
-        return self._seal(partner, envelope, receipt)
+        return await self._seal(partner, envelope, receipt)
 
     async def _reject(
         self, partner: Partner, envelope: env.Envelope, code: str, message: str
@@ -283,7 +285,7 @@ class InboundService:
         reply = {"status": "rejected", "code": code, "message": message}
         self._remember(partner, envelope, None, reply)
         await self._audit("message.received", "rejected", envelope, code=code)
-        return self._seal(partner, envelope, reply)
+        return await self._seal(partner, envelope, reply)
 
     async def report(self, envelope: env.Envelope) -> env.Envelope:
         """A partner reports the result of one of our messages (``idem_key`` = our message id)."""
@@ -315,7 +317,7 @@ class InboundService:
                 {"status": "accepted"},
             )
         await self._audit("message.received", "accepted", envelope, message.case_id)
-        return self._seal(partner, envelope, {"status": "accepted"})
+        return await self._seal(partner, envelope, {"status": "accepted"})
 
     async def status(self, envelope: env.Envelope) -> env.Envelope:
         partner, payload, cached = await self._open(envelope, "query")
@@ -342,7 +344,7 @@ class InboundService:
         }
         self._remember(partner, envelope, row["id"], answer)
         await self._audit("message.received", "accepted", envelope, row["id"])
-        return self._seal(partner, envelope, answer)
+        return await self._seal(partner, envelope, answer)
 
     # -- our back office's answer, and the result back to the partner -------------------------
 

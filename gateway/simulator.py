@@ -143,7 +143,7 @@ class Simulator:
     async def handle(self, identity: Identity, envelope: env.Envelope) -> env.Envelope:
         """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
         now = env.now_utc()
-        identity.opener.authenticate(envelope, now)
+        await identity.opener.authenticate_async(envelope, now)
         reply = identity.replies.get(envelope.msg_id)
         if reply is not None:
             identity.duplicates += 1
@@ -156,7 +156,7 @@ class Simulator:
             reply = self._effect(identity, envelope, payload)
             identity.replies[envelope.msg_id] = reply
         # Re-sealed every time: a resend gets a fresh nonce, so it is no replay to the gateway.
-        return identity.sealer.seal(
+        return await identity.sealer.seal_async(
             orjson.dumps(reply),
             receiver=envelope.sender,
             kind="receipt",

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -275,8 +275,8 @@ class Store:
                 case.request_hash,
                 case.person,
                 orjson.dumps(case.form),
-                orjson.dumps([asdict(p) for p in case.plan]),
-                orjson.dumps([asdict(s) for s in case.states]),
+                orjson.dumps(case.plan),  # orjson writes dataclasses natively (fast)
+                orjson.dumps(case.states),
                 case.version,
             ),
         )
@@ -293,7 +293,7 @@ class Store:
     ) -> None:
         db.execute(
             "UPDATE cases SET states = ?, status = ?, updated = ?, version = version + 1 WHERE id = ?",
-            (orjson.dumps([asdict(s) for s in states]), status, iso_now(), case.id),
+            (orjson.dumps(states), status, iso_now(), case.id),
         )
 
     @staticmethod

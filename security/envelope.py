@@ -16,7 +16,7 @@ import base64
 import binascii
 import re
 import secrets
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,7 +113,7 @@ class Envelope:
         return "".join(f"{name}={getattr(self, name)}\n" for name in names).encode()
 
     def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_dict())
@@ -143,9 +143,8 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(
-        text, "%Y-%m-%dT%H:%M:%S.%fZ" if "." in text else "%Y-%m-%dT%H:%M:%SZ"
-    ).replace(tzinfo=UTC)
+    """The envelope's UTC time (already checked against PATTERNS['created'])."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def b64(data: bytes) -> str:
