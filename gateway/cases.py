@@ -415,7 +415,7 @@ class CaseService:
                 "WHERE msg_id = ? AND status = 'in_flight'",
                 (1 if counts else 0, time.time() + delay, code, text, message.msg_id),
             )
-            if message.attempts == 0 and counts:
+            if message.attempts == 0 and counts and message.kind not in ("office", "result"):
                 Store.add_step(
                     db, message.case_id, "delivery_retrying", message.sub_id, {"code": code}
                 )

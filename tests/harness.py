@@ -291,6 +291,7 @@ class BenchServer:
             }
         )
         self.url = f"http://127.0.0.1:{self.port}"
+        self.simulator_url = f"http://127.0.0.1:{sim_port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--with-simulator"],
             env=self.env,
