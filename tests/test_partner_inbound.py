@@ -116,6 +116,17 @@ SOAP = """<?xml version="1.0" encoding="UTF-8"?>{prolog}
 def _soap(
     deployment: Deployment, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[int, str]:
+    try:
+        return _post_soap(deployment, body, headers)
+    except requests.exceptions.ConnectionError:
+        if len(body) <= 10 * 1024 * 1024:
+            raise
+        return 413, ""  # the server may answer 413 and close while the client still sends
+
+
+def _post_soap(
+    deployment: Deployment, body: bytes, headers: dict[str, str] | None
+) -> tuple[int, str]:
     response = requests.post(
         f"{deployment.url}/soap/v1",
         data=body,

@@ -189,6 +189,9 @@ def test_dead_letters_alert_list_and_replay(deployment: Deployment) -> None:
     deployment.wait([claim["id"]], timeout=30)
 
 
+@pytest.mark.parametrize(
+    "deployment", [{"extra_env": {"XGW_MAX_BODY_BYTES": "65536"}}], indirect=True
+)
 def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
     url, token = f"{deployment.url}/api/v1/cases", deployment.token
     key = {"Idempotency-Key": "bad-input-0001"}
@@ -245,7 +248,7 @@ def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
         (http("POST", url, {"bundle": "YJS-SBZR"}, "xgw_wrong", key), 401, "UNAUTHENTICATED"),
         (http("POST", url, {"bundle": "YJS-SBZR"}, None, key), 401, "UNAUTHENTICATED"),
         (http("POST", url, {"bundle": "YJS-SBZR"}, token), 400, "IDEMPOTENCY_KEY_REQUIRED"),
-        (http("POST", url, raw=b"x" * 11_000_000, token=token, headers=key), 413, "BODY_TOO_LARGE"),
+        (http("POST", url, raw=b"x" * 200_000, token=token, headers=key), 413, "BODY_TOO_LARGE"),
         (http("GET", f"{url}/does-not-exist", token=token), 404, "NOT_FOUND"),
     ]
     auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "auditor-1").strip()
