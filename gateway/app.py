@@ -14,6 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -275,6 +276,30 @@ async def _open_runtime(app: web.Application) -> None:
             },
         )
     )
+
+    async def archive_periodically() -> None:
+        """Move entries older than audit_live_days to archive files, at start and hourly."""
+        while True:
+            before = (datetime.now(UTC) - timedelta(days=settings.audit_live_days)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
+            try:
+                target = await asyncio.to_thread(
+                    parts.audit.archive, before, settings.effective_audit_archive_dir
+                )
+                if target is not None:
+                    log.info("audit.archived", file=str(target))
+            except Exception as exc:
+                log.error("audit.archive_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(3600)
+
+    archiver = asyncio.create_task(archive_periodically(), name="audit-archiver")
+
+    async def stop_archiver() -> None:
+        archiver.cancel()
+        await asyncio.gather(archiver, return_exceptions=True)
+
+    runtime.closers.append(stop_archiver)
 
     async def close_clients() -> None:
         for client in clients.values():

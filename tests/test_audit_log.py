@@ -340,3 +340,20 @@ async def test_writer_checkpoints_by_time(tmp_path: Path) -> None:
     await asyncio.sleep(1.5)
     assert log.audit.checkpoints("xz-1"), "no checkpoint after the period"
     await writer.close()
+
+
+def test_two_nodes_keep_their_own_chains_and_queries_merge(tmp_path: Path) -> None:
+    from tests.audit_helpers import Log
+
+    first = Log(tmp_path, node="xz-1")
+    second = Log(tmp_path, node="xz-2", key=first.key)
+    for n in range(6):
+        (first if n % 2 else second).audit.append(AuditEvent("message.sent", case_id="shared-case"))
+    first.audit.checkpoint(first.key, NATIVE)
+    second.audit.checkpoint(first.key, NATIVE)
+    result = first.verify()
+    assert result.ok and {r.node: r.entries for r in result.reports} == {"xz-1": 3, "xz-2": 3}
+    merged = first.audit.query({"case_id": "shared-case"}, limit=100)
+    assert [e["node"] for e in merged].count("xz-2") == 3 and len(merged) == 6
+    times = [e["time"] for e in merged]
+    assert times == sorted(times)  # one timeline across the nodes' chains
