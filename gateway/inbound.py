@@ -352,35 +352,44 @@ class InboundService:
         """The back office decided an inbound case: record it, send the result to the partner."""
         outcome = "done" if answer.get("status") == "done" else "rejected"
         result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
-        with self.store.transaction() as db:
-            row = db.execute(
-                "SELECT partner, partner_ref, partner_matter, domain, status FROM inbound_case WHERE id = ?",
-                (message.case_id,),
-            ).fetchone()
-            if row is None or row[4] != "in_office":
+        rows = self.store.read(
+            "SELECT partner, partner_ref, partner_matter, domain FROM inbound_case WHERE id = ?",
+            (message.case_id,),
+        )
+        if not rows:
+            with self.store.transaction() as db:
                 Store.finish(db, message.msg_id)
-                return
-            partner = self.partners.get(row[0])
-            Store.finish(db, message.msg_id)
-            db.execute(
-                "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
-                (outcome, orjson.dumps(result), iso_now(), message.case_id),
-            )
-            body = {
+            return
+        row = tuple(rows[0])
+        partner = self.partners.get(row[0])
+        payload = orjson.dumps(
+            {
                 "receipt_no": message.case_id,
                 "outcome": outcome,
                 "result": result,
                 "message": answer.get("message"),
             }
-            payload = orjson.dumps(body)
-            msg_id = uuid.uuid4().hex
-            sealed = self.sealer.seal(
-                payload,
-                receiver=env.Party(partner.region, partner.node),
-                kind="result",
-                matter=row[2],
-                idem_key=row[1],
-                msg_id=msg_id,
+        )
+        msg_id = uuid.uuid4().hex
+        # Sealed on a worker thread before the transaction (the C code releases the GIL).
+        sealed = await self.sealer.seal_async(
+            payload,
+            receiver=env.Party(partner.region, partner.node),
+            kind="result",
+            matter=row[2],
+            idem_key=row[1],
+            msg_id=msg_id,
+        )
+        with self.store.transaction() as db:
+            status = db.execute(
+                "SELECT status FROM inbound_case WHERE id = ?", (message.case_id,)
+            ).fetchone()
+            Store.finish(db, message.msg_id)
+            if status is None or status[0] != "in_office":
+                return  # decided already (a resend of the hand-over)
+            db.execute(
+                "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
+                (outcome, orjson.dumps(result), iso_now(), message.case_id),
             )
             Store.enqueue(
                 db,
