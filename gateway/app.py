@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -332,29 +333,26 @@ PARTNER_API = web.AppKey("partner_api", PartnerApi)
 AUDIT_API = web.AppKey("audit_api", AuditApi)
 
 
-def _api(method: str) -> Handler:
+def _delegate(key: web.AppKey[Any], method: str) -> Handler:
+    """A route to a method of a part made at start-up (routes must exist before it is)."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
-        api = request.app[CASES_API]
-        result: web.StreamResponse = await getattr(api, method)(request)
+        result: web.StreamResponse = await getattr(request.app[key], method)(request)
         return result
 
     return handler
+
+
+def _api(method: str) -> Handler:
+    return _delegate(CASES_API, method)
 
 
 def _audit(method: str) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        result: web.StreamResponse = await getattr(request.app[AUDIT_API], method)(request)
-        return result
-
-    return handler
+    return _delegate(AUDIT_API, method)
 
 
 def _partner(method: str) -> Handler:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        result: web.StreamResponse = await getattr(request.app[PARTNER_API], method)(request)
-        return result
-
-    return handler
+    return _delegate(PARTNER_API, method)
 
 
 async def openapi(_request: web.Request) -> web.Response:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from typing import Any
 import orjson
 
 from gateway.logs import get_logger, mask_text
+from gateway.store import open_sqlite
 from security import auditchain
 from security.auditchain import GENESIS, Checkpoint
 from security.backend import CryptoBackend
@@ -132,13 +132,8 @@ class AuditLog:
     """One SQLite file; any number of node chains. Thread-safe for one process."""
 
     def __init__(self, path: Path, node: str, hmac_key: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.node, self._hmac_key = path, node, hmac_key
-        self._db = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = open_sqlite(path)
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 

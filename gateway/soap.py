@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from security.envelope_xml import safe_parser
+
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 MAX_DEPTH = 32
@@ -24,18 +26,6 @@ class SoapError(Exception):
     message: str
     faultcode: str = "soap:Client"
     status: int = 500  # SOAP 1.1 sends faults with HTTP 500
-
-
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_pis=True,
-        remove_comments=True,
-    )
 
 
 def parse_request(
@@ -51,7 +41,7 @@ def parse_request(
     if _DTD.search(raw):
         raise SoapError("XML_DTD_FORBIDDEN", "DTDs and entity declarations are not accepted")
     try:
-        root = etree.fromstring(raw, _parser())
+        root = etree.fromstring(raw, safe_parser())
     except (etree.XMLSyntaxError, ValueError):
         raise SoapError("XML_MALFORMED", "the request is not well-formed XML (UTF-8)") from None
     if root.tag == f"{{{SOAP12}}}Envelope":

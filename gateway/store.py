@@ -145,17 +145,21 @@ def _case(row: sqlite3.Row) -> CaseRow:
     return CaseRow(**data)
 
 
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """A durable WAL-mode connection usable from worker threads (callers serialize writes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
 class Store:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(
-            path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
+        self._db = open_sqlite(path)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
 
