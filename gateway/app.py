@@ -257,7 +257,7 @@ async def _open_runtime(app: web.Application) -> None:
         )
         for k in parts.trust.own
     ]
-    app[AUDIT_API] = AuditApi(parts.audit, keys)
+    app[AUDIT_API] = AuditApi(parts.audit, keys, settings.effective_audit_archive_dir)
     # Configuration, keys and mapping sets in force, so that changes show between starts.
     config = effective_config(settings)
     await runtime.audit.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,8 +53,10 @@ class AuditSearch(BaseModel):
 
 
 class AuditApi:
-    def __init__(self, log: AuditLog, keys: list[KnownKey]) -> None:
-        self.log, self.keys = log, keys
+    def __init__(
+        self, log: AuditLog, keys: list[KnownKey], archive_dir: Path | None = None
+    ) -> None:
+        self.log, self.keys, self.archive_dir = log, keys, archive_dir
 
     async def _query(self, search: AuditSearch) -> web.Response:
         filters: dict[str, str] = {k: v for k in FILTERS if (v := getattr(search, k)) is not None}
@@ -121,7 +124,9 @@ class AuditApi:
     async def evidence(self, request: web.Request) -> web.Response:
         require(request, "auditor", "admin")
         case_id = request.match_info["case_id"]
-        package = await asyncio.to_thread(export_case, self.log, case_id, self.keys)
+        package = await asyncio.to_thread(
+            export_case, self.log, case_id, self.keys, self.archive_dir
+        )
         if not package["entries"]:
             raise not_found("case in the exchange log")
         return web.Response(

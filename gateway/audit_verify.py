@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -186,34 +187,66 @@ def verify_log(
 # -- evidence packages -------------------------------------------------------------------------
 
 
-def export_case(audit: AuditLog, case_id: str, keys: list[KnownKey]) -> dict[str, Any]:
-    """Every entry of a case, with the signed checkpoints and Merkle proofs that cover them."""
+def export_case(
+    audit: AuditLog, case_id: str, keys: list[KnownKey], archive_dir: Path | None = None
+) -> dict[str, Any]:
+    """Every entry of a case — live and, with ``archive_dir``, archived — with the signed
+    checkpoints and Merkle proofs that cover them."""
     entries: list[dict[str, Any]] = []
     checkpoints: dict[tuple[str, int], Checkpoint] = {}
-    batches: dict[tuple[str, int], list[str]] = {}
+    live_batches: dict[tuple[str, int], list[str]] = {}
+
+    def live_batch(node: str, covering: Checkpoint) -> list[str]:
+        key = (node, covering.to_seq)
+        if key not in live_batches:
+            rows = itertools.takewhile(
+                lambda r: r[0] <= covering.to_seq, audit.rows(node, covering.from_seq)
+            )
+            live_batches[key] = [str(r[2]) for r in rows]
+        return live_batches[key]
+
+    def add(
+        node: str,
+        seq: int,
+        body: bytes,
+        digest: str,
+        covering: Checkpoint | None,
+        batch: list[str] | None,
+    ) -> None:
+        entry: dict[str, Any] = {"node": node, "seq": seq, "hash": digest, "body": body.decode()}
+        if covering is not None and batch is not None:
+            checkpoints[(node, covering.to_seq)] = covering
+            entry["checkpoint"] = covering.to_seq
+            entry["proof"] = auditchain.merkle_proof(batch, seq - covering.from_seq - 1)
+        entries.append(entry)
+
     for node in sorted(audit.nodes()):
+        for path in _archive_files(archive_dir, node) if archive_dir is not None else []:
+            _header, archived_checkpoints, rows = _read_archive(path)
+            hashes = {seq: digest for seq, _body, digest in rows}
+            for seq, body, digest in rows:
+                if orjson.loads(body).get("case_id") != case_id:
+                    continue
+                covering = next(
+                    (c for c in archived_checkpoints if c.from_seq < seq <= c.to_seq), None
+                )
+                batch = (
+                    [hashes[n] for n in range(covering.from_seq + 1, covering.to_seq + 1)]
+                    if covering is not None
+                    else None
+                )
+                add(node, seq, body, digest, covering, batch)
         node_checkpoints = audit.checkpoints(node)
-        rows = audit.case_rows(node, case_id)
-        for seq, body, digest in rows:
-            entry: dict[str, Any] = {
-                "node": node,
-                "seq": seq,
-                "hash": digest,
-                "body": body.decode(),
-            }
+        for seq, body, digest in audit.case_rows(node, case_id):
             covering = next((c for c in node_checkpoints if c.from_seq < seq <= c.to_seq), None)
-            if covering is not None:
-                key = (node, covering.to_seq)
-                if key not in batches:
-                    batches[key] = [
-                        str(r[2])
-                        for r in audit.rows(node, covering.from_seq)
-                        if r[0] <= covering.to_seq
-                    ][: covering.to_seq - covering.from_seq]
-                checkpoints[key] = covering
-                entry["checkpoint"] = covering.to_seq
-                entry["proof"] = auditchain.merkle_proof(batches[key], seq - covering.from_seq - 1)
-            entries.append(entry)
+            add(
+                node,
+                seq,
+                body,
+                digest,
+                covering,
+                live_batch(node, covering) if covering is not None else None,
+            )
     used = {c.key_id for c in checkpoints.values()}
     return {
         "format": EVIDENCE_FORMAT,

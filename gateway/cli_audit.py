@@ -95,7 +95,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     audit = open_audit_log(settings)
     if not args.public_key:  # sign the tail first, so that every entry comes with its proof
         audit.checkpoint(load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings))
-    package = export_case(audit, args.case_id, known_keys(settings, args.public_key or []))
+    package = export_case(
+        audit,
+        args.case_id,
+        known_keys(settings, args.public_key or []),
+        settings.effective_audit_archive_dir,
+    )
     if not package["entries"]:
         print(f"no entries for case {args.case_id}", file=sys.stderr)
         return 1

@@ -357,3 +357,20 @@ def test_two_nodes_keep_their_own_chains_and_queries_merge(tmp_path: Path) -> No
     assert [e["node"] for e in merged].count("xz-2") == 3 and len(merged) == 6
     times = [e["time"] for e in merged]
     assert times == sorted(times)  # one timeline across the nodes' chains
+
+
+def test_evidence_package_includes_archived_entries(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    log.fill(30)  # checkpoints at 10, 20, 30
+    archive = tmp_path / "archive"
+    assert log.audit.archive("9999-01-01T00:00:00Z", archive) is not None
+    log.fill(12)  # live again: case-0/1/2 continue
+    package = export_case(log.audit, "case-1", log.keys(), archive)
+    seqs = sorted(e["seq"] for e in package["entries"])
+    assert [s for s in seqs if s <= 30] == [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]  # from the archive
+    assert any(s > 30 for s in seqs)
+    log.audit.checkpoint(log.key, NATIVE)
+    package = export_case(log.audit, "case-1", log.keys(), archive)
+    assert verify_package(package, NATIVE) == []
+    without_archive = export_case(log.audit, "case-1", log.keys())
+    assert all(e["seq"] > 30 for e in without_archive["entries"])
