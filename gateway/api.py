@@ -64,7 +64,7 @@ class SubMatterView(BaseModel):
     partner_matter: str | None
     mapping_version: str | None
     depends_on: list[str]
-    status: Literal["waiting", "queued", "done", "failed", "local", "cancelled"]
+    status: Literal["waiting", "queued", "awaiting_result", "done", "failed", "local", "cancelled"]
     error_code: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = Field(None, description="the partner's answer, in our schema")

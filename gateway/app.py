@@ -244,6 +244,7 @@ async def _open_runtime(app: web.Application) -> None:
         RateLimiter(runtime.redis, {}),
     )
     inbound.on_queued = runtime.worker.wake
+    inbound.on_result = runtime.service.result_reported
     runtime.worker.inbound = inbound
     runtime.worker.local_client = LocalSystemClient()
     app[PARTNER_API] = PartnerApi(inbound)

@@ -5,6 +5,7 @@ jurisdiction that handles it, resolves the mapping in force on the filing date a
 form into each partner's schema, collecting every problem at once. Sub-matter states:
 
     waiting  ─deps done→  queued ─delivered→ done      (partner accepted / answered)
+                              └──pending───→ awaiting_result ─ReportResult→ done | failed
                               └──refused───→ failed    (partner rejected; retry makes a new try)
                               └──exhausted─→ failed    (dead letter)
     local    ─clerk completes→ done                   (handled by our own back office)
@@ -33,6 +34,7 @@ WAITING, QUEUED, DONE, FAILED, LOCAL, CANCELLED = (
     "local",
     "cancelled",
 )
+AWAITING = "awaiting_result"  # accepted as pending; the partner reports the result later
 FINISHED = frozenset({DONE, CANCELLED})
 
 
@@ -88,6 +90,7 @@ class Reply:
     message: str | None = None
     result: dict[str, Any] | None = None  # in the partner's schema
     extras: dict[str, Any] = field(default_factory=dict)
+    pending: bool = False  # accepted for processing; the result comes later (ReportResult)
 
 
 def bundle_for_matter(matter: str, region: str) -> Bundle:
@@ -180,6 +183,8 @@ def apply_reply(
     for s in states:
         if s.sub_id != sub_id:
             out.append(s)
+        elif reply.accepted and reply.pending:
+            out.append(replace(s, status=AWAITING, delivered=True, error_code=None, error=None))
         elif reply.accepted:
             out.append(
                 replace(
@@ -242,3 +247,13 @@ def case_status(states: list[SubState]) -> str:
     if FAILED in statuses:
         return "attention"
     return "in_progress"
+
+
+def apply_result(
+    states: list[SubState], sub_id: str, reply: Reply, local_result: dict[str, Any] | None
+) -> list[SubState]:
+    """A result reported later (ReportResult) for a sub-matter that was accepted as pending."""
+    target = next((x for x in states if x.sub_id == sub_id), None)
+    if target is None or target.status != AWAITING:
+        raise ValueError(f"sub-matter {sub_id} is not awaiting a result")
+    return apply_reply(states, sub_id, replace(reply, pending=False), local_result)

@@ -301,15 +301,7 @@ class CaseService:
             body = orjson.loads(opened.plaintext)
         except orjson.JSONDecodeError:
             raise SecurityError("REPLY_MALFORMED", "the reply is not JSON") from None
-        if not isinstance(body, dict) or body.get("status") not in ("accepted", "rejected"):
-            raise SecurityError("REPLY_MALFORMED", "the reply has no status")
-        return Reply(
-            body["status"] == "accepted",
-            body.get("code"),
-            body.get("message"),
-            body.get("result"),
-            {"receipt_no": body.get("receipt_no")},
-        )
+        return reply_from(body)
 
     async def delivered(
         self, message: OutboxMessage, reply: Reply, reply_envelope: env.Envelope
@@ -352,23 +344,15 @@ class CaseService:
             case = Store.load_case(db, message.case_id)
             assert case is not None
             planned = case.plan_of(message.sub_id)
-            local_result: dict[str, Any] = {"receipt_no": reply.extras.get("receipt_no")}
-            effective = reply
-            if reply.accepted and planned.kind == "answer" and planned.transform:
-                try:
-                    local_result = {
-                        **local_result,
-                        **self.registry.transforms[planned.transform].inbound(reply.result or {}),
-                    }
-                except TransformError as exc:
-                    effective = Reply(
-                        False,
-                        "ANSWER_INVALID",
-                        "the partner's answer does not fit "
-                        f"{planned.transform}: {exc.problems[0].path}: {exc.problems[0].message}",
-                    )
+            effective, local_result = self._map_answer(planned, reply)
             states = casecore.apply_reply(case.states, message.sub_id, effective, local_result)
-            step = "done" if effective.accepted else "rejected_by_partner"
+            step = (
+                "accepted_result_pending"
+                if effective.accepted and effective.pending
+                else "done"
+                if effective.accepted
+                else "rejected_by_partner"
+            )
             Store.add_step(
                 db,
                 case.id,
@@ -400,6 +384,81 @@ class CaseService:
         )
         for next_planned, envelope in sent:
             await self._audit_sent(message.case_id, next_planned, envelope)
+
+    def _map_answer(self, planned: PlannedSub, reply: Reply) -> tuple[Reply, dict[str, Any]]:
+        """The partner's answer in our schema (answers through their transform's inverse)."""
+        local_result: dict[str, Any] = {"receipt_no": reply.extras.get("receipt_no")}
+        if reply.accepted and not reply.pending and planned.kind == "answer" and planned.transform:
+            try:
+                local_result |= self.registry.transforms[planned.transform].inbound(
+                    reply.result or {}
+                )
+            except TransformError as exc:
+                return Reply(
+                    False,
+                    "ANSWER_INVALID",
+                    "the partner's answer does not fit "
+                    f"{planned.transform}: {exc.problems[0].path}: {exc.problems[0].message}",
+                ), local_result
+        return reply, local_result
+
+    async def result_reported(
+        self, message: OutboxMessage, body: Any, envelope: env.Envelope
+    ) -> bool:
+        """A partner reported, later, the result of a sub-matter it had accepted as pending.
+        False if that sub-matter was not awaiting a result (the report is only recorded)."""
+        try:
+            reply = reply_from(body)
+        except SecurityError:
+            return False
+        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        with self.store.transaction() as db:
+            case = Store.load_case(db, message.case_id)
+            if case is None:
+                return False
+            planned = case.plan_of(message.sub_id)
+            effective, local_result = self._map_answer(planned, reply)
+            try:
+                states = casecore.apply_result(case.states, message.sub_id, effective, local_result)
+            except ValueError:
+                Store.add_step(
+                    db,
+                    case.id,
+                    "partner_reported_result",
+                    message.sub_id,
+                    {"partner": message.partner, "note": "not awaiting a result"},
+                )
+                return False
+            Store.add_step(
+                db,
+                case.id,
+                "done" if effective.accepted else "rejected_by_partner",
+                message.sub_id,
+                {"reported": True, "code": effective.code, "message": effective.message},
+            )
+            Store.save_states(db, case, states, casecore.case_status(states))
+            case.states = states
+            sent = self._queue_ready(db, case, states)
+        if sent:
+            asyncio.get_running_loop().call_soon(self.on_queued)
+        await self.audit.append(
+            AuditEvent(
+                "result.reported",
+                "inbound",
+                "accepted" if effective.accepted else "rejected",
+                case_id=message.case_id,
+                message_id=message.msg_id,
+                partner=message.partner,
+                local_matter=planned.matter,
+                partner_matter=message.matter,
+                error_code=effective.code,
+                actor=envelope.sender_key_id,
+                envelope=envelope.as_dict(),
+            )
+        )
+        for next_planned, sealed in sent:
+            await self._audit_sent(message.case_id, next_planned, sealed)
+        return True
 
     async def retry_scheduled(
         self, message: OutboxMessage, code: str, text: str, delay: float, counts: bool = True
@@ -612,3 +671,18 @@ def _field_problem(problem: casecore.Problem) -> Any:
 
 def filed_on(case: CaseRow) -> date:
     return date.fromisoformat(case.filed_on)
+
+
+def reply_from(body: Any) -> Reply:
+    """A partner's answer body: status accepted | pending | rejected, code, message, result."""
+    if not isinstance(body, dict) or body.get("status") not in ("accepted", "rejected", "pending"):
+        raise SecurityError("REPLY_MALFORMED", "the reply has no status")
+    result = body.get("result")
+    return Reply(
+        body["status"] != "rejected",
+        body.get("code"),
+        body.get("message"),
+        result if isinstance(result, dict) else None,
+        {"receipt_no": body.get("receipt_no")},
+        pending=body["status"] == "pending",
+    )

@@ -104,6 +104,12 @@ class InboundService:
         self.limiter = limiter
         self.on_queued: Any = lambda: None
 
+        async def record_only(_message: Any, _payload: Any, _envelope: env.Envelope) -> bool:
+            return False
+
+        # The case service applies a reported result to the sub-matter awaiting it.
+        self.on_result: Any = record_only
+
     # -- the shared front half ---------------------------------------------------------------
 
     async def _open(
@@ -297,17 +303,19 @@ class InboundService:
             raise InboundRefused(
                 "MESSAGE_NOT_YOURS", "no message of ours to you has this id", envelope
             )
+        applied = await self.on_result(message, payload, envelope)
         with self.store.transaction() as db:
-            Store.add_step(
-                db,
-                message.case_id,
-                "partner_reported_result",
-                message.sub_id,
-                {
-                    "partner": partner.region,
-                    "result": payload if isinstance(payload, dict) else None,
-                },
-            )
+            if not applied:
+                Store.add_step(
+                    db,
+                    message.case_id,
+                    "partner_reported_result",
+                    message.sub_id,
+                    {
+                        "partner": partner.region,
+                        "result": payload if isinstance(payload, dict) else None,
+                    },
+                )
             Store.remember_inbound(
                 db,
                 partner.region,

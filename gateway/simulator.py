@@ -61,6 +61,7 @@ class Faults:
     malformed_rate: float = 0.0
     reset_rate: float = 0.0
     reject_matters: list[str] = field(default_factory=list)  # business refusal of these matters
+    async_results: bool = False  # answer "pending", report the result later (ReportResult)
 
 
 @dataclass
@@ -97,6 +98,9 @@ class Simulator:
             )
         self.faults: dict[str, Faults] = {}
         self.office_cases: Counter[str] = Counter()  # inbound case -> times our back office saw it
+        self.gateway_url = f"http://{settings.host}:{settings.port}"
+        self._reports: set[asyncio.Task[None]] = set()
+        self.reported: Counter[str] = Counter()  # our request id -> results reported to 襄州
         self.random = random.Random(seed)  # noqa: S311 - fault injection, not cryptography
 
     def fault(self, region: str) -> Faults:
@@ -154,6 +158,11 @@ class Simulator:
             except orjson.JSONDecodeError:
                 payload = None
             reply = self._effect(identity, envelope, payload)
+            if self.fault(identity.region).async_results and envelope.kind == "request":
+                final, reply = reply, {"status": "pending", "receipt_no": reply.get("receipt_no")}
+                task = asyncio.create_task(self._report_later(identity, envelope, final))
+                self._reports.add(task)
+                task.add_done_callback(self._reports.discard)
             identity.replies[envelope.msg_id] = reply
         # Re-sealed every time: a resend gets a fresh nonce, so it is no replay to the gateway.
         return await identity.sealer.seal_async(
@@ -163,6 +172,36 @@ class Simulator:
             matter=envelope.matter,
             idem_key=envelope.msg_id,
         )
+
+    async def _report_later(
+        self, identity: Identity, request: env.Envelope, final: dict[str, Any]
+    ) -> None:
+        """Report the result of an earlier request to the gateway (ReportResult over REST)."""
+        import aiohttp
+
+        await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as session:
+            for attempt in range(6):
+                sealed = await identity.sealer.seal_async(
+                    orjson.dumps(final),
+                    receiver=request.sender,
+                    kind="result",
+                    matter=request.matter,
+                    idem_key=request.msg_id,
+                    msg_id=f"R{request.msg_id[:31]}",
+                )
+                try:
+                    async with session.post(
+                        f"{self.gateway_url}/partner/v1/results",
+                        data=sealed.to_json(),
+                        headers={"Content-Type": "application/json"},
+                    ) as response:
+                        if response.status == 200:
+                            self.reported[request.msg_id] += 1
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1 * 2**attempt)
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -324,3 +324,22 @@ def test_openapi_is_generated_from_the_models(deployment: Deployment) -> None:
         "/api/v1/cases/{case_id}",
         "/api/v1/cases/{case_id}/cancel",
     }
+
+
+def test_partner_accepts_now_and_reports_the_result_later(deployment: Deployment) -> None:
+    deployment.faults({"411329": {"async_results": True}})
+    transfer = deployment.file("YJS-SBZR")
+    claim = deployment.file("YJS-YLBX")
+    done = {c["id"]: c for c in deployment.wait([transfer["id"], claim["id"]], timeout=60)}
+    transfer = done[transfer["id"]]
+    steps = [(s["step"], s["sub_id"]) for s in transfer["timeline"]]
+    assert ("accepted_result_pending", "pension_contact_letter") in steps
+    # the 信息表 request went out only after the 联系函's result was reported, not on the receipt
+    reported = steps.index(("done", "pension_contact_letter"))
+    assert reported < steps.index(("queued", "pension_information_form"))
+    assert steps.index(("accepted_result_pending", "pension_contact_letter")) < reported
+    answer = _sub(transfer, "pension_information_form")["result"]
+    assert len(answer["record"]["contributions"]) == 20  # type: ignore[index]
+    audit = deployment.xgw("audit", "show", "--event", "result.reported", "--limit", "100")
+    assert audit.count("result.reported") == 6
+    assert deployment.stats()["411329"]["applied_twice"] == []
