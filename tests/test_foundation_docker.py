@@ -74,3 +74,18 @@ def test_dockerfile_copies_existing_paths_and_runs_unprivileged() -> None:
                 assert (ROOT / source).exists(), source
     assert "\nUSER xgw" in text
     assert 'ENTRYPOINT ["xgw"]' in text
+
+
+def test_readme_documents_every_subcommand_and_configuration_key() -> None:
+    from gateway.config import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = readme.splitlines()
+    assert (
+        lines[2] == "```sh" and lines[3].startswith("make run") and lines[4].startswith("make test")
+    )
+    assert lines[5] == "```"  # exactly two set-up commands, first thing in the README
+    for path in _subcommand_paths(build_parser()):
+        assert f"xgw {path[0]}" in readme or f"xgw [--config FILE] {path[0]}" in readme, path
+    for key in Settings.model_fields:
+        assert f"`{key}`" in readme, key
