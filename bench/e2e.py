@@ -150,11 +150,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--separate-simulator",
+        action="store_true",
+        help="run the partner simulator in its own process (as partners are)",
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
         args.clients, args.seconds = 2, 1.0
-    server = BenchServer()
+    server = BenchServer(separate_simulator=args.separate_simulator)
     try:
         token = server.token()
         asyncio.run(drive(server.url, token, 2, 0.5))  # warm up
@@ -177,6 +182,8 @@ def main() -> int:
     proxy_rate = asyncio.run(passthrough(3.0 if not args.smoke else 0.3, args.clients))
     p50 = statistics.median(done)
     p99 = sorted(done)[max(0, int(len(done) * 0.99) - 1)]
+    where = "its own process" if args.separate_simulator else "the gateway's process"
+    print(f"simulator in {where}")
     print(f"{args.clients} clients, {len(results)} cases filed, {len(done)} done in {elapsed:.1f}s")
     print(f"{'measure':40}  {'value':>10}  {'reference':>10}  {'ratio':>6}")
     print(

@@ -272,7 +272,9 @@ class Deployment:
 class BenchServer:
     """`xgw serve --with-simulator` in a scratch folder, quiet, for the benchmarks."""
 
-    def __init__(self, rate_limit_per_minute: int = 10_000_000) -> None:
+    def __init__(
+        self, rate_limit_per_minute: int = 10_000_000, separate_simulator: bool = False
+    ) -> None:
         import tempfile
 
         self.folder = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
@@ -292,8 +294,28 @@ class BenchServer:
         )
         self.url = f"http://127.0.0.1:{self.port}"
         self.simulator_url = f"http://127.0.0.1:{sim_port}"
+        self.simulator: subprocess.Popen[bytes] | None = None
+        if separate_simulator:  # the partner in its own process, as it is in production
+            from gateway.config import load_settings
+            from gateway.sample_setup import ensure_sample_setup
+
+            ensure_sample_setup(load_settings(environ=self.env))
+            self.simulator = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "simulate-partner"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for_http(self.simulator_url + "/_sim/stats", self.simulator, 60)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--with-simulator"],
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                *([] if separate_simulator else ["--with-simulator"]),
+            ],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -326,6 +348,8 @@ class BenchServer:
     def close(self) -> None:
         import shutil
 
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        for proc in (self.proc, self.simulator):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
         shutil.rmtree(self.folder, ignore_errors=True)
