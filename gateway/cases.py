@@ -139,7 +139,6 @@ class CaseService:
             1,
         )
         sent: list[tuple[PlannedSub, env.Envelope]] = []
-        presealed = await self._preseal(case, states)
         try:
             with self.store.transaction() as db:
                 Store.insert_case(db, case)
@@ -155,7 +154,7 @@ class CaseService:
                             planned.sub_id,
                             {"matter": planned.matter},
                         )
-                sent = self._queue_ready(db, case, states, presealed)
+                sent = self._queue_ready(db, case, states)
         except sqlite3.IntegrityError:
             # Two requests with one key raced: the other one won; answer as it would.
             winner = self.store.case_by_idem(idem_key)
@@ -200,29 +199,19 @@ class CaseService:
         )
         return msg_id, payload, envelope
 
-    async def _preseal(self, case: CaseRow, states: list[SubState]) -> dict[str, Sealed]:
-        """Seal what will be ready on worker threads before the transaction (the C code releases
-        the GIL); a seal has no side effect, so one not used is simply dropped."""
-        ready = casecore.ready(states)
-        sealed = await asyncio.gather(
-            *(asyncio.to_thread(self._seal_request, case.id, case.plan_of(sub)) for sub in ready)
-        )
-        return dict(zip(ready, sealed, strict=True))
-
     def _queue_ready(
         self,
         db: sqlite3.Connection,
         case: CaseRow,
         states: list[SubState],
-        presealed: dict[str, Sealed] | None = None,
     ) -> list[tuple[PlannedSub, env.Envelope]]:
-        """Seal (unless presealed) and enqueue every sub-matter that has become ready."""
+        """Seal and enqueue every sub-matter that has become ready; save the new states."""
         ready = casecore.ready(states)
         sent = []
         for sub_id in ready:
             planned = case.plan_of(sub_id)
             assert planned.partner_code is not None
-            sealed = (presealed or {}).get(sub_id) or self._seal_request(case.id, planned)
+            sealed = self._seal_request(case.id, planned)
             msg_id, payload, envelope = sealed
             partner = self.partners.get(planned.jurisdiction)
             domain = self.registry.matter(self.region, planned.matter).domain
@@ -329,11 +318,6 @@ class CaseService:
             )
             return
         sent: list[tuple[PlannedSub, env.Envelope]] = []
-        current = self.store.case(message.case_id)
-        presealed: dict[str, Sealed] = {}
-        if current is not None and reply.accepted:
-            predicted = casecore.apply_reply(current.states, message.sub_id, reply, None)
-            presealed = await self._preseal(current, predicted)
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT status FROM outbox WHERE msg_id = ?", (message.msg_id,)
@@ -366,7 +350,7 @@ class CaseService:
             )
             Store.save_states(db, case, states, casecore.case_status(states))
             case.states = states
-            sent = self._queue_ready(db, case, states, presealed)
+            sent = self._queue_ready(db, case, states)
         await self.audit.append(
             AuditEvent(
                 "message.delivered" if effective.accepted else "message.refused",

@@ -117,7 +117,7 @@ class InboundService:
     ) -> tuple[Partner, Any, env.Envelope | None]:
         """Authenticate, rate-limit, de-duplicate, open. Returns (partner, payload, cached reply)."""
         now = datetime.now(UTC)
-        await self.opener.authenticate_async(envelope, now)  # who, unchanged, fresh — first
+        self.opener.authenticate(envelope, now)  # who, unchanged, fresh — first
         try:
             partner = self.partners.get(envelope.sender_region)
         except PartnerConfigError:
@@ -149,7 +149,7 @@ class InboundService:
     async def _seal(
         self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]
     ) -> env.Envelope:
-        return await self.sealer.seal_async(
+        return self.sealer.seal(
             orjson.dumps(body),
             receiver=env.Party(partner.region, partner.node),
             kind="receipt",
@@ -380,7 +380,7 @@ class InboundService:
         )
         msg_id = uuid.uuid4().hex
         # Sealed on a worker thread before the transaction (the C code releases the GIL).
-        sealed = await self.sealer.seal_async(
+        sealed = self.sealer.seal(
             payload,
             receiver=env.Party(partner.region, partner.node),
             kind="result",

@@ -147,7 +147,7 @@ class Simulator:
     async def handle(self, identity: Identity, envelope: env.Envelope) -> env.Envelope:
         """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
         now = env.now_utc()
-        await identity.opener.authenticate_async(envelope, now)
+        identity.opener.authenticate(envelope, now)
         reply = identity.replies.get(envelope.msg_id)
         if reply is not None:
             identity.duplicates += 1
@@ -165,7 +165,7 @@ class Simulator:
                 task.add_done_callback(self._reports.discard)
             identity.replies[envelope.msg_id] = reply
         # Re-sealed every time: a resend gets a fresh nonce, so it is no replay to the gateway.
-        return await identity.sealer.seal_async(
+        return identity.sealer.seal(
             orjson.dumps(reply),
             receiver=envelope.sender,
             kind="receipt",
@@ -182,7 +182,7 @@ class Simulator:
         await asyncio.sleep(0.05)
         async with aiohttp.ClientSession() as session:
             for attempt in range(6):
-                sealed = await identity.sealer.seal_async(
+                sealed = identity.sealer.seal(
                     orjson.dumps(final),
                     receiver=request.sender,
                     kind="result",

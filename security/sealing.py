@@ -12,12 +12,9 @@ unauthenticated input can burn a nonce or reach decryption:
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from security import envelope as env
 from security.backend import CryptoBackend
@@ -36,10 +33,6 @@ class Opened:
 class Sealer:
     def __init__(self, trust: TrustStore, backend: CryptoBackend) -> None:
         self.trust, self.backend = trust, backend
-
-    async def seal_async(self, plaintext: bytes, **kwargs: Any) -> env.Envelope:
-        """``seal`` on a worker thread (see ``Opener.authenticate_async``)."""
-        return await asyncio.to_thread(functools.partial(self.seal, plaintext, **kwargs))
 
     def seal(
         self,
@@ -95,17 +88,12 @@ class Opener:
         check_fresh(envelope.created_at, now, self.window_seconds)
         return sender
 
-    async def authenticate_async(self, envelope: env.Envelope, now: datetime) -> TrustedKey:
-        """``authenticate`` on a worker thread: the C code releases the GIL, so signature checks
-        run on another core while the event loop serves other requests."""
-        return await asyncio.to_thread(self.authenticate, envelope, now)
-
     async def open(self, envelope: env.Envelope, now: datetime | None = None) -> Opened:
         moment = now or env.now_utc()
-        sender = await self.authenticate_async(envelope, moment)
+        sender = self.authenticate(envelope, moment)
         nonce_key = f"{envelope.sender_region}:{envelope.nonce}"
         if not await self.nonces.claim(nonce_key, nonce_ttl(self.window_seconds)):
             raise SecurityError(REPLAYED, "this envelope's nonce was already used")
         recipient = self.trust.decryption_key(envelope.recipient_key_id)
-        plaintext = await asyncio.to_thread(env.decrypt, envelope, recipient, self.backend)
+        plaintext = env.decrypt(envelope, recipient, self.backend)
         return Opened(envelope, plaintext, sender)
