@@ -379,7 +379,7 @@ class InboundService:
             }
         )
         msg_id = uuid.uuid4().hex
-        # Sealed on a worker thread before the transaction (the C code releases the GIL).
+        # Sealed before the transaction, so the write holds the lock only for the writes.
         sealed = self.sealer.seal(
             payload,
             receiver=env.Party(partner.region, partner.node),
