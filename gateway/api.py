@@ -176,8 +176,6 @@ async def parse_body(request: web.Request, model: type[BaseModel]) -> tuple[Any,
 
 # -- authentication --------------------------------------------------------------------------
 
-TOKEN = web.AppKey("token", Token)
-
 
 def authenticate(store: Store, request: web.Request) -> Token:
     header = request.headers.get("Authorization", "")
@@ -450,10 +448,6 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
-
-
-def problem_json(error: GatewayError) -> bytes:
-    return orjson.dumps(error.problem())
 
 
 __all__ = ["PROBLEM_JSON", "ROLES", "CaseRequest", "CasesApi", "authenticate", "openapi_document"]

@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -81,15 +81,16 @@ class CaseService:
                 )
             return bundle
         assert filing.matter is not None
-        matters = self.registry.catalogues.get(self.region)
-        if matters is None or matters.get(filing.matter) is None:
+        catalogue = self.registry.catalogues.get(self.region)
+        matter = catalogue.get(filing.matter) if catalogue is not None else None
+        if matter is None:
             raise GatewayError(
                 "MATTER_UNKNOWN",
                 422,
                 "Unknown matter code",
                 f"matter {filing.matter} is not in the catalogue of {self.region}",
             )
-        return casecore.bundle_for_matter(matters.get(filing.matter).local_code, self.region)  # type: ignore[union-attr]
+        return casecore.bundle_for_matter(matter.local_code, self.region)
 
     async def file(self, filing: Filing, idem_key: str, body_hash: str) -> tuple[CaseRow, bool]:
         """(case, created). The same key and body return the same case; another body is 409."""
@@ -351,23 +352,36 @@ class CaseService:
             Store.save_states(db, case, states, casecore.case_status(states))
             case.states = states
             sent = self._queue_ready(db, case, states)
+        event = "message.delivered" if effective.accepted else "message.refused"
+        await self._audit_answer(event, message, planned, effective, reply_envelope, sent)
+
+    async def _audit_answer(
+        self,
+        event: str,
+        message: OutboxMessage,
+        planned: PlannedSub,
+        answer: Reply,
+        envelope: env.Envelope,
+        sent: list[tuple[PlannedSub, env.Envelope]],
+    ) -> None:
+        """A partner's answer (a reply or a later report), then what it set going."""
         await self.audit.append(
             AuditEvent(
-                "message.delivered" if effective.accepted else "message.refused",
+                event,
                 "inbound",
-                "accepted" if effective.accepted else "rejected",
+                "accepted" if answer.accepted else "rejected",
                 case_id=message.case_id,
                 message_id=message.msg_id,
                 partner=message.partner,
                 local_matter=planned.matter,
                 partner_matter=message.matter,
-                error_code=effective.code,
-                actor=reply_envelope.sender_key_id,
-                envelope=reply_envelope.as_dict(),
+                error_code=answer.code,
+                actor=envelope.sender_key_id,
+                envelope=envelope.as_dict(),
             )
         )
-        for next_planned, envelope in sent:
-            await self._audit_sent(message.case_id, next_planned, envelope)
+        for next_planned, sealed in sent:
+            await self._audit_sent(message.case_id, next_planned, sealed)
 
     def _map_answer(self, planned: PlannedSub, reply: Reply) -> tuple[Reply, dict[str, Any]]:
         """The partner's answer in our schema (answers through their transform's inverse)."""
@@ -423,25 +437,7 @@ class CaseService:
             Store.save_states(db, case, states, casecore.case_status(states))
             case.states = states
             sent = self._queue_ready(db, case, states)
-        if sent:
-            asyncio.get_running_loop().call_soon(self.on_queued)
-        await self.audit.append(
-            AuditEvent(
-                "result.reported",
-                "inbound",
-                "accepted" if effective.accepted else "rejected",
-                case_id=message.case_id,
-                message_id=message.msg_id,
-                partner=message.partner,
-                local_matter=planned.matter,
-                partner_matter=message.matter,
-                error_code=effective.code,
-                actor=envelope.sender_key_id,
-                envelope=envelope.as_dict(),
-            )
-        )
-        for next_planned, sealed in sent:
-            await self._audit_sent(message.case_id, next_planned, sealed)
+        await self._audit_answer("result.reported", message, planned, effective, envelope, sent)
         return True
 
     async def retry_scheduled(
@@ -651,10 +647,6 @@ def _field_problem(problem: casecore.Problem) -> Any:
     from gateway.problems import FieldProblem
 
     return FieldProblem(problem.location, problem.message, problem.code)
-
-
-def filed_on(case: CaseRow) -> date:
-    return date.fromisoformat(case.filed_on)
 
 
 def reply_from(body: Any) -> Reply:

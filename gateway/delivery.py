@@ -288,13 +288,3 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-
-
-def describe(worker: Worker) -> dict[str, Any]:
-    return {
-        region: {
-            "circuit": "open" if lane.breaker.opened_at else "closed",
-            "failures": lane.breaker.failures,
-        }
-        for region, lane in worker.lanes.items()
-    }

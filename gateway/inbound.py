@@ -435,10 +435,3 @@ class InboundService:
                 envelope=sealed.as_dict(),
             )
         )
-
-    def set_status(self, case_id: str, status: str) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE inbound_case SET status = ?, updated = ? WHERE id = ?",
-                (status, iso_now(), case_id),
-            )

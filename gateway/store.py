@@ -60,13 +60,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
 );
 """
-PENDING, IN_FLIGHT, DELIVERED, DEAD, CANCELLED = (
-    "pending",
-    "in_flight",
-    "delivered",
-    "dead",
-    "cancelled",
-)
+# Outbox statuses: pending → in_flight → delivered | dead (| cancelled with its case).
+PENDING, IN_FLIGHT = "pending", "in_flight"
 
 
 def iso_now() -> str:

@@ -66,10 +66,6 @@ class Registry:
     mapping_sets: dict[tuple[str, str], list[MappingVersion]]
     _inverse: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
 
-    @property
-    def local_regions(self) -> list[str]:
-        return [j.region for j in self.jurisdictions.values() if j.role == "local"]
-
     def matter(self, region: str, code: str) -> Matter:
         catalogue = self.catalogues.get(region)
         if catalogue is None:
