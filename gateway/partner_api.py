@@ -10,14 +10,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from lxml import etree
 from pydantic import BaseModel, Field, create_model
 
 from gateway import __version__, soap
 from gateway.inbound import InboundRefused, InboundService
 from gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE
 from security import envelope as env
-from security import envelope_xml
 from security.errors import SecurityError
 
 GATEWAY_NS = "urn:xgw:gateway:1"
@@ -76,12 +74,7 @@ class PartnerApi:
                 request.headers.get("SOAPAction"),
                 {op: f"{{{GATEWAY_NS}}}{op}Request" for op in OPERATIONS},
             )
-            inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
-            if inner is None or len(element) != 1:
-                raise soap.SoapError(
-                    "ENVELOPE_MALFORMED", f"{operation}Request must hold one env:Envelope"
-                )
-            envelope = envelope_xml.from_element(inner)
+            envelope = soap.carried_envelope(element)
             reply = await self._run(OPERATIONS[operation], envelope)
         except soap.SoapError as exc:
             await self.service.refused(InboundRefused(exc.code, exc.message), envelope, operation)
@@ -90,13 +83,13 @@ class PartnerApi:
             )
         except (SecurityError, InboundRefused) as exc:
             await self.service.refused(exc, envelope, operation)
-            fault = soap.SoapError(exc.code, exc.message)
             return web.Response(
-                status=500, body=soap.fault_xml(fault, GATEWAY_NS), content_type="text/xml"
+                status=500,
+                body=soap.fault_for(exc.code, exc.message, GATEWAY_NS),
+                content_type="text/xml",
             )
-        response = etree.Element(f"{{{GATEWAY_NS}}}{operation}Response", nsmap={"x": GATEWAY_NS})
-        response.append(envelope_xml.to_element(reply))
-        return web.Response(body=soap.envelope_xml(response), content_type="text/xml")
+        body = soap.envelope_response(f"{{{GATEWAY_NS}}}{operation}Response", reply)
+        return web.Response(body=body, content_type="text/xml")
 
     # -- REST ---------------------------------------------------------------------------------
 

@@ -24,14 +24,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from lxml import etree
 
 from gateway import soap
 from gateway.config import Settings
 from gateway.keystore import backend_for
 from gateway.logs import get_logger
 from security import envelope as env
-from security import envelope_xml
 from security.errors import SecurityError
 from security.keys import read_passphrase
 from security.replay import MemoryNonceStore
@@ -261,10 +259,7 @@ class Simulator:
                 request.headers.get("SOAPAction"),
                 {"Submit": f"{{{PARTNER_NS}}}SubmitRequest"},
             )
-            inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
-            if inner is None:
-                raise soap.SoapError("ENVELOPE_MALFORMED", "SubmitRequest carries no Envelope")
-            reply = await self.handle(identity, envelope_xml.from_element(inner))
+            reply = await self.handle(identity, soap.carried_envelope(element))
         except soap.SoapError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
@@ -272,13 +267,13 @@ class Simulator:
             )
         except SecurityError as exc:
             identity.rejected[exc.code] += 1
-            fault = soap.SoapError(exc.code, exc.message)
             return web.Response(
-                status=500, body=soap.fault_xml(fault, PARTNER_NS), content_type="text/xml"
+                status=500,
+                body=soap.fault_for(exc.code, exc.message, PARTNER_NS),
+                content_type="text/xml",
             )
-        response = etree.Element(f"{{{PARTNER_NS}}}SubmitResponse", nsmap={"p": PARTNER_NS})
-        response.append(envelope_xml.to_element(reply))
-        return web.Response(body=soap.envelope_xml(response), content_type="text/xml")
+        body = soap.envelope_response(f"{{{PARTNER_NS}}}SubmitResponse", reply)
+        return web.Response(body=body, content_type="text/xml")
 
     async def stats(self, _request: web.Request) -> web.Response:
         partners = {

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from security import envelope as env
+from security import envelope_xml
 from security.envelope_xml import safe_parser
 
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -74,7 +76,7 @@ def parse_request(
     return operation, element
 
 
-def envelope_xml(body_element: etree._Element) -> bytes:
+def envelope_xml_bytes(body_element: etree._Element) -> bytes:
     root = etree.Element(f"{{{SOAP11}}}Envelope", nsmap={"soap": SOAP11})
     body = etree.SubElement(root, f"{{{SOAP11}}}Body")
     body.append(body_element)
@@ -92,3 +94,24 @@ def fault_xml(error: SoapError, detail_ns: str) -> bytes:
     etree.SubElement(info, f"{{{detail_ns}}}code").text = error.code
     etree.SubElement(info, f"{{{detail_ns}}}message").text = error.message
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def carried_envelope(element: etree._Element) -> env.Envelope:
+    """The one env:Envelope an operation's request element carries (our WSDLs' shape)."""
+    inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
+    if inner is None or len(element) != 1:
+        raise SoapError("ENVELOPE_MALFORMED", "the request must hold exactly one env:Envelope")
+    return envelope_xml.from_element(inner)
+
+
+def envelope_response(response_tag: str, envelope: env.Envelope) -> bytes:
+    """A SOAP 1.1 response whose body element carries one sealed envelope."""
+    namespace = response_tag[1:].split("}", 1)[0]
+    response = etree.Element(response_tag, nsmap={"r": namespace})
+    response.append(envelope_xml.to_element(envelope))
+    return envelope_xml_bytes(response)
+
+
+def fault_for(code: str, message: str, detail_ns: str) -> bytes:
+    """A refusal with its stable code, as a SOAP Fault."""
+    return fault_xml(SoapError(code, message), detail_ns)
