@@ -36,12 +36,19 @@ def ensure_sample_setup(settings: Settings) -> None:
     ensure_sample_trust(settings)
     if settings.keys_dir is not None:
         return
-    ours = load_trust(settings).signing_key(datetime.now(UTC)).public
-    known = trust_path(settings).read_text(encoding="utf-8")
-    for region, (name, node) in SIMULATED.items():
+    known = trust_path(settings).read_text(encoding="utf-8").replace("'", '"')
+    missing = [
+        region
+        for region in SIMULATED
+        if not (simulator_dir(settings, region) / "trust.yaml").exists()
+        or f'region: "{region}"' not in known
+    ]
+    # Unlocking our key (PBKDF2) only when a partner still has to be set up: not on every start.
+    ours = load_trust(settings).signing_key(datetime.now(UTC)).public if missing else None
+    for region in missing:
+        assert ours is not None
+        name, node = SIMULATED[region]
         folder = simulator_dir(settings, region)
-        if (folder / "trust.yaml").exists() and f'region: "{region}"' in known.replace("'", '"'):
-            continue
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         secret = secrets.token_urlsafe(24)
         _write_private(folder / "passphrase", secret + "\n")

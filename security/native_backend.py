@@ -27,6 +27,8 @@ from security.keyformats import parse_spki, pkcs8_der, spki_der
 
 _P = ctypes.c_void_p
 _UBYTE_P = ctypes.POINTER(ctypes.c_ubyte)
+# (ctx, out, &out_len, in, in_len): the shape of every one-shot EVP call used here
+_OUT_IN = [_P, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p, ctypes.c_size_t]
 
 
 def _load_libcrypto() -> ctypes.CDLL:
@@ -59,43 +61,16 @@ def _bind(lib: ctypes.CDLL) -> None:
         "EVP_MD_CTX_set_pkey_ctx": (None, [_P, _P]),
         "EVP_sm3": (_P, []),
         "EVP_DigestSignInit": (ctypes.c_int, [_P, _P, _P, _P, _P]),
-        "EVP_DigestSign": (
-            ctypes.c_int,
-            [
-                _P,
-                ctypes.c_char_p,
-                ctypes.POINTER(ctypes.c_size_t),
-                ctypes.c_char_p,
-                ctypes.c_size_t,
-            ],
-        ),
+        "EVP_DigestSign": (ctypes.c_int, _OUT_IN),
         "EVP_DigestVerifyInit": (ctypes.c_int, [_P, _P, _P, _P, _P]),
         "EVP_DigestVerify": (
             ctypes.c_int,
             [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t],
         ),
         "EVP_PKEY_encrypt_init": (ctypes.c_int, [_P]),
-        "EVP_PKEY_encrypt": (
-            ctypes.c_int,
-            [
-                _P,
-                ctypes.c_char_p,
-                ctypes.POINTER(ctypes.c_size_t),
-                ctypes.c_char_p,
-                ctypes.c_size_t,
-            ],
-        ),
+        "EVP_PKEY_encrypt": (ctypes.c_int, _OUT_IN),
         "EVP_PKEY_decrypt_init": (ctypes.c_int, [_P]),
-        "EVP_PKEY_decrypt": (
-            ctypes.c_int,
-            [
-                _P,
-                ctypes.c_char_p,
-                ctypes.POINTER(ctypes.c_size_t),
-                ctypes.c_char_p,
-                ctypes.c_size_t,
-            ],
-        ),
+        "EVP_PKEY_decrypt": (ctypes.c_int, _OUT_IN),
         "ERR_clear_error": (None, []),
     }
     for name, (restype, argtypes) in sig.items():
