@@ -16,6 +16,8 @@ from gateway import __version__, cli_audit, cli_mappings, cli_ops, cli_security
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.logs import configure_logging, get_logger
+from mappings.source import MappingDataError
+from security.errors import SecurityError
 
 log = get_logger("gateway.cli")
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -123,7 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"xgw: {exc}\n")
         return 78  # EX_CONFIG
     configure_logging(settings.log_level, settings.log_format)
-    return cli_security.run_refusing(lambda a, s: cli_mappings.run(handler, a, s), args, settings)
+    try:
+        return handler(args, settings)
+    except SecurityError as exc:  # a refusal: one line, its stable code, exit 1
+        sys.stderr.write(f"xgw: refused: {exc.code}: {exc.message}\n")
+        return 1
+    except MappingDataError as exc:  # every problem in the mapping data, located
+        cli_mappings.print_problems(exc.problems)
+        return 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from gateway.progress import Progress
 from mappings.catalogue import Matter, iter_catalogue_csv, render_catalogue_csv
 from mappings.mapping import inverse_index
 from mappings.registry import Registry, build_registry, load_registry, packaged_data_dir
-from mappings.source import MappingDataError, Problem
+from mappings.source import Problem
 from mappings.transform import Rule, TransformError
 from security.digest import sm3_hex
 
@@ -31,7 +31,7 @@ def registry_for(settings: Settings) -> Registry:
     return load_registry(base_dir(settings), settings.mappings_overlay_dir)
 
 
-def _print_problems(problems: list[Problem]) -> None:
+def print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         print(problem)
     print(f"{len(problems)} problem(s)", file=sys.stderr)
@@ -42,7 +42,7 @@ def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
     overlay = None if args.dir else settings.mappings_overlay_dir
     registry, problems = build_registry(root, overlay)
     if problems or registry is None:
-        _print_problems(problems)
+        print_problems(problems)
         return 1
     matters = sum(len(c.matters) for c in registry.catalogues.values())
     versions = sum(len(v) for v in registry.mapping_sets.values())
@@ -192,7 +192,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     progress.finish()
     if rejected:
         print(f"rejected {len(rejected)} of {progress.done} rows; nothing was imported:")
-        _print_problems(rejected)
+        print_problems(rejected)
         return 1
     if not matters:
         print("no rows to import; nothing was imported", file=sys.stderr)
@@ -209,7 +209,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         _registry, problems = build_registry(base_dir(settings), Path(staging))
         if problems:
             print("the mapping data would break with this catalogue; nothing was imported:")
-            _print_problems(problems)
+            print_problems(problems)
             return 1
         target = overlay / f"{args.region}.csv"
         os.replace(staged / f"{args.region}.csv", target)
@@ -245,11 +245,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     imp.add_argument("file", type=Path)
     imp.add_argument("--region", required=True, help="GB/T 2260 code of the jurisdiction")
     imp.set_defaults(handler=cmd_import)
-
-
-def run(handler: Any, args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        return int(handler(args, settings))
-    except MappingDataError as exc:
-        _print_problems(exc.problems)
-        return 1

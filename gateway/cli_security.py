@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,12 +196,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _add_passphrase_options(open_)
     open_.set_defaults(handler=cmd_open)
-
-
-def run_refusing(handler: object, args: argparse.Namespace, settings: Settings) -> int:
-    """Run a security command; a refusal is one line on stderr and exit 1."""
-    try:
-        return handler(args, settings)  # type: ignore[operator,no-any-return]
-    except SecurityError as exc:
-        sys.stderr.write(f"xgw: refused: {exc.code}: {exc.message}\n")
-        return 1
