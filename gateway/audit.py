@@ -210,9 +210,10 @@ class AuditLog:
         return Checkpoint(*row) if row else None
 
     def unsigned_count(self) -> int:
-        last = self.last_checkpoint()
-        head, _ = self.head()
-        return head - (last.to_seq if last else self._archived_to())
+        with self._lock:  # the connection is shared with the writer thread
+            last = self.last_checkpoint()
+            head, _ = self.head()
+            return head - (last.to_seq if last else self._archived_to())
 
     def _archived_to(self) -> int:
         row = self._db.execute(
@@ -514,7 +515,8 @@ class AuditWriter:
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
         due = time.monotonic() - self._last_checkpoint >= self.every_seconds
-        if force or due or self.log.unsigned_count() >= self.every_entries:
+        # Off the event loop: three queries after every group commit would stall it.
+        if force or due or await asyncio.to_thread(self.log.unsigned_count) >= self.every_entries:
             try:
                 await asyncio.to_thread(self.log.checkpoint, self._signer(), self._backend)
             except Exception as exc:
