@@ -110,7 +110,9 @@ async def passthrough(seconds: float, clients: int) -> float:
     return done / elapsed
 
 
-async def drive(base: str, token: str, clients: int, seconds: float) -> list[tuple[str, float]]:
+async def drive(
+    base: str, token: str, clients: int, seconds: float, poll: float = 0.1
+) -> list[tuple[str, float]]:
     form = bundle_form("YJS-YLBX")
     body = {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": form}
     filed: list[str] = []
@@ -130,9 +132,7 @@ async def drive(base: str, token: str, clients: int, seconds: float) -> list[tup
                         case = await response.json()
                     if case["status"] in ("done", "attention"):
                         break
-                    await asyncio.sleep(
-                        0.1
-                    )  # a window screen refreshing; latency comes from the timeline
+                    await asyncio.sleep(poll)  # a window screen refreshing; latency: the timeline
 
         await asyncio.gather(*(client() for _ in range(clients)))
         results = []
@@ -155,6 +155,7 @@ def main() -> int:
         action="store_true",
         help="run the partner simulator in its own process (as partners are)",
     )
+    parser.add_argument("--poll-seconds", type=float, default=0.1)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
@@ -171,7 +172,9 @@ def main() -> int:
             if status == "done"
         ]
         start = time.perf_counter()
-        results = asyncio.run(drive(server.url, token, args.clients, args.seconds))
+        results = asyncio.run(
+            drive(server.url, token, args.clients, args.seconds, args.poll_seconds)
+        )
         elapsed = time.perf_counter() - start
     finally:
         server.close()

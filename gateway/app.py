@@ -101,6 +101,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
         response = await _answer(request, handler)
+        store = request.app[RUNTIME].store
+        if request.method not in ("GET", "HEAD") and store is not None:
+            await store.durable()  # what the answer acknowledges is on disk before it leaves
     finally:
         structlog.contextvars.clear_contextvars()
     response.headers[REQUEST_ID_HEADER] = request_id

@@ -57,7 +57,7 @@ def assemble(settings: Settings) -> Parts:
         trust,
         registry_for(settings),
         partners,
-        Store(settings.database),
+        Store(settings.database, group_commit=True),
         open_audit_log(settings),
         lambda: trust.signing_key(datetime.now(UTC)),
         wsdl_clients,

@@ -16,6 +16,7 @@ The case is done when every sub-matter is done, needs attention when one failed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -78,7 +79,7 @@ class SubState:
     error_code: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
-    attempts: int = 0
+    attempts: int = 0  # retries asked for after a failure: each is a new message to the partner
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,18 @@ def retry_failed(states: list[SubState], sub_id: str) -> list[SubState]:
     if target is None or target.status != FAILED:
         raise ValueError(f"sub-matter {sub_id} has not failed")
     return [
-        replace(s, status=WAITING, error_code=None, error=None) if s.sub_id == sub_id else s
+        replace(s, status=WAITING, error_code=None, error=None, attempts=s.attempts + 1)
+        if s.sub_id == sub_id
+        else s
         for s in states
     ]
+
+
+def message_id(*parts: str) -> str:
+    """A message id derived from what the store records durably (a filing's idempotency key
+    and body, a sub-matter and its try): should a power cut lose the record of a message
+    already sent, the message made again has the same id, and the receiver de-duplicates it."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def can_cancel(states: list[SubState]) -> bool:

@@ -155,7 +155,7 @@ class CaseService:
                             planned.sub_id,
                             {"matter": planned.matter},
                         )
-                sent = self._queue_ready(db, case, states)
+                sent = self._queue_ready(db, case, states, hold=True)
         except sqlite3.IntegrityError:
             # Two requests with one key raced: the other one won; answer as it would.
             winner = self.store.case_by_idem(idem_key)
@@ -167,6 +167,13 @@ class CaseService:
                     "this Idempotency-Key was used with a different request body",
                 ) from None
             return winner, False
+        if sent:
+            # A filing's first messages leave once the filing is on disk: were it lost, the
+            # window would file again, perhaps changed, and the partner would hold an orphan.
+            await self.store.durable()
+            with self.store.transaction(volatile=True) as db:
+                Store.release_hold(db, case_id)
+            self.on_queued()
         await self.audit.append(
             AuditEvent(
                 "case.filed",
@@ -185,17 +192,17 @@ class CaseService:
         assert stored is not None
         return stored, True
 
-    def _seal_request(self, case_id: str, planned: PlannedSub) -> Sealed:
+    def _seal_request(self, case: CaseRow, planned: PlannedSub, attempt: int) -> Sealed:
         assert planned.partner_code is not None and planned.payload is not None
         partner = self.partners.get(planned.jurisdiction)
-        msg_id = uuid.uuid4().hex
+        msg_id = casecore.message_id(case.idem_key, case.request_hash, planned.sub_id, str(attempt))
         payload = orjson.dumps(planned.payload)
         envelope = self.sealer.seal(
             payload,
             receiver=env.Party(partner.region, partner.node),
             kind="request",
             matter=planned.partner_code,
-            idem_key=f"{case_id}.{planned.sub_id}",
+            idem_key=f"{case.id}.{planned.sub_id}",
             msg_id=msg_id,
         )
         return msg_id, payload, envelope
@@ -205,14 +212,17 @@ class CaseService:
         db: sqlite3.Connection,
         case: CaseRow,
         states: list[SubState],
+        hold: bool = False,
     ) -> list[tuple[PlannedSub, env.Envelope]]:
-        """Seal and enqueue every sub-matter that has become ready; save the new states."""
+        """Seal and enqueue every sub-matter that has become ready; save the new states.
+        ``hold``: the messages wait for ``Store.release_hold`` (a filing not yet on disk)."""
         ready = casecore.ready(states)
+        attempts = {s.sub_id: s.attempts for s in states}
         sent = []
         for sub_id in ready:
             planned = case.plan_of(sub_id)
             assert planned.partner_code is not None
-            sealed = self._seal_request(case.id, planned)
+            sealed = self._seal_request(case, planned, attempts[sub_id])
             msg_id, payload, envelope = sealed
             partner = self.partners.get(planned.jurisdiction)
             domain = self.registry.matter(self.region, planned.matter).domain
@@ -227,6 +237,7 @@ class CaseService:
                 planned.partner_code,
                 payload,
                 envelope.to_json(),
+                held=hold,
             )
             Store.add_step(
                 db,
@@ -236,7 +247,7 @@ class CaseService:
                 {"partner": partner.region, "matter": planned.partner_code, "message_id": msg_id},
             )
             sent.append((planned, envelope))
-        if sent:
+        if sent and not hold:
             # Inside the transaction: the worker runs on the loop, so it wakes after the commit.
             asyncio.get_running_loop().call_soon(self.on_queued)
         new_states = casecore.mark_queued(states, ready)

@@ -131,8 +131,7 @@ class Worker:
         while not self._stopping:
             capacity = max(0, 256 - len(self._tasks))
             messages = (
-                await asyncio.to_thread(
-                    self.store.claim,
+                self.store.claim(
                     self.owner,
                     capacity,
                     self.settings.delivery_lease_seconds,
@@ -143,7 +142,7 @@ class Worker:
             )
             for message in messages:
                 if self.redis is not None and not await self._redis_lease(message):
-                    await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
+                    self.store.release([message.msg_id], self.owner)
                     continue
                 task = asyncio.create_task(self._deliver(message))
                 self._tasks.add(task)
@@ -183,7 +182,7 @@ class Worker:
         except DeliveryError as exc:
             await self._failed(message, exc)
         except asyncio.CancelledError:
-            await asyncio.to_thread(self.store.release, [message.msg_id], self.owner)
+            self.store.release([message.msg_id], self.owner)
             raise
         except Exception as exc:  # never lose a message to a bug: reschedule it
             log.error(

@@ -12,7 +12,6 @@ ever sees or touches what it sent or what was sent to it. Every acceptance and r
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from gateway.audit import AuditEvent, AuditWriter
+from gateway.casecore import message_id
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.store import Store, iso_now
@@ -117,7 +117,7 @@ class InboundService:
     ) -> tuple[Partner, Any, env.Envelope | None]:
         """Authenticate, rate-limit, de-duplicate, open. Returns (partner, payload, cached reply)."""
         now = datetime.now(UTC)
-        self.opener.authenticate(envelope, now)  # who, unchanged, fresh — first
+        sender = self.opener.authenticate(envelope, now)  # who, unchanged, fresh — first
         try:
             partner = self.partners.get(envelope.sender_region)
         except PartnerConfigError:
@@ -137,7 +137,7 @@ class InboundService:
         if rows:  # a resend: the first answer again, re-sealed; no second effect
             cached = orjson.loads(rows[0]["reply"])
             return partner, None, await self._seal(partner, envelope, cached)
-        opened = await self.opener.open(envelope, now)
+        opened = await self.opener.unseal(envelope, sender)
         try:
             payload = orjson.loads(opened.plaintext)
         except orjson.JSONDecodeError:
@@ -236,7 +236,9 @@ class InboundService:
             detail = "; ".join(f"{p.path}: {p.message}" for p in exc.problems[:10])
             return await self._reject(partner, envelope, "PAYLOAD_INVALID", detail)
         domain = self.registry.matter(self.region, resolution.local_code).domain
-        case_id = f"IN-{partner.region}-{uuid.uuid4().hex[:12]}"
+        # Derived from the partner's own reference: a filing made again after a power cut lost
+        # ours is the same case, and its hand-over the same message to the back office.
+        case_id = f"IN-{partner.region}-{message_id(partner.region, envelope.idem_key)[:20]}"
         receipt = {"status": "accepted", "receipt_no": case_id, "matter": resolution.local_code}
         with self.store.transaction() as db:
             existing = db.execute(
@@ -378,7 +380,7 @@ class InboundService:
                 "message": answer.get("message"),
             }
         )
-        msg_id = uuid.uuid4().hex
+        msg_id = message_id("result", message.case_id)
         # Sealed before the transaction, so the write holds the lock only for the writes.
         sealed = self.sealer.seal(
             payload,

@@ -145,12 +145,12 @@ class Simulator:
     async def handle(self, identity: Identity, envelope: env.Envelope) -> env.Envelope:
         """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
         now = env.now_utc()
-        identity.opener.authenticate(envelope, now)
+        sender = identity.opener.authenticate(envelope, now)
         reply = identity.replies.get(envelope.msg_id)
         if reply is not None:
             identity.duplicates += 1
         else:
-            opened = await identity.opener.open(envelope, now)
+            opened = await identity.opener.unseal(envelope, sender)
             try:
                 payload = orjson.loads(opened.plaintext)
             except orjson.JSONDecodeError:

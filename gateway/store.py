@@ -9,7 +9,9 @@ de-duplicates by message id.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import secrets
 import sqlite3
 import threading
@@ -62,6 +64,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 # Outbox statuses: pending → in_flight → delivered | dead (| cancelled with its case).
 PENDING, IN_FLIGHT = "pending", "in_flight"
+HOLD_SECONDS = 5.0  # a held message's due time, should its release be lost (a crash)
 
 
 def iso_now() -> str:
@@ -140,31 +143,51 @@ def _case(row: sqlite3.Row) -> CaseRow:
     return CaseRow(**data)
 
 
-def open_sqlite(path: Path) -> sqlite3.Connection:
-    """A durable WAL-mode connection usable from worker threads (callers serialize writes)."""
+def open_sqlite(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A WAL-mode connection usable from worker threads (callers serialize writes). FULL: every
+    commit is on disk when it returns; NORMAL: only once the caller syncs the WAL (group commit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
     db.execute("PRAGMA busy_timeout=30000")
     return db
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """``group_commit=False`` (the CLI): each commit is durable when it returns.
+    ``group_commit=True`` (the serving gateway): commits skip their own fsync and whoever is
+    about to acknowledge one — answer a window or a partner — awaits ``durable()``: one fsync
+    of the WAL covers every commit made before it. That is synchronous=FULL's guarantee for
+    what is acknowledged, at one fsync per turn of the event loop instead of one per state
+    change. Messages need not wait: their ids derive from durable facts
+    (``casecore.message_id``), so one re-made after a power cut is de-duplicated by its
+    receiver; only a filing's first messages are held until the filing is on disk."""
+
+    def __init__(self, path: Path, group_commit: bool = False) -> None:
         self.path = path
-        self._db = open_sqlite(path)
+        self.group_commit = group_commit
+        self._db = open_sqlite(path, "NORMAL" if group_commit else "FULL")
         self._db.row_factory = sqlite3.Row
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
+        self._committed = 0  # commits made by this store (group commit)
+        self._synced = 0  # of which known to be on disk
+        self._syncing: asyncio.Future[None] | None = None
+        self._wal: int | None = None  # a descriptor of the WAL file, for fsync
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._db.close()  # the last connection's close checkpoints the WAL, with syncs
+            if self._wal is not None:
+                os.close(self._wal)
+                self._wal = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+    def transaction(self, volatile: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock).
+        ``volatile``: nobody need wait for this one to be on disk (losing it changes only when
+        something happens), so ``durable()`` does not wait for it alone."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -173,6 +196,44 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            if not volatile:
+                self._committed += 1
+            if not self.group_commit:
+                self._synced = self._committed
+
+    async def durable(self) -> None:
+        """Return once every transaction committed so far is on disk (at once without group
+        commit: each commit synced itself)."""
+        target = self._committed
+        while self._synced < target:
+            if self._syncing is None:
+                # One fsync after the callbacks already due have run (their commits ride
+                # along), on the loop's own thread: a worker thread would wait for the GIL.
+                self._syncing = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_soon(self._sync, self._syncing)
+            await asyncio.shield(self._syncing)
+
+    def _sync(self, done: asyncio.Future[None]) -> None:
+        upto = self._committed
+        try:
+            self._fsync_wal()
+        except OSError as exc:
+            done.set_exception(exc)
+        else:
+            self._synced = max(self._synced, upto)
+            done.set_result(None)
+        finally:
+            self._syncing = None
+
+    def _fsync_wal(self) -> None:
+        # fsync flushes the file (the inode), whichever descriptor asks: SQLite's own writes
+        # made before this call are on disk when it returns.
+        if self._wal is not None and os.fstat(self._wal).st_nlink == 0:
+            os.close(self._wal)  # the WAL was removed and made anew: follow the new file
+            self._wal = None
+        if self._wal is None:
+            self._wal = os.open(f"{self.path}-wal", os.O_RDONLY)
+        os.fsync(self._wal)
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -333,7 +394,9 @@ class Store:
         matter: str,
         payload: bytes,
         envelope: bytes,
+        held: bool = False,
     ) -> None:
+        """``held``: not due until ``release_hold`` (or, should that never come, a little later)."""
         now = time.time()
         db.execute(
             "INSERT INTO outbox (msg_id, case_id, sub_id, partner, domain, kind, matter, payload, envelope, "
@@ -350,8 +413,16 @@ class Store:
                 envelope,
                 PENDING,
                 now,
-                now,
+                now + HOLD_SECONDS if held else now,
             ),
+        )
+
+    @staticmethod
+    def release_hold(db: sqlite3.Connection, case_id: str) -> None:
+        db.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE case_id = ? AND status = ? "
+            "AND attempts = 0 AND next_attempt_at > ?",
+            (time.time(), case_id, PENDING, time.time()),
         )
 
     @staticmethod

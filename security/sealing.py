@@ -89,8 +89,12 @@ class Opener:
         return sender
 
     async def open(self, envelope: env.Envelope, now: datetime | None = None) -> Opened:
-        moment = now or env.now_utc()
-        sender = self.authenticate(envelope, moment)
+        """All six steps."""
+        return await self.unseal(envelope, self.authenticate(envelope, now or env.now_utc()))
+
+    async def unseal(self, envelope: env.Envelope, sender: TrustedKey) -> Opened:
+        """Steps 5–6, for an envelope ``authenticate`` accepted from ``sender`` (a caller that
+        must know who sent it before deciding to open, e.g. to answer a resend, verifies once)."""
         nonce_key = f"{envelope.sender_region}:{envelope.nonce}"
         if not await self.nonces.claim(nonce_key, nonce_ttl(self.window_seconds)):
             raise SecurityError(REPLAYED, "this envelope's nonce was already used")
