@@ -7,6 +7,7 @@ A thin shell: handlers parse, call the core, and render. Later issues add their 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import socket
@@ -232,7 +233,7 @@ async def _open_runtime(app: web.Application) -> None:
     runtime.worker = Worker(
         settings, parts.store, runtime.service, parts.partners, clients, owner, runtime.redis
     )
-    runtime.service.on_queued = runtime.worker.wake
+    runtime.service.dispatcher = runtime.worker
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
     api = CasesApi(runtime.service, parts.store, runtime.worker.wake)
     app[CASES_API] = api
@@ -281,6 +282,10 @@ async def _open_runtime(app: web.Application) -> None:
             },
         )
     )
+
+    # What start-up built (mapping data, WSDLs, keys) lives as long as the process: keep it out
+    # of the cyclic collector's full passes, which would otherwise walk it all, pausing the loop.
+    gc.freeze()
 
     async def archive_periodically() -> None:
         """Move entries older than audit_live_days to archive files, at start and hourly."""

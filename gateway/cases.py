@@ -7,14 +7,12 @@ timeline steps and any newly sealed outbox messages in one transaction.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import sqlite3
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -33,6 +31,44 @@ from security.sealing import Opener, Sealer
 
 log = get_logger("gateway.cases")
 Sealed = tuple[str, bytes, env.Envelope]  # message id, plaintext, envelope
+
+
+class Dispatcher(Protocol):
+    """The delivery worker, as the case service sees it."""
+
+    def lease_for(self, partner: str) -> tuple[str, float] | None:
+        """(owner, lease end) if this instance can send to ``partner`` at once, else None."""
+        ...
+
+    def dispatch(self, messages: list[OutboxMessage]) -> None:
+        """Send these messages, already leased to this instance."""
+        ...
+
+    def wake(self) -> None:
+        """Look for due messages now."""
+        ...
+
+
+class NoDispatcher:
+    """Until a worker is attached: everything waits in the outbox."""
+
+    def lease_for(self, partner: str) -> tuple[str, float] | None:
+        return None
+
+    def dispatch(self, messages: list[OutboxMessage]) -> None:
+        raise AssertionError("nothing is leased without a worker")
+
+    def wake(self) -> None:
+        pass
+
+
+@dataclass
+class Queued:
+    """What a case change put in the outbox."""
+
+    sent: list[tuple[PlannedSub, env.Envelope]] = field(default_factory=list)
+    leased: list[OutboxMessage] = field(default_factory=list)  # ours to send at once
+    held: bool = False  # some wait for Store.release_hold
 
 
 @dataclass(frozen=True)
@@ -65,7 +101,7 @@ class CaseService:
     ) -> None:
         self.store, self.registry, self.partners = store, registry, partners
         self.sealer, self.opener, self.audit, self.region = sealer, opener, audit, region
-        self.on_queued: Callable[[], None] = lambda: None  # the delivery worker's wake-up
+        self.dispatcher: Dispatcher = NoDispatcher()
 
     # -- filing --------------------------------------------------------------------------------
 
@@ -139,7 +175,7 @@ class CaseService:
             states,
             1,
         )
-        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        queued = Queued()
         try:
             with self.store.transaction() as db:
                 Store.insert_case(db, case)
@@ -155,7 +191,7 @@ class CaseService:
                             planned.sub_id,
                             {"matter": planned.matter},
                         )
-                sent = self._queue_ready(db, case, states, hold=True)
+                queued = self._queue_ready(db, case, states, hold=True)
         except sqlite3.IntegrityError:
             # Two requests with one key raced: the other one won; answer as it would.
             winner = self.store.case_by_idem(idem_key)
@@ -167,13 +203,14 @@ class CaseService:
                     "this Idempotency-Key was used with a different request body",
                 ) from None
             return winner, False
-        if sent:
+        if queued.sent:
             # A filing's first messages leave once the filing is on disk: were it lost, the
             # window would file again, perhaps changed, and the partner would hold an orphan.
             await self.store.durable()
-            with self.store.transaction(volatile=True) as db:
-                Store.release_hold(db, case_id)
-            self.on_queued()
+            if queued.held:
+                with self.store.transaction(volatile=True) as db:
+                    Store.release_hold(db, case_id)
+            self._hand_over(queued)
         await self.audit.append(
             AuditEvent(
                 "case.filed",
@@ -186,7 +223,7 @@ class CaseService:
                 details={"hall": filing.hall, "sub_matters": len(plan)},
             )
         )
-        for planned, envelope in sent:
+        for planned, envelope in queued.sent:
             await self._audit_sent(case_id, planned, envelope, filing.applicant_id)
         stored = self.store.case(case_id)
         assert stored is not None
@@ -213,12 +250,14 @@ class CaseService:
         case: CaseRow,
         states: list[SubState],
         hold: bool = False,
-    ) -> list[tuple[PlannedSub, env.Envelope]]:
-        """Seal and enqueue every sub-matter that has become ready; save the new states.
-        ``hold``: the messages wait for ``Store.release_hold`` (a filing not yet on disk)."""
+    ) -> Queued:
+        """Seal and enqueue every sub-matter that has become ready; save the new states. A
+        message this instance can send at once is leased to it in the same write (no claim
+        needed); ``hold``: the others wait for ``Store.release_hold`` (a filing not yet on
+        disk). After the commit, ``_hand_over`` sets them going."""
         ready = casecore.ready(states)
         attempts = {s.sub_id: s.attempts for s in states}
-        sent = []
+        queued = Queued()
         for sub_id in ready:
             planned = case.plan_of(sub_id)
             assert planned.partner_code is not None
@@ -226,7 +265,8 @@ class CaseService:
             msg_id, payload, envelope = sealed
             partner = self.partners.get(planned.jurisdiction)
             domain = self.registry.matter(self.region, planned.matter).domain
-            Store.enqueue(
+            lease = self.dispatcher.lease_for(partner.region)
+            message = Store.enqueue(
                 db,
                 msg_id,
                 case.id,
@@ -237,7 +277,8 @@ class CaseService:
                 planned.partner_code,
                 payload,
                 envelope.to_json(),
-                held=hold,
+                held=hold and lease is None,
+                lease=lease,
             )
             Store.add_step(
                 db,
@@ -246,13 +287,21 @@ class CaseService:
                 sub_id,
                 {"partner": partner.region, "matter": planned.partner_code, "message_id": msg_id},
             )
-            sent.append((planned, envelope))
-        if sent and not hold:
-            # Inside the transaction: the worker runs on the loop, so it wakes after the commit.
-            asyncio.get_running_loop().call_soon(self.on_queued)
+            queued.sent.append((planned, envelope))
+            if lease is not None:
+                queued.leased.append(message)
+            else:
+                queued.held = queued.held or hold
         new_states = casecore.mark_queued(states, ready)
         Store.save_states(db, case, new_states, casecore.case_status(new_states))
-        return sent
+        return queued
+
+    def _hand_over(self, queued: Queued) -> None:
+        """After the commit: send what is ours to send, wake the worker for the rest."""
+        if queued.leased:
+            self.dispatcher.dispatch(queued.leased)
+        if len(queued.leased) < len(queued.sent):
+            self.dispatcher.wake()
 
     async def _audit_sent(
         self, case_id: str, planned: PlannedSub, envelope: env.Envelope, person: str | None = None
@@ -329,7 +378,7 @@ class CaseService:
                 )
             )
             return
-        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        queued = Queued()
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT status FROM outbox WHERE msg_id = ?", (message.msg_id,)
@@ -362,9 +411,10 @@ class CaseService:
             )
             Store.save_states(db, case, states, casecore.case_status(states))
             case.states = states
-            sent = self._queue_ready(db, case, states)
+            queued = self._queue_ready(db, case, states)
+        self._hand_over(queued)
         event = "message.delivered" if effective.accepted else "message.refused"
-        await self._audit_answer(event, message, planned, effective, reply_envelope, sent)
+        await self._audit_answer(event, message, planned, effective, reply_envelope, queued.sent)
 
     async def _audit_answer(
         self,
@@ -420,7 +470,7 @@ class CaseService:
             reply = reply_from(body)
         except SecurityError:
             return False
-        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        queued = Queued()
         with self.store.transaction() as db:
             case = Store.load_case(db, message.case_id)
             if case is None:
@@ -447,8 +497,11 @@ class CaseService:
             )
             Store.save_states(db, case, states, casecore.case_status(states))
             case.states = states
-            sent = self._queue_ready(db, case, states)
-        await self._audit_answer("result.reported", message, planned, effective, envelope, sent)
+            queued = self._queue_ready(db, case, states)
+        self._hand_over(queued)
+        await self._audit_answer(
+            "result.reported", message, planned, effective, envelope, queued.sent
+        )
         return True
 
     async def retry_scheduled(
@@ -604,7 +657,7 @@ class CaseService:
         return updated
 
     async def retry(self, case: CaseRow, sub_id: str, actor: str) -> CaseRow:
-        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        queued = Queued()
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None
@@ -615,8 +668,9 @@ class CaseService:
                     "SUB_MATTER_NOT_RETRYABLE", 409, "Nothing to retry", str(exc)
                 ) from None
             Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
-            sent = self._queue_ready(db, current, states)
-        for planned, envelope in sent:
+            queued = self._queue_ready(db, current, states)
+        self._hand_over(queued)
+        for planned, envelope in queued.sent:
             await self._audit_sent(case.id, planned, envelope)
         updated = self.store.case(case.id)
         assert updated is not None
@@ -625,7 +679,7 @@ class CaseService:
     async def complete_local(
         self, case: CaseRow, sub_id: str, result: dict[str, Any] | None, actor: str
     ) -> CaseRow:
-        sent: list[tuple[PlannedSub, env.Envelope]] = []
+        queued = Queued()
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None
@@ -636,7 +690,8 @@ class CaseService:
                     "SUB_MATTER_NOT_LOCAL", 409, "Not a local sub-matter", str(exc)
                 ) from None
             Store.add_step(db, case.id, "done_locally", sub_id, {"by": actor})
-            sent = self._queue_ready(db, current, states)
+            queued = self._queue_ready(db, current, states)
+        self._hand_over(queued)
         await self.audit.append(
             AuditEvent(
                 "case.local_done",
@@ -647,7 +702,7 @@ class CaseService:
                 details={"sub_matter": sub_id},
             )
         )
-        for planned, envelope in sent:
+        for planned, envelope in queued.sent:
             await self._audit_sent(case.id, planned, envelope)
         updated = self.store.case(case.id)
         assert updated is not None

@@ -36,6 +36,7 @@ from security.errors import SecurityError
 
 log = get_logger("gateway.delivery")
 LOCAL = "local"  # the outbox's name for our own back office
+MAX_IN_FLIGHT = 256  # deliveries one instance has under way at once
 
 
 class PartnerClient(Protocol):
@@ -127,9 +128,32 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    def lease_for(self, partner: str) -> tuple[str, float] | None:
+        """A message just written for ``partner`` is ours at once if we can send it now: the
+        case service leases it to us in its own write, and no claim is needed."""
+        if (
+            self._stopping
+            or len(self._tasks) >= MAX_IN_FLIGHT
+            or not self._circuit_allows_claim(partner)
+        ):
+            return None
+        return self.owner, time.time() + self.settings.delivery_lease_seconds
+
+    def dispatch(self, messages: list[OutboxMessage]) -> None:
+        for message in messages:
+            task = asyncio.create_task(self._leased_delivery(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _leased_delivery(self, message: OutboxMessage) -> None:
+        if self.redis is not None and not await self._redis_lease(message):
+            self.store.release([message.msg_id], self.owner)
+            return
+        await self._deliver(message)
+
     async def run(self) -> None:
         while not self._stopping:
-            capacity = max(0, 256 - len(self._tasks))
+            capacity = max(0, MAX_IN_FLIGHT - len(self._tasks))
             messages = (
                 self.store.claim(
                     self.owner,
@@ -140,13 +164,7 @@ class Worker:
                 if capacity
                 else []
             )
-            for message in messages:
-                if self.redis is not None and not await self._redis_lease(message):
-                    self.store.release([message.msg_id], self.owner)
-                    continue
-                task = asyncio.create_task(self._deliver(message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self.dispatch(messages)
             if not messages:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

@@ -364,16 +364,14 @@ class Store:
         sub_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        row = db.execute(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE case_id = ?", (case_id,)
-        ).fetchone()
+        now = time.time()
         db.execute(
-            "INSERT INTO timeline VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO timeline SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 "
+            "FROM timeline WHERE case_id = ?1",
             (
                 case_id,
-                row[0],
-                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                + f".{int(time.time() * 1000) % 1000:03d}Z",
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                + f".{int(now * 1000) % 1000:03d}Z",
                 step,
                 sub_id,
                 orjson.dumps(detail) if detail else None,
@@ -395,27 +393,55 @@ class Store:
         payload: bytes,
         envelope: bytes,
         held: bool = False,
-    ) -> None:
-        """``held``: not due until ``release_hold`` (or, should that never come, a little later)."""
+        lease: tuple[str, float] | None = None,
+    ) -> OutboxMessage:
+        """``lease``: (owner, until) — in flight for that worker at once, as if it had claimed
+        it; ``held``: not due until ``release_hold`` (or, should that never come, a little
+        later)."""
         now = time.time()
+        message = OutboxMessage(
+            msg_id,
+            case_id,
+            sub_id,
+            partner,
+            domain,
+            kind,
+            matter,
+            payload,
+            envelope,
+            IN_FLIGHT if lease else PENDING,
+            0,
+            now,
+            now + HOLD_SECONDS if held else now,
+            lease[0] if lease else None,
+            lease[1] if lease else None,
+            None,
+            None,
+            None,
+        )
         db.execute(
-            "INSERT INTO outbox (msg_id, case_id, sub_id, partner, domain, kind, matter, payload, envelope, "
-            "status, created, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (msg_id, case_id, sub_id, partner, domain, kind, matter, payload, "
+            "envelope, status, attempts, created, next_attempt_at, lease_owner, lease_until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                msg_id,
-                case_id,
-                sub_id,
-                partner,
-                domain,
-                kind,
-                matter,
-                payload,
-                envelope,
-                PENDING,
-                now,
-                now + HOLD_SECONDS if held else now,
+                message.msg_id,
+                message.case_id,
+                message.sub_id,
+                message.partner,
+                message.domain,
+                message.kind,
+                message.matter,
+                message.payload,
+                message.envelope,
+                message.status,
+                message.attempts,
+                message.created,
+                message.next_attempt_at,
+                message.lease_owner,
+                message.lease_until,
             ),
         )
+        return message
 
     @staticmethod
     def release_hold(db: sqlite3.Connection, case_id: str) -> None:

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, padding
@@ -47,11 +48,12 @@ _PEM = re.compile(rb"-----BEGIN ([A-Z ]+)-----\s*(.*?)\s*-----END \1-----", re.D
 class PublicKey:
     point: bytes
 
-    @property
+    # Cached (frozen dataclasses allow it): trust lookups compare key ids on every message.
+    @cached_property
     def spki(self) -> bytes:
         return spki_der(self.point)
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return sm3_hex(self.spki)
 

@@ -97,7 +97,7 @@ class NativeBackend:
         self._lib = _load_libcrypto()
         _bind(self._lib)
         self._sm3_md = self._lib.EVP_sm3()
-        self._keys: OrderedDict[tuple[str, bytes], _Pkey] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, bytes, int | None], _Pkey] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- SM3 / HMAC / SM4 through `cryptography` -------------------------------------------
@@ -135,14 +135,20 @@ class NativeBackend:
 
     # -- SM2 through libcrypto ---------------------------------------------------------------
 
-    def _pkey(self, kind: str, material: bytes) -> _Pkey:
-        cache_key = (kind, material)
+    def _pkey(self, kind: str, material: bytes, private: int | None = None) -> _Pkey:
+        """A libcrypto key, cached; a private key by its scalar (and the public point given),
+        since encoding its PKCS#8 form only to look it up costs as much as using it."""
+        cache_key = (kind, material, private)
         with self._lock:
             cached = self._keys.get(cache_key)
             if cached is not None:
                 self._keys.move_to_end(cache_key)
                 return cached
-        der = spki_der(material) if kind == "public" else material
+        if kind == "public":
+            der = spki_der(material)
+        else:
+            assert private is not None
+            der = pkcs8_der(private, material or None)
         buffer = ctypes.create_string_buffer(der, len(der))
         cursor = ctypes.cast(buffer, _UBYTE_P)
         decode = self._lib.d2i_PUBKEY if kind == "public" else self._lib.d2i_AutoPrivateKey
@@ -158,7 +164,7 @@ class NativeBackend:
         return pkey
 
     def _private_pkey(self, private: int, public: bytes | None) -> _Pkey:
-        return self._pkey("private", pkcs8_der(private, public))
+        return self._pkey("private", public or b"", private)
 
     def sm2_public_key(self, private: int) -> bytes:
         pkey = self._private_pkey(private, None)
