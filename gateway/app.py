@@ -247,7 +247,7 @@ async def _open_runtime(app: web.Application) -> None:
         settings.region_code,
         RateLimiter(runtime.redis, {}),
     )
-    inbound.on_queued = runtime.worker.wake
+    inbound.dispatcher = runtime.worker
     inbound.on_result = runtime.service.result_reported
     runtime.worker.inbound = inbound
     runtime.worker.local_client = LocalSystemClient()

@@ -62,12 +62,22 @@ class NoDispatcher:
         pass
 
 
+def hand_over(dispatcher: Dispatcher, messages: list[OutboxMessage]) -> None:
+    """After the commit that wrote ``messages``: send those leased to us, wake the worker for
+    the rest."""
+    leased = [m for m in messages if m.lease_owner is not None]
+    if leased:
+        dispatcher.dispatch(leased)
+    if len(leased) < len(messages):
+        dispatcher.wake()
+
+
 @dataclass
 class Queued:
     """What a case change put in the outbox."""
 
     sent: list[tuple[PlannedSub, env.Envelope]] = field(default_factory=list)
-    leased: list[OutboxMessage] = field(default_factory=list)  # ours to send at once
+    messages: list[OutboxMessage] = field(default_factory=list)
     held: bool = False  # some wait for Store.release_hold
 
 
@@ -288,20 +298,14 @@ class CaseService:
                 {"partner": partner.region, "matter": planned.partner_code, "message_id": msg_id},
             )
             queued.sent.append((planned, envelope))
-            if lease is not None:
-                queued.leased.append(message)
-            else:
-                queued.held = queued.held or hold
+            queued.messages.append(message)
+            queued.held = queued.held or (hold and lease is None)
         new_states = casecore.mark_queued(states, ready)
         Store.save_states(db, case, new_states, casecore.case_status(new_states))
         return queued
 
     def _hand_over(self, queued: Queued) -> None:
-        """After the commit: send what is ours to send, wake the worker for the rest."""
-        if queued.leased:
-            self.dispatcher.dispatch(queued.leased)
-        if len(queued.leased) < len(queued.sent):
-            self.dispatcher.wake()
+        hand_over(self.dispatcher, queued.messages)
 
     async def _audit_sent(
         self, case_id: str, planned: PlannedSub, envelope: env.Envelope, person: str | None = None

@@ -21,9 +21,10 @@ import redis.asyncio as aioredis
 
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.casecore import message_id
+from gateway.cases import Dispatcher, NoDispatcher, hand_over
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
-from gateway.store import Store, iso_now
+from gateway.store import OutboxMessage, Store, iso_now
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
@@ -102,7 +103,7 @@ class InboundService:
         self.store, self.registry, self.partners = store, registry, partners
         self.opener, self.sealer, self.audit, self.region = opener, sealer, audit, region
         self.limiter = limiter
-        self.on_queued: Any = lambda: None
+        self.dispatcher: Dispatcher = NoDispatcher()
 
         async def record_only(_message: Any, _payload: Any, _envelope: env.Envelope) -> bool:
             return False
@@ -240,6 +241,7 @@ class InboundService:
         # ours is the same case, and its hand-over the same message to the back office.
         case_id = f"IN-{partner.region}-{message_id(partner.region, envelope.idem_key)[:20]}"
         receipt = {"status": "accepted", "receipt_no": case_id, "matter": resolution.local_code}
+        handed: OutboxMessage | None = None
         with self.store.transaction() as db:
             existing = db.execute(
                 "SELECT id FROM inbound_case WHERE partner = ? AND partner_ref = ?",
@@ -267,7 +269,7 @@ class InboundService:
                 body = orjson.dumps(
                     {"case_id": case_id, "matter": resolution.local_code, "form": form}
                 )
-                Store.enqueue(
+                handed = Store.enqueue(
                     db,
                     f"local-{case_id}",
                     case_id,
@@ -278,11 +280,13 @@ class InboundService:
                     resolution.local_code,
                     body,
                     b"",
+                    lease=self.dispatcher.lease_for("local"),
                 )
             Store.remember_inbound(
                 db, partner.region, envelope.msg_id, envelope.kind, case_id, receipt
             )
-        self.on_queued()
+        if handed is not None:
+            hand_over(self.dispatcher, [handed])
         await self._audit("message.received", "accepted", envelope, case_id, resolution.local_code)
         return await self._seal(partner, envelope, receipt)
 
@@ -401,7 +405,7 @@ class InboundService:
                 "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
                 (outcome, orjson.dumps(result), iso_now(), message.case_id),
             )
-            Store.enqueue(
+            result = Store.enqueue(
                 db,
                 msg_id,
                 message.case_id,
@@ -412,8 +416,9 @@ class InboundService:
                 row[2],
                 payload,
                 sealed.to_json(),
+                lease=self.dispatcher.lease_for(partner.region),
             )
-        self.on_queued()
+        hand_over(self.dispatcher, [result])
         await self.audit.append(
             AuditEvent(
                 "office.decided",

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,8 @@ class Store:
         self._synced = 0  # of which known to be on disk
         self._syncing: asyncio.Future[None] | None = None
         self._wal: int | None = None  # a descriptor of the WAL file, for fsync
+        # The last commit made in the current task (each request and delivery is a task).
+        self._own_commit: ContextVar[int] = ContextVar(f"xgw-store-{id(self)}", default=0)
 
     def close(self) -> None:
         with self._lock:
@@ -198,13 +201,15 @@ class Store:
                 raise
             if not volatile:
                 self._committed += 1
+                self._own_commit.set(self._committed)
             if not self.group_commit:
                 self._synced = self._committed
 
     async def durable(self) -> None:
-        """Return once every transaction committed so far is on disk (at once without group
-        commit: each commit synced itself)."""
-        target = self._committed
+        """Return once the transactions this task (this request, this delivery) committed are
+        on disk — others' commits made since need not hold it up. At once without group
+        commit: each commit synced itself."""
+        target = self._own_commit.get()
         while self._synced < target:
             if self._syncing is None:
                 # One fsync after the callbacks already due have run (their commits ride
