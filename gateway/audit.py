@@ -479,6 +479,10 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._last_checkpoint = time.monotonic()
         self._closing = False
+        # Entries appended since the last checkpoint: counted here, not queried after every
+        # group commit (None: not read yet). Another process checkpointing too only makes the
+        # count high, and an early checkpoint harmless.
+        self._unsigned: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -511,14 +515,18 @@ class AuditWriter:
                 for (_, future), seq in zip(batch, seqs, strict=True):
                     if not future.done():
                         future.set_result(seq)
+                if self._unsigned is not None:
+                    self._unsigned += len(seqs)
             await self._maybe_checkpoint()
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
+        if self._unsigned is None:  # once, off the event loop
+            self._unsigned = await asyncio.to_thread(self.log.unsigned_count)
         due = time.monotonic() - self._last_checkpoint >= self.every_seconds
-        # Off the event loop: three queries after every group commit would stall it.
-        if force or due or await asyncio.to_thread(self.log.unsigned_count) >= self.every_entries:
+        if force or due or self._unsigned >= self.every_entries:
             try:
                 await asyncio.to_thread(self.log.checkpoint, self._signer(), self._backend)
+                self._unsigned = 0
             except Exception as exc:
                 log.error("audit.checkpoint_failed", error_type=type(exc).__name__)
             self._last_checkpoint = time.monotonic()
