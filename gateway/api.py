@@ -209,8 +209,8 @@ def _visible(token: Token, case: CaseRow) -> bool:
 
 
 class CasesApi:
-    def __init__(self, service: CaseService, store: Store, wake: Any) -> None:
-        self.service, self.store, self.wake = service, store, wake
+    def __init__(self, service: CaseService, store: Store) -> None:
+        self.service, self.store = service, store
 
     def _case(self, request: web.Request) -> CaseRow:
         token = require(request, "window", "admin")
@@ -247,7 +247,6 @@ class CasesApi:
             token.name,
         )
         case, created = await self.service.file(filing, f"{token.name}:{key}", request_hash(raw))
-        self.wake()
         response = json(
             case_view(case, self.store.timeline(case.id)), status=201 if created else 200
         )
@@ -305,7 +304,6 @@ class CasesApi:
         updated = await self.service.retry(
             case, request.match_info["sub_id"], request["token"].name
         )
-        self.wake()
         return json(case_view(updated, None))
 
     async def complete(self, request: web.Request) -> web.Response:
@@ -314,7 +312,6 @@ class CasesApi:
         updated = await self.service.complete_local(
             case, request.match_info["sub_id"], body.result, request["token"].name
         )
-        self.wake()
         return json(case_view(updated, None))
 
 

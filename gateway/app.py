@@ -235,7 +235,7 @@ async def _open_runtime(app: web.Application) -> None:
     )
     runtime.service.dispatcher = runtime.worker
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
-    api = CasesApi(runtime.service, parts.store, runtime.worker.wake)
+    api = CasesApi(runtime.service, parts.store)
     app[CASES_API] = api
     inbound = InboundService(
         parts.store,

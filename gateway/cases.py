@@ -384,12 +384,8 @@ class CaseService:
             return
         queued = Queued()
         with self.store.transaction() as db:
-            row = db.execute(
-                "SELECT status FROM outbox WHERE msg_id = ?", (message.msg_id,)
-            ).fetchone()
-            if row is None or row[0] not in ("in_flight", "pending"):
+            if not Store.finish(db, message.msg_id):
                 return  # another worker finished it first
-            Store.finish(db, message.msg_id)
             case = Store.load_case(db, message.case_id)
             assert case is not None
             planned = case.plan_of(message.sub_id)

@@ -457,12 +457,17 @@ class Store:
         )
 
     @staticmethod
-    def finish(db: sqlite3.Connection, msg_id: str) -> None:
-        """The message reached its destination: delivered, lease dropped."""
-        db.execute(
-            "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
-            "lease_owner = NULL, lease_until = NULL WHERE msg_id = ?",
-            (msg_id,),
+    def finish(db: sqlite3.Connection, msg_id: str) -> bool:
+        """The message reached its destination: delivered, lease dropped. False if it was
+        not pending or in flight (another worker finished it first)."""
+        return (
+            db.execute(
+                "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
+                "lease_owner = NULL, lease_until = NULL "
+                "WHERE msg_id = ? AND status IN ('pending', 'in_flight')",
+                (msg_id,),
+            ).rowcount
+            > 0
         )
 
     @staticmethod

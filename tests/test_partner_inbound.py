@@ -64,6 +64,13 @@ def test_zeep_files_a_transfer_and_gets_a_signed_receipt_and_the_result(
     resent = client.service.SubmitCase(Envelope=sealed.as_dict())
     again = xinye.open(env.envelope_from_mapping({k: resent[k] for k in env.FIELD_NAMES}))
     assert again["receipt_no"] == receipt["receipt_no"]
+    # the same case in a new message (the partner never got our receipt): the same case, whose
+    # number derives from the partner's reference, so it survives our losing the first write
+    refiled = xinye.seal(contact_letter(), idem_key="XY-CASE-SOAP-1")
+    answer = client.service.SubmitCase(Envelope=refiled.as_dict())
+    third = xinye.open(env.envelope_from_mapping({k: answer[k] for k in env.FIELD_NAMES}))
+    assert third["receipt_no"] == receipt["receipt_no"]
+    assert receipt["receipt_no"].startswith("IN-411329-")
     # the partner asks for the status of its case
     query = xinye.seal({"receipt_no": receipt["receipt_no"]}, kind="query", idem_key="q-1")
     answered = client.service.QueryStatus(Envelope=query.as_dict())

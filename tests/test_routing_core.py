@@ -116,3 +116,28 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert all(0.25 <= d <= 60 for d in delays)
     assert max(delays[:3]) <= 2.0
     assert len({round(d, 6) for d in delays}) > 15  # jitter
+
+
+def test_message_ids_derive_from_durable_facts_and_each_retry_is_new() -> None:
+    """A message made again from the same records (after a power cut lost the first write)
+    carries the first one's id, so the partner de-duplicates it; a retry is a new message."""
+    first = casecore.message_id("window-1:key-1", "body-hash", "registration", "0")
+    assert first == casecore.message_id("window-1:key-1", "body-hash", "registration", "0")
+    assert len(first) == 32 and int(first, 16) >= 0
+    others = {
+        casecore.message_id("window-1:key-2", "body-hash", "registration", "0"),
+        casecore.message_id("window-1:key-1", "other-body", "registration", "0"),
+        casecore.message_id("window-1:key-1", "body-hash", "reimbursement", "0"),
+        casecore.message_id("window-1:key-1", "body-hash", "registration", "1"),
+        # the separator keeps parts apart: ("ab", "c") is not ("a", "bc")
+        casecore.message_id("window-1:key-1body-hash", "", "registration", "0"),
+    }
+    assert first not in others and len(others) == 5
+
+    states = casecore.initial_states(_plan("YJS-YLBX"))
+    sub = states[0].sub_id
+    states = casecore.mark_queued(states, [sub])
+    states = casecore.apply_reply(states, sub, Reply(False, "REFUSED", "no"), None)
+    retried = casecore.retry_failed(states, sub)
+    assert [s.attempts for s in retried if s.sub_id == sub] == [1]
+    assert casecore.ready(retried)[0] == sub

@@ -139,7 +139,14 @@ def test_rejection_retry_cancel_and_local_completion(deployment: Deployment) -> 
         token=deployment.token,
     )
     assert status == 200
-    deployment.wait([transfer["id"]])
+    done = deployment.wait([transfer["id"]])[0]
+    # the retry is a new message (the partner cached its refusal of the first one)
+    sent = [
+        s["detail"]["message_id"]
+        for s in done["timeline"]
+        if s["step"] == "queued" and s["sub_id"] == "medical_transfer"
+    ]
+    assert len(sent) == 2 and sent[0] != sent[1]
     # cancel: allowed while nothing was delivered, refused after
     deployment.faults({"411329": {"down": True}})
     pending = deployment.file("YJS-YLBX")
