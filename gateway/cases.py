@@ -79,6 +79,7 @@ class Queued:
     sent: list[tuple[PlannedSub, env.Envelope]] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
     held: bool = False  # some wait for Store.release_hold
+    states: list[SubState] = field(default_factory=list)  # the case's states after queuing
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,6 @@ class CaseService:
         queued = Queued()
         try:
             with self.store.transaction() as db:
-                Store.insert_case(db, case)
                 Store.add_step(
                     db, case_id, "filed", detail={"bundle": bundle.code, "hall": filing.hall}
                 )
@@ -201,7 +201,10 @@ class CaseService:
                             planned.sub_id,
                             {"matter": planned.matter},
                         )
-                queued = self._queue_ready(db, case, states, hold=True)
+                queued = self._queue_ready(db, case, states, hold=True, save=False)
+                case.states = queued.states
+                case.status = casecore.case_status(queued.states)
+                Store.insert_case(db, case)  # one write of the row, with the states as queued
         except sqlite3.IntegrityError:
             # Two requests with one key raced: the other one won; answer as it would.
             winner = self.store.case_by_idem(idem_key)
@@ -260,8 +263,10 @@ class CaseService:
         case: CaseRow,
         states: list[SubState],
         hold: bool = False,
+        save: bool = True,
     ) -> Queued:
-        """Seal and enqueue every sub-matter that has become ready; save the new states. A
+        """Seal and enqueue every sub-matter that has become ready; save the new states (``save``
+        False: the caller writes them with the case). A
         message this instance can send at once is leased to it in the same write (no claim
         needed); ``hold``: the others wait for ``Store.release_hold`` (a filing not yet on
         disk). After the commit, ``_hand_over`` sets them going."""
@@ -300,8 +305,9 @@ class CaseService:
             queued.sent.append((planned, envelope))
             queued.messages.append(message)
             queued.held = queued.held or (hold and lease is None)
-        new_states = casecore.mark_queued(states, ready)
-        Store.save_states(db, case, new_states, casecore.case_status(new_states))
+        queued.states = casecore.mark_queued(states, ready)
+        if save:
+            Store.save_states(db, case, queued.states, casecore.case_status(queued.states))
         return queued
 
     def _hand_over(self, queued: Queued) -> None:
@@ -409,9 +415,7 @@ class CaseService:
                     "message": effective.message,
                 },
             )
-            Store.save_states(db, case, states, casecore.case_status(states))
-            case.states = states
-            queued = self._queue_ready(db, case, states)
+            queued = self._queue_ready(db, case, states)  # saves the states too
         self._hand_over(queued)
         event = "message.delivered" if effective.accepted else "message.refused"
         await self._audit_answer(event, message, planned, effective, reply_envelope, queued.sent)
@@ -495,9 +499,7 @@ class CaseService:
                 message.sub_id,
                 {"reported": True, "code": effective.code, "message": effective.message},
             )
-            Store.save_states(db, case, states, casecore.case_status(states))
-            case.states = states
-            queued = self._queue_ready(db, case, states)
+            queued = self._queue_ready(db, case, states)  # saves the states too
         self._hand_over(queued)
         await self._audit_answer(
             "result.reported", message, planned, effective, envelope, queued.sent

@@ -3,8 +3,9 @@
 A case change and the sealed messages it causes are written in one transaction (the outbox
 pattern): nothing is sent that was not recorded, nothing recorded is lost. Delivery workers claim
 due messages with a lease (``BEGIN IMMEDIATE`` makes the claim atomic across processes sharing
-the file); an expired lease makes a message claimable again, which is why the partner
-de-duplicates by message id.
+the file), or a message is leased to the instance that writes it when that one can send it at
+once; an expired lease makes a message claimable again, which is why the partner de-duplicates
+by message id.
 """
 
 from __future__ import annotations
