@@ -234,9 +234,7 @@ def main() -> int:
     try:
         token = server.token()
         asyncio.run(drive(server.url, token, 2, 0.5, 0.01))  # warm up
-        single, _, _ = asyncio.run(
-            drive(server.url, token, 1, 2.0 if not args.smoke else 0.5, 0.02)
-        )
+        single, _, _ = asyncio.run(drive(server.url, token, 1, 3.0 if not args.smoke else 0.5, 0.1))
         outcomes, start, deadline = asyncio.run(
             drive(server.url, token, args.clients, args.seconds, args.poll_seconds)
         )

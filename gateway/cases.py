@@ -7,6 +7,7 @@ timeline steps and any newly sealed outbox messages in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import uuid
@@ -216,7 +217,24 @@ class CaseService:
                     "this Idempotency-Key was used with a different request body",
                 ) from None
             return winner, False
-        if queued.sent:
+        logged = asyncio.ensure_future(  # written while the filing itself reaches the disk
+            self.audit.append_all(
+                [
+                    AuditEvent(
+                        "case.filed",
+                        "internal",
+                        "ok",
+                        case_id=case_id,
+                        local_matter=bundle.code,
+                        actor=filing.token_name,
+                        person_id=filing.applicant_id,
+                        details={"hall": filing.hall, "sub_matters": len(plan)},
+                    ),
+                    *self._queued_events(case_id, queued.sent, filing.applicant_id),
+                ]
+            )
+        )
+        try:
             # A filing's first messages leave once the filing is on disk: were it lost, the
             # window would file again, perhaps changed, and the partner would hold an orphan.
             await self.store.durable()
@@ -224,20 +242,8 @@ class CaseService:
                 with self.store.transaction(volatile=True) as db:
                     Store.release_hold(db, case_id)
             self._hand_over(queued)
-        await self.audit.append(
-            AuditEvent(
-                "case.filed",
-                "internal",
-                "ok",
-                case_id=case_id,
-                local_matter=bundle.code,
-                actor=filing.token_name,
-                person_id=filing.applicant_id,
-                details={"hall": filing.hall, "sub_matters": len(plan)},
-            )
-        )
-        for planned, envelope in queued.sent:
-            await self._audit_sent(case_id, planned, envelope, filing.applicant_id)
+        finally:
+            await logged
         stored = self.store.case(case_id)
         assert stored is not None
         return stored, True
@@ -313,10 +319,11 @@ class CaseService:
     def _hand_over(self, queued: Queued) -> None:
         hand_over(self.dispatcher, queued.messages)
 
-    async def _audit_sent(
-        self, case_id: str, planned: PlannedSub, envelope: env.Envelope, person: str | None = None
-    ) -> None:
-        await self.audit.append(
+    @staticmethod
+    def _queued_events(
+        case_id: str, sent: list[tuple[PlannedSub, env.Envelope]], person: str | None = None
+    ) -> list[AuditEvent]:
+        return [
             AuditEvent(
                 "message.queued",
                 "outbound",
@@ -330,7 +337,8 @@ class CaseService:
                 person_id=person,
                 envelope=envelope.as_dict(),
             )
-        )
+            for planned, envelope in sent
+        ]
 
     # -- replies and failures from delivery ------------------------------------------------------
 
@@ -430,23 +438,24 @@ class CaseService:
         sent: list[tuple[PlannedSub, env.Envelope]],
     ) -> None:
         """A partner's answer (a reply or a later report), then what it set going."""
-        await self.audit.append(
-            AuditEvent(
-                event,
-                "inbound",
-                "accepted" if answer.accepted else "rejected",
-                case_id=message.case_id,
-                message_id=message.msg_id,
-                partner=message.partner,
-                local_matter=planned.matter,
-                partner_matter=message.matter,
-                error_code=answer.code,
-                actor=envelope.sender_key_id,
-                envelope=envelope.as_dict(),
-            )
+        await self.audit.append_all(
+            [
+                AuditEvent(
+                    event,
+                    "inbound",
+                    "accepted" if answer.accepted else "rejected",
+                    case_id=message.case_id,
+                    message_id=message.msg_id,
+                    partner=message.partner,
+                    local_matter=planned.matter,
+                    partner_matter=message.matter,
+                    error_code=answer.code,
+                    actor=envelope.sender_key_id,
+                    envelope=envelope.as_dict(),
+                ),
+                *self._queued_events(message.case_id, sent),
+            ]
         )
-        for next_planned, sealed in sent:
-            await self._audit_sent(message.case_id, next_planned, sealed)
 
     def _map_answer(self, planned: PlannedSub, reply: Reply) -> tuple[Reply, dict[str, Any]]:
         """The partner's answer in our schema (answers through their transform's inverse)."""
@@ -672,8 +681,7 @@ class CaseService:
             Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
             queued = self._queue_ready(db, current, states)
         self._hand_over(queued)
-        for planned, envelope in queued.sent:
-            await self._audit_sent(case.id, planned, envelope)
+        await self.audit.append_all(self._queued_events(case.id, queued.sent))
         updated = self.store.case(case.id)
         assert updated is not None
         return updated
@@ -694,18 +702,19 @@ class CaseService:
             Store.add_step(db, case.id, "done_locally", sub_id, {"by": actor})
             queued = self._queue_ready(db, current, states)
         self._hand_over(queued)
-        await self.audit.append(
-            AuditEvent(
-                "case.local_done",
-                "internal",
-                "ok",
-                case_id=case.id,
-                actor=actor,
-                details={"sub_matter": sub_id},
-            )
+        await self.audit.append_all(
+            [
+                AuditEvent(
+                    "case.local_done",
+                    "internal",
+                    "ok",
+                    case_id=case.id,
+                    actor=actor,
+                    details={"sub_matter": sub_id},
+                ),
+                *self._queued_events(case.id, queued.sent),
+            ]
         )
-        for planned, envelope in queued.sent:
-            await self._audit_sent(case.id, planned, envelope)
         updated = self.store.case(case.id)
         assert updated is not None
         return updated

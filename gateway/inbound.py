@@ -11,6 +11,7 @@ ever sees or touches what it sent or what was sent to it. Every acceptance and r
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -137,7 +138,7 @@ class InboundService:
         )
         if rows:  # a resend: the first answer again, re-sealed; no second effect
             cached = orjson.loads(rows[0]["reply"])
-            return partner, None, await self._seal(partner, envelope, cached)
+            return partner, None, self._seal(partner, envelope, cached)
         opened = await self.opener.unseal(envelope, sender)
         try:
             payload = orjson.loads(opened.plaintext)
@@ -147,9 +148,7 @@ class InboundService:
             ) from None
         return partner, payload, None
 
-    async def _seal(
-        self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]
-    ) -> env.Envelope:
+    def _seal(self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]) -> env.Envelope:
         return self.sealer.seal(
             orjson.dumps(body),
             receiver=env.Party(partner.region, partner.node),
@@ -157,6 +156,26 @@ class InboundService:
             matter=envelope.matter,
             idem_key=envelope.msg_id,
         )
+
+    async def _answer(
+        self,
+        partner: Partner,
+        envelope: env.Envelope,
+        body: dict[str, Any],
+        outcome: str,
+        case_id: str | None = None,
+        local_matter: str | None = None,
+        code: str | None = None,
+    ) -> env.Envelope:
+        """The sealed answer, made while its log entry is being written; returned once both
+        are done (no answer leaves that the exchange log does not hold)."""
+        logged = asyncio.ensure_future(
+            self._audit("message.received", outcome, envelope, case_id, local_matter, code)
+        )
+        try:
+            return self._seal(partner, envelope, body)
+        finally:
+            await logged
 
     def _remember(
         self, partner: Partner, envelope: env.Envelope, case_id: str | None, reply: dict[str, Any]
@@ -287,8 +306,9 @@ class InboundService:
             )
         if handed is not None:
             hand_over(self.dispatcher, [handed])
-        await self._audit("message.received", "accepted", envelope, case_id, resolution.local_code)
-        return await self._seal(partner, envelope, receipt)
+        return await self._answer(
+            partner, envelope, receipt, "accepted", case_id, resolution.local_code
+        )
 
     async def _reject(
         self, partner: Partner, envelope: env.Envelope, code: str, message: str
@@ -296,8 +316,7 @@ class InboundService:
         """A valid, authentic message we cannot act on: a sealed business refusal (not a fault)."""
         reply = {"status": "rejected", "code": code, "message": message}
         self._remember(partner, envelope, None, reply)
-        await self._audit("message.received", "rejected", envelope, code=code)
-        return await self._seal(partner, envelope, reply)
+        return await self._answer(partner, envelope, reply, "rejected", code=code)
 
     async def report(self, envelope: env.Envelope) -> env.Envelope:
         """A partner reports the result of one of our messages (``idem_key`` = our message id)."""
@@ -330,8 +349,9 @@ class InboundService:
                 message.case_id,
                 {"status": "accepted"},
             )
-        await self._audit("message.received", "accepted", envelope, message.case_id)
-        return await self._seal(partner, envelope, {"status": "accepted"})
+        return await self._answer(
+            partner, envelope, {"status": "accepted"}, "accepted", message.case_id
+        )
 
     async def status(self, envelope: env.Envelope) -> env.Envelope:
         partner, payload, cached = await self._open(envelope, "query")
@@ -357,8 +377,7 @@ class InboundService:
             "result": orjson.loads(row["result"]) if row["result"] else None,
         }
         self._remember(partner, envelope, row["id"], answer)
-        await self._audit("message.received", "accepted", envelope, row["id"])
-        return await self._seal(partner, envelope, answer)
+        return await self._answer(partner, envelope, answer, "accepted", row["id"])
 
     # -- our back office's answer, and the result back to the partner -------------------------
 
@@ -419,26 +438,26 @@ class InboundService:
                 lease=self.dispatcher.lease_for(partner.region),
             )
         hand_over(self.dispatcher, [result])
-        await self.audit.append(
-            AuditEvent(
-                "office.decided",
-                "internal",
-                outcome,
-                case_id=message.case_id,
-                local_matter=message.matter,
-                partner=row[0],
-            )
-        )
-        await self.audit.append(
-            AuditEvent(
-                "message.queued",
-                "outbound",
-                "queued",
-                case_id=message.case_id,
-                message_id=msg_id,
-                partner=row[0],
-                partner_matter=row[2],
-                actor=sealed.sender_key_id,
-                envelope=sealed.as_dict(),
-            )
+        await self.audit.append_all(
+            [
+                AuditEvent(
+                    "office.decided",
+                    "internal",
+                    outcome,
+                    case_id=message.case_id,
+                    local_matter=message.matter,
+                    partner=row[0],
+                ),
+                AuditEvent(
+                    "message.queued",
+                    "outbound",
+                    "queued",
+                    case_id=message.case_id,
+                    message_id=msg_id,
+                    partner=row[0],
+                    partner_matter=row[2],
+                    actor=sealed.sender_key_id,
+                    envelope=sealed.as_dict(),
+                ),
+            ]
         )
