@@ -345,7 +345,7 @@ class CaseService:
     def reseal(self, message: OutboxMessage) -> env.Envelope:
         """A fresh seal (new nonce and time) for the same message id: the partner's idempotency
         key stays, the replay window is satisfied again."""
-        old = env.envelope_from_json(message.envelope)
+        old = env.envelope_from_record(message.envelope)
         envelope = self.sealer.seal(
             message.payload,
             receiver=old.receiver,

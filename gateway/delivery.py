@@ -234,7 +234,7 @@ class Worker:
             async with lane.limit:
                 endpoint = partner.endpoint(message.domain)
                 client = self.clients[(message.partner, endpoint.protocol)]
-                envelope = env.envelope_from_json(message.envelope)
+                envelope = env.envelope_from_record(message.envelope)
                 age = (env.now_utc() - envelope.created_at).total_seconds()
                 if age > self.settings.replay_window_seconds / 2:
                     envelope = self.service.reseal(message)
