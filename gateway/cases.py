@@ -382,18 +382,7 @@ class CaseService:
                     (iso_now(), message.case_id),
                 )
             await self.audit.append(
-                AuditEvent(
-                    "message.delivered",
-                    "inbound",
-                    "accepted" if reply.accepted else "rejected",
-                    case_id=message.case_id,
-                    message_id=message.msg_id,
-                    partner=message.partner,
-                    partner_matter=message.matter,
-                    error_code=reply.code,
-                    actor=reply_envelope.sender_key_id,
-                    envelope=reply_envelope.as_dict(),
-                )
+                _answer_event("message.delivered", message, reply, reply_envelope)
             )
             return
         queued = Queued()
@@ -440,19 +429,7 @@ class CaseService:
         """A partner's answer (a reply or a later report), then what it set going."""
         await self.audit.append_all(
             [
-                AuditEvent(
-                    event,
-                    "inbound",
-                    "accepted" if answer.accepted else "rejected",
-                    case_id=message.case_id,
-                    message_id=message.msg_id,
-                    partner=message.partner,
-                    local_matter=planned.matter,
-                    partner_matter=message.matter,
-                    error_code=answer.code,
-                    actor=envelope.sender_key_id,
-                    envelope=envelope.as_dict(),
-                ),
+                _answer_event(event, message, answer, envelope, planned.matter),
                 *self._queued_events(message.case_id, sent),
             ]
         )
@@ -718,6 +695,29 @@ class CaseService:
         updated = self.store.case(case.id)
         assert updated is not None
         return updated
+
+
+def _answer_event(
+    event: str,
+    message: OutboxMessage,
+    answer: Reply,
+    envelope: env.Envelope,
+    local_matter: str | None = None,
+) -> AuditEvent:
+    """The log entry of a partner's answer to one of our messages."""
+    return AuditEvent(
+        event,
+        "inbound",
+        "accepted" if answer.accepted else "rejected",
+        case_id=message.case_id,
+        message_id=message.msg_id,
+        partner=message.partner,
+        local_matter=local_matter,
+        partner_matter=message.matter,
+        error_code=answer.code,
+        actor=envelope.sender_key_id,
+        envelope=envelope.as_dict(),
+    )
 
 
 def _field_problem(problem: casecore.Problem) -> Any:
