@@ -2,7 +2,9 @@
 
 - Claims due messages with a lease in the store (and, with Redis, a lease in Redis too), so two
   gateway instances never send one message at the same time; an expired lease (a crashed
-  instance) makes the message claimable again, and the partner de-duplicates by message id.
+  instance) makes the message claimable again, and the partner de-duplicates by message id. A
+  message this instance can send at once is leased to it by the write that creates it
+  (``lease_for``) and handed over directly (``dispatch``), without a claim.
 - A per-partner circuit breaker stops sending to a partner that keeps failing and lets one probe
   through after ``breaker_reset_seconds``; per-partner timeouts and concurrency limits.
 - Transient failures are retried by tenacity (a short in-process burst), then rescheduled in the
