@@ -146,16 +146,23 @@ def _outcome(case: dict[str, Any]) -> Outcome:
 async def _file_and_follow(
     session: aiohttp.ClientSession, base: str, body: dict[str, Any], poll: float
 ) -> Outcome:
-    """What a window does: file a case, then refresh it every ``poll`` seconds until done."""
+    """What a window does: file a case, then refresh it every ``poll`` seconds until done,
+    asking only for a change (If-None-Match with the last ETag)."""
     async with session.post(
         f"{base}/api/v1/cases", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
     ) as response:
         case = await response.json()
         assert response.status == 201, case
+        etag = response.headers["ETag"]
     while case["status"] not in ("done", "attention"):
         await asyncio.sleep(poll)
-        async with session.get(f"{base}/api/v1/cases/{case['id']}") as response:
+        async with session.get(
+            f"{base}/api/v1/cases/{case['id']}", headers={"If-None-Match": etag}
+        ) as response:
+            if response.status == 304:
+                continue
             case = await response.json()
+            etag = response.headers["ETag"]
     return _outcome(case)
 
 

@@ -201,8 +201,19 @@ def require(request: web.Request, *roles: str) -> Token:
     return token
 
 
-def _visible(token: Token, case: CaseRow) -> bool:
-    return token.role == "admin" or (token.role == "window" and case.hall == token.hall)
+def _visible(token: Token, hall: str) -> bool:
+    return token.role == "admin" or (token.role == "window" and hall == token.hall)
+
+
+def _etag(state: tuple[int, int]) -> str:
+    """The case view's entity tag: it changes whenever the case's states (version) or its
+    timeline (last step) do — nothing else in the view ever changes."""
+    return f'"{state[0]}.{state[1]}"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    offered = {tag.strip() for tag in if_none_match.split(",")}
+    return "*" in offered or etag in offered or f"W/{etag}" in offered
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -215,7 +226,7 @@ class CasesApi:
     def _case(self, request: web.Request) -> CaseRow:
         token = require(request, "window", "admin")
         case = self.store.case(request.match_info["case_id"])
-        if case is None or not _visible(token, case):
+        if case is None or not _visible(token, case.hall):
             raise not_found("case")  # a window never learns that another hall's case exists
         return case
 
@@ -247,15 +258,28 @@ class CasesApi:
             token.name,
         )
         case, created = await self.service.file(filing, f"{token.name}:{key}", request_hash(raw))
-        response = json(
-            case_view(case, self.store.timeline(case.id)), status=201 if created else 200
-        )
+        response = self._case_response(case, 201 if created else 200)
         response.headers["Location"] = f"/api/v1/cases/{case.id}"
         return response
 
+    def _case_response(self, case: CaseRow, status: int = 200) -> web.Response:
+        timeline = self.store.timeline(case.id)
+        response = json(case_view(case, timeline), status=status)
+        response.headers["ETag"] = _etag((case.version, timeline[-1]["seq"] if timeline else 0))
+        return response
+
     async def get(self, request: web.Request) -> web.Response:
-        case = self._case(request)
-        return json(case_view(case, self.store.timeline(case.id)))
+        """A window refreshing its screen sends ``If-None-Match`` with the last ``ETag``; while
+        nothing changed the answer is a 304, without reading the case or its timeline."""
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None:
+            token = require(request, "window", "admin")
+            head = self.store.case_head(request.match_info["case_id"])
+            if head is not None and _visible(token, head[0]):
+                etag = _etag(head[1])
+                if _matches(if_none_match, etag):
+                    return web.Response(status=304, headers={"ETag": etag})
+        return self._case_response(self._case(request))
 
     async def list(self, request: web.Request) -> web.Response:
         token = require(request, "window", "admin")
@@ -410,8 +434,29 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/cases/{case_id}": {
                 "get": {
                     "summary": "A case: sub-matters, timeline, answers",
-                    "parameters": [case_id],
-                    "responses": {"200": case_response, **errors},
+                    "parameters": [
+                        case_id,
+                        {
+                            "name": "If-None-Match",
+                            "in": "header",
+                            "required": False,
+                            "description": "the ETag of the case as last seen",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            **case_response,
+                            "headers": {
+                                "ETag": {
+                                    "description": "changes whenever the case does",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
+                        "304": {"description": "unchanged since the ETag given"},
+                        **errors,
+                    },
                 }
             },
             "/api/v1/cases/{case_id}/cancel": {

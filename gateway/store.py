@@ -281,6 +281,15 @@ class Store:
         rows = self.read("SELECT * FROM cases WHERE idem_key = ?", (idem_key,))
         return _case(rows[0]) if rows else None
 
+    def case_head(self, case_id: str) -> tuple[str, tuple[int, int]] | None:
+        """(hall, (version, last timeline step)): enough to tell whether a case changed."""
+        rows = self.read(
+            "SELECT hall, version, (SELECT COALESCE(MAX(seq), 0) FROM timeline "
+            "WHERE case_id = cases.id) FROM cases WHERE id = ?",
+            (case_id,),
+        )
+        return (rows[0][0], (rows[0][1], rows[0][2])) if rows else None
+
     def case(self, case_id: str) -> CaseRow | None:
         rows = self.read("SELECT * FROM cases WHERE id = ?", (case_id,))
         return _case(rows[0]) if rows else None

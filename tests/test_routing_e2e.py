@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,6 +302,10 @@ def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
         "张湾街道便民服务中心",
     ).strip()
     assert http("GET", f"{url}/{first['id']}", token=other)[0] == 404
+    # ... not even through a conditional request
+    assert (
+        http("GET", f"{url}/{first['id']}", token=other, headers={"If-None-Match": "*"})[0] == 404
+    )
     assert http("GET", url, token=other)[1]["items"] == []
     deployment.file("YJS-SBZR")
     status, listing = http("GET", f"{url}?limit=1", token=token)
@@ -350,3 +357,40 @@ def test_partner_accepts_now_and_reports_the_result_later(deployment: Deployment
     audit = deployment.xgw("audit", "show", "--event", "result.reported", "--limit", "100")
     assert audit.count("result.reported") == 6
     assert deployment.stats()["411329"]["applied_twice"] == []
+
+
+def _conditional_get(url: str, token: str, etag: str | None) -> tuple[int, str | None, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    if etag:
+        request.add_header("If-None-Match", etag)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers.get("ETag"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("ETag"), error.read()
+
+
+def test_a_window_refreshes_cheaply_with_etags(deployment: Deployment) -> None:
+    """A window screen sends If-None-Match: 304 while nothing changed, the case when it did."""
+    deployment.faults({"411329": {"down": True}})
+    filed = deployment.file("YJS-YLBX")
+    url = f"{deployment.url}/api/v1/cases/{filed['id']}"
+    time.sleep(0.3)
+    status, etag, _ = _conditional_get(url, deployment.token, None)
+    assert status == 200 and etag
+    for _ in range(50):  # a failed delivery adds a step to the timeline: the tag follows it
+        status, newer, body = _conditional_get(url, deployment.token, etag)
+        if status == 304:
+            assert newer == etag and body == b""
+            break
+        assert status == 200 and newer != etag
+        etag = newer
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the case never stood still")
+    status, _ = http("POST", f"{url}/cancel", token=deployment.token)
+    assert status == 200
+    status, after, body = _conditional_get(url, deployment.token, etag)
+    assert status == 200 and after != etag and json.loads(body)["status"] == "cancelled"
+    assert _conditional_get(url, deployment.token, after)[0] == 304
+    deployment.faults({"411329": {"down": False}})
