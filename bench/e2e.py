@@ -216,6 +216,15 @@ def steady_rate(outcomes: list[Outcome], start: float, deadline: float) -> tuple
     return len(window) / (deadline - start - warm), len(window)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds a process has used (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(len(ordered) * share) - 1))]
@@ -246,9 +255,11 @@ def main() -> int:
         token = server.token()
         asyncio.run(drive(server.url, token, 2, 0.5, 0.01))  # warm up
         single, _, _ = asyncio.run(drive(server.url, token, 1, 3.0 if not args.smoke else 0.5, 0.1))
+        cpu_before = process_cpu(server.proc.pid)
         outcomes, start, deadline = asyncio.run(
             drive(server.url, token, args.clients, args.seconds, args.poll_seconds)
         )
+        cpu_ms = (process_cpu(server.proc.pid) - cpu_before) / max(1, len(outcomes)) * 1000
         rate, counted = steady_rate(outcomes, start, deadline)
         half = asyncio.run(paced(server.url, token, rate / 2, args.seconds / 2, args.poll_seconds))
     finally:
@@ -270,6 +281,11 @@ def main() -> int:
     print(
         f"{'cases/s (filing to done), saturated':40}  {rate:10.1f}  {bound_rate:10.1f}  "
         f"{rate / bound_rate:6.2f}  (ref: crypto-only bound)"
+    )
+    # The same comparison without the scheduler's noise: the gateway process's CPU per case.
+    print(
+        f"{'gateway process CPU per case (ms)':40}  {cpu_ms:10.2f}  {bound_ms:10.2f}  "
+        f"{bound_ms / cpu_ms:6.2f}  (ref: crypto time of one case)"
     )
     if args.separate_simulator:  # the partner's half of the crypto runs on the other core
         print(
