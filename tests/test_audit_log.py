@@ -330,6 +330,18 @@ async def test_writer_groups_commits_and_checkpoints_by_count(tmp_path: Path) ->
     assert log.verify().ok
 
 
+async def test_writer_appends_a_steps_entries_in_order(tmp_path: Path) -> None:
+    log = Log(tmp_path)
+    writer = AuditWriter(log.audit, lambda: log.key, NATIVE, every_entries=50, every_seconds=3600)
+    writer.start()
+    events = ["case.filed", "message.queued", "message.queued"]
+    seqs = await writer.append_all([AuditEvent(e, case_id="case-1") for e in events])
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert [e["event"] for e in log.audit.query({"case_id": "case-1"}, limit=10)] == events
+    await writer.close()
+    assert log.verify().ok
+
+
 async def test_writer_checkpoints_by_time(tmp_path: Path) -> None:
     log = Log(tmp_path)
     writer = AuditWriter(
