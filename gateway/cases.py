@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,7 +80,6 @@ class Queued:
 
     sent: list[tuple[PlannedSub, env.Envelope]] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
-    held: bool = False  # some wait for Store.release_hold
     states: list[SubState] = field(default_factory=list)  # the case's states after queuing
 
 
@@ -187,7 +187,6 @@ class CaseService:
             states,
             1,
         )
-        queued = Queued()
         try:
             with self.store.transaction() as db:
                 Store.add_step(
@@ -238,10 +237,10 @@ class CaseService:
             # A filing's first messages leave once the filing is on disk: were it lost, the
             # window would file again, perhaps changed, and the partner would hold an orphan.
             await self.store.durable()
-            if queued.held:
+            if any(m.lease_owner is None for m in queued.messages):  # held: release them
                 with self.store.transaction(volatile=True) as db:
                     Store.release_hold(db, case_id)
-            self._hand_over(queued)
+            hand_over(self.dispatcher, queued.messages)
         finally:
             await logged
         stored = self.store.case(case_id)
@@ -272,10 +271,10 @@ class CaseService:
         save: bool = True,
     ) -> Queued:
         """Seal and enqueue every sub-matter that has become ready; save the new states (``save``
-        False: the caller writes them with the case). A
-        message this instance can send at once is leased to it in the same write (no claim
-        needed); ``hold``: the others wait for ``Store.release_hold`` (a filing not yet on
-        disk). After the commit, ``_hand_over`` sets them going."""
+        False: the caller writes them with the case). A message this instance can send at once
+        is leased to it in the same write (no claim needed); ``hold``: the others wait for
+        ``Store.release_hold`` (a filing not yet on disk). After the commit, ``hand_over`` sets
+        them going."""
         ready = casecore.ready(states)
         attempts = {s.sub_id: s.attempts for s in states}
         queued = Queued()
@@ -310,14 +309,10 @@ class CaseService:
             )
             queued.sent.append((planned, envelope))
             queued.messages.append(message)
-            queued.held = queued.held or (hold and lease is None)
         queued.states = casecore.mark_queued(states, ready)
         if save:
             Store.save_states(db, case, queued.states, casecore.case_status(queued.states))
         return queued
-
-    def _hand_over(self, queued: Queued) -> None:
-        hand_over(self.dispatcher, queued.messages)
 
     @staticmethod
     def _queued_events(
@@ -385,7 +380,6 @@ class CaseService:
                 _answer_event("message.delivered", message, reply, reply_envelope)
             )
             return
-        queued = Queued()
         with self.store.transaction() as db:
             if not Store.finish(db, message.msg_id):
                 return  # another worker finished it first
@@ -413,7 +407,7 @@ class CaseService:
                 },
             )
             queued = self._queue_ready(db, case, states)  # saves the states too
-        self._hand_over(queued)
+        hand_over(self.dispatcher, queued.messages)
         event = "message.delivered" if effective.accepted else "message.refused"
         await self._audit_answer(event, message, planned, effective, reply_envelope, queued.sent)
 
@@ -460,7 +454,6 @@ class CaseService:
             reply = reply_from(body)
         except SecurityError:
             return False
-        queued = Queued()
         with self.store.transaction() as db:
             case = Store.load_case(db, message.case_id)
             if case is None:
@@ -486,7 +479,7 @@ class CaseService:
                 {"reported": True, "code": effective.code, "message": effective.message},
             )
             queued = self._queue_ready(db, case, states)  # saves the states too
-        self._hand_over(queued)
+        hand_over(self.dispatcher, queued.messages)
         await self._audit_answer(
             "result.reported", message, planned, effective, envelope, queued.sent
         )
@@ -497,8 +490,6 @@ class CaseService:
     ) -> None:
         """Back to pending after ``delay``. ``counts``: an attempt was made (not so when the
         partner's circuit was open and nothing was sent)."""
-        import time
-
         with self.store.transaction() as db:
             db.execute(
                 "UPDATE outbox SET status = 'pending', attempts = attempts + ?, next_attempt_at = ?, "
@@ -577,8 +568,6 @@ class CaseService:
 
     async def replay(self, msg_id: str, actor: str) -> bool:
         """Send a dead letter again (operator action): same message id, fresh attempts."""
-        import time
-
         with self.store.transaction() as db:
             row = db.execute(
                 "SELECT case_id, sub_id, status FROM outbox WHERE msg_id = ?", (msg_id,)
@@ -645,7 +634,6 @@ class CaseService:
         return updated
 
     async def retry(self, case: CaseRow, sub_id: str, actor: str) -> CaseRow:
-        queued = Queued()
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None
@@ -657,7 +645,7 @@ class CaseService:
                 ) from None
             Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
             queued = self._queue_ready(db, current, states)
-        self._hand_over(queued)
+        hand_over(self.dispatcher, queued.messages)
         await self.audit.append_all(self._queued_events(case.id, queued.sent))
         updated = self.store.case(case.id)
         assert updated is not None
@@ -666,7 +654,6 @@ class CaseService:
     async def complete_local(
         self, case: CaseRow, sub_id: str, result: dict[str, Any] | None, actor: str
     ) -> CaseRow:
-        queued = Queued()
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None
@@ -678,7 +665,7 @@ class CaseService:
                 ) from None
             Store.add_step(db, case.id, "done_locally", sub_id, {"by": actor})
             queued = self._queue_ready(db, current, states)
-        self._hand_over(queued)
+        hand_over(self.dispatcher, queued.messages)
         await self.audit.append_all(
             [
                 AuditEvent(
