@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.demo import applicant_of, bundle_form
 from security import envelope as env
 from tests.conftest import free_port
-from tests.harness import BenchServer
+from tests.harness import BenchServer, percentile
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
 
@@ -223,11 +223,6 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(len(ordered) * share) - 1))]
 
 
 def main() -> int:

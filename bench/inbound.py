@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 import urllib.request
@@ -23,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from security import envelope as env
 from security import envelope_xml
-from tests.harness import BenchServer
+from tests.harness import BenchServer, percentile
 from tests.partner_helpers import Partner, contact_letter
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
@@ -137,13 +138,12 @@ def main() -> int:
                     break
                 time.sleep(0.05)
             rate = args.count / (time.perf_counter() - started)
-            latencies.sort()
             rows.append(
                 (
                     name,
                     rate,
-                    latencies[len(latencies) // 2],
-                    latencies[int(len(latencies) * 0.99) - 1],
+                    statistics.median(latencies),
+                    percentile(latencies, 0.99),
                     errors,
                 )
             )

@@ -269,6 +269,12 @@ class Deployment:
             self.simulator.stop()
 
 
+def percentile(values: list[float], share: float) -> float:
+    """The benchmarks' percentiles: the value below which ``share`` of them lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(len(ordered) * share) - 1))]
+
+
 class BenchServer:
     """`xgw serve --with-simulator` in a scratch folder, quiet, for the benchmarks."""
 
