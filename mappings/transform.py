@@ -359,6 +359,17 @@ class _Emitter:
     def _fail(self, indent: int, where: str, message: str) -> None:
         self.emit(indent, f"problems.append(_P({where}, {message}))")
 
+    def _lookup(
+        self, indent: int, where: str, name: str, lookup: str, value: str, message: str
+    ) -> None:
+        """``name = lookup(value)`` for a string value, a problem when that gives None; leaves
+        an ``else:`` open at ``indent + 1`` for the caller to put the converted value."""
+        self.emit(indent, "else:")
+        self.emit(indent + 1, f"{name} = {lookup}({value}) if type({value}) is str else None")
+        self.emit(indent + 1, f"if {name} is None:")
+        self._fail(indent + 2, where, message)
+        self.emit(indent + 1, "else:")
+
     def _inline(
         self, indent: int, rule: Rule, value: str, where: str, dst: str, path: tuple[str, ...]
     ) -> bool:
@@ -380,47 +391,40 @@ class _Emitter:
             mapping = self.bind(table.forward if outbound else table.inverse)
             allowed = ", ".join(sorted(table.forward if outbound else table.inverse)[:12])
             code = self.fresh("_k")
-            self.emit(indent, "else:")
-            self.emit(
-                indent + 1, f"{code} = {mapping}.get({value}) if type({value}) is str else None"
-            )
-            self.emit(indent + 1, f"if {code} is None:")
-            self._fail(
-                indent + 2,
+            self._lookup(
+                indent,
                 where,
+                code,
+                f"{mapping}.get",
+                value,
                 f"'unknown {table.name} code ' + repr({value}) + {f' (allowed: {allowed})'!r}",
             )
-            self.emit(indent + 1, "else:")
             self.put(indent + 2, dst, path, code)
             return True
         elif kind == "month" and rule.partner_format != "yyyy-MM":
             # A table of every month 1900–2199 validates and converts in one dict lookup.
             months, converted = self.bind(_MONTHS_OUT if outbound else _MONTHS_IN), self.fresh("_n")
-            self.emit(indent, "else:")
-            self.emit(
-                indent + 1, f"{converted} = {months}.get({value}) if type({value}) is str else None"
+            self._lookup(
+                indent,
+                where,
+                converted,
+                f"{months}.get",
+                value,
+                repr("must be a month " + ("yyyy-MM" if outbound else "yyyyMM")),
             )
-            self.emit(indent + 1, f"if {converted} is None:")
-            self._fail(
-                indent + 2, where, repr("must be a month " + ("yyyy-MM" if outbound else "yyyyMM"))
-            )
-            self.emit(indent + 1, "else:")
             self.put(indent + 2, dst, path, converted)
             return True
         elif kind == "amount" and rule.partner_unit == "fen":
             if outbound:
                 pattern, match = self.bind(_AMOUNT.match), self.fresh("_m")
-                self.emit(indent, "else:")
-                self.emit(
-                    indent + 1, f"{match} = {pattern}({value}) if type({value}) is str else None"
-                )
-                self.emit(indent + 1, f"if {match} is None:")
-                self._fail(
-                    indent + 2,
+                self._lookup(
+                    indent,
                     where,
+                    match,
+                    pattern,
+                    value,
                     repr("must be an amount in 元 as a string with at most two decimals"),
                 )
-                self.emit(indent + 1, "else:")
                 cents = self.fresh("_f")
                 self.emit(indent + 2, f"{cents} = {match}[2]")
                 self.put(
