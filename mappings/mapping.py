@@ -102,6 +102,17 @@ class Resolution:
     condition: Condition | None
 
 
+def _target(node: LocatedDict, when: Condition | None, problems: list[Problem]) -> Target:
+    """A mapping target from an entry (one partner code) or one of its ``to:`` branches."""
+    return Target(
+        str(node.get("partner", "")),
+        str(node.get("transform", "")),
+        when,
+        _condition(node.get("inbound_when"), node.at("inbound_when"), problems),
+        node.at("partner"),
+    )
+
+
 def _condition(raw: Any, where_: Location, problems: list[Problem]) -> Condition | None:
     from mappings.transform import _path
 
@@ -163,25 +174,9 @@ def build_entries(raw: Any, problems: list[Problem], fallback: Location) -> dict
                 when = _condition(branch.get("when"), branch.at("when"), problems)
                 if when is None:
                     problems.append(Problem(branch.location, "each branch of to: needs when:"))
-                targets.append(
-                    Target(
-                        str(branch.get("partner", "")),
-                        str(branch.get("transform", "")),
-                        when,
-                        _condition(branch.get("inbound_when"), branch.at("inbound_when"), problems),
-                        branch.at("partner"),
-                    )
-                )
+                targets.append(_target(branch, when, problems))
         else:
-            targets.append(
-                Target(
-                    str(item.get("partner", "")),
-                    str(item.get("transform", "")),
-                    None,
-                    _condition(item.get("inbound_when"), item.at("inbound_when"), problems),
-                    item.at("partner"),
-                )
-            )
+            targets.append(_target(item, None, problems))
         for target in targets:
             if not target.partner_code or not target.transform:
                 problems.append(
