@@ -48,6 +48,7 @@ from gateway.problems import (
 )
 from gateway.store import Store
 from security.digest import sm3_hex
+from security.keypool import ContentKeyPool
 from security.replay import MemoryNonceStore, NonceStore
 from security.sealing import Opener, Sealer
 
@@ -219,11 +220,24 @@ async def _open_runtime(app: web.Application) -> None:
         RedisNonceStore(runtime.redis) if runtime.redis is not None else MemoryNonceStore()
     )
     opener = Opener(parts.trust, parts.backend, nonces, settings.replay_window_seconds)
+    # Our seals' content keys, wrapped for partners while the CPU is idle (security.keypool).
+    key_pool = ContentKeyPool(parts.backend, settings.seal_key_pool_depth)
+    key_pool.start()
+
+    async def close_key_pool() -> None:
+        await asyncio.to_thread(key_pool.close)
+        log.info(
+            "key_pool.stopped",
+            seals_with_key_made_ahead=key_pool.taken_ready,
+            seals_wrapping_their_own=key_pool.taken_cold,
+        )
+
+    runtime.closers.append(close_key_pool)
     runtime.service = CaseService(
         parts.store,
         parts.registry,
         parts.partners,
-        Sealer(parts.trust, parts.backend),
+        Sealer(parts.trust, parts.backend, key_pool),
         opener,
         runtime.audit,
         settings.region_code,
@@ -242,7 +256,7 @@ async def _open_runtime(app: web.Application) -> None:
         parts.registry,
         parts.partners,
         opener,
-        Sealer(parts.trust, parts.backend),
+        Sealer(parts.trust, parts.backend, key_pool),
         runtime.audit,
         settings.region_code,
         RateLimiter(runtime.redis, {}),

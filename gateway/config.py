@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     crypto_backend: Literal["native", "gmssl"] = Field(
         "native", description="native: OpenSSL/cryptography (fast); gmssl: pure Python"
     )
+    seal_key_pool_depth: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description="content keys wrapped ahead, per partner key, while the CPU is idle (0: off)",
+    )
     replay_window_seconds: float = Field(
         300.0, gt=0, le=3600, description="accepted clock skew of an envelope's created time"
     )

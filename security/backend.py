@@ -26,6 +26,9 @@ GCM_TAG_BYTES = 16
 
 class CryptoBackend(Protocol):
     name: str
+    # Whether SM2 runs in C without the GIL: only then can another thread do it beside the
+    # event loop (security.keypool); in pure Python it would only take turns with the loop.
+    parallel_sm2: bool
 
     def sm3(self, data: bytes) -> bytes: ...
 

@@ -216,6 +216,24 @@ def envelope_from_json(raw: bytes) -> Envelope:
     return envelope_from_mapping(data)
 
 
+@dataclass(frozen=True, repr=False)
+class WrappedKey:
+    """A fresh SM4 content key and its SM2 wrap for one recipient key. It does not depend on
+    the message, so it can be made ahead of need (``security.keypool``); used once."""
+
+    recipient_key_id: str
+    key: bytes
+    wrap: bytes  # SM2 ciphertext (C1C3C2) of ``key``
+
+    def __repr__(self) -> str:  # never the key itself, in a log or a traceback
+        return f"WrappedKey(recipient_key_id={self.recipient_key_id!r})"
+
+
+def wrap_content_key(recipient: PublicKey, backend: CryptoBackend) -> WrappedKey:
+    key = secrets.token_bytes(SM4_KEY_BYTES)
+    return WrappedKey(recipient.key_id, key, backend.sm2_encrypt(recipient.point, key))
+
+
 def seal(
     plaintext: bytes,
     header: Header,
@@ -224,9 +242,12 @@ def seal(
     backend: CryptoBackend,
     distid: bytes = DEFAULT_DISTID,
     nonce: bytes | None = None,
+    wrapped: WrappedKey | None = None,
 ) -> Envelope:
-    """Encrypt to ``recipient`` with a fresh SM4 key, then sign everything with ``signer``."""
-    content_key = secrets.token_bytes(SM4_KEY_BYTES)
+    """Encrypt to ``recipient`` with a fresh SM4 key (``wrapped``: one made ahead for this
+    recipient key, else one made now), then sign everything with ``signer``."""
+    if wrapped is None or wrapped.recipient_key_id != recipient.key_id:
+        wrapped = wrap_content_key(recipient, backend)
     iv = secrets.token_bytes(GCM_IV_BYTES)
     values = {
         "v": VERSION,
@@ -249,9 +270,9 @@ def seal(
         if not _COMPILED[name].match(value):
             raise malformed(f"field {name} is not of the expected form")
     aad = "".join(f"{name}={values[name]}\n" for name in AAD_FIELDS).encode()
-    ciphertext, tag = backend.sm4_gcm_encrypt(content_key, iv, plaintext, aad)
+    ciphertext, tag = backend.sm4_gcm_encrypt(wrapped.key, iv, plaintext, aad)
     values.update(
-        key_wrap=b64(backend.sm2_encrypt(recipient.point, content_key)),
+        key_wrap=b64(wrapped.wrap),
         iv=b64(iv),
         ciphertext=b64(ciphertext),
         tag=b64(tag),

@@ -37,6 +37,7 @@ def _hex_point(hex_xy: str) -> bytes:
 
 class GmsslBackend:
     name = "gmssl"
+    parallel_sm2 = False
     _BLOCK = 64
 
     def __init__(self) -> None:

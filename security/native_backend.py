@@ -91,6 +91,7 @@ class _Pkey:
 
 class NativeBackend:
     name = "native"
+    parallel_sm2 = True  # ctypes releases the GIL around every libcrypto call
     _CACHE_SIZE = 256
 
     def __init__(self) -> None:

@@ -19,6 +19,7 @@ from datetime import datetime
 from security import envelope as env
 from security.backend import CryptoBackend
 from security.errors import NOT_FOR_US, REPLAYED, SecurityError
+from security.keypool import ContentKeyPool
 from security.replay import NonceStore, check_fresh, nonce_ttl
 from security.trust import TrustedKey, TrustStore
 
@@ -31,8 +32,11 @@ class Opened:
 
 
 class Sealer:
-    def __init__(self, trust: TrustStore, backend: CryptoBackend) -> None:
-        self.trust, self.backend = trust, backend
+    def __init__(
+        self, trust: TrustStore, backend: CryptoBackend, keys: ContentKeyPool | None = None
+    ) -> None:
+        """``keys``: content keys wrapped ahead of need (else each seal wraps its own)."""
+        self.trust, self.backend, self.keys = trust, backend, keys
 
     def seal(
         self,
@@ -65,6 +69,7 @@ class Sealer:
             recipient.key,
             self.backend,
             distid=self.trust.distid,
+            wrapped=self.keys.take(recipient.key) if self.keys is not None else None,
         )
 
 

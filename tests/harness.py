@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,78 @@ class Deployment:
             self.simulator.stop()
 
 
+def timed_loop(
+    step: Callable[[], object],
+    seconds: float,
+    stop: Callable[[], bool] | None = None,
+    cpu_time: bool = False,
+) -> tuple[int, float]:
+    """The benchmarks' crypto-only bounds: run ``step`` for ``seconds`` of wall time (or until
+    ``stop()``), at least once. Returns (times run, seconds taken) — with ``cpu_time`` the CPU
+    seconds this process used, so that a bound sharing its CPU with the load generator is
+    still one core's."""
+    clock = time.process_time if cpu_time else time.perf_counter
+    count, began, deadline = 0, clock(), time.perf_counter() + seconds
+    while count == 0 or (time.perf_counter() < deadline and not (stop is not None and stop())):
+        step()
+        count += 1
+    return count, clock() - began
+
+
+def _meter_main(
+    function: Callable[..., Any], args: tuple[Any, ...], go: Any, stop: Any, results: Any
+) -> None:
+    go.wait()
+    results.put(function(*args, stop=stop.is_set, cpu_time=True))
+
+
+class DuringRun:
+    """A crypto-only bound measured while the gateway runs, in a process of its own (spawned,
+    so it shares nothing with this one), timed in CPU seconds: the machine's speed drifts by
+    10-20% within seconds, and a bound read at another moment skews a ratio by as much.
+    ``function(*args, stop=..., cpu_time=True)`` must be importable (module level). Made
+    ahead (the process starts and imports), then ``start()`` as the run starts."""
+
+    def __init__(self, function: Callable[..., Any], *args: Any) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._go, self._stop, self._results = context.Event(), context.Event(), context.Queue()
+        self._process = context.Process(
+            target=_meter_main,
+            args=(function, args, self._go, self._stop, self._results),
+            daemon=True,
+        )
+        self._process.start()
+
+    def start(self) -> None:
+        self._go.set()
+
+    def result(self) -> Any:
+        self._stop.set()
+        value = self._results.get(timeout=120)
+        self._process.join(timeout=30)
+        return value
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+
+
+def gateway_cpu(all_cores: bool) -> int | None:
+    """The benchmarks' default on a machine with two CPUs or more: this process (load
+    generator, bounds) moves to every CPU but the first, and the first is returned for the
+    gateway (``BenchServer(cpu=...)``), which so has one core, as a crypto-only bound has.
+    None with ``all_cores`` or on one CPU."""
+    if all_cores or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    os.sched_setaffinity(0, cpus[1:])
+    return cpus[0]
+
+
 def percentile(values: list[float], share: float) -> float:
     """The benchmarks' percentiles: the value below which ``share`` of them lie (nearest rank)."""
     ordered = sorted(values)
@@ -279,8 +352,12 @@ class BenchServer:
     """`xgw serve --with-simulator` in a scratch folder, quiet, for the benchmarks."""
 
     def __init__(
-        self, rate_limit_per_minute: int = 10_000_000, separate_simulator: bool = False
+        self,
+        rate_limit_per_minute: int = 10_000_000,
+        separate_simulator: bool = False,
+        cpu: int | None = None,
     ) -> None:
+        """``cpu``: the gateway process (all its threads) runs on that one CPU only."""
         import tempfile
 
         self.folder = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
@@ -327,6 +404,8 @@ class BenchServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if cpu is not None:  # before it starts any thread: each inherits its creator's CPUs
+            os.sched_setaffinity(self.proc.pid, {cpu})
         wait_for_http(self.url + "/healthz", self.proc, 60)
 
     def token(self) -> str:

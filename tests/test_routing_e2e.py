@@ -394,3 +394,19 @@ def test_a_window_refreshes_cheaply_with_etags(deployment: Deployment) -> None:
     assert status == 200 and after != etag and json.loads(body)["status"] == "cancelled"
     assert _conditional_get(url, deployment.token, after)[0] == 304
     deployment.faults({"411329": {"down": False}})
+
+
+def test_seals_take_content_keys_wrapped_while_idle(deployment: Deployment) -> None:
+    """The first seal to a partner key wraps its own content key and sets the pool going; a
+    case filed after an idle moment finds keys wrapped ahead (security.keypool)."""
+    first = deployment.file("YJS-YLBX")
+    deployment.wait([first["id"]])
+    time.sleep(1.0)  # idle: the pool's thread wraps keys for the partner now
+    second = deployment.file("YJS-YLBX")
+    assert deployment.wait([second["id"]])[0]["status"] == "done"
+    assert deployment.stats()["411329"]["applied_twice"] == []
+    gateway = deployment.gateways[0]
+    assert gateway.stop() == 0
+    line = next(json.loads(raw) for raw in gateway.log().splitlines() if "key_pool.stopped" in raw)
+    assert line["seals_wrapping_their_own"] >= 1
+    assert line["seals_with_key_made_ahead"] >= 2  # at least the second case's two requests
