@@ -7,16 +7,20 @@ refreshes does not change it. Prints, with the reference measured in the same ru
 - cases/s with --clients windows in a closed loop (saturated), counted while every window was
   busy (after a warm-up second, up to the deadline) — ratio to the crypto-only bound: the same
   seal/open work per case (ours and the partner's) in a loop on one core, no I/O, measured
-  in CPU time during the saturated run (beside the windows, on their CPU);
+  in CPU time while the saturated run goes on (beside the windows, on their CPU);
 - p50/p99 filing→done with one window (unloaded) and at half the saturated rate (open loop:
   filings arrive at that pace whatever the gateway does) — difference to the crypto time of a
-  case; saturated latency is only the closed loop's clients/rate and is printed for completeness;
+  case, measured the same way while each of them goes on; saturated latency is only the closed
+  loop's clients/rate and is printed for completeness;
 - a bare aiohttp pass-through (client → proxy → echo), the HTTP floor.
 On a machine with two CPUs or more the gateway process is pinned to the first and this script
 to the others (--all-cores: not), so that the gateway has one core, as the bound does.
 Targets: cases/s >= 60% of the crypto-only bound; p50 <= crypto time + 5 ms.
 
-Usage: python bench/e2e.py [--clients N] [--seconds S] [--poll-seconds P]
+Each figure is measured in --rounds rounds (default 3) and reported as the median of the rounds,
+with every round's line above the table: on a shared machine one run can land in a slow phase.
+
+Usage: python bench/e2e.py [--clients N] [--seconds S] [--poll-seconds P] [--rounds R]
                            [--separate-simulator] [--all-cores] [--smoke]
 """
 
@@ -32,6 +36,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -246,94 +251,206 @@ def main() -> int:
         "the loop); by default it is pinned to one CPU and this script to the others, so that "
         "the gateway has one core, as the bound does",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure this many times (unloaded, saturated, half load) and report medians",
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
-        args.clients, args.seconds = 2, 1.0
+        args.clients, args.seconds, args.rounds = 2, 1.0, 1
     gateway_on = gateway_cpu(args.all_cores)
-    # The bound is measured before and after the gateway runs (the reference for latency), and
-    # during the saturated run (the reference for throughput; see DuringRun).
+    # The bound is measured during each phase of each round, in CPU time (the references; see
+    # DuringRun), and also before, between and after the rounds (printed for comparison).
     seconds = 1.0 if not args.smoke else 0.3
-    before = crypto_bound(seconds)
+    bounds = [crypto_bound(seconds)]
     server = BenchServer(separate_simulator=args.separate_simulator, cpu=gateway_on)
+    rounds: list[Round] = []
     meter = DuringRun(crypto_bound, 3600.0)
     try:
         token = server.token()
         asyncio.run(drive(server.url, token, 2, 0.5, 0.01))  # warm up
-        single, _, _ = asyncio.run(drive(server.url, token, 1, 3.0 if not args.smoke else 0.5, 0.1))
-        cpu_before = process_cpu(server.proc.pid)
-        meter.start()
-        outcomes, start, deadline = asyncio.run(
-            drive(server.url, token, args.clients, args.seconds, args.poll_seconds)
-        )
-        during = meter.result()
-        cpu_seconds = process_cpu(server.proc.pid) - cpu_before
-        cpu_ms = cpu_seconds / max(1, len(outcomes)) * 1000
-        cores = cpu_seconds / (time.time() - start)
-        rate, counted = steady_rate(outcomes, start, deadline)
-        half = asyncio.run(paced(server.url, token, rate / 2, args.seconds / 2, args.poll_seconds))
+        for _ in range(args.rounds):
+            rounds.append(measure_round(server, token, args, meter))
+            bounds.append(crypto_bound(seconds))
     finally:
         server.close()
         meter.close()
-    done = [o.ms for o in outcomes if o.status == "done"]
-    assert done and counted, "no case completed"
-    after = crypto_bound(seconds)
-    bound_ms, own_ms = ((a + b) / 2 for a, b in zip(before[1:], after[1:], strict=True))
-    during_rate, during_ms = during[0], during[1]
-    proxy_rate = asyncio.run(passthrough(3.0 if not args.smoke else 0.3, args.clients))
-    where = "its own process" if args.separate_simulator else "the gateway's process"
-    half_done = [o.ms for o in half if o.status == "done"]
+    for number, (measured, around) in enumerate(zip(rounds, pairwise(bounds), strict=True), 1):
+        measured.crypto_ms = (around[0][1] + around[1][1]) / 2
+        measured.own_ms = (around[0][2] + around[1][2]) / 2
+        print(f"round {number}: {measured.summary()}")
+    report(rounds, args, gateway_on is not None, [b[0] for b in bounds])
     print(
-        f"simulator in {where}; windows refresh every {args.poll_seconds:g}s; gateway process "
-        + ("pinned to one CPU" if gateway_on is not None else "free to use every CPU")
-        + f", used {cores:.2f} cores while saturated"
-    )
-    print(
-        f"{args.clients} windows for {args.seconds:g}s: {len(outcomes)} cases, "
-        f"{len(done)} done, {counted} of them in the steady window"
-    )
-    print(f"{'measure':40}  {'value':>10}  {'reference':>10}  {'ratio':>6}")
-    print(
-        f"{'cases/s (filing to done), saturated':40}  {rate:10.1f}  {during_rate:10.1f}  "
-        f"{rate / during_rate:6.2f}  (ref: crypto-only bound, during the run)"
-    )
-    print(
-        f"{'':40}  {'':10}  {1000 / bound_ms:10.1f}  {rate * bound_ms / 1000:6.2f}  "
-        "(ref: the same bound, before and after the run)"
-    )
-    # The same comparison without the scheduler's noise: the gateway process's CPU per case.
-    print(
-        f"{'gateway process CPU per case (ms)':40}  {cpu_ms:10.2f}  {during_ms:10.2f}  "
-        f"{during_ms / cpu_ms:6.2f}  (ref: crypto time of one case, during the run)"
-    )
-    if args.separate_simulator:  # the partner's half of the crypto runs on the other core
-        print(
-            f"{'cases/s vs our own share of the crypto':40}  {rate:10.1f}  {1000 / own_ms:10.1f}  "
-            f"{rate * own_ms / 1000:6.2f}  (ref: our seals + openings only)"
-        )
-    for label, values in (
-        ("unloaded (one window)", [o.ms for o in single if o.status == "done"]),
-        (f"half load ({rate / 2:.0f} filings/s)", half_done),
-    ):
-        p50 = statistics.median(values)
-        print(
-            f"{'p50 filing→done (ms), ' + label:40}  {p50:10.1f}  {bound_ms:10.1f}  "
-            f"{'+%.1f' % (p50 - bound_ms):>6}  (ref: crypto time of one case)"
-        )
-        print(f"{'p99 filing→done (ms), ' + label:40}  {percentile(values, 0.99):10.1f}")
-    print(
-        f"{'p50 filing→done (ms), saturated':40}  {statistics.median(done):10.1f}"
-        f"  (closed loop: {args.clients} windows / cases/s)"
-    )
-    print(f"{'bare aiohttp pass-through req/s':40}  {proxy_rate:10.0f}")
-    print(
-        f"crypto-only bound before / during / after the saturated run: {before[0]:.1f} / "
-        f"{during_rate:.1f} / {after[0]:.1f} cases/s (during: per CPU second, beside the windows)"
+        "bare aiohttp pass-through req/s: "
+        f"{asyncio.run(passthrough(3.0 if not args.smoke else 0.3, args.clients)):.0f}"
     )
     print("targets: cases/s >= 0.60 x crypto-only bound; p50 <= crypto time + 5 ms")
     if args.smoke:
         print("(smoke run: figures are not meaningful)")
     return 0
+
+
+@dataclass
+class Round:
+    """One round: one window, then --clients windows saturating, then half that rate."""
+
+    single: list[float]  # ms filing→done
+    single_crypto_ms: float  # a case's crypto time while that ran (CPU time, see DuringRun)
+    outcomes: list[Outcome]  # saturated
+    rate: float  # steady cases/s, saturated
+    counted: int
+    during: tuple[float, float, float]  # crypto_bound during the saturated run, per CPU second
+    cpu_ms: float  # the gateway process's CPU per case, saturated
+    cores: float
+    half: list[float]  # ms filing→done at half the rate
+    half_crypto_ms: float
+    crypto_ms: float = float("nan")  # a case's crypto time, around the round
+    own_ms: float = float("nan")  # of which our own seals and openings
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.during[0]
+
+    @property
+    def ratio_around(self) -> float:
+        return self.rate * self.crypto_ms / 1000
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.during[1] / self.cpu_ms
+
+    @property
+    def single_over(self) -> float:
+        """p50 filing→done, one window, over the crypto time of a case at that time."""
+        return statistics.median(self.single) - self.single_crypto_ms
+
+    @property
+    def half_over(self) -> float:
+        return statistics.median(self.half) - self.half_crypto_ms
+
+    def summary(self) -> str:
+        return (
+            f"{self.rate:.1f} cases/s = {self.ratio:.2f} of the bound during it "
+            f"({self.during[0]:.1f}), {self.ratio_around:.2f} of the bound around it "
+            f"({1000 / self.crypto_ms:.1f}); CPU per case {self.cpu_ratio:.2f} of crypto; "
+            f"{self.cores:.2f} cores; p50 unloaded {statistics.median(self.single):.1f} ms "
+            f"({self.single_over:+.1f}), at {self.rate / 2:.0f} filings/s "
+            f"{statistics.median(self.half):.1f} ms ({self.half_over:+.1f})"
+        )
+
+
+def measure_round(
+    server: BenchServer, token: str, args: argparse.Namespace, meter: DuringRun
+) -> Round:
+    def metered(run: Any) -> tuple[Any, tuple[float, float, float]]:
+        meter.start()
+        try:
+            outcome = asyncio.run(run)
+        finally:
+            crypto = meter.result()
+        return outcome, crypto
+
+    (single, _, _), single_crypto = metered(
+        drive(server.url, token, 1, 3.0 if not args.smoke else 0.5, 0.1)
+    )
+    cpu_before = process_cpu(server.proc.pid)
+    (outcomes, start, deadline), during = metered(
+        drive(server.url, token, args.clients, args.seconds, args.poll_seconds)
+    )
+    cpu_seconds, elapsed = process_cpu(server.proc.pid) - cpu_before, time.time() - start
+    rate, counted = steady_rate(outcomes, start, deadline)
+    assert counted and any(o.status == "done" for o in outcomes), "no case completed"
+    half, half_crypto = metered(
+        paced(server.url, token, rate / 2, args.seconds / 2, args.poll_seconds)
+    )
+    return Round(
+        [o.ms for o in single if o.status == "done"],
+        single_crypto[1],
+        outcomes,
+        rate,
+        counted,
+        during,
+        cpu_seconds / max(1, len(outcomes)) * 1000,
+        cpu_seconds / elapsed,
+        [o.ms for o in half if o.status == "done"],
+        half_crypto[1],
+    )
+
+
+def report(
+    rounds: list[Round], args: argparse.Namespace, pinned: bool, bounds: list[float]
+) -> None:
+    """Medians over the rounds (each ratio taken within its round); p99 over every case."""
+    median = statistics.median
+    where = "its own process" if args.separate_simulator else "the gateway's process"
+    print(
+        f"simulator in {where}; windows refresh every {args.poll_seconds:g}s; gateway process "
+        + ("pinned to one CPU" if pinned else "free to use every CPU")
+        + f", used {median(r.cores for r in rounds):.2f} cores while saturated"
+    )
+    print(
+        f"{len(rounds)} round(s), each with {args.clients} windows for {args.seconds:g}s: "
+        f"{sum(len(r.outcomes) for r in rounds)} cases, {sum(r.counted for r in rounds)} in "
+        "steady windows; medians of the rounds:"
+    )
+    print(f"{'measure':40}  {'value':>10}  {'reference':>10}  {'ratio':>6}")
+    print(
+        f"{'cases/s (filing to done), saturated':40}  {median(r.rate for r in rounds):10.1f}  "
+        f"{median(r.during[0] for r in rounds):10.1f}  {median(r.ratio for r in rounds):6.2f}  "
+        "(ref: crypto-only bound, during the run)"
+    )
+    print(
+        f"{'':40}  {'':10}  {median(1000 / r.crypto_ms for r in rounds):10.1f}  "
+        f"{median(r.ratio_around for r in rounds):6.2f}  (ref: the same bound, around the run)"
+    )
+    # The same comparison without the scheduler's noise: the gateway process's CPU per case.
+    print(
+        f"{'gateway process CPU per case (ms)':40}  {median(r.cpu_ms for r in rounds):10.2f}  "
+        f"{median(r.during[1] for r in rounds):10.2f}  {median(r.cpu_ratio for r in rounds):6.2f}"
+        "  (ref: crypto time of one case, during the run)"
+    )
+    if args.separate_simulator:  # the partner's half of the crypto runs on the other core
+        print(
+            f"{'cases/s vs our own share of the crypto':40}  {median(r.rate for r in rounds):10.1f}"
+            f"  {median(1000 / r.own_ms for r in rounds):10.1f}  "
+            f"{median(r.rate * r.own_ms / 1000 for r in rounds):6.2f}  (ref: our seals + openings)"
+        )
+    for label, values, crypto, overs in (
+        (
+            "unloaded (one window)",
+            [r.single for r in rounds],
+            [r.single_crypto_ms for r in rounds],
+            [r.single_over for r in rounds],
+        ),
+        (
+            f"half load ({median(r.rate for r in rounds) / 2:.0f} filings/s)",
+            [r.half for r in rounds],
+            [r.half_crypto_ms for r in rounds],
+            [r.half_over for r in rounds],
+        ),
+    ):
+        print(
+            f"{'p50 filing→done (ms), ' + label:40}  {median(median(v) for v in values):10.1f}  "
+            f"{median(crypto):10.1f}  {median(overs):+6.1f}  (ref: crypto time of one case, "
+            f"meanwhile; rounds: {', '.join(f'{o:+.1f}' for o in overs)})"
+        )
+        pooled = [ms for v in values for ms in v]
+        print(f"{'p99 filing→done (ms), ' + label:40}  {percentile(pooled, 0.99):10.1f}")
+    saturated = [o.ms for r in rounds for o in r.outcomes if o.status == "done"]
+    print(
+        f"{'p50 filing→done (ms), saturated':40}  {median(saturated):10.1f}"
+        f"  (closed loop: {args.clients} windows / cases/s)"
+    )
+    print(
+        "crypto-only bound (cases/s) before, between and after the rounds: "
+        + " / ".join(f"{b:.1f}" for b in bounds)
+        + "; during: "
+        + " / ".join(f"{r.during[0]:.1f}" for r in rounds)
+        + " (per CPU second, beside the windows)"
+    )
 
 
 if __name__ == "__main__":

@@ -291,8 +291,11 @@ def timed_loop(
 def _meter_main(
     function: Callable[..., Any], args: tuple[Any, ...], go: Any, stop: Any, results: Any
 ) -> None:
-    go.wait()
-    results.put(function(*args, stop=stop.is_set, cpu_time=True))
+    while True:  # one measurement per start() … result(), until terminated
+        go.wait()
+        results.put(function(*args, stop=stop.is_set, cpu_time=True))
+        while go.is_set():  # result() clears it before it sets stop
+            time.sleep(0.001)
 
 
 class DuringRun:
@@ -300,7 +303,8 @@ class DuringRun:
     so it shares nothing with this one), timed in CPU seconds: the machine's speed drifts by
     10-20% within seconds, and a bound read at another moment skews a ratio by as much.
     ``function(*args, stop=..., cpu_time=True)`` must be importable (module level). Made
-    ahead (the process starts and imports), then ``start()`` as the run starts."""
+    ahead (the process starts and imports), then ``start()`` as a run starts and ``result()``
+    as it ends, as many times as there are runs."""
 
     def __init__(self, function: Callable[..., Any], *args: Any) -> None:
         import multiprocessing
@@ -318,9 +322,10 @@ class DuringRun:
         self._go.set()
 
     def result(self) -> Any:
+        self._go.clear()
         self._stop.set()
         value = self._results.get(timeout=120)
-        self._process.join(timeout=30)
+        self._stop.clear()
         return value
 
     def close(self) -> None:
