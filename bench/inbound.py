@@ -142,7 +142,6 @@ def main() -> int:
                 encode(partner.seal(letter, idem_key=f"{name}-{i}")) for i in range(args.count)
             ]
             meter = DuringRun(crypto_bound, 3600.0, 3, 3)
-            time.sleep(0 if args.smoke else 2.0)  # its imports done before the run starts
             meter.start()
             started = time.perf_counter()
             _receipts_rate, latencies, errors = asyncio.run(
@@ -162,6 +161,7 @@ def main() -> int:
                 time.sleep(0.05)
             rate = args.count / (time.perf_counter() - started)
             during = meter.result()
+            meter.close()
             rows.append(
                 (
                     name,

@@ -289,13 +289,12 @@ def timed_loop(
 
 
 def _meter_main(
-    function: Callable[..., Any], args: tuple[Any, ...], go: Any, stop: Any, results: Any
+    function: Callable[..., Any], args: tuple[Any, ...], starts: Any, stop: Any, results: Any
 ) -> None:
+    results.put("ready")  # imports done
     while True:  # one measurement per start() … result(), until terminated
-        go.wait()
+        starts.get()  # a queued start is never missed, however soon after it stop is set
         results.put(function(*args, stop=stop.is_set, cpu_time=True))
-        while go.is_set():  # result() clears it before it sets stop
-            time.sleep(0.001)
 
 
 class DuringRun:
@@ -303,30 +302,29 @@ class DuringRun:
     so it shares nothing with this one), timed in CPU seconds: the machine's speed drifts by
     10-20% within seconds, and a bound read at another moment skews a ratio by as much.
     ``function(*args, stop=..., cpu_time=True)`` must be importable (module level). Made
-    ahead (the process starts and imports), then ``start()`` as a run starts and ``result()``
-    as it ends, as many times as there are runs."""
+    ahead (returns once the process has started and imported), then ``start()`` as a run
+    starts and ``result()`` as it ends, as many times as there are runs."""
 
     def __init__(self, function: Callable[..., Any], *args: Any) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        self._go, self._stop, self._results = context.Event(), context.Event(), context.Queue()
+        self._starts, self._stop, self._results = context.Queue(), context.Event(), context.Queue()
         self._process = context.Process(
             target=_meter_main,
-            args=(function, args, self._go, self._stop, self._results),
+            args=(function, args, self._starts, self._stop, self._results),
             daemon=True,
         )
         self._process.start()
+        assert self._results.get(timeout=120) == "ready"
 
     def start(self) -> None:
-        self._go.set()
+        self._stop.clear()
+        self._starts.put(True)
 
     def result(self) -> Any:
-        self._go.clear()
         self._stop.set()
-        value = self._results.get(timeout=120)
-        self._stop.clear()
-        return value
+        return self._results.get(timeout=120)
 
     def close(self) -> None:
         if self._process.is_alive():
