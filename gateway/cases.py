@@ -22,7 +22,7 @@ from gateway import casecore
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.casecore import CaseInvalid, PlannedSub, Reply, SubState
 from gateway.logs import get_logger
-from gateway.partners import PartnerRegistry
+from gateway.partners import Partner, PartnerRegistry
 from gateway.problems import GatewayError
 from gateway.store import CaseRow, OutboxMessage, Store, iso_now
 from mappings.registry import Registry
@@ -32,7 +32,6 @@ from security.errors import SecurityError
 from security.sealing import Opener, Sealer
 
 log = get_logger("gateway.cases")
-Sealed = tuple[str, bytes, env.Envelope]  # message id, plaintext, envelope
 
 
 class Dispatcher(Protocol):
@@ -247,9 +246,11 @@ class CaseService:
         assert stored is not None
         return stored, True
 
-    def _seal_request(self, case: CaseRow, planned: PlannedSub, attempt: int) -> Sealed:
+    def _seal_request(
+        self, case: CaseRow, planned: PlannedSub, partner: Partner, attempt: int
+    ) -> tuple[str, bytes, env.Envelope]:
+        """(message id, plaintext, envelope) of a sub-matter's request."""
         assert planned.partner_code is not None and planned.payload is not None
-        partner = self.partners.get(planned.jurisdiction)
         msg_id = casecore.message_id(case.idem_key, case.request_hash, planned.sub_id, str(attempt))
         payload = orjson.dumps(planned.payload)
         envelope = self.sealer.seal(
@@ -281,9 +282,8 @@ class CaseService:
         for sub_id in ready:
             planned = case.plan_of(sub_id)
             assert planned.partner_code is not None
-            sealed = self._seal_request(case, planned, attempts[sub_id])
-            msg_id, payload, envelope = sealed
             partner = self.partners.get(planned.jurisdiction)
+            msg_id, payload, envelope = self._seal_request(case, planned, partner, attempts[sub_id])
             domain = self.registry.matter(self.region, planned.matter).domain
             lease = self.dispatcher.lease_for(partner.region)
             message = Store.enqueue(

@@ -424,7 +424,7 @@ class InboundService:
                 "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
                 (outcome, orjson.dumps(result), iso_now(), message.case_id),
             )
-            result = Store.enqueue(
+            result_message = Store.enqueue(
                 db,
                 msg_id,
                 message.case_id,
@@ -437,7 +437,7 @@ class InboundService:
                 sealed.to_json(),
                 lease=self.dispatcher.lease_for(partner.region),
             )
-        hand_over(self.dispatcher, [result])
+        hand_over(self.dispatcher, [result_message])
         await self.audit.append_all(
             [
                 AuditEvent(

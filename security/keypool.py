@@ -74,15 +74,14 @@ class ContentKeyPool:
         now = time.monotonic()
         with self._cond:
             self._wanted[recipient.key_id] = (recipient, now)
+            self._cond.notify()  # one key fewer, or a new recipient: work for the thread
             ready = self._ready.get(recipient.key_id)
             while ready:
                 made, wrapped = ready.popleft()
                 if now - made <= self.max_age:
                     self.taken_ready += 1
-                    self._cond.notify()
                     return wrapped
             self.taken_cold += 1
-            self._cond.notify()
         return None
 
     def ready_count(self, recipient: PublicKey) -> int:
