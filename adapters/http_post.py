@@ -27,8 +27,34 @@ def session(max_connections: int) -> aiohttp.ClientSession:
     )
 
 
+def _too_large(limit: int) -> DeliveryError:
+    # Transient: the message id is the peer's idempotency key, so sending again is safe; a peer
+    # that keeps answering this way ends as a dead letter, with this code, for a person to see.
+    return DeliveryError("REPLY_TOO_LARGE", f"the reply is over {limit} bytes", transient=True)
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int = MAX_REPLY_BYTES) -> bytes:
+    """The whole body, however many pieces it arrives in, or REPLY_TOO_LARGE as soon as it
+    passes ``limit`` (never more than that held). A single ``read(n)`` is not enough: it
+    returns what has arrived so far, and a large reply would be cut short."""
+    if response.content_length is not None and response.content_length > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def post(
-    client: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout: float
+    client: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    limit: int = MAX_REPLY_BYTES,
 ) -> HttpReply:
     try:
         async with client.post(
@@ -36,7 +62,7 @@ async def post(
         ) as response:
             return HttpReply(
                 response.status,
-                await response.content.read(MAX_REPLY_BYTES),
+                await read_bounded(response, limit),
                 response.headers.get("Content-Type", ""),
             )
     except TimeoutError:
