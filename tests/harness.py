@@ -338,7 +338,7 @@ def _meter_main(
         starts.get()  # a queued start is never missed, however soon after it stop is set
         cpu_began, wall_began = time.process_time(), time.perf_counter()
         if method == "bursts":
-            outcomes = []
+            outcomes: list[Any] = []
             while not outcomes or not stop.is_set():
                 burst_ends = time.perf_counter() + BURST_SECONDS
                 outcomes.append(

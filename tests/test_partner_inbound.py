@@ -33,7 +33,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
 def _wait_result(deployment: Deployment, ref: str, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        stats = deployment.stats()["411329"]
+        stats: dict[str, Any] = deployment.stats()["411329"]
         if ref in stats["results"]:
             return stats
         time.sleep(0.2)
@@ -41,7 +41,7 @@ def _wait_result(deployment: Deployment, ref: str, timeout: float = 30) -> dict[
 
 
 def _zeep(deployment: Deployment) -> Client:
-    return Client(f"{deployment.url}/soap/v1?wsdl", settings=SECURE)
+    return Client(f"{deployment.url}/soap/v1?wsdl", settings=SECURE)  # type: ignore[no-untyped-call]
 
 
 def test_zeep_files_a_transfer_and_gets_a_signed_receipt_and_the_result(
@@ -163,7 +163,10 @@ def test_hostile_input_is_refused_with_its_code_and_the_service_keeps_answering(
     xinye = Partner(deployment.data)
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT", encoding="utf-8")
-    good = lambda: envelope_xml.to_xml(xinye.seal(contact_letter())).split(b"?>", 1)[1].decode()  # noqa: E731
+
+    def good() -> str:
+        return envelope_xml.to_xml(xinye.seal(contact_letter())).split(b"?>", 1)[1].decode()
+
     laughs = (
         '<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
         + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))

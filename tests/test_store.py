@@ -12,11 +12,13 @@ import pytest
 from gateway.store import Store
 
 
-def _enqueue(store: Store, msg_id: str, **kwargs: object) -> None:
+def _enqueue(
+    store: Store, msg_id: str, held: bool = False, lease: tuple[str, float] | None = None
+) -> None:
     with store.transaction() as db:
         Store.enqueue(
-            db, msg_id, "case-1", "sub", "411329", "si", "request", "M", b"{}", b"{}", **kwargs
-        )  # type: ignore[arg-type]
+            db, msg_id, "case-1", "sub", "411329", "si", "request", "M", b"{}", b"{}", held, lease
+        )
 
 
 def test_held_and_leased_messages_are_not_claimed_by_others(tmp_path: Path) -> None:
