@@ -460,10 +460,11 @@ class Store:
 
     @staticmethod
     def release_hold(db: sqlite3.Connection, case_id: str) -> None:
+        now = time.time()
         db.execute(
             "UPDATE outbox SET next_attempt_at = ? WHERE case_id = ? AND status = ? "
             "AND attempts = 0 AND next_attempt_at > ?",
-            (time.time(), case_id, PENDING, time.time()),
+            (now, case_id, PENDING, now),
         )
 
     @staticmethod

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,15 @@ REGIONS = {
 }
 
 
-def http(
+def http_exchange(
     method: str,
     url: str,
     body: Any = None,
     token: str | None = None,
     headers: dict[str, str] | None = None,
     raw: bytes | None = None,
-) -> tuple[int, Any]:
+) -> tuple[int, Message, bytes]:
+    """One HTTP request: (status, response headers, body), whatever the status."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -52,14 +54,28 @@ def http(
         request.add_header(key, value)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            payload = response.read()
-            return response.status, json.loads(payload) if payload else None
+            return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
-        payload = error.read()
-        try:
-            return error.code, json.loads(payload)
-        except ValueError:
-            return error.code, payload
+        return error.code, error.headers, error.read()
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
+    """(status, the body as JSON): a 2xx body must be JSON (or empty); another status's body
+    is given as bytes when it is not JSON."""
+    status, _, payload = http_exchange(method, url, body, token, headers, raw)
+    if 200 <= status < 300:  # what urllib does not raise for
+        return status, json.loads(payload) if payload else None
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload
 
 
 def write_partners(

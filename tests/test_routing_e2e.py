@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Deployment, http
+from tests.harness import Deployment, http, http_exchange
 
 
 @pytest.fixture
@@ -360,14 +358,10 @@ def test_partner_accepts_now_and_reports_the_result_later(deployment: Deployment
 
 
 def _conditional_get(url: str, token: str, etag: str | None) -> tuple[int, str | None, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    if etag:
-        request.add_header("If-None-Match", etag)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers.get("ETag"), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("ETag"), error.read()
+    status, headers, body = http_exchange(
+        "GET", url, token=token, headers={"If-None-Match": etag} if etag else None
+    )
+    return status, headers.get("ETag"), body
 
 
 def test_a_window_refreshes_cheaply_with_etags(deployment: Deployment) -> None:
