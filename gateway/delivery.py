@@ -161,7 +161,7 @@ class Worker:
                     self.owner,
                     capacity,
                     self.settings.delivery_lease_seconds,
-                    self._circuit_allows_claim,
+                    skip_partners=[r for r in self.lanes if not self._circuit_allows_claim(r)],
                 )
                 if capacity
                 else []

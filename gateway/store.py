@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -501,17 +501,21 @@ class Store:
         owner: str,
         limit: int,
         lease_seconds: float,
-        accept: Callable[[str], bool] | None = None,
+        skip_partners: Collection[str] = (),
     ) -> list[OutboxMessage]:
-        """Take up to ``limit`` due messages for ``owner`` until the lease runs out."""
+        """Take up to ``limit`` due messages for ``owner`` until the lease runs out, oldest due
+        first, none for ``skip_partners`` (skipped in the query itself: a backlog for a partner
+        that is down must not hide the messages behind it)."""
         now = time.time()
+        skipped = sorted(skip_partners)
+        placeholders = ", ".join("?" * len(skipped))  # only placeholders: values are bound
         with self.transaction() as db:
-            rows = db.execute(
-                "SELECT * FROM outbox WHERE status IN (?, ?) AND next_attempt_at <= ? "
-                "AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
-                (PENDING, IN_FLIGHT, now, now, limit * 4),
-            ).fetchall()
-            chosen = [r for r in rows if accept is None or accept(r["partner"])][:limit]
+            sql = (
+                "SELECT * FROM outbox WHERE status IN (?, ?) AND next_attempt_at <= ? "  # noqa: S608
+                "AND (lease_until IS NULL OR lease_until < ?) "
+                f"AND partner NOT IN ({placeholders}) ORDER BY next_attempt_at LIMIT ?"
+            )
+            chosen = db.execute(sql, (PENDING, IN_FLIGHT, now, now, *skipped, limit)).fetchall()
             for row in chosen:
                 db.execute(
                     "UPDATE outbox SET status = ?, lease_owner = ?, lease_until = ? WHERE msg_id = ?",

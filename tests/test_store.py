@@ -13,11 +13,15 @@ from gateway.store import Store
 
 
 def _enqueue(
-    store: Store, msg_id: str, held: bool = False, lease: tuple[str, float] | None = None
+    store: Store,
+    msg_id: str,
+    held: bool = False,
+    lease: tuple[str, float] | None = None,
+    partner: str = "411329",
 ) -> None:
     with store.transaction() as db:
         Store.enqueue(
-            db, msg_id, "case-1", "sub", "411329", "si", "request", "M", b"{}", b"{}", held, lease
+            db, msg_id, "case-1", "sub", partner, "si", "request", "M", b"{}", b"{}", held, lease
         )
 
 
@@ -36,6 +40,20 @@ def test_held_and_leased_messages_are_not_claimed_by_others(tmp_path: Path) -> N
     with store.transaction() as db:
         assert Store.finish(db, "leased")
         assert not Store.finish(db, "leased")  # a second finish changes nothing
+    store.close()
+
+
+def test_a_partner_whose_circuit_is_open_does_not_starve_the_others(tmp_path: Path) -> None:
+    """A partner down for a while builds up a backlog of due messages; a claim that skips that
+    partner still finds the messages for the others behind it, however long the backlog."""
+    store = Store(tmp_path / "gateway.db")
+    for number in range(50):
+        _enqueue(store, f"down-{number}", partner="411300")
+    _enqueue(store, "healthy", partner="429000")
+    claimed = store.claim("instance-a", 2, 30, skip_partners={"411300"})
+    assert [m.msg_id for m in claimed] == ["healthy"]
+    # once its circuit lets messages through again, the backlog goes out oldest first
+    assert [m.msg_id for m in store.claim("instance-a", 2, 30)] == ["down-0", "down-1"]
     store.close()
 
 
