@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audit import AuditEvent, AuditLog, AuditWriter
 from gateway.audit_verify import KnownKey, verify_log
-from security.backend import get_backend
+from security.backend import CryptoBackend, get_backend
 from security.digest import sm3
-from security.keys import generate_private_key
+from security.keys import PrivateKey, generate_private_key
 
 
 def event(i: int, envelope_bytes: int) -> AuditEvent:
@@ -43,9 +43,9 @@ def event(i: int, envelope_bytes: int) -> AuditEvent:
 
 
 async def durable_appends(
-    log: AuditLog, key: object, backend: object, count: int, clients: int
+    log: AuditLog, key: PrivateKey, backend: CryptoBackend, count: int, clients: int
 ) -> float:
-    writer = AuditWriter(log, lambda: key, backend, every_entries=1000, every_seconds=60)  # type: ignore[arg-type]
+    writer = AuditWriter(log, lambda: key, backend, every_entries=1000, every_seconds=60)
     writer.start()
     start = time.perf_counter()
     per_client = count // clients

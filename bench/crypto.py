@@ -11,8 +11,7 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -20,19 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from security.backend import get_backend
 from security.curve import DEFAULT_DISTID
 from security.keys import generate_private_key
+from tests.harness import rate
 from tests.security_helpers import TO_XZ_PARTY, Pair
-
-
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second on one core (wall clock; the loop is single-threaded)."""
-    count, start = 0, time.perf_counter()
-    deadline = start + seconds
-    while True:
-        operation()
-        count += 1
-        if count % 8 == 0 and time.perf_counter() >= deadline:
-            break
-    return count / (time.perf_counter() - start)
 
 
 def openssl_sm2(seconds: float) -> tuple[float, float]:
@@ -82,13 +70,11 @@ def main() -> int:
     for backend, share in ((native, 1.0), (gmssl, 0.3)):
         signature = backend.sm2_sign(key.scalar, key.public.point, message, DEFAULT_DISTID)
         sign = rate(
-            lambda b=backend: b.sm2_sign(key.scalar, key.public.point, message, DEFAULT_DISTID),
+            partial(backend.sm2_sign, key.scalar, key.public.point, message, DEFAULT_DISTID),
             seconds * share,
         )
         verify = rate(
-            lambda b=backend, s=signature: b.sm2_verify(
-                key.public.point, message, s, DEFAULT_DISTID
-            ),
+            partial(backend.sm2_verify, key.public.point, message, signature, DEFAULT_DISTID),
             seconds * share,
         )
         rows.append((f"SM2 sign ops/s ({backend.name})", sign, ref_sign, "openssl speed sm2"))
@@ -100,10 +86,10 @@ def main() -> int:
     ctr_ref = openssl_evp("sm4-ctr", seconds, size)
     content_key, iv = os.urandom(16), os.urandom(12)
     for backend, share, chunk in ((native, 1.0, block), (gmssl, 0.2, block[:1024])):
-        sm3 = rate(lambda b=backend, c=chunk: b.sm3(c), seconds * share) * len(chunk) / 1e6
+        sm3 = rate(partial(backend.sm3, chunk), seconds * share) * len(chunk) / 1e6
         gcm = (
             rate(
-                lambda b=backend, c=chunk: b.sm4_gcm_encrypt(content_key, iv, c, b""),
+                partial(backend.sm4_gcm_encrypt, content_key, iv, chunk, b""),
                 seconds * share,
             )
             * len(chunk)

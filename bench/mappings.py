@@ -14,7 +14,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -25,15 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mappings.catalogue import render_catalogue_csv
 from mappings.registry import build_registry, packaged_data_dir
 from mappings.sample import large_catalogue
-
-
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    count, start = 0, time.perf_counter()
-    while True:
-        operation()
-        count += 1
-        if count % 64 == 0 and time.perf_counter() - start >= seconds:
-            return count / (time.perf_counter() - start)
+from tests.harness import rate
 
 
 def main() -> int:
@@ -57,6 +48,7 @@ def main() -> int:
             registry, problems = build_registry(folder)
             loads.append((time.perf_counter() - start) * 1000)
             assert registry is not None, problems
+        assert registry is not None
         local_matters = len(registry.catalogues["420607"].matters)
         all_matters = sum(len(c.matters) for c in registry.catalogues.values())
 
@@ -68,9 +60,9 @@ def main() -> int:
     )["payload"]
     partner = transform.outbound(example)
     assert transform.inbound(partner) == example
-    outbound = rate(lambda: transform.outbound(example), seconds)
-    inbound = rate(lambda: transform.inbound(partner), seconds)
-    reference = rate(lambda: orjson.loads(orjson.dumps(example)), seconds)
+    outbound = rate(lambda: transform.outbound(example), seconds, batch=64)
+    inbound = rate(lambda: transform.inbound(partner), seconds, batch=64)
+    reference = rate(lambda: orjson.loads(orjson.dumps(example)), seconds, batch=64)
 
     print(
         f"catalogue: {local_matters} local matters ({all_matters} in all jurisdictions), "
