@@ -21,6 +21,8 @@ from adapters.http_post import post, session
 from security import envelope as env
 
 PACKAGED_WSDL = Path(__file__).parent / "wsdl" / "partner-v1.wsdl"
+PARTNER_NS = "urn:xgw:partner:1"
+_FAULT_CODE = f"{{{PARTNER_NS}}}ErrorDetail/{{{PARTNER_NS}}}code"
 SECURE = Settings(
     forbid_dtd=True, forbid_entities=True, forbid_external=True, strict=True, xml_huge_tree=False
 )
@@ -63,8 +65,9 @@ class SoapPartnerClient:
                 self._client, self._operation, _Reply(status, body, {"Content-Type": content_type})
             )
         except Fault as fault:
+            # The WSDL's fault detail: <detail><ErrorDetail><code>…</code>… in its namespace.
             detail = fault.detail
-            code = detail.findtext("{urn:xgw:partner:1}code") if detail is not None else None
+            code = detail.findtext(_FAULT_CODE) if detail is not None else None
             raise refusal(code or "SOAP_FAULT", fault.message or "SOAP fault") from None
         except ZeepError:
             raise DeliveryError(

@@ -39,6 +39,14 @@ from security.errors import SecurityError
 log = get_logger("gateway.delivery")
 LOCAL = "local"  # the outbox's name for our own back office
 MAX_IN_FLIGHT = 256  # deliveries one instance has under way at once
+# Within one delivery attempt: a partner that found our envelope stale or replayed gets it once
+# more, re-sealed, after a short pause (tenacity); every other failure is the outbox's to retry.
+RESEAL_ONCE = AsyncRetrying(
+    stop=stop_after_attempt(2),
+    wait=wait_exponential_jitter(multiplier=0.05, max=0.5),
+    retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.code in RESEALABLE),
+    reraise=True,
+)
 
 
 class PartnerClient(Protocol):
@@ -265,14 +273,7 @@ class Worker:
     ) -> env.Envelope:
         state = {"envelope": envelope}
 
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(2),
-            wait=wait_exponential_jitter(initial=0.05, max=0.5),
-            retry=retry_if_exception(
-                lambda e: isinstance(e, DeliveryError) and e.code in RESEALABLE
-            ),
-            reraise=True,
-        ):
+        async for attempt in RESEAL_ONCE.copy():  # a copy: each send has its own retry state
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     state["envelope"] = self.service.reseal(message)

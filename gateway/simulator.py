@@ -60,6 +60,12 @@ class Faults:
     reset_rate: float = 0.0
     reject_matters: list[str] = field(default_factory=list)  # business refusal of these matters
     async_results: bool = False  # answer "pending", report the result later (ReportResult)
+    # The next N answers are lost after their effect was applied (the connection drops): the
+    # gateway must send again, and the partner must not apply it twice.
+    lose_replies: int = 0
+    # Check the nonce before the message-id cache, as some partners do: a resend of the very
+    # same envelope is then refused as REPLAYED, and the gateway must re-seal it.
+    replay_check_first: bool = False
 
 
 @dataclass
@@ -146,11 +152,15 @@ class Simulator:
         """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
         now = env.now_utc()
         sender = identity.opener.authenticate(envelope, now)
+        opened = None
+        if self.fault(identity.region).replay_check_first:
+            opened = await identity.opener.unseal(envelope, sender)  # REPLAYED: a nonce seen
         reply = identity.replies.get(envelope.msg_id)
         if reply is not None:
             identity.duplicates += 1
         else:
-            opened = await identity.opener.unseal(envelope, sender)
+            if opened is None:
+                opened = await identity.opener.unseal(envelope, sender)
             try:
                 payload = orjson.loads(opened.plaintext)
             except orjson.JSONDecodeError:
@@ -219,6 +229,16 @@ class Simulator:
             return web.Response(status=200, body=b"<<<not a reply>>>", content_type="text/xml")
         return None
 
+    def _reply_lost(self, request: web.Request, region: str) -> bool:
+        """``lose_replies``: drop the connection instead of answering (the effect stays)."""
+        faults = self.fault(region)
+        if faults.lose_replies <= 0:
+            return False
+        faults.lose_replies -= 1
+        if request.transport is not None:
+            request.transport.abort()
+        return True
+
     def _identity(self, request: web.Request) -> Identity:
         identity = self.identities.get(request.match_info["region"])
         if identity is None:
@@ -240,6 +260,8 @@ class Simulator:
                 body=orjson.dumps({"code": exc.code, "title": exc.message}),
                 content_type="application/problem+json",
             )
+        if self._reply_lost(request, identity.region):
+            return web.Response(status=500)
         return web.Response(body=reply.to_json(), content_type="application/json")
 
     async def soap(self, request: web.Request) -> web.StreamResponse:
@@ -272,6 +294,8 @@ class Simulator:
                 body=soap.fault_for(exc.code, exc.message, PARTNER_NS),
                 content_type="text/xml",
             )
+        if self._reply_lost(request, identity.region):
+            return web.Response(status=500)
         body = soap.envelope_response(f"{{{PARTNER_NS}}}SubmitResponse", reply)
         return web.Response(body=body, content_type="text/xml")
 

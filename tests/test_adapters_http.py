@@ -10,7 +10,9 @@ from aiohttp import web
 
 from adapters.delivery_errors import DeliveryError
 from adapters.http_post import post, session
+from adapters.partner_soap import SoapPartnerClient, load_client
 from tests.conftest import free_port
+from tests.security_helpers import TO_XZ_PARTY, Pair
 
 PIECE = b"0123456789" * 1000  # 10,000 bytes
 
@@ -65,5 +67,63 @@ async def test_a_reply_over_the_limit_is_refused_not_cut(peer: str) -> None:
         # exactly at the limit is still a reply
         reply = await post(client, f"{peer}?pieces=10", b"ask", {}, 5.0, limit=100_000)
         assert len(reply.body) == 100_000
+    finally:
+        await client.close()
+
+
+FAULT = """<?xml version="1.0" encoding="UTF-8"?>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
+  <soap:Body>
+    <soap:Fault>
+      <faultcode>soap:Server</faultcode>
+      <faultstring>refused</faultstring>
+      <detail>%s</detail>
+    </soap:Fault>
+  </soap:Body>
+</soap:Envelope>"""
+ERROR_DETAIL = '<d:ErrorDetail xmlns:d="urn:xgw:partner:1"><d:code>%s</d:code></d:ErrorDetail>'
+
+
+@pytest.fixture
+async def faulting_partner() -> AsyncIterator[str]:
+    """A SOAP partner that answers every call with the Fault named in the query, its detail
+    shaped as the partner WSDL declares it (tns:ErrorDetail with a code)."""
+
+    async def fault(request: web.Request) -> web.Response:
+        code = request.query.get("code")
+        detail = ERROR_DETAIL % code if code else ""
+        return web.Response(status=500, text=FAULT % detail, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/soap", fault)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/soap"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> None:
+    """The fault's code decides what happens next: a replay or a rate limit is retried (a
+    replay re-sealed), a refusal is final; a fault without a code is a final SOAP_FAULT."""
+    client = SoapPartnerClient(await asyncio.to_thread(load_client), 2)
+    envelope = Pair().xy_sealer.seal(
+        b"{}", receiver=TO_XZ_PARTY, kind="request", matter="M", idem_key="k"
+    )
+    try:
+        for code, transient in (
+            ("REPLAYED", True),
+            ("RATE_LIMITED", True),
+            ("MATTER_NOT_ALLOWED", False),
+            (None, False),
+        ):
+            url = faulting_partner + (f"?code={code}" if code else "")
+            with pytest.raises(DeliveryError) as refused:
+                await client.send(url, envelope, 5.0)
+            assert refused.value.code == (code or "SOAP_FAULT")
+            assert refused.value.transient is transient
     finally:
         await client.close()

@@ -87,6 +87,22 @@ def test_partner_down_under_load_then_back(deployment: Deployment) -> None:
     assert "dead" not in counts.splitlines()[-1]
 
 
+def test_lost_answers_resent_and_replayed_envelopes_resealed(deployment: Deployment) -> None:
+    """The partner applies a message, but its answer is lost on the way (the connection
+    drops); the gateway sends the same envelope again, and this partner, checking nonces before
+    message ids, refuses it as a replay; the gateway re-seals it (a fresh nonce, the same
+    message id) and the partner answers from its cache. Each effect is applied once."""
+    deployment.faults({"411329": {"lose_replies": 2, "replay_check_first": True}})
+    ids = [deployment.file(b)["id"] for b in ("YJS-SBZR", "YJS-YLBX")]
+    deployment.wait(ids, timeout=60)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == []
+    assert stats["applied"] == stats["messages"] == 6  # 社保转入: 4 messages, 报销: 2
+    assert stats["rejected"].get("REPLAYED") == 2  # each lost answer's resend, refused once
+    assert stats["duplicates_answered"] == 2  # then answered from the partner's cache
+    assert all(deployment.case(i)["status"] == "done" for i in ids)
+
+
 @pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
 def test_gateway_killed_mid_delivery_then_restarted(deployment: Deployment) -> None:
     deployment.faults({"*": {"latency_ms": 300}})
