@@ -15,7 +15,7 @@ from zeep import Client, Settings
 from zeep.exceptions import Fault
 
 from security import envelope as env
-from tests.harness import Deployment, http
+from tests.harness import Deployment, http, write_partners
 from tests.partner_helpers import Partner, contact_letter
 
 SECURE = Settings(forbid_dtd=True, forbid_entities=True, forbid_external=True, strict=True)
@@ -331,3 +331,41 @@ def test_revoked_key_and_unauthorized_matter(deployment: Deployment) -> None:
     assert status == 403 and problem["code"] == "MATTER_NOT_AUTHORIZED"
     audit = deployment.xgw("audit", "show", "--event", "message.rejected", "--limit", "100")
     assert "KEY_REVOKED" in audit and "MATTER_NOT_AUTHORIZED" in audit
+
+
+@pytest.mark.redis
+def test_a_partners_rate_limit_is_counted_across_instances_in_redis(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """新野 may send 3 messages a minute: two gateway instances on one Redis count them
+    together, so its fourth is refused (429 RATE_LIMITED, audited) whichever instance it
+    reaches, while 十堰, another partner, is not held up by 新野's count."""
+    deployment = Deployment(tmp_path, protocol="mixed", separate_simulator=True)
+    try:
+        deployment.gateways.pop().stop()
+        write_partners(deployment.partners_file, deployment.sim_port, "mixed", 0.5, 3)
+        instances = [
+            deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID=name)
+            for name in ("gw-a", "gw-b")
+        ]
+        if time.time() % 60 > 50:  # the count is per clock minute: start the four in one
+            time.sleep(61 - time.time() % 60)
+        xinye = Partner(deployment.data)
+        answers = []
+        for n in range(4):
+            sealed = xinye.seal(contact_letter(), idem_key=f"XY-RATE-{n}")
+            url = f"{instances[n % 2].url}/partner/v1/cases"
+            answers.append(http("POST", url, raw=sealed.to_json()))
+        assert [status for status, _ in answers] == [200, 200, 200, 429]
+        assert answers[3][1]["code"] == "RATE_LIMITED"
+        shiyan = Partner(deployment.data, "420300")
+        status, body = http(
+            "POST",
+            f"{instances[1].url}/partner/v1/cases",
+            raw=shiyan.seal(contact_letter(), matter="SY-SB-001", idem_key="SY-1").to_json(),
+        )
+        assert status == 200, body
+        rejected = deployment.xgw("audit", "show", "--event", "message.rejected")
+        assert "RATE_LIMITED" in rejected
+    finally:
+        deployment.close()
