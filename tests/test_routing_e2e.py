@@ -104,6 +104,32 @@ def test_lost_answers_resent_and_replayed_envelopes_resealed(deployment: Deploym
 
 
 @pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
+def test_sigterm_gives_back_sends_that_outlast_the_grace(deployment: Deployment) -> None:
+    """SIGTERM while the partner is slow: the gateway stops within its shutdown grace (0.5 s
+    here) instead of waiting for the partner, gives the unfinished sends back to the outbox
+    (none left in flight), and exits 0; restarted, it completes every case, each effect once
+    (the partner applied some of the abandoned sends anyway and answers their resends from
+    its cache)."""
+    deployment.gateways.pop().stop()
+    gateway = deployment.add_gateway(XGW_SHUTDOWN_GRACE_SECONDS="0.5")
+    deployment.faults({"*": {"latency_ms": 4000}})
+    ids = [deployment.file("YJS-YLBX", url=gateway.url)["id"] for _ in range(3)]
+    time.sleep(0.5)  # the cases' first messages are on the wire now
+    began = time.monotonic()
+    assert gateway.stop() == 0
+    assert time.monotonic() - began < 3.5  # well before the partner would have answered
+    counts = deployment.xgw("outbox", "list", "--status", "all").splitlines()[-1]
+    assert "pending: 3" in counts and "in_flight" not in counts, counts
+    deployment.faults({"*": {"latency_ms": 0}})
+    deployment.gateways.remove(gateway)
+    deployment.add_gateway()  # the restart
+    deployment.wait(ids, timeout=60)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == []
+    assert stats["applied"] == stats["messages"] == 6
+
+
+@pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
 def test_gateway_killed_mid_delivery_then_restarted(deployment: Deployment) -> None:
     deployment.faults({"*": {"latency_ms": 300}})
     ids = [deployment.file(b)["id"] for b in ("YJS-SBZR", "YJS-YLBX") * 5]
