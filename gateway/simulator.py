@@ -16,8 +16,10 @@ Fault knobs (``POST /_sim/faults``, per region or ``*``): ``down`` (503), ``late
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,8 @@ class Identity:
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)  # msg_id -> reply plaintext
     effects: Counter[str] = field(default_factory=Counter)  # msg_id -> effects applied
     duplicates: int = 0
+    in_flight: int = 0  # requests being served now
+    most_in_flight: int = 0  # the most at once: the gateway's concurrency limit, seen from here
     rejected: Counter[str] = field(default_factory=Counter)
     results: Counter[str] = field(default_factory=Counter)  # our case ref -> results received
     result_bodies: dict[str, Any] = field(default_factory=dict)
@@ -245,8 +249,21 @@ class Simulator:
             raise web.HTTPNotFound()
         return identity
 
+    @contextlib.contextmanager
+    def _serving(self, identity: Identity) -> Iterator[None]:
+        identity.in_flight += 1
+        identity.most_in_flight = max(identity.most_in_flight, identity.in_flight)
+        try:
+            yield
+        finally:
+            identity.in_flight -= 1
+
     async def rest(self, request: web.Request) -> web.StreamResponse:
         identity = self._identity(request)
+        with self._serving(identity):
+            return await self._rest(request, identity)
+
+    async def _rest(self, request: web.Request, identity: Identity) -> web.StreamResponse:
         faulty = await self._faulty(request, identity.region)
         if faulty is not None:
             return faulty
@@ -271,6 +288,10 @@ class Simulator:
                 "http://127.0.0.1:8090/411329/soap", str(request.url.with_query(None))
             )
             return web.Response(text=text, content_type="text/xml")
+        with self._serving(identity):
+            return await self._soap(request, identity)
+
+    async def _soap(self, request: web.Request, identity: Identity) -> web.StreamResponse:
         faulty = await self._faulty(request, identity.region)
         if faulty is not None:
             return faulty
@@ -306,6 +327,7 @@ class Simulator:
                 "messages": len(i.effects),
                 "applied_twice": sorted(m for m, n in i.effects.items() if n > 1),
                 "duplicates_answered": i.duplicates,
+                "most_in_flight": i.most_in_flight,
                 "rejected": dict(i.rejected),
                 "results": dict(i.results),
                 "result_bodies": i.result_bodies,
@@ -330,6 +352,7 @@ class Simulator:
             identity.effects.clear()
             identity.replies.clear()
             identity.duplicates = 0
+            identity.most_in_flight = 0
             identity.rejected.clear()
             identity.results.clear()
             identity.result_bodies.clear()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.harness import Deployment, http, http_exchange
 
@@ -101,6 +102,40 @@ def test_lost_answers_resent_and_replayed_envelopes_resealed(deployment: Deploym
     assert stats["rejected"].get("REPLAYED") == 2  # each lost answer's resend, refused once
     assert stats["duplicates_answered"] == 2  # then answered from the partner's cache
     assert all(deployment.case(i)["status"] == "done" for i in ids)
+
+
+def test_per_partner_concurrency_limit_and_timeout(deployment: Deployment) -> None:
+    """新野 takes at most 2 of our requests at once and must answer within 1 s, else we give
+    up on that attempt. Slow but within the timeout, 8 cases at once never put more than 2
+    requests in its hands. Slower than the timeout, attempts time out (TIMEOUT, retried; a
+    request we gave up on no longer counts against our limit, though the partner may still be
+    working on it), and once it is quick again every case completes, each effect once (what it
+    applied for an abandoned request is answered from its cache)."""
+    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
+    for partner in partners["partners"]:
+        if partner["region"] == "411329":
+            partner.update(max_concurrency=2, timeout_seconds=1)
+    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
+    gateway = deployment.gateways[0]
+    gateway.stop()
+    gateway.start()
+    deployment.faults({"411329": {"latency_ms": 300}})  # slow, within the timeout
+    deployment.wait([deployment.file("YJS-YLBX")["id"] for _ in range(8)], timeout=60)
+    assert deployment.stats()["411329"]["most_in_flight"] == 2
+    deployment.faults({"411329": {"latency_ms": 1500}})  # slower than the timeout
+    ids = [deployment.file("YJS-YLBX")["id"] for _ in range(4)]
+    time.sleep(2.5)
+    deployment.faults({"411329": {"latency_ms": 0}})
+    cases = deployment.wait(ids, timeout=90)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == [] and stats["applied"] == stats["messages"] == 24
+    retries = [
+        step["detail"].get("code")
+        for case in cases
+        for step in case["timeline"]
+        if step["step"] == "delivery_retrying"
+    ]
+    assert "TIMEOUT" in retries, retries
 
 
 @pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
