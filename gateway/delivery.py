@@ -259,6 +259,13 @@ class Worker:
         except DeliveryError as exc:
             if exc.transient:
                 lane.breaker.failure(time.time())
+            else:  # it answered, refusing this message: the partner is up
+                lane.breaker.success()
+            raise
+        except BaseException:
+            # Whatever else ended the attempt (a bug, a shutdown) tells nothing of the partner;
+            # if it was the circuit's probe, the next attempt may probe again.
+            lane.breaker.probing = False
             raise
         lane.breaker.success()
         await self.service.delivered(message, reply, reply_envelope)

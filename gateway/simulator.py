@@ -68,6 +68,10 @@ class Faults:
     # Check the nonce before the message-id cache, as some partners do: a resend of the very
     # same envelope is then refused as REPLAYED, and the gateway must re-seal it.
     replay_check_first: bool = False
+    # Refuse the next N messages outright with this code (403 problem+json or a SOAP Fault),
+    # as a partner does with one it will never take; nothing is applied.
+    refuse_code: str = ""
+    refuse_next: int = 0
 
 
 @dataclass
@@ -156,8 +160,12 @@ class Simulator:
         """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
         now = env.now_utc()
         sender = identity.opener.authenticate(envelope, now)
+        faults = self.fault(identity.region)
+        if faults.refuse_next > 0 and faults.refuse_code:
+            faults.refuse_next -= 1
+            raise SecurityError(faults.refuse_code, "refused (simulated)")
         opened = None
-        if self.fault(identity.region).replay_check_first:
+        if faults.replay_check_first:
             opened = await identity.opener.unseal(envelope, sender)  # REPLAYED: a nonce seen
         reply = identity.replies.get(envelope.msg_id)
         if reply is not None:

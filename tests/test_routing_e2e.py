@@ -88,6 +88,24 @@ def test_partner_down_under_load_then_back(deployment: Deployment) -> None:
     assert "dead" not in counts.splitlines()[-1]
 
 
+def test_a_probe_refused_outright_closes_the_circuit(deployment: Deployment) -> None:
+    """新野 is down long enough for its circuit to open; back up, it refuses the first message
+    it gets (the circuit's probe) outright. It answered, so it is up: that sub-matter fails with
+    the partner's code and every other case goes through (the circuit must not stay shut
+    waiting for a probe that ended in a refusal)."""
+    deployment.faults({"411329": {"down": True}})
+    ids = [deployment.file("YJS-YLBX")["id"] for _ in range(4)]
+    time.sleep(1.5)  # failures open the circuit (3 in a row), probes keep failing
+    deployment.faults({"411329": {"refuse_code": "MATTER_NOT_ALLOWED", "refuse_next": 1}})
+    cases = deployment.wait(ids, statuses=("done", "attention"), timeout=30)
+    assert sorted(c["status"] for c in cases) == ["attention", "done", "done", "done"]
+    failed = next(c for c in cases if c["status"] == "attention")
+    assert [s["error_code"] for s in failed["sub_matters"] if s["status"] == "failed"] == [
+        "MATTER_NOT_ALLOWED"
+    ]
+    assert deployment.stats()["411329"]["rejected"] == {"MATTER_NOT_ALLOWED": 1}
+
+
 def test_lost_answers_resent_and_replayed_envelopes_resealed(deployment: Deployment) -> None:
     """The partner applies a message, but its answer is lost on the way (the connection
     drops); the gateway sends the same envelope again, and this partner, checking nonces before
