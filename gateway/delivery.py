@@ -73,6 +73,14 @@ class CircuitBreaker:
             return True
         return False
 
+    def may_claim(self, now: float) -> bool:
+        """The partner's messages may be taken from the outbox: the circuit is closed, or it
+        is time for a probe and none is under way. While one is, the rest wait unclaimed for
+        its outcome (claimed, each would only be put back, again and again)."""
+        if self.opened_at is None:
+            return True
+        return now - self.opened_at >= self.reset_seconds and not self.probing
+
     def reopens_at(self) -> float:
         return (self.opened_at or time.time()) + self.reset_seconds
 
@@ -132,8 +140,7 @@ class Worker:
         """Messages for a partner whose circuit is open stay queued, unclaimed and uncounted."""
         if region == LOCAL:
             return True
-        breaker = self.lane(region).breaker
-        return breaker.opened_at is None or time.time() - breaker.opened_at >= breaker.reset_seconds
+        return self.lane(region).breaker.may_claim(time.time())
 
     def wake(self) -> None:
         self._wake.set()
@@ -260,15 +267,21 @@ class Worker:
             if exc.transient:
                 lane.breaker.failure(time.time())
             else:  # it answered, refusing this message: the partner is up
-                lane.breaker.success()
+                self._partner_answered(lane)
             raise
         except BaseException:
             # Whatever else ended the attempt (a bug, a shutdown) tells nothing of the partner;
             # if it was the circuit's probe, the next attempt may probe again.
             lane.breaker.probing = False
             raise
-        lane.breaker.success()
+        self._partner_answered(lane)
         await self.service.delivered(message, reply, reply_envelope)
+
+    def _partner_answered(self, lane: PartnerLane) -> None:
+        was_open = lane.breaker.opened_at is not None
+        lane.breaker.success()
+        if was_open:  # the messages that waited for the probe's outcome may go now
+            self.wake()
 
     async def _send(
         self,

@@ -110,6 +110,23 @@ def test_circuit_breaker_opens_and_probes_once() -> None:
     assert breaker.allows(25.1) and breaker.allows(25.2)
 
 
+def test_while_the_circuit_probes_the_partners_messages_stay_unclaimed() -> None:
+    """Claimed while the circuit is open or a probe is under way, a message could only be put
+    back; a backlog of thousands would be taken and put back every few milliseconds."""
+    breaker = CircuitBreaker(threshold=1, reset_seconds=10)
+    assert breaker.may_claim(0)
+    breaker.failure(0)
+    assert not breaker.may_claim(5)  # open
+    assert breaker.may_claim(10)  # time for a probe: one message may be claimed for it
+    assert breaker.allows(10)  # the probe goes
+    assert not breaker.may_claim(11)  # the rest wait for its outcome
+    breaker.failure(12)
+    assert not breaker.may_claim(13) and breaker.may_claim(22)
+    assert breaker.allows(22)
+    breaker.success()
+    assert breaker.may_claim(22.5)
+
+
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
     rng = random.Random(1)
     delays = [backoff(n, 0.5, 60, rng) for n in range(1, 20)]
