@@ -22,6 +22,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -47,6 +48,10 @@ RESEAL_ONCE = AsyncRetrying(
     retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.code in RESEALABLE),
     reraise=True,
 )
+
+
+def _forget(in_hand: set[str], msg_id: str, _task: asyncio.Task[None]) -> None:
+    in_hand.discard(msg_id)
 
 
 class PartnerClient(Protocol):
@@ -121,6 +126,7 @@ class Worker:
     poll_seconds: float = 0.1
     lanes: dict[str, PartnerLane] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _in_hand: set[str] = field(default_factory=set)  # ids of the messages those tasks deliver
     _stopping: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rng: random.Random = field(default_factory=random.Random)
@@ -158,9 +164,15 @@ class Worker:
 
     def dispatch(self, messages: list[OutboxMessage]) -> None:
         for message in messages:
+            if message.msg_id in self._in_hand:
+                # Ours already, still waiting for a free connection to its partner while its
+                # lease ran out: the claim only renewed the lease; one delivery is enough.
+                continue
+            self._in_hand.add(message.msg_id)
             task = asyncio.create_task(self._leased_delivery(message))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(partial(_forget, self._in_hand, message.msg_id))
 
     async def _leased_delivery(self, message: OutboxMessage) -> None:
         if self.redis is not None and not await self._redis_lease(message):
@@ -194,6 +206,28 @@ class Worker:
             key, self.owner.encode(), nx=True, px=int(self.settings.delivery_lease_seconds * 1000)
         )
         return bool(ok)
+
+    async def _still_ours(self, message: OutboxMessage) -> bool:
+        """Renew the message's lease as it is about to go out. A message can wait longer than
+        its lease for a free connection to a slow partner; sent without this, another worker
+        (or this one, claiming again) could be sending it at the same time."""
+        now, lease = time.time(), self.settings.delivery_lease_seconds
+        if message.lease_until is not None and message.lease_until - now > lease / 2:
+            return True  # taken moments ago (the usual case): nobody else can have it yet
+        if not self.store.renew_lease(message.msg_id, self.owner, now + lease):
+            return False
+        if self.redis is None:
+            return True
+        renewed = await self.redis.eval(
+            "local held = redis.call('get', KEYS[1]) "
+            "if held == false or held == ARGV[1] then "
+            "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0",
+            1,
+            f"xgw:lease:{message.msg_id}",
+            self.owner,
+            str(int(self.settings.delivery_lease_seconds * 1000)),
+        )
+        return bool(renewed)
 
     async def _redis_release(self, message: OutboxMessage) -> None:
         if self.redis is None:
@@ -249,6 +283,8 @@ class Worker:
             return
         try:
             async with lane.limit:
+                if not await self._still_ours(message):
+                    return  # its lease ran out while it waited, and another worker has it now
                 endpoint = partner.endpoint(message.domain)
                 client = self.clients[(message.partner, endpoint.protocol)]
                 envelope = env.envelope_from_record(message.envelope)

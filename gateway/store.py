@@ -533,6 +533,18 @@ class Store:
             for r in chosen
         ]
 
+    def renew_lease(self, msg_id: str, owner: str, until: float) -> bool:
+        """Extend ``owner``'s lease on an in-flight message; False if it is no longer theirs."""
+        with self.transaction(volatile=True) as db:
+            return (
+                db.execute(
+                    "UPDATE outbox SET lease_until = ? "
+                    "WHERE msg_id = ? AND lease_owner = ? AND status = ?",
+                    (until, msg_id, owner, IN_FLIGHT),
+                ).rowcount
+                == 1
+            )
+
     def release(self, msg_ids: list[str], owner: str) -> None:
         """Give back leases of messages not finished (shutdown): another worker may send them."""
         with self.transaction() as db:

@@ -222,6 +222,33 @@ def test_two_instances_on_one_redis_deliver_each_message_once(
         assert '"redis":true' in gateway.log()
 
 
+@pytest.mark.redis
+@pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
+def test_messages_waiting_for_a_slow_partner_outlive_their_lease_and_go_once(
+    deployment: Deployment, redis_url: str
+) -> None:
+    """A slow partner taking one request at a time: messages wait for it longer than their
+    lease (2 s here). Two instances on one Redis still send each message once — the one that
+    holds a message renews its lease as it goes out, the other never takes it meanwhile."""
+    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
+    for partner in partners["partners"]:
+        if partner["region"] == "411329":
+            partner["max_concurrency"] = 1
+    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
+    deployment.gateways.pop().stop()
+    instances = [
+        deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID=name)
+        for name in ("gw-a", "gw-b")
+    ]
+    deployment.faults({"411329": {"latency_ms": 400}})
+    ids = [deployment.file("YJS-YLBX", url=instances[n % 2].url)["id"] for n in range(16)]
+    deployment.wait(ids, timeout=120)
+    stats = deployment.stats()["411329"]
+    assert stats["applied_twice"] == [] and stats["applied"] == 32
+    assert stats["duplicates_answered"] == 0  # no message was sent twice
+    assert stats["most_in_flight"] <= 2  # one at a time from each instance
+
+
 def test_rejection_retry_cancel_and_local_completion(deployment: Deployment) -> None:
     deployment.faults({"411329": {"reject_matters": ["XY-YB-004"]}})
     transfer = deployment.file("YJS-SBZR")
