@@ -281,6 +281,8 @@ class Worker:
                 counts=False,
             )
             return
+        probe = lane.breaker.opened_at is not None  # let through a half-open circuit
+        outcome = ""  # "answered" (even with a refusal: the partner is up) or "failed"
         try:
             async with lane.limit:
                 if not await self._still_ours(message):
@@ -299,18 +301,19 @@ class Worker:
                 except SecurityError as exc:
                     # A reply we cannot trust is no answer: retry (the partner de-duplicates).
                     raise DeliveryError(exc.code, exc.message, transient=True) from None
+            outcome = "answered"
         except DeliveryError as exc:
-            if exc.transient:
+            outcome = "failed" if exc.transient else "answered"
+            raise
+        finally:
+            if outcome == "failed":
                 lane.breaker.failure(time.time())
-            else:  # it answered, refusing this message: the partner is up
+            elif outcome == "answered":
                 self._partner_answered(lane)
-            raise
-        except BaseException:
-            # Whatever else ended the attempt (a bug, a shutdown) tells nothing of the partner;
-            # if it was the circuit's probe, the next attempt may probe again.
-            lane.breaker.probing = False
-            raise
-        self._partner_answered(lane)
+            elif probe:
+                # The probe ended otherwise (given up to another worker, a bug, a shutdown): it
+                # tells nothing of the partner, and the next attempt may probe again.
+                lane.breaker.probing = False
         await self.service.delivered(message, reply, reply_envelope)
 
     def _partner_answered(self, lane: PartnerLane) -> None:
