@@ -4,6 +4,7 @@ the OpenAPI document, so the two cannot drift."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -78,9 +79,12 @@ class Step(BaseModel):
     detail: dict[str, Any] | None
 
 
+CaseStatus = Literal["in_progress", "done", "attention", "cancelled"]
+
+
 class CaseView(BaseModel):
     id: str
-    status: Literal["in_progress", "done", "attention", "cancelled"]
+    status: CaseStatus
     bundle: str
     title: str
     hall: str
@@ -90,6 +94,66 @@ class CaseView(BaseModel):
     filed_on: str
     sub_matters: list[SubMatterView]
     timeline: list[Step] | None = None
+
+
+def _utc_stamp(value: str) -> str:
+    """An ISO 8601 date or time as the store writes times (UTC, seconds): a date is its
+    midnight, a time without an offset is UTC."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CaseListQuery(BaseModel):
+    """``GET /api/v1/cases``: every filter is checked, and all problems are told at once."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    status: CaseStatus | None = None
+    bundle: str | None = Field(None, description="a bundle code, e.g. YJS-SBZR")
+    matter: str | None = Field(None, description="any sub-matter's local or partner matter code")
+    hall: str | None = Field(None, description="admins only: a window always sees its own hall's")
+    from_: str | None = Field(
+        None, alias="from", description="filed at or after this ISO 8601 date or time (UTC)"
+    )
+    to: str | None = Field(None, description="filed before this ISO 8601 date or time (UTC)")
+    cursor: str | None = Field(None, description="the `next` of the page before")
+    limit: int = Field(50, description="cases per page, 1 to 200")
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _moment(cls, value: str | None) -> str | None:
+        return None if value is None else _utc_stamp(value)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            after = orjson.loads(base64.urlsafe_b64decode(value))
+            if not (
+                isinstance(after, list)
+                and len(after) == 2
+                and all(isinstance(v, str) for v in after)
+            ):
+                raise ValueError("not a cursor this service gave")
+        return value
+
+    def after(self) -> tuple[str, str] | None:
+        if self.cursor is None:
+            return None
+        created, case_id = orjson.loads(base64.urlsafe_b64decode(self.cursor))
+        return created, case_id
+
+    @classmethod
+    def parse(cls, query: Any) -> CaseListQuery:
+        try:
+            return cls.model_validate(dict(query))
+        except ValidationError as exc:
+            problem = validation_problem(exc)
+            raise GatewayError(
+                "QUERY_INVALID", 400, "Bad query", "see errors for every problem", problem.problems
+            ) from None
 
 
 class CaseList(BaseModel):
@@ -144,6 +208,21 @@ def json(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(
         body=model.model_dump_json(), status=status, content_type="application/json"
     )
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters from the model that checks them (so the two cannot drift)."""
+    schema = model.model_json_schema(by_alias=True)
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", []),
+            "description": field.pop("description", ""),
+            "schema": field,
+        }
+        for name, field in schema["properties"].items()
+    ]
 
 
 def validation_problem(exc: ValidationError) -> GatewayError:
@@ -283,34 +362,17 @@ class CasesApi:
 
     async def list(self, request: web.Request) -> web.Response:
         token = require(request, "window", "admin")
-        query = request.query
-        try:
-            limit = min(max(int(query.get("limit", "50")), 1), 200)
-            after = (
-                orjson.loads(base64.urlsafe_b64decode(query["cursor"]))
-                if "cursor" in query
-                else None
-            )
-        except (ValueError, orjson.JSONDecodeError):
-            raise GatewayError(
-                "QUERY_INVALID", 400, "Bad query", "limit or cursor is not valid"
-            ) from None
-        where = {k: query[k] for k in ("status", "bundle") if k in query}
-        if token.role == "window":
-            where["hall"] = token.hall or ""
-        elif "hall" in query:
-            where["hall"] = query["hall"]
+        query = CaseListQuery.parse(request.query)
+        limit = min(max(query.limit, 1), 200)
+        where = {"status": query.status, "bundle": query.bundle, "matter": query.matter}
+        where["hall"] = (token.hall or "") if token.role == "window" else query.hall
         cases = self.store.list_cases(
-            where, limit + 1, tuple(after) if after else None, query.get("from"), query.get("to")
+            {k: v for k, v in where.items() if v is not None},
+            limit + 1,
+            query.after(),
+            query.from_,
+            query.to,
         )
-        if "matter" in query:
-            cases = [
-                c
-                for c in cases
-                if any(
-                    p.matter == query["matter"] or p.partner_code == query["matter"] for p in c.plan
-                )
-            ]
         cursor = None
         if len(cases) > limit:
             cases = cases[:limit]
@@ -405,19 +467,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "get": {
                     "summary": "List cases (a window sees its own hall's)",
-                    "parameters": [
-                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                        for n in (
-                            "status",
-                            "bundle",
-                            "matter",
-                            "hall",
-                            "from",
-                            "to",
-                            "cursor",
-                            "limit",
-                        )
-                    ],
+                    "parameters": _query_parameters(CaseListQuery),
                     "responses": {
                         "200": {
                             "description": "a page",

@@ -305,6 +305,14 @@ class Store:
         allowed = {"status", "hall", "bundle"}
         clauses = [f"{k} = ?" for k in where if k in allowed]
         params: list[Any] = [v for k, v in where.items() if k in allowed]
+        if "matter" in where:  # any sub-matter's, local or partner code: in the query, so that
+            # the page is full and its cursor right however the matches are spread
+            clauses.append(
+                "EXISTS (SELECT 1 FROM json_each(CAST(cases.plan AS TEXT)) "
+                "WHERE json_extract(value, '$.matter') = ? "
+                "OR json_extract(value, '$.partner_code') = ?)"
+            )
+            params += [where["matter"], where["matter"]]
         if created_from:
             clauses.append("created >= ?")
             params.append(created_from)

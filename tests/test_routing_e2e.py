@@ -436,6 +436,51 @@ def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
     assert rejected.count("request.rejected") >= len(cases)
 
 
+def test_listing_filters_page_through_everything_and_refuse_nonsense(
+    deployment: Deployment,
+) -> None:
+    """A window pages through its cases one at a time with a filter and gets every match,
+    however the matches are spread among other cases; a filter or cursor it could not have
+    been given is a 400 QUERY_INVALID, never a 500 or a silently empty page."""
+    url, token = f"{deployment.url}/api/v1/cases", deployment.token
+    filed = []
+    for _ in range(3):  # three groups a second apart (filing times are kept to the second)
+        filed += [deployment.file(b) for b in ("YJS-SBZR", "YJS-SBZR", "YJS-YLBX")]
+        time.sleep(1.1)
+    filed.sort(key=lambda c: (c["created"], c["id"]))  # the listing's order
+    medical = [c["id"] for c in filed if c["bundle"] == "YJS-YLBX"]
+    matter = next(c for c in filed if c["bundle"] == "YJS-YLBX")["sub_matters"][0]["matter"]
+
+    def every_page(query: str) -> list[str]:
+        ids, cursor = [], None
+        while True:
+            page_url = f"{url}?{query}&limit=1" + (f"&cursor={cursor}" if cursor else "")
+            status, page = http("GET", page_url, token=token)
+            assert status == 200, page
+            ids += [c["id"] for c in page["items"]]
+            cursor = page["next"]
+            if cursor is None:
+                return ids
+
+    assert every_page(f"matter={matter}") == medical
+    assert every_page("bundle=YJS-YLBX") == medical
+    since = filed[3]["created"]
+    assert every_page(f"from={since}") == [c["id"] for c in filed[3:]]
+    assert every_page(f"from={since}&to={filed[6]['created']}") == [c["id"] for c in filed[3:6]]
+    for nonsense in (
+        "status=finished",
+        "from=yesterday",
+        "to=2026-13-45",
+        "limit=many",
+        "cursor=zz",
+        "cursor=WzFd",  # base64 of [1]
+        "cursor=ImEi",  # base64 of "a"
+        "cursor=WyJhIiwgMV0=",  # base64 of ["a", 1]
+    ):
+        status, problem = http("GET", f"{url}?{nonsense}", token=token)
+        assert (status, problem["code"]) == (400, "QUERY_INVALID"), (nonsense, problem)
+
+
 def _body(bundle: str) -> dict[str, object]:
     from gateway.demo import applicant_of, bundle_form
 
