@@ -96,13 +96,38 @@ class CaseView(BaseModel):
     timeline: list[Step] | None = None
 
 
-def _utc_stamp(value: str) -> str:
-    """An ISO 8601 date or time as the store writes times (UTC, seconds): a date is its
-    midnight, a time without an offset is UTC."""
+CASE_TIME = "%Y-%m-%dT%H:%M:%SZ"  # how the store writes a case's times (store.iso_now)
+
+
+def utc_stamp(value: str, layout: str = CASE_TIME) -> str:
+    """A query's ISO 8601 date or time written as the stored times it is compared with (UTC,
+    as text): a date is its midnight, a time without an offset is UTC. ValueError if it is
+    neither."""
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime(layout)
+
+
+def decode_cursor(value: str, shape: tuple[type, ...]) -> list[Any]:
+    """A ``next`` cursor this service gave: base64 of a JSON list of values of these types.
+    ValueError for anything else (a cursor is the client's to send back, not to make)."""
+    try:
+        after = orjson.loads(base64.urlsafe_b64decode(value))
+    except (ValueError, orjson.JSONDecodeError):
+        raise ValueError("not a cursor this service gave") from None
+    if not (
+        isinstance(after, list)
+        and len(after) == len(shape)
+        and all(
+            isinstance(v, t) and not isinstance(v, bool) for v, t in zip(after, shape, strict=True)
+        )
+    ):
+        raise ValueError("not a cursor this service gave")
+    return after
+
+
+_CASE_CURSOR = (str, str)  # (created, id) of the page's last case
 
 
 class CaseListQuery(BaseModel):
@@ -124,25 +149,19 @@ class CaseListQuery(BaseModel):
     @field_validator("from_", "to")
     @classmethod
     def _moment(cls, value: str | None) -> str | None:
-        return None if value is None else _utc_stamp(value)
+        return None if value is None else utc_stamp(value)
 
     @field_validator("cursor")
     @classmethod
     def _cursor(cls, value: str | None) -> str | None:
         if value is not None:
-            after = orjson.loads(base64.urlsafe_b64decode(value))
-            if not (
-                isinstance(after, list)
-                and len(after) == 2
-                and all(isinstance(v, str) for v in after)
-            ):
-                raise ValueError("not a cursor this service gave")
+            decode_cursor(value, _CASE_CURSOR)
         return value
 
     def after(self) -> tuple[str, str] | None:
         if self.cursor is None:
             return None
-        created, case_id = orjson.loads(base64.urlsafe_b64decode(self.cursor))
+        created, case_id = decode_cursor(self.cursor, _CASE_CURSOR)
         return created, case_id
 
     @classmethod

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gateway.api import parse_body, require
+from gateway.api import decode_cursor, parse_body, require, utc_stamp, validation_problem
 from gateway.audit import COLUMNS, AuditLog
 from gateway.audit_verify import KnownKey, export_case
 from gateway.problems import GatewayError, not_found
@@ -51,6 +51,22 @@ class AuditSearch(BaseModel):
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = None
 
+    @field_validator("time_from", "time_to")
+    @classmethod
+    def _moment(cls, value: str | None) -> str | None:
+        return None if value is None else utc_stamp(value, ENTRY_TIME)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value, _ENTRY_CURSOR)
+        return value
+
+
+ENTRY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # how the log writes an entry's time (audit.now_iso)
+_ENTRY_CURSOR = (str, str, int)  # (time, node, seq) of the page's last entry
+
 
 class AuditApi:
     def __init__(
@@ -65,16 +81,7 @@ class AuditApi:
                 filters["person"] = self.log.person(identifiers.check_resident_id(search.person_id))
             except identifiers.IdentifierError as exc:
                 raise GatewayError("QUERY_INVALID", 422, "Bad query", str(exc)) from None
-        try:
-            after = (
-                tuple(orjson.loads(base64.urlsafe_b64decode(search.cursor)))
-                if search.cursor
-                else None
-            )
-        except (ValueError, orjson.JSONDecodeError):
-            raise GatewayError(
-                "QUERY_INVALID", 400, "Bad query", "the cursor is not valid"
-            ) from None
+        after = tuple(decode_cursor(search.cursor, _ENTRY_CURSOR)) if search.cursor else None
         assert set(filters) <= set(COLUMNS)
         entries = await asyncio.to_thread(
             self.log.query,
@@ -103,12 +110,14 @@ class AuditApi:
                 "QUERY_INVALID", 400, "Bad query", "search by person with POST /api/v1/audit/search"
             )
         try:
-            search = AuditSearch.model_validate(
-                {**raw, **({"limit": int(raw["limit"])} if "limit" in raw else {})}
-            )
-        except (ValueError, TypeError):
+            search = AuditSearch.model_validate(raw)
+        except ValidationError as exc:
             raise GatewayError(
-                "QUERY_INVALID", 400, "Bad query", "unknown or invalid query parameters"
+                "QUERY_INVALID",
+                400,
+                "Bad query",
+                "see errors for every problem",
+                validation_problem(exc).problems,
             ) from None
         if search.person_id is not None:  # never in a URL: it would sit in proxies' logs
             raise GatewayError(

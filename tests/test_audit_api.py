@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -63,3 +65,40 @@ def test_auditor_queries_and_exports_evidence(deployment: Deployment) -> None:
     status, package = http("GET", f"{base}/cases/{case['id']}/evidence", token=auditor)
     assert [f for f in verify_package(package, get_backend("native")) if f.fatal] == []
     assert http("GET", f"{base}/cases/no-such-case/evidence", token=auditor)[0] == 404
+
+
+def test_time_filters_and_nonsense_queries(deployment: Deployment) -> None:
+    """Times given as a date, a UTC time or a time with an offset select the same entries as
+    the log's own millisecond times say; a query that makes no sense is a 400 naming each
+    problem, never a 500 or a silently empty page."""
+    case = deployment.file("YJS-YLBX")
+    deployment.wait([case["id"]])
+    auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "auditor-2").strip()
+    base = f"{deployment.url}/api/v1/audit/entries"
+    status, page = http("GET", f"{base}?case_id={case['id']}&limit=100", token=auditor)
+    entries = page["items"]
+    first, last = entries[0]["time"], entries[-1]["time"]  # e.g. 2026-11-28T12:00:00.123456Z
+    whole_second = first[:19] + "Z"  # the second the case was filed in, from its start
+    day = first[:10]
+    beijing = (datetime.fromisoformat(first[:19]) + timedelta(hours=8)).isoformat() + "+08:00"
+    for start in (day, whole_second, beijing):
+        status, page = http(
+            "GET", f"{base}?case_id={case['id']}&from={quote(start)}&limit=100", token=auditor
+        )
+        assert status == 200 and len(page["items"]) == len(entries), start
+    status, page = http("GET", f"{base}?case_id={case['id']}&to={whole_second}", token=auditor)
+    assert status == 200 and page["items"] == []  # all of them are after that second began
+    assert last >= first
+    for nonsense in (
+        "from=yesterday",
+        "to=2026-99-99",
+        "limit=lots",
+        "limit=0",
+        "cursor=zz",
+        "cursor=WzFd",  # base64 of [1]
+        "cursor=ImEi",  # base64 of "a"
+        "seq_from=3",  # not a filter this API has
+    ):
+        status, problem = http("GET", f"{base}?{nonsense}", token=auditor)
+        assert (status, problem["code"]) == (400, "QUERY_INVALID"), (nonsense, problem)
+        assert problem["errors"], problem  # each problem named
