@@ -358,9 +358,13 @@ class InboundService:
         if cached is not None:
             return cached
         reference = payload.get("receipt_no") if isinstance(payload, dict) else None
+        if not isinstance(reference, str):
+            raise InboundRefused(
+                "PAYLOAD_MALFORMED", 'a status query holds {"receipt_no": "…"}', envelope
+            )
         rows = self.store.read(
             "SELECT id, partner, status, local_matter, result, updated FROM inbound_case WHERE id = ?",
-            (reference or "",),
+            (reference,),
         )
         if not rows or rows[0]["partner"] != partner.region:
             # another partner's case and no case at all look the same from outside

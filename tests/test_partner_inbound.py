@@ -111,6 +111,11 @@ def test_the_same_over_rest(deployment: Deployment) -> None:
     query = shiyan.seal({"receipt_no": receipt["receipt_no"]}, kind="query", idem_key="q-2")
     status, problem = http("POST", f"{deployment.url}/partner/v1/status", raw=query.to_json())
     assert status == 403 and problem["code"] == "CASE_NOT_YOURS"
+    # … and a query that is not one gets a clear refusal (a list here was a 500)
+    for number, odd in enumerate(([receipt["receipt_no"]], {"no": 1}, 5)):
+        query = xinye.seal({"receipt_no": odd}, kind="query", idem_key=f"q-odd-{number}")
+        status, problem = http("POST", f"{deployment.url}/partner/v1/status", raw=query.to_json())
+        assert (status, problem["code"]) == (400, "PAYLOAD_MALFORMED"), problem
     status, document = http("GET", f"{deployment.url}/partner/v1/openapi.json")
     assert document["openapi"] == "3.1.0" and "/partner/v1/cases" in document["paths"]
 
