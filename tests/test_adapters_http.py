@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -14,6 +15,7 @@ from adapters.partner_soap import SoapPartnerClient, load_client
 from tests.conftest import free_port
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PIECE = b"0123456789" * 1000  # 10,000 bytes
 
 
@@ -31,18 +33,25 @@ async def _in_pieces(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@pytest.fixture
-async def peer() -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def _serving(path: str, handler: Handler) -> AsyncIterator[str]:
+    """A real aiohttp server on a loopback port answering POST ``path``: its URL."""
     app = web.Application()
-    app.router.add_post("/", _in_pieces)
+    app.router.add_post(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[str]:
+    async with _serving("/", _in_pieces) as url:
+        yield url
 
 
 async def test_a_reply_arriving_in_pieces_is_read_whole(peer: str) -> None:
@@ -94,16 +103,8 @@ async def faulting_partner() -> AsyncIterator[str]:
         detail = ERROR_DETAIL % code if code else ""
         return web.Response(status=500, text=FAULT % detail, content_type="text/xml")
 
-    app = web.Application()
-    app.router.add_post("/soap", fault)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/soap"
-    finally:
-        await runner.cleanup()
+    async with _serving("/soap", fault) as url:
+        yield url
 
 
 async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> None:
