@@ -4,11 +4,15 @@ from __future__ import annotations
 
 
 class DeliveryError(Exception):
-    """``transient``: try again later (same message id); otherwise the attempt is final."""
+    """``transient``: try again later (same message id); otherwise the attempt is final.
+    ``reached``: the request may have reached the peer, which may have acted on it (a
+    timeout, a connection dropped mid-exchange, an answer we could not use); False only when
+    it cannot have: no connection was made, or the peer answered that it did not act."""
 
-    def __init__(self, code: str, message: str, transient: bool) -> None:
+    def __init__(self, code: str, message: str, transient: bool, reached: bool = True) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.transient = code, message, transient
+        self.reached = reached
 
 
 # Partner refusals of our envelope that a fresh seal (new nonce and time) can cure.
@@ -18,4 +22,13 @@ TRANSIENT_CODES = RESEALABLE | frozenset({"RATE_LIMITED", "UNAVAILABLE", "INTERN
 
 
 def refusal(code: str, message: str) -> DeliveryError:
-    return DeliveryError(code, message, transient=code in TRANSIENT_CODES)
+    """The partner answered, refusing the message: it did not act on it."""
+    return DeliveryError(code, message, transient=code in TRANSIENT_CODES, reached=False)
+
+
+def unavailable(status: int) -> DeliveryError:
+    """An HTTP error status instead of an answer. 503 and 429 say the request was not taken
+    in; any other may come from a service that failed half-way."""
+    return DeliveryError(
+        "PARTNER_UNAVAILABLE", f"HTTP {status}", transient=True, reached=status not in (429, 503)
+    )

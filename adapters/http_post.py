@@ -67,5 +67,9 @@ async def post(
             )
     except TimeoutError:
         raise DeliveryError("TIMEOUT", f"no answer within {timeout:g}s", transient=True) from None
-    except aiohttp.ClientError as exc:
+    except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
+        raise DeliveryError(
+            "CONNECTION_FAILED", type(exc).__name__, transient=True, reached=False
+        ) from None
+    except aiohttp.ClientError as exc:  # dropped mid-exchange: it may have been taken in
         raise DeliveryError("CONNECTION_FAILED", type(exc).__name__, transient=True) from None

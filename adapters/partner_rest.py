@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from adapters.delivery_errors import DeliveryError, refusal
+from adapters.delivery_errors import DeliveryError, refusal, unavailable
 from adapters.http_post import post, session
 from security import envelope as env
 
@@ -26,7 +26,7 @@ class RestPartnerClient:
         )
         status, body = reply.status, reply.body
         if status >= 500 or status == 429:
-            raise DeliveryError("PARTNER_UNAVAILABLE", f"HTTP {status}", transient=True)
+            raise unavailable(status)
         if status != 200:
             try:
                 problem = orjson.loads(body)
@@ -35,7 +35,7 @@ class RestPartnerClient:
                 )
             except (orjson.JSONDecodeError, AttributeError):
                 raise DeliveryError(
-                    f"HTTP_{status}", "the partner refused the message", transient=False
+                    f"HTTP_{status}", "the partner refused the message", False, reached=False
                 ) from None
         try:
             return env.envelope_from_json(body)

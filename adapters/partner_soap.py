@@ -16,7 +16,7 @@ from zeep import Client, Settings
 from zeep.exceptions import Error as ZeepError
 from zeep.exceptions import Fault
 
-from adapters.delivery_errors import DeliveryError, refusal
+from adapters.delivery_errors import DeliveryError, refusal, unavailable
 from adapters.http_post import post, session
 from security import envelope as env
 
@@ -95,5 +95,5 @@ class SoapPartnerClient:
         answer = await post(self._session, url, body, headers, timeout)
         status, reply, content_type = answer.status, answer.body, answer.content_type or "text/xml"
         if status >= 500 and b"Fault" not in reply:
-            raise DeliveryError("PARTNER_UNAVAILABLE", f"HTTP {status}", transient=True)
+            raise unavailable(status)
         return self.parse(status, reply, content_type)

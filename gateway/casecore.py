@@ -9,7 +9,7 @@ form into each partner's schema, collecting every problem at once. Sub-matter st
                               └──refused───→ failed    (partner rejected; retry makes a new try)
                               └──exhausted─→ failed    (dead letter)
     local    ─clerk completes→ done                   (handled by our own back office)
-    any not finished ─cancel (nothing delivered yet)→ cancelled
+    any not finished ─cancel (nothing delivered yet, nor maybe delivered)→ cancelled
 
 The case is done when every sub-matter is done, needs attention when one failed.
 """
@@ -75,7 +75,7 @@ class SubState:
     status: str
     depends_on: tuple[str, ...]
     local: bool
-    delivered: bool = False
+    delivered: bool = False  # a message for it reached the partner, or may have
     error_code: str | None = None
     error: str | None = None
     result: dict[str, Any] | None = None
@@ -203,6 +203,12 @@ def apply_reply(
                 )
             )
     return out
+
+
+def mark_maybe_delivered(states: list[SubState], sub_id: str) -> list[SubState]:
+    """An attempt failed in a way that leaves open whether the partner acted on it (a
+    timeout, say): from now on the case counts as delivered, and cannot be cancelled."""
+    return [replace(s, delivered=True) if s.sub_id == sub_id else s for s in states]
 
 
 def apply_dead(states: list[SubState], sub_id: str, code: str, message: str) -> list[SubState]:

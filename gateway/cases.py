@@ -486,11 +486,20 @@ class CaseService:
         return True
 
     async def retry_scheduled(
-        self, message: OutboxMessage, code: str, text: str, delay: float, counts: bool = True
+        self,
+        message: OutboxMessage,
+        code: str,
+        text: str,
+        delay: float,
+        counts: bool = True,
+        reached: bool = False,
     ) -> None:
         """Back to pending after ``delay``. ``counts``: an attempt was made (not so when the
-        partner's circuit was open and nothing was sent)."""
+        partner's circuit was open and nothing was sent); ``reached``: the partner may have
+        acted on it."""
         with self.store.transaction() as db:
+            if reached:
+                self._maybe_delivered(db, message)
             db.execute(
                 "UPDATE outbox SET status = 'pending', attempts = attempts + ?, next_attempt_at = ?, "
                 "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
@@ -517,8 +526,21 @@ class CaseService:
             )
         )
 
-    async def dead(self, message: OutboxMessage, code: str, text: str) -> None:
+    @staticmethod
+    def _maybe_delivered(db: sqlite3.Connection, message: OutboxMessage) -> None:
+        if message.kind in ("office", "result"):  # not a case's message to a partner
+            return
+        case = Store.load_case(db, message.case_id)
+        if case is not None:
+            states = casecore.mark_maybe_delivered(case.states, message.sub_id)
+            Store.save_states(db, case, states, casecore.case_status(states))
+
+    async def dead(
+        self, message: OutboxMessage, code: str, text: str, reached: bool = False
+    ) -> None:
         with self.store.transaction() as db:
+            if reached:
+                self._maybe_delivered(db, message)
             db.execute(
                 "UPDATE outbox SET status = 'dead', attempts = attempts + 1, finished_at = strftime('%s','now'), "
                 "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
@@ -607,7 +629,7 @@ class CaseService:
                     "CASE_NOT_CANCELLABLE",
                     409,
                     "The case cannot be cancelled",
-                    "something was already delivered to a partner, or the case is finished",
+                    "a message may already have reached a partner, or the case is finished",
                 )
             undelivered = db.execute(
                 "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND status = 'in_flight'", (case.id,)

@@ -347,7 +347,7 @@ class Worker:
             or age >= self.settings.delivery_max_age_seconds
             or attempts >= self.settings.delivery_max_attempts
         ):
-            await self.service.dead(message, error.code, error.message)
+            await self.service.dead(message, error.code, error.message, error.reached)
             return
         delay = backoff(
             attempts,
@@ -356,7 +356,9 @@ class Worker:
             self._rng,
         )
         delay = min(delay, max(0.0, self.settings.delivery_max_age_seconds - age))
-        await self.service.retry_scheduled(message, error.code, error.message, delay)
+        await self.service.retry_scheduled(
+            message, error.code, error.message, delay, reached=error.reached
+        )
 
     async def stop(self, grace: float) -> None:
         self._stopping = True

@@ -272,11 +272,14 @@ class Simulator:
             return await self._rest(request, identity)
 
     async def _rest(self, request: web.Request, identity: Identity) -> web.StreamResponse:
+        # The whole request first, as a real service takes it in before working on it: a
+        # caller that then gives up (a timeout) does not stop the work it asked for.
+        raw = await request.read()
         faulty = await self._faulty(request, identity.region)
         if faulty is not None:
             return faulty
         try:
-            envelope = env.envelope_from_json(await request.read())
+            envelope = env.envelope_from_json(raw)
             reply = await self.handle(identity, envelope)
         except SecurityError as exc:
             identity.rejected[exc.code] += 1
@@ -300,12 +303,13 @@ class Simulator:
             return await self._soap(request, identity)
 
     async def _soap(self, request: web.Request, identity: Identity) -> web.StreamResponse:
+        raw = await request.read()  # first, as in _rest
         faulty = await self._faulty(request, identity.region)
         if faulty is not None:
             return faulty
         try:
             _op, element = soap.parse_request(
-                await request.read(),
+                raw,
                 request.headers.get("Content-Type", ""),
                 request.headers.get("SOAPAction"),
                 {"Submit": f"{{{PARTNER_NS}}}SubmitRequest"},

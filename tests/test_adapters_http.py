@@ -128,3 +128,18 @@ async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> No
             assert refused.value.transient is transient
     finally:
         await client.close()
+
+
+async def test_a_failure_says_whether_the_request_may_have_reached_the_peer(peer: str) -> None:
+    """No connection: it cannot have (a case may still be cancelled); a timeout after the
+    request went out: it may have (the peer may have acted)."""
+    client = session(2)
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            await post(client, f"http://127.0.0.1:{free_port()}/", b"ask", {}, 5.0)
+        assert (refused.value.code, refused.value.reached) == ("CONNECTION_FAILED", False)
+        with pytest.raises(DeliveryError) as timed_out:
+            await post(client, f"{peer}?pieces=200", b"ask", {}, 0.05)  # ~0.4 s to answer
+        assert (timed_out.value.code, timed_out.value.reached) == ("TIMEOUT", True)
+    finally:
+        await client.close()

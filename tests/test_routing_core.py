@@ -93,6 +93,9 @@ def test_cancel_only_before_delivery() -> None:
     assert casecore.case_status(cancelled) == "cancelled"
     delivered = casecore.apply_reply(states, "registration", Reply(True), {})
     assert not casecore.can_cancel(delivered)
+    # an attempt that may have reached the partner (a timeout) counts as delivered too
+    assert casecore.can_cancel(states)
+    assert not casecore.can_cancel(casecore.mark_maybe_delivered(states, "registration"))
 
 
 def test_circuit_breaker_opens_and_probes_once() -> None:

@@ -156,6 +156,38 @@ def test_per_partner_concurrency_limit_and_timeout(deployment: Deployment) -> No
     assert "TIMEOUT" in retries, retries
 
 
+def test_a_case_the_partner_may_already_hold_cannot_be_cancelled(deployment: Deployment) -> None:
+    """An attempt that timed out may still have been applied by the partner (it was: the
+    simulator applies it after our timeout), so that case can no longer be cancelled; a case
+    whose partner only ever answered "unavailable" never reached it and can be."""
+    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
+    for partner in partners["partners"]:
+        if partner["region"] == "411329":
+            partner["timeout_seconds"] = 1
+    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
+    gateway = deployment.gateways[0]
+    gateway.stop()
+    gateway.start()
+    url, token = f"{deployment.url}/api/v1/cases", deployment.token
+    deployment.faults({"411329": {"latency_ms": 1500}})  # slower than our timeout
+    reached = deployment.file("YJS-YLBX")["id"]
+    deadline = time.monotonic() + 20
+    while not any(s["step"] == "delivery_retrying" for s in deployment.case(reached)["timeline"]):
+        assert time.monotonic() < deadline, "the first attempt never timed out"
+        time.sleep(0.1)
+    while deployment.stats()["411329"]["applied"] == 0:  # its request lands after all
+        assert time.monotonic() < deadline, "the partner never applied the timed-out request"
+        time.sleep(0.1)
+    deployment.faults({"411329": {"down": True}})  # from now on only "unavailable"
+    unreached = deployment.file("YJS-YLBX")["id"]
+    time.sleep(2.0)  # an attempt under way ends (1 s timeout); the next ones fail at once
+    status, problem = http("POST", f"{url}/{reached}/cancel", token=token)
+    assert (status, problem["code"]) == (409, "CASE_NOT_CANCELLABLE"), problem
+    assert "may already" in problem["detail"]
+    status, cancelled = http("POST", f"{url}/{unreached}/cancel", token=token)
+    assert status == 200 and cancelled["status"] == "cancelled", cancelled
+
+
 @pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
 def test_sigterm_gives_back_sends_that_outlast_the_grace(deployment: Deployment) -> None:
     """SIGTERM while the partner is slow: the gateway stops within its shutdown grace (0.5 s
