@@ -4,10 +4,14 @@
   gateway instances never send one message at the same time; an expired lease (a crashed
   instance) makes the message claimable again, and the partner de-duplicates by message id. A
   message this instance can send at once is leased to it by the write that creates it
-  (``lease_for``) and handed over directly (``dispatch``), without a claim.
+  (``lease_for``) and handed over directly (``dispatch``), without a claim. A message that
+  waited long for a free connection to its partner renews its leases as it goes out
+  (``_still_ours``).
 - A per-partner circuit breaker stops sending to a partner that keeps failing and lets one probe
-  through after ``breaker_reset_seconds``; per-partner timeouts and concurrency limits.
-- Transient failures are retried by tenacity (a short in-process burst), then rescheduled in the
+  through after ``breaker_reset_seconds`` (the rest wait unclaimed for its outcome; any answer
+  closes the circuit); per-partner timeouts and concurrency limits.
+- A partner that refused our envelope as stale or replayed gets it once more, re-sealed
+  (tenacity, within the attempt); other transient failures are rescheduled in the
   store with exponential backoff and jitter, until ``delivery_max_age_seconds`` or
   ``delivery_max_attempts``: then the message is a dead letter (an alert line, the audit log,
   ``xgw outbox list``; ``xgw outbox replay`` sends it again).
