@@ -596,27 +596,36 @@ class CaseService:
             ).fetchone()
             if row is None or row[2] != "dead":
                 return False
-            db.execute(
-                "UPDATE outbox SET status = 'pending', attempts = 0, created = ?, next_attempt_at = ?, "
-                "finished_at = NULL WHERE msg_id = ?",
-                (time.time(), time.time(), msg_id),
-            )
-            case = Store.load_case(db, row[0])
-            assert case is not None
-            states = casecore.mark_queued(case.states, [row[1]])
-            Store.add_step(db, case.id, "replayed", row[1], {"message_id": msg_id, "by": actor})
-            Store.save_states(db, case, states, casecore.case_status(states))
+            self._requeue_dead(db, msg_id, row[0], row[1], actor)
+        await self._audit_replayed(row[0], msg_id, actor)
+        return True
+
+    @staticmethod
+    def _requeue_dead(
+        db: sqlite3.Connection, msg_id: str, case_id: str, sub_id: str, actor: str
+    ) -> None:
+        db.execute(
+            "UPDATE outbox SET status = 'pending', attempts = 0, created = ?, next_attempt_at = ?, "
+            "finished_at = NULL WHERE msg_id = ?",
+            (time.time(), time.time(), msg_id),
+        )
+        case = Store.load_case(db, case_id)
+        assert case is not None
+        states = casecore.mark_queued(case.states, [sub_id])
+        Store.add_step(db, case.id, "replayed", sub_id, {"message_id": msg_id, "by": actor})
+        Store.save_states(db, case, states, casecore.case_status(states))
+
+    async def _audit_replayed(self, case_id: str, msg_id: str, actor: str) -> None:
         await self.audit.append(
             AuditEvent(
                 "delivery.replayed",
                 "outbound",
                 "queued",
-                case_id=row[0],
+                case_id=case_id,
                 message_id=msg_id,
                 actor=actor,
             )
         )
-        return True
 
     # -- window actions --------------------------------------------------------------------------
 
@@ -656,6 +665,31 @@ class CaseService:
         return updated
 
     async def retry(self, case: CaseRow, sub_id: str, actor: str) -> CaseRow:
+        """A failed sub-matter again. If its last message died undelivered, that very message
+        is sent again (the same id: had the partner acted on an attempt that timed out, it
+        answers from its records instead of acting twice); after a partner's refusal, a new
+        message."""
+        with self.store.transaction() as db:
+            current = Store.load_case(db, case.id)
+            assert current is not None
+            last = db.execute(
+                "SELECT msg_id, status FROM outbox WHERE case_id = ? AND sub_id = ? "
+                "ORDER BY created DESC LIMIT 1",
+                (case.id, sub_id),
+            ).fetchone()
+            failed = any(s.sub_id == sub_id and s.status == casecore.FAILED for s in current.states)
+            if failed and last is not None and last[1] == "dead":
+                Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
+                self._requeue_dead(db, last[0], case.id, sub_id, actor)
+                replayed: str | None = last[0]
+            else:
+                replayed = None
+        if replayed is not None:
+            self.dispatcher.wake()
+            await self._audit_replayed(case.id, replayed, actor)
+            updated = self.store.case(case.id)
+            assert updated is not None
+            return updated
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None

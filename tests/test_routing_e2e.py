@@ -352,6 +352,40 @@ def test_dead_letters_alert_list_and_replay(deployment: Deployment) -> None:
 
 
 @pytest.mark.parametrize(
+    "deployment", [{"extra_env": {"XGW_DELIVERY_MAX_ATTEMPTS": "2"}}], indirect=True
+)
+def test_retrying_a_dead_letter_sends_the_same_message_again(deployment: Deployment) -> None:
+    """Both attempts time out and the message becomes a dead letter, but the partner applied
+    it all the same. The window's retry sends that same message again (the same id), which the
+    partner answers from its records: the effect is applied once, not once per retry."""
+    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
+    for partner in partners["partners"]:
+        if partner["region"] == "411329":
+            partner.update(timeout_seconds=1, breaker_failures=10)
+    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
+    gateway = deployment.gateways[0]
+    gateway.stop()
+    gateway.start()
+    deployment.faults({"411329": {"latency_ms": 1500}})
+    case_id = deployment.file("YJS-YLBX")["id"]
+    case = deployment.wait([case_id], statuses=("attention",), timeout=30)[0]
+    assert _sub(case, "registration")["error_code"] == "TIMEOUT"
+    time.sleep(1.0)  # the last timed-out request lands too
+    deployment.faults({"411329": {"latency_ms": 0}})
+    assert deployment.stats()["411329"]["applied"] == 1  # the partner acted on it after all
+    status, retried = http(
+        "POST",
+        f"{deployment.url}/api/v1/cases/{case_id}/sub-matters/registration/retry",
+        token=deployment.token,
+    )
+    assert status == 200, retried
+    deployment.wait([case_id], timeout=30)
+    stats = deployment.stats()["411329"]
+    assert stats["messages"] == 2 and stats["applied"] == 2  # registration once, then the rest
+    assert stats["duplicates_answered"] >= 1
+
+
+@pytest.mark.parametrize(
     "deployment", [{"extra_env": {"XGW_MAX_BODY_BYTES": "65536"}}], indirect=True
 )
 def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
