@@ -223,6 +223,20 @@ class Deployment:
     def url(self) -> str:
         return self.gateways[0].url
 
+    def configure_partner(self, region: str, restart: bool = True, **fields: Any) -> None:
+        """Change one partner's entry in partners.yaml; the gateways read it as they restart
+        (at once, unless ``restart`` is False)."""
+        document = yaml.safe_load(self.partners_file.read_text(encoding="utf-8"))
+        for partner in document["partners"]:
+            if partner["region"] == region:
+                partner.update(fields)
+        self.partners_file.write_text(
+            yaml.safe_dump(document, allow_unicode=True), encoding="utf-8"
+        )
+        for gateway in self.gateways if restart else ():
+            gateway.stop()
+            gateway.start()
+
     def xgw(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "gateway.cli", *args],

@@ -313,16 +313,8 @@ def test_revoked_key_and_unauthorized_matter(deployment: Deployment) -> None:
         {"key_id": shiyan.trust.signing_key(env.now_utc()).key_id, "reason": "compromised"}
     ]
     trust_file.write_text(yaml.safe_dump(trust, allow_unicode=True), encoding="utf-8")
-    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
-    for partner in partners["partners"]:
-        if partner["region"] == "411329":
-            partner["inbound_matters"] = ["XZ-YB-001"]  # 新野 may only file 异地就医备案 with us
-    deployment.partners_file.write_text(
-        yaml.safe_dump(partners, allow_unicode=True), encoding="utf-8"
-    )
-    gateway = deployment.gateways[0]
-    gateway.stop()
-    gateway.start()
+    # 新野 may only file 异地就医备案 with us; the restart reads the new trust file too
+    deployment.configure_partner("411329", inbound_matters=["XZ-YB-001"])
     status, problem = http(
         "POST",
         f"{deployment.url}/partner/v1/cases",

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.harness import Deployment, http, http_exchange
 
@@ -129,14 +128,7 @@ def test_per_partner_concurrency_limit_and_timeout(deployment: Deployment) -> No
     request we gave up on no longer counts against our limit, though the partner may still be
     working on it), and once it is quick again every case completes, each effect once (what it
     applied for an abandoned request is answered from its cache)."""
-    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
-    for partner in partners["partners"]:
-        if partner["region"] == "411329":
-            partner.update(max_concurrency=2, timeout_seconds=1)
-    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
-    gateway = deployment.gateways[0]
-    gateway.stop()
-    gateway.start()
+    deployment.configure_partner("411329", max_concurrency=2, timeout_seconds=1)
     deployment.faults({"411329": {"latency_ms": 300}})  # slow, within the timeout
     deployment.wait([deployment.file("YJS-YLBX")["id"] for _ in range(8)], timeout=60)
     assert deployment.stats()["411329"]["most_in_flight"] == 2
@@ -160,14 +152,7 @@ def test_a_case_the_partner_may_already_hold_cannot_be_cancelled(deployment: Dep
     """An attempt that timed out may still have been applied by the partner (it was: the
     simulator applies it after our timeout), so that case can no longer be cancelled; a case
     whose partner only ever answered "unavailable" never reached it and can be."""
-    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
-    for partner in partners["partners"]:
-        if partner["region"] == "411329":
-            partner["timeout_seconds"] = 1
-    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
-    gateway = deployment.gateways[0]
-    gateway.stop()
-    gateway.start()
+    deployment.configure_partner("411329", timeout_seconds=1)
     url, token = f"{deployment.url}/api/v1/cases", deployment.token
     deployment.faults({"411329": {"latency_ms": 1500}})  # slower than our timeout
     reached = deployment.file("YJS-YLBX")["id"]
@@ -262,11 +247,7 @@ def test_messages_waiting_for_a_slow_partner_outlive_their_lease_and_go_once(
     """A slow partner taking one request at a time: messages wait for it longer than their
     lease (2 s here). Two instances on one Redis still send each message once — the one that
     holds a message renews its lease as it goes out, the other never takes it meanwhile."""
-    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
-    for partner in partners["partners"]:
-        if partner["region"] == "411329":
-            partner["max_concurrency"] = 1
-    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
+    deployment.configure_partner("411329", restart=False, max_concurrency=1)
     deployment.gateways.pop().stop()
     instances = [
         deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID=name)
@@ -358,14 +339,7 @@ def test_retrying_a_dead_letter_sends_the_same_message_again(deployment: Deploym
     """Both attempts time out and the message becomes a dead letter, but the partner applied
     it all the same. The window's retry sends that same message again (the same id), which the
     partner answers from its records: the effect is applied once, not once per retry."""
-    partners = yaml.safe_load(deployment.partners_file.read_text(encoding="utf-8"))
-    for partner in partners["partners"]:
-        if partner["region"] == "411329":
-            partner.update(timeout_seconds=1, breaker_failures=10)
-    deployment.partners_file.write_text(yaml.safe_dump(partners, allow_unicode=True), "utf-8")
-    gateway = deployment.gateways[0]
-    gateway.stop()
-    gateway.start()
+    deployment.configure_partner("411329", timeout_seconds=1, breaker_failures=10)
     deployment.faults({"411329": {"latency_ms": 1500}})
     case_id = deployment.file("YJS-YLBX")["id"]
     case = deployment.wait([case_id], statuses=("attention",), timeout=30)[0]
