@@ -34,9 +34,7 @@ class RestPartnerClient:
                     str(problem.get("code", f"HTTP_{status}")), str(problem.get("title", ""))
                 )
             except (orjson.JSONDecodeError, AttributeError):
-                raise DeliveryError(
-                    f"HTTP_{status}", "the partner refused the message", False, reached=False
-                ) from None
+                raise refusal(f"HTTP_{status}", "the partner refused the message") from None
         try:
             return env.envelope_from_json(body)
         except Exception:

@@ -60,9 +60,9 @@ def main() -> int:
     )["payload"]
     partner = transform.outbound(example)
     assert transform.inbound(partner) == example
-    outbound = rate(lambda: transform.outbound(example), seconds, batch=64)
-    inbound = rate(lambda: transform.inbound(partner), seconds, batch=64)
-    reference = rate(lambda: orjson.loads(orjson.dumps(example)), seconds, batch=64)
+    outbound = rate(lambda: transform.outbound(example), seconds)
+    inbound = rate(lambda: transform.inbound(partner), seconds)
+    reference = rate(lambda: orjson.loads(orjson.dumps(example)), seconds)
 
     print(
         f"catalogue: {local_matters} local matters ({all_matters} in all jurisdictions), "

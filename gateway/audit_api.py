@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.api import decode_cursor, parse_body, require, utc_stamp, validation_problem
+from gateway.api import decode_cursor, parse_body, parse_query, require, utc_stamp
 from gateway.audit import COLUMNS, AuditLog
 from gateway.audit_verify import KnownKey, export_case
 from gateway.problems import GatewayError, not_found
@@ -109,16 +109,7 @@ class AuditApi:
             raise GatewayError(
                 "QUERY_INVALID", 400, "Bad query", "search by person with POST /api/v1/audit/search"
             )
-        try:
-            search = AuditSearch.model_validate(raw)
-        except ValidationError as exc:
-            raise GatewayError(
-                "QUERY_INVALID",
-                400,
-                "Bad query",
-                "see errors for every problem",
-                validation_problem(exc).problems,
-            ) from None
+        search = parse_query(AuditSearch, raw)
         if search.person_id is not None:  # never in a URL: it would sit in proxies' logs
             raise GatewayError(
                 "QUERY_INVALID", 400, "Bad query", "search by person with POST /api/v1/audit/search"

@@ -539,8 +539,6 @@ class CaseService:
         self, message: OutboxMessage, code: str, text: str, reached: bool = False
     ) -> None:
         with self.store.transaction() as db:
-            if reached:
-                self._maybe_delivered(db, message)
             db.execute(
                 "UPDATE outbox SET status = 'dead', attempts = attempts + 1, finished_at = strftime('%s','now'), "
                 "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
@@ -562,6 +560,8 @@ class CaseService:
                 case = Store.load_case(db, message.case_id)
                 assert case is not None
                 states = casecore.apply_dead(case.states, message.sub_id, code, text)
+                if reached:
+                    states = casecore.mark_maybe_delivered(states, message.sub_id)
                 Store.add_step(
                     db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
                 )
@@ -604,10 +604,11 @@ class CaseService:
     def _requeue_dead(
         db: sqlite3.Connection, msg_id: str, case_id: str, sub_id: str, actor: str
     ) -> None:
+        now = time.time()
         db.execute(
             "UPDATE outbox SET status = 'pending', attempts = 0, created = ?, next_attempt_at = ?, "
             "finished_at = NULL WHERE msg_id = ?",
-            (time.time(), time.time(), msg_id),
+            (now, now, msg_id),
         )
         case = Store.load_case(db, case_id)
         assert case is not None
@@ -672,27 +673,6 @@ class CaseService:
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None
-            last = db.execute(
-                "SELECT msg_id, status FROM outbox WHERE case_id = ? AND sub_id = ? "
-                "ORDER BY created DESC LIMIT 1",
-                (case.id, sub_id),
-            ).fetchone()
-            failed = any(s.sub_id == sub_id and s.status == casecore.FAILED for s in current.states)
-            if failed and last is not None and last[1] == "dead":
-                Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
-                self._requeue_dead(db, last[0], case.id, sub_id, actor)
-                replayed: str | None = last[0]
-            else:
-                replayed = None
-        if replayed is not None:
-            self.dispatcher.wake()
-            await self._audit_replayed(case.id, replayed, actor)
-            updated = self.store.case(case.id)
-            assert updated is not None
-            return updated
-        with self.store.transaction() as db:
-            current = Store.load_case(db, case.id)
-            assert current is not None
             try:
                 states = casecore.retry_failed(current.states, sub_id)
             except ValueError as exc:
@@ -700,9 +680,22 @@ class CaseService:
                     "SUB_MATTER_NOT_RETRYABLE", 409, "Nothing to retry", str(exc)
                 ) from None
             Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
-            queued = self._queue_ready(db, current, states)
-        hand_over(self.dispatcher, queued.messages)
-        await self.audit.append_all(self._queued_events(case.id, queued.sent))
+            last = db.execute(
+                "SELECT msg_id, status FROM outbox WHERE case_id = ? AND sub_id = ? "
+                "ORDER BY created DESC LIMIT 1",
+                (case.id, sub_id),
+            ).fetchone()
+            dead = last[0] if last is not None and last[1] == "dead" else None
+            if dead is not None:
+                self._requeue_dead(db, dead, case.id, sub_id, actor)
+            else:
+                queued = self._queue_ready(db, current, states)
+        if dead is not None:
+            self.dispatcher.wake()
+            await self._audit_replayed(case.id, dead, actor)
+        else:
+            hand_over(self.dispatcher, queued.messages)
+            await self.audit.append_all(self._queued_events(case.id, queued.sent))
         updated = self.store.case(case.id)
         assert updated is not None
         return updated

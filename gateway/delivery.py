@@ -54,8 +54,9 @@ RESEAL_ONCE = AsyncRetrying(
 )
 
 
-def _forget(in_hand: set[str], msg_id: str, _task: asyncio.Task[None]) -> None:
-    in_hand.discard(msg_id)
+def _forget(tasks: dict[str, asyncio.Task[None]], msg_id: str, task: asyncio.Task[None]) -> None:
+    if tasks.get(msg_id) is task:  # not a later delivery of the same message
+        del tasks[msg_id]
 
 
 class PartnerClient(Protocol):
@@ -75,12 +76,11 @@ class CircuitBreaker:
     probing: bool = False
 
     def allows(self, now: float) -> bool:
-        if self.opened_at is None:
-            return True
-        if now - self.opened_at >= self.reset_seconds and not self.probing:
+        if not self.may_claim(now):
+            return False
+        if self.opened_at is not None:
             self.probing = True  # half-open: exactly one probe
-            return True
-        return False
+        return True
 
     def may_claim(self, now: float) -> bool:
         """The partner's messages may be taken from the outbox: the circuit is closed, or it
@@ -129,8 +129,7 @@ class Worker:
     local_client: Any = None  # adapters.local_system.LocalSystemClient
     poll_seconds: float = 0.1
     lanes: dict[str, PartnerLane] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _in_hand: set[str] = field(default_factory=set)  # ids of the messages those tasks deliver
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by message id
     _stopping: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rng: random.Random = field(default_factory=random.Random)
@@ -168,15 +167,14 @@ class Worker:
 
     def dispatch(self, messages: list[OutboxMessage]) -> None:
         for message in messages:
-            if message.msg_id in self._in_hand:
+            held = self._tasks.get(message.msg_id)
+            if held is not None and not held.done():
                 # Ours already, still waiting for a free connection to its partner while its
                 # lease ran out: the claim only renewed the lease; one delivery is enough.
                 continue
-            self._in_hand.add(message.msg_id)
             task = asyncio.create_task(self._leased_delivery(message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(partial(_forget, self._in_hand, message.msg_id))
+            self._tasks[message.msg_id] = task
+            task.add_done_callback(partial(_forget, self._tasks, message.msg_id))
 
     async def _leased_delivery(self, message: OutboxMessage) -> None:
         if self.redis is not None and not await self._redis_lease(message):
@@ -368,7 +366,7 @@ class Worker:
         self._stopping = True
         self._wake.set()
         if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            _done, pending = await asyncio.wait(set(self._tasks.values()), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:

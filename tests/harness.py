@@ -318,15 +318,10 @@ def timed_loop(
     return count, clock() - began
 
 
-def rate(operation: Callable[[], object], seconds: float, batch: int = 8) -> float:
-    """The micro-benchmarks' operations per second on one core (wall clock), the clock read
-    once every ``batch`` operations so that reading it costs little beside a fast one."""
-    count, start = 0, time.perf_counter()
-    while True:
-        operation()
-        count += 1
-        if count % batch == 0 and time.perf_counter() - start >= seconds:
-            return count / (time.perf_counter() - start)
+def rate(operation: Callable[[], object], seconds: float) -> float:
+    """The micro-benchmarks' operations per second on one core (wall clock)."""
+    count, elapsed = timed_loop(operation, seconds)
+    return count / elapsed
 
 
 # Beside a saturated gateway the meter samples its core in bursts: a real-time (SCHED_FIFO)

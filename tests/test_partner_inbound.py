@@ -15,7 +15,7 @@ from zeep import Client, Settings
 from zeep.exceptions import Fault
 
 from security import envelope as env
-from tests.harness import Deployment, http, write_partners
+from tests.harness import Deployment, http
 from tests.partner_helpers import Partner, contact_letter
 
 SECURE = Settings(forbid_dtd=True, forbid_entities=True, forbid_external=True, strict=True)
@@ -340,7 +340,7 @@ def test_a_partners_rate_limit_is_counted_across_instances_in_redis(
     deployment = Deployment(tmp_path, protocol="mixed", separate_simulator=True)
     try:
         deployment.gateways.pop().stop()
-        write_partners(deployment.partners_file, deployment.sim_port, "mixed", 0.5, 3)
+        deployment.configure_partner("411329", restart=False, rate_limit_per_minute=3)
         instances = [
             deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID=name)
             for name in ("gw-a", "gw-b")
