@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import store as store_module
 from gateway.store import Store
 
 
@@ -63,13 +64,13 @@ async def test_group_commit_syncs_the_wal_once_for_what_each_task_wrote(
 ) -> None:
     store = Store(tmp_path / "gateway.db", group_commit=True)
     synced: list[str] = []
-    real_fsync = os.fsync
+    real_sync = store_module._sync_data
 
-    def recording_fsync(fd: int) -> None:
+    def recording_sync(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
+        real_sync(fd)
 
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(store_module, "_sync_data", recording_sync)
 
     async def writer(msg_id: str) -> None:
         _enqueue(store, msg_id)
@@ -81,7 +82,7 @@ async def test_group_commit_syncs_the_wal_once_for_what_each_task_wrote(
     await reader()
     assert synced == []
     await asyncio.gather(*(writer(f"m{i}") for i in range(5)), reader())
-    assert synced == [str(tmp_path / "gateway.db-wal")]  # five commits, one fsync
+    assert synced == [str(tmp_path / "gateway.db-wal")]  # five commits, one sync
     await writer("m5")
     assert len(synced) == 2
     other = Store(tmp_path / "gateway.db")  # e.g. the CLI: sees every committed message
@@ -96,7 +97,7 @@ async def test_without_group_commit_each_commit_is_already_durable(
 ) -> None:
     store = Store(tmp_path / "gateway.db")
     calls: list[int] = []
-    monkeypatch.setattr(os, "fsync", calls.append)
+    monkeypatch.setattr(store_module, "_sync_data", calls.append)
     _enqueue(store, "m1")
     await store.durable()
     assert calls == []  # synchronous=FULL: SQLite synced inside COMMIT
