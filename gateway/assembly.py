@@ -18,7 +18,7 @@ from gateway.cli_audit import open_audit_log
 from gateway.cli_mappings import registry_for
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
-from gateway.partners import PartnerRegistry, load_partners
+from gateway.partners import PartnerConfigError, PartnerRegistry, check_lease, load_partners
 from gateway.sample_setup import ensure_sample_setup, partners_path
 from gateway.store import Store
 from mappings.registry import Registry
@@ -44,13 +44,21 @@ def assemble(settings: Settings) -> Parts:
     ensure_sample_setup(settings)
     trust = load_trust(settings)
     partners = load_partners(partners_path(settings))
+    if settings.redis_url is not None:
+        check_lease(partners, settings.delivery_lease_seconds)
     wsdl_clients: dict[str, Client] = {}
     for partner in partners.partners.values():
         for endpoint in partner.endpoints:
             if endpoint.protocol == "soap":
                 path = Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL
                 if str(path) not in wsdl_clients:
-                    wsdl_clients[str(path)] = load_client(path)
+                    try:
+                        wsdl_clients[str(path)] = load_client(path)
+                    except Exception as exc:  # zeep and lxml raise many kinds: name the file
+                        raise PartnerConfigError(
+                            f"partner {partner.region}: WSDL {path} cannot be loaded "
+                            f"({type(exc).__name__})"
+                        ) from None
     return Parts(
         settings,
         backend_for(settings),

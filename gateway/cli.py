@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return handler(args, settings)
+    except ConfigError as exc:  # found only as the command starts (e.g. partners.yaml)
+        sys.stderr.write(f"xgw: {exc}\n")
+        return 78
     except SecurityError as exc:  # a refusal: one line, its stable code, exit 1
         sys.stderr.write(f"xgw: refused: {exc.code}: {exc.message}\n")
         return 1

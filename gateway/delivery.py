@@ -296,9 +296,12 @@ class Worker:
                 if age > self.settings.replay_window_seconds / 2:
                     envelope = self.service.reseal(message)
                 try:
-                    reply_envelope = await self._send(
+                    sent = await self._send(
                         client, endpoint.url, envelope, partner.timeout_seconds, message
                     )
+                    if sent is None:
+                        return  # as above, before its second send
+                    reply_envelope = sent
                     reply = await self.service.open_reply(message, reply_envelope)
                 except SecurityError as exc:
                     # A reply we cannot trust is no answer: retry (the partner de-duplicates).
@@ -331,12 +334,16 @@ class Worker:
         envelope: env.Envelope,
         timeout: float,
         message: OutboxMessage,
-    ) -> env.Envelope:
+    ) -> env.Envelope | None:
+        """The partner's reply, or None if the message's lease was lost before a second send
+        (each send must start with half a lease left: see ``partners.check_lease``)."""
         state = {"envelope": envelope}
 
         async for attempt in RESEAL_ONCE.copy():  # a copy: each send has its own retry state
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
+                    if not await self._still_ours(message):
+                        return None
                     state["envelope"] = self.service.reseal(message)
                 return await client.send(url, state["envelope"], timeout)
         raise AssertionError("unreachable")

@@ -32,9 +32,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gateway.config import ConfigError
 
-class PartnerConfigError(ValueError):
-    pass
+
+class PartnerConfigError(ConfigError, ValueError):
+    """partners.yaml is wrong, or names what is not configured; phrased for an operator."""
 
 
 class Endpoint(BaseModel):
@@ -105,3 +107,18 @@ def load_partners(path: Path) -> PartnerRegistry:
     if len(set(regions)) != len(regions):
         raise PartnerConfigError(f"{path}: a partner region is listed twice")
     return PartnerRegistry({p.region: p for p in parsed.partners}, parsed.local_systems)
+
+
+def check_lease(registry: PartnerRegistry, lease_seconds: float) -> None:
+    """Where instances share the outbox (Redis), a message's lease must outlast each send:
+    a send starts with at least half a lease left (the worker renews it otherwise), so half a
+    lease must cover the slowest partner's timeout. Were it shorter, another instance could
+    take the message and send it while the first send still waits for its answer (the
+    partner would apply it once, but "never twice at once" would not hold)."""
+    for partner in registry.partners.values():
+        if lease_seconds < 2 * partner.timeout_seconds:
+            raise PartnerConfigError(
+                f"delivery_lease_seconds ({lease_seconds:g}) must be at least twice partner "
+                f"{partner.region}'s timeout_seconds ({partner.timeout_seconds:g}) when "
+                "instances share the work (redis_url)"
+            )

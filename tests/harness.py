@@ -28,6 +28,7 @@ FAST = {
     "XGW_DELIVERY_LEASE_SECONDS": "2",
     "XGW_SHUTDOWN_GRACE_SECONDS": "2",
 }
+PARTNER_TIMEOUT_SECONDS = 3
 REGIONS = {
     "411329": ("新野县", "xinye-gw"),
     "420300": ("十堰市", "shiyan-gw"),
@@ -102,7 +103,7 @@ def write_partners(
                 "name": name,
                 "node": node,
                 "endpoints": endpoints,
-                "timeout_seconds": 3,
+                "timeout_seconds": PARTNER_TIMEOUT_SECONDS,
                 "max_concurrency": 8,
                 "breaker_failures": 3,
                 "breaker_reset_seconds": breaker_reset,
@@ -208,6 +209,8 @@ class Deployment:
         ).strip()
 
     def add_gateway(self, with_simulator: bool = False, **env: str) -> Process:
+        if "XGW_REDIS_URL" in env:  # instances sharing the work: see partners.check_lease
+            env.setdefault("XGW_DELIVERY_LEASE_SECONDS", str(2 * PARTNER_TIMEOUT_SECONDS))
         port = free_port()
         args = ["serve", "--port", str(port)] + (["--with-simulator"] if with_simulator else [])
         gateway = Process(

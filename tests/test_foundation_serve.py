@@ -8,8 +8,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import Served, dead_port
+from tests.conftest import Served, dead_port, run_xgw, xgw_env
+from tests.harness import write_partners
 
 
 def _get(url: str) -> tuple[int, dict[str, object], dict[str, str]]:
@@ -78,3 +80,37 @@ def test_request_id_from_caller_is_echoed_if_safe(tmp_path: Path) -> None:
             assert response.headers["X-Request-ID"] != "bad id\twith spaces"
     finally:
         served.stop()
+
+
+def _serve_with_partners(tmp_path: Path, change: dict[str, object], **env: str) -> tuple[int, str]:
+    partners = tmp_path / "partners.yaml"
+    write_partners(partners, dead_port(), "mixed")
+    document = yaml.safe_load(partners.read_text(encoding="utf-8"))
+    document["partners"][0].update(change)
+    partners.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    result = run_xgw(
+        "serve",
+        env=xgw_env(
+            tmp_path / "var", XGW_PARTNERS_FILE=str(partners), XGW_PORT=str(dead_port()), **env
+        ),
+    )
+    return result.returncode, result.stderr.decode()
+
+
+def test_serve_refuses_a_bad_partner_registry_naming_the_key(tmp_path: Path) -> None:
+    code, err = _serve_with_partners(tmp_path, {"timeout_seconds": -1})
+    assert code == 78, err  # EX_CONFIG, as for any other configuration error
+    assert "partners.yaml: partners.0.timeout_seconds: Input should be greater than 0" in err
+    assert "Traceback" not in err
+
+
+def test_instances_sharing_work_need_a_lease_twice_the_partner_timeout(tmp_path: Path) -> None:
+    """With Redis, another instance may take a message whose lease ran out: a lease shorter
+    than two partner timeouts could let it send one that is still waiting for its answer."""
+    redis = f"redis://127.0.0.1:{dead_port()}/0"
+    code, err = _serve_with_partners(
+        tmp_path, {"timeout_seconds": 3}, XGW_REDIS_URL=redis, XGW_DELIVERY_LEASE_SECONDS="5"
+    )
+    assert code == 78, err
+    assert "delivery_lease_seconds (5) must be at least twice partner 411329's " in err
+    assert "timeout_seconds (3)" in err and "Traceback" not in err

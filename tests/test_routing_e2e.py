@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Deployment, http, http_exchange
+from tests.harness import REGIONS, Deployment, http, http_exchange
 
 
 @pytest.fixture
@@ -247,10 +247,14 @@ def test_messages_waiting_for_a_slow_partner_outlive_their_lease_and_go_once(
     """A slow partner taking one request at a time: messages wait for it longer than their
     lease (2 s here). Two instances on one Redis still send each message once — the one that
     holds a message renews its lease as it goes out, the other never takes it meanwhile."""
+    for region in REGIONS:  # a 2 s lease needs timeouts of at most 1 s (partners.check_lease)
+        deployment.configure_partner(region, restart=False, timeout_seconds=1)
     deployment.configure_partner("411329", restart=False, max_concurrency=1)
     deployment.gateways.pop().stop()
     instances = [
-        deployment.add_gateway(XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID=name)
+        deployment.add_gateway(
+            XGW_REDIS_URL=redis_url, XGW_INSTANCE_ID=name, XGW_DELIVERY_LEASE_SECONDS="2"
+        )
         for name in ("gw-a", "gw-b")
     ]
     deployment.faults({"411329": {"latency_ms": 400}})
