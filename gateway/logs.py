@@ -2,7 +2,8 @@
 
 The processor chain is ``merge_contextvars`` first (so ids bound in middleware appear on every
 line) and ``redact_personal_data`` just before the renderer (so nothing a processor adds escapes
-it). zeep logs whole envelopes at DEBUG, so its loggers are pinned to INFO.
+it). zeep logs whole envelopes at DEBUG, so its loggers are pinned to INFO. An exception a
+library logs (aiohttp, for a malformed request) becomes its type, never a traceback.
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ def redact_personal_data(
     return event_dict
 
 
+def summarise_exception(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: an exception as its type (and HTTP status, if it has one), never
+    a traceback or its message. aiohttp logs a malformed request's parse error with the bytes
+    that caused it, which are a stranger's and may hold personal data."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    error = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if isinstance(error, BaseException):
+        event_dict["error_type"] = type(error).__name__
+        status = getattr(error, "status", getattr(error, "code", None))  # aiohttp: code
+        if isinstance(status, int) and 100 <= status < 600:
+            event_dict["status"] = status
+    return event_dict
+
+
 def _orjson_dumps(obj: Any, **_kw: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
@@ -72,7 +91,7 @@ def processors(render: Literal["json", "console"]) -> list[Any]:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
+        summarise_exception,
         redact_personal_data,
         renderer,
     ]

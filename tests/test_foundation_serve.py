@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -114,3 +115,27 @@ def test_instances_sharing_work_need_a_lease_twice_the_partner_timeout(tmp_path:
     assert code == 78, err
     assert "delivery_lease_seconds (5) must be at least twice partner 411329's " in err
     assert "timeout_seconds (3)" in err and "Traceback" not in err
+
+
+def test_a_malformed_request_is_refused_and_logged_without_its_bytes(tmp_path: Path) -> None:
+    """HTTP that does not parse is answered 400 by aiohttp's parser, before any handler: its
+    log line names the error's type, with no traceback and none of the stranger's bytes (here
+    an ID number in a header with a control character)."""
+    served = Served(tmp_path / "var")
+    try:
+        port = int(served.base.rsplit(":", 1)[1])
+        for raw in (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Id: 420607199001011234\x01\r\n\r\n",
+            b"POST /api/v1/cases HTTP/1.1\r\nHost: x\r\nContent-Length: 4206071990\x00\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(raw)
+                assert sock.recv(100).startswith(b"HTTP/1.0 400 ")
+        status, _, _ = _get(served.base + "/healthz")
+        assert status == 200  # still answering
+    finally:
+        _, err = served.stop()
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    refused = [line for line in lines if line.get("error_type") == "BadHttpMessage"]
+    assert len(refused) == 2 and all(line["status"] == 400 for line in refused), lines
+    assert b"Traceback" not in err and b"4206071990" not in err
