@@ -4,6 +4,7 @@ the OpenAPI document, so the two cannot drift."""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
@@ -20,11 +21,15 @@ from gateway.store import CaseRow, Store, Token
 from mappings import identifiers
 
 ROLES = ("window", "auditor", "admin")
+IDEMPOTENCY_KEY_SHAPE = r"[\x20-\x7e]{8,128}"  # 8–128 printable ASCII characters
 
 
 class Applicant(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id_number: str = Field(description="公民身份号码 (GB 11643), checked")
+    id_number: str = Field(
+        description="公民身份号码 (GB 11643): check digit, birth date and region are checked",
+        json_schema_extra={"pattern": f"^{identifiers.RESIDENT_ID_SHAPE}$"},
+    )
     name: str = Field(min_length=1, max_length=50)
     phone: str | None = Field(None, max_length=20)
 
@@ -132,6 +137,12 @@ def decode_cursor(value: str, shape: tuple[type, ...]) -> list[Any]:
 _CASE_CURSOR = (str, str)  # (created, id) of the page's last case
 
 
+# What utc_stamp accepts, for the OpenAPI document (a date, or a time with or without offset).
+_DATE_OR_TIME: dict[str, Any] = {
+    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+}
+
+
 class CaseListQuery(BaseModel):
     """``GET /api/v1/cases``: every filter is checked, and all problems are told at once."""
 
@@ -142,11 +153,18 @@ class CaseListQuery(BaseModel):
     matter: str | None = Field(None, description="any sub-matter's local or partner matter code")
     hall: str | None = Field(None, description="admins only: a window always sees its own hall's")
     from_: str | None = Field(
-        None, alias="from", description="filed at or after this ISO 8601 date or time (UTC)"
+        None,
+        alias="from",
+        description="filed at or after this ISO 8601 date or time (UTC)",
+        json_schema_extra=_DATE_OR_TIME,
     )
-    to: str | None = Field(None, description="filed before this ISO 8601 date or time (UTC)")
+    to: str | None = Field(
+        None,
+        description="filed before this ISO 8601 date or time (UTC)",
+        json_schema_extra=_DATE_OR_TIME,
+    )
     cursor: str | None = Field(None, description="the `next` of the page before")
-    limit: int = Field(50, description="cases per page, 1 to 200")
+    limit: int = Field(50, ge=1, le=200, description="cases per page")
 
     @field_validator("from_", "to")
     @classmethod
@@ -337,7 +355,7 @@ class CasesApi:
     async def create(self, request: web.Request) -> web.Response:
         token = require(request, "window", "admin")
         key = request.headers.get("Idempotency-Key", "")
-        if not (8 <= len(key) <= 128) or not key.isascii() or not key.isprintable():
+        if not re.fullmatch(IDEMPOTENCY_KEY_SHAPE, key):
             raise GatewayError(
                 "IDEMPOTENCY_KEY_REQUIRED",
                 400,
@@ -388,7 +406,7 @@ class CasesApi:
     async def list(self, request: web.Request) -> web.Response:
         token = require(request, "window", "admin")
         query = parse_query(CaseListQuery, request.query)
-        limit = min(max(query.limit, 1), 200)
+        limit = query.limit
         where = {"status": query.status, "bundle": query.bundle, "matter": query.matter}
         where["hall"] = (token.hall or "") if token.role == "window" else query.hall
         cases = self.store.list_cases(
@@ -470,7 +488,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": True,
-                            "schema": {"type": "string", "minLength": 8, "maxLength": 128},
+                            "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_SHAPE}$"},
                         }
                     ],
                     "requestBody": {

@@ -112,23 +112,35 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def _as_problem(http_error: web.HTTPException) -> GatewayError | None:
+    """aiohttp's own refusals (body over the limit, no such route or method) in our terms."""
+    if isinstance(http_error, web.HTTPRequestEntityTooLarge):
+        return body_too_large()
+    if http_error.status == 404:
+        return not_found("resource")
+    if http_error.status == 405:
+        return GatewayError("METHOD_NOT_ALLOWED", 405, "Method not allowed")
+    return None
+
+
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    allow: str | None = None
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as http_error:
+            problem = _as_problem(http_error)
+            if problem is None:
+                raise
+            allow = http_error.headers.get("Allow")  # a 405 names the methods (RFC 9110)
+            raise problem from None
     except GatewayError as error:
         log.info("request.rejected", path=request.path, code=error.code, status=error.status)
         await _audit_rejection(request, error)
-        return problem_response(error, request)
-    except web.HTTPRequestEntityTooLarge:
-        return problem_response(body_too_large(), request)
-    except web.HTTPException as http_error:
-        if http_error.status == 404:
-            return problem_response(not_found("resource"), request)
-        if http_error.status == 405:
-            return problem_response(
-                GatewayError("METHOD_NOT_ALLOWED", 405, "Method not allowed"), request
-            )
-        raise
+        refused = problem_response(error, request)
+        if allow is not None:
+            refused.headers["Allow"] = allow
+        return refused
     except Exception as exc:
         # Never a stack trace or payload in the answer; the log gets the exception type only.
         log.error("request.failed", path=request.path, error_type=type(exc).__name__)

@@ -60,9 +60,12 @@ def check_region(code: str) -> str:
     return code
 
 
+RESIDENT_ID_SHAPE = r"\d{17}[\dXx]"  # then the check digit, birth date and region are checked
+
+
 def check_resident_id(number: str) -> str:
     """A valid 18-character 公民身份号码 (upper-case X), or IdentifierError saying why not."""
-    if not isinstance(number, str) or not re.fullmatch(r"\d{17}[\dXx]", number):
+    if not isinstance(number, str) or not re.fullmatch(RESIDENT_ID_SHAPE, number):
         raise IdentifierError("公民身份号码 must be 17 digits and a check character")
     number = number.upper()
     if ric.calc_check_digit(number) != number[-1]:

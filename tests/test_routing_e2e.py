@@ -424,12 +424,15 @@ def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
         (http("POST", url, {"bundle": "YJS-SBZR"}, token), 400, "IDEMPOTENCY_KEY_REQUIRED"),
         (http("POST", url, raw=b"x" * 200_000, token=token, headers=key), 413, "BODY_TOO_LARGE"),
         (http("GET", f"{url}/does-not-exist", token=token), 404, "NOT_FOUND"),
+        (http("DELETE", url, token=token), 405, "METHOD_NOT_ALLOWED"),
     ]
     auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "auditor-1").strip()
     cases.append((http("POST", url, {"bundle": "YJS-SBZR"}, auditor, key), 403, "FORBIDDEN"))
     for (status, body), expected, code in cases:
         assert status == expected, (code, status, body)
         assert body["code"] == code and body["status"] == expected and body["title"]
+    status, headers, _ = http_exchange("DELETE", url, token=token)
+    assert status == 405 and set(headers["Allow"].split(",")) >= {"GET", "POST"}  # RFC 9110
     validation = cases[1][0][1]
     assert {e["location"] for e in validation["errors"]} >= {
         "bundle",
@@ -478,6 +481,7 @@ def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
     assert status == 200 and page["items"][0]["id"] != listing["items"][0]["id"]
     rejected = deployment.xgw("audit", "show", "--event", "request.rejected", "--limit", "1000")
     assert rejected.count("request.rejected") >= len(cases)
+    assert "BODY_TOO_LARGE" in rejected and "METHOD_NOT_ALLOWED" in rejected  # aiohttp's own
 
 
 def test_listing_filters_page_through_everything_and_refuse_nonsense(
@@ -516,6 +520,8 @@ def test_listing_filters_page_through_everything_and_refuse_nonsense(
         "from=yesterday",
         "to=2026-13-45",
         "limit=many",
+        "limit=0",
+        "limit=500",  # not quietly cut to the largest page
         "cursor=zz",
         "cursor=WzFd",  # base64 of [1]
         "cursor=ImEi",  # base64 of "a"
@@ -547,6 +553,17 @@ def test_openapi_is_generated_from_the_models(deployment: Deployment) -> None:
         "/api/v1/cases/{case_id}",
         "/api/v1/cases/{case_id}/cancel",
     }
+    # what the validators enforce, the document says (a client generated from it agrees)
+    id_number = re.compile(schemas["Applicant"]["properties"]["id_number"]["pattern"])
+    assert id_number.match("11010519491231002X") and not id_number.match("1101051949123100")
+    (key,) = document["paths"]["/api/v1/cases"]["post"]["parameters"]
+    assert key["required"] and re.fullmatch(key["schema"]["pattern"], "abc-1234")
+    assert not re.fullmatch(key["schema"]["pattern"], "short")
+    listing = {
+        p["name"]: p["schema"] for p in document["paths"]["/api/v1/cases"]["get"]["parameters"]
+    }
+    assert (listing["limit"]["minimum"], listing["limit"]["maximum"]) == (1, 200)
+    assert {"format": "date-time", "type": "string"} in listing["from"]["anyOf"]
 
 
 def test_partner_accepts_now_and_reports_the_result_later(deployment: Deployment) -> None:
