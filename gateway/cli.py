@@ -136,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MappingDataError as exc:  # every problem in the mapping data, located
         cli_mappings.print_problems(exc.problems)
         return 1
+    except OSError as exc:  # e.g. the port is taken, a file unreadable: one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        sys.stderr.write(f"xgw: cannot {args.command}: {where}{exc.strerror or exc}\n")
+        return 71  # EX_OSERR
 
 
 if __name__ == "__main__":

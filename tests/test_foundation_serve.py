@@ -139,3 +139,17 @@ def test_a_malformed_request_is_refused_and_logged_without_its_bytes(tmp_path: P
     refused = [line for line in lines if line.get("error_type") == "BadHttpMessage"]
     assert len(refused) == 2 and all(line["status"] == 400 for line in refused), lines
     assert b"Traceback" not in err and b"4206071990" not in err
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_xgw("serve", env=xgw_env(tmp_path / "var", XGW_PORT=str(port)))
+    err = result.stderr.decode()
+    assert result.returncode == 71, err  # EX_OSERR
+    assert (
+        f"xgw: cannot serve: error while attempting to bind on address ('127.0.0.1', {port})" in err
+    )
+    assert "Traceback" not in err
