@@ -106,7 +106,14 @@ def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
     if not targets or targets == [None]:
         print("nothing to replay (give a message id or --all-dead)", file=sys.stderr)
         return 1
-    replayed = sum(asyncio.run(service.replay(msg_id, "cli")) for msg_id in targets)
+    replayed = 0
+    for msg_id in targets:
+        if asyncio.run(service.replay(msg_id, "cli")):
+            replayed += 1
+        else:
+            print(
+                f"{msg_id}: not a dead letter (see xgw outbox list --status dead)", file=sys.stderr
+            )
     print(f"queued {replayed} dead letter(s) again; a running gateway sends them")
     return 0 if replayed == len(targets) else 1
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_xgw
 from tests.harness import REGIONS, Deployment, http, http_exchange
 
 
@@ -332,6 +333,9 @@ def test_dead_letters_alert_list_and_replay(deployment: Deployment) -> None:
     listing = deployment.xgw("outbox", "list")
     assert "dead" in listing and "411329" in listing
     deployment.faults({"411329": {"down": False}})
+    unknown = run_xgw("outbox", "replay", "no-such-message", env=deployment.env)
+    assert unknown.returncode == 1
+    assert b"no-such-message: not a dead letter" in unknown.stderr
     assert "queued 1 dead letter" in deployment.xgw("outbox", "replay", "--all-dead")
     deployment.wait([claim["id"]], timeout=30)
 
