@@ -239,7 +239,7 @@ def json(model: BaseModel, status: int = 200) -> web.Response:
     )
 
 
-def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI query parameters from the model that checks them (so the two cannot drift)."""
     schema = model.model_json_schema(by_alias=True)
     return [
@@ -444,27 +444,29 @@ class CasesApi:
         return json(case_view(updated, None))
 
 
+def error_responses(*statuses: tuple[int, str]) -> dict[str, Any]:
+    """OpenAPI responses for these refusals, each a problem+json ``ProblemDetails``."""
+    problem = {
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    }
+    return {str(code): {"description": text, "content": problem} for code, text in statuses}
+
+
 def openapi_document() -> dict[str, Any]:
     _, schemas = models_json_schema(
         [(m, "validation") for m in (CaseRequest, LocalResult)]
         + [(m, "serialization") for m in (CaseView, CaseList, ProblemDetails)],
         ref_template="#/components/schemas/{model}",
     )
-    problem = {
-        "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
-    }
-    errors = {
-        str(code): {"description": text, "content": problem}
-        for code, text in (
-            (400, "malformed request"),
-            (401, "no or bad token"),
-            (403, "wrong role"),
-            (404, "no such case (or not yours)"),
-            (409, "conflict"),
-            (413, "body too large"),
-            (422, "validation failed: every problem listed"),
-        )
-    }
+    errors = error_responses(
+        (400, "malformed request"),
+        (401, "no or bad token"),
+        (403, "wrong role"),
+        (404, "no such case (or not yours)"),
+        (409, "conflict"),
+        (413, "body too large"),
+        (422, "validation failed: every problem listed"),
+    )
     case_response = {
         "description": "the case",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CaseView"}}},
@@ -510,7 +512,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "get": {
                     "summary": "List cases (a window sees its own hall's)",
-                    "parameters": _query_parameters(CaseListQuery),
+                    "parameters": query_parameters(CaseListQuery),
                     "responses": {
                         "200": {
                             "description": "a page",

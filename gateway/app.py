@@ -32,6 +32,7 @@ from gateway.api import CasesApi, authenticate, openapi_document
 from gateway.assembly import assemble, build_clients
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.audit_api import AuditApi
+from gateway.audit_api import openapi_paths as audit_openapi_paths
 from gateway.audit_verify import KnownKey
 from gateway.cases import CaseService
 from gateway.config import Settings, effective_config
@@ -391,7 +392,11 @@ def _partner(method: str) -> Handler:
 
 
 async def openapi(_request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    document = openapi_document()
+    paths, schemas = audit_openapi_paths()
+    document["paths"].update(paths)
+    document["components"]["schemas"].update(schemas)
+    return json_response(document)
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -11,7 +11,15 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.api import decode_cursor, parse_body, parse_query, require, utc_stamp
+from gateway.api import (
+    decode_cursor,
+    error_responses,
+    parse_body,
+    parse_query,
+    query_parameters,
+    require,
+    utc_stamp,
+)
 from gateway.audit import COLUMNS, AuditLog
 from gateway.audit_verify import KnownKey, export_case
 from gateway.problems import GatewayError, not_found
@@ -134,3 +142,74 @@ class AuditApi:
             content_type="application/json",
             headers={"Content-Disposition": f'attachment; filename="evidence-{case_id}.json"'},
         )
+
+
+class AuditPage(BaseModel):
+    """A page of exchange-log entries, oldest first (fields: docs/exchange-log.md)."""
+
+    items: list[dict[str, Any]]
+    next: str | None = Field(None, description="cursor for the next page")
+
+
+def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The auditors' paths and the schemas they name, for the API's OpenAPI document."""
+    schemas = {
+        "AuditSearch": AuditSearch.model_json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}"
+        ),
+        "AuditPage": AuditPage.model_json_schema(ref_template="#/components/schemas/{model}"),
+    }
+    page = {
+        "description": "a page of entries",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AuditPage"}}},
+    }
+    refusals = error_responses(
+        (400, "malformed query"),
+        (401, "no or bad token"),
+        (403, "not an auditor"),
+        (422, "invalid 身份证号"),
+    )
+    in_url = [p for p in query_parameters(AuditSearch) if p["name"] != "person_id"]
+    paths = {
+        "/api/v1/audit/entries": {
+            "get": {
+                "summary": "Query the exchange log (auditor, admin); a person only by POST",
+                "parameters": in_url,
+                "responses": {"200": page, **refusals},
+            }
+        },
+        "/api/v1/audit/search": {
+            "post": {
+                "summary": "The same query as a body, which may name a person by 身份证号",
+                "requestBody": {
+                    "required": False,  # none: no filters, as GET /entries without a query
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/AuditSearch"}}
+                    },
+                },
+                "responses": {"200": page, **refusals},
+            }
+        },
+        "/api/v1/audit/cases/{case_id}/evidence": {
+            "get": {
+                "summary": "A case's evidence package, checked offline by xgw audit verify-package",
+                "parameters": [
+                    {
+                        "name": "case_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "the evidence package (JSON attachment)"},
+                    **error_responses(
+                        (401, "no or bad token"),
+                        (403, "not an auditor"),
+                        (404, "no entries for that case"),
+                    ),
+                },
+            }
+        },
+    }
+    return paths, schemas

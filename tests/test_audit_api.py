@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
+from gateway.audit_api import AuditPage
 from gateway.audit_verify import verify_package
 from security.backend import get_backend
 from tests.harness import Deployment, http
@@ -46,6 +47,16 @@ def test_auditor_queries_and_exports_evidence(deployment: Deployment) -> None:
         "GET", f"{base}/entries?partner=411329&outcome=accepted&limit=100", token=auditor
     )
     assert status == 200 and {e["outcome"] for e in page["items"]} == {"accepted"}
+    # the API's OpenAPI document describes these paths, with the model that checks the query
+    # and the one the page has
+    status, document = http("GET", f"{deployment.url}/api/v1/openapi.json")
+    entries = document["paths"]["/api/v1/audit/entries"]["get"]
+    documented = {p["name"] for p in entries["parameters"]}
+    assert {"case_id", "partner", "outcome", "from", "to", "limit", "cursor"} <= documented
+    assert "person_id" not in documented  # never in a URL
+    assert "/api/v1/audit/search" in document["paths"]
+    AuditPage.model_validate(page)
+    assert set(document["components"]["schemas"]["AuditPage"]["properties"]) == set(page)
     # by person: the 身份证号 goes in a POST body and is hashed with the audit key
     status, found = http("POST", f"{base}/search", {"person_id": "411329196001200033"}, auditor)
     assert status == 200 and "case.filed" in [e["event"] for e in found["items"]]
