@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from functools import cache
+from functools import lru_cache
 
 from stdnum import numdb
 from stdnum.cn import ric, uscc
@@ -26,19 +26,17 @@ class IdentifierError(ValueError):
     """A code that does not pass its standard's checks; the message says which check."""
 
 
-@cache
-def _region_entries(code: str) -> tuple[str | None, str | None]:
-    info: dict[str, str] = {}
-    for _part, props in numdb.get("cn/loc").info(code):
-        info.update(props)
-    return info.get("province"), info.get("county")
-
-
+# Bounded: the codes come from payloads, and a hostile sender can make up to a million six-digit
+# ones (GB/T 2260 has a few thousand, past ones included).
+@lru_cache(maxsize=16384)
 def region_name(code: str, current_only: bool = False) -> str | None:
     """Name of a GB/T 2260 region code (province + county/city), or None if unknown."""
     if not re.fullmatch(r"\d{6}", code):
         return None
-    province, county = _region_entries(code)
+    info: dict[str, str] = {}
+    for _part, props in numdb.get("cn/loc").info(code):
+        info.update(props)
+    province, county = info.get("province"), info.get("county")
     if code.endswith("0000"):
         return province
     if not province or not county:

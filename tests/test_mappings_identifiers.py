@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from stdnum.cn import ric
 
 from mappings import identifiers as ids
 
@@ -59,3 +60,18 @@ def test_region_codes_of_every_party() -> None:
         ids.check_region("420621")  # 襄阳县: historical, no longer current
     with pytest.raises(ids.IdentifierError):
         ids.check_region("429999")
+
+
+def test_made_up_region_codes_do_not_grow_memory_without_bound() -> None:
+    """IDs arrive from strangers: a million made-up region prefixes, each with a valid check
+    digit, must not each leave a cached entry behind."""
+    refused = 0
+    for prefix in range(100_000, 130_000):  # a few are real (110105: 北京市朝阳区)
+        body = f"{prefix}19900101001"
+        try:
+            ids.check_resident_id(body + ric.calc_check_digit(body))
+        except ids.IdentifierError:
+            refused += 1
+    assert refused > 29_000
+    cached = ids.region_name.cache_info()
+    assert cached.maxsize is not None and cached.currsize <= cached.maxsize < 30_000
