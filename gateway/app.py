@@ -313,6 +313,11 @@ async def _open_runtime(app: web.Application) -> None:
     # What start-up built (mapping data, WSDLs, keys) lives as long as the process: keep it out
     # of the cyclic collector's full passes, which would otherwise walk it all, pausing the loop.
     gc.freeze()
+    # A young-generation pass costs about the same however many allocations preceded it (it
+    # walks what is alive: the requests in flight), so fewer, later passes cost less in all:
+    # measured under saturation, 184 passes took 107 ms of 10.9 s at the default 700, and 11
+    # passes 43 ms at 7000 (the middle generation likewise 41 ms against 10).
+    gc.set_threshold(7000, 10, 10)
 
     async def archive_periodically() -> None:
         """Move entries older than audit_live_days to archive files, at start and hourly."""
