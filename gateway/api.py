@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import orjson
 from aiohttp import web
@@ -103,10 +103,7 @@ class CaseView(BaseModel):
     timeline: list[Step] | None = None
 
 
-CASE_TIME = "%Y-%m-%dT%H:%M:%SZ"  # how the store writes a case's times (store.iso_now)
-
-
-def utc_stamp(value: str, layout: str = CASE_TIME) -> str:
+def utc_stamp(value: str, layout: str) -> str:
     """A query's ISO 8601 date or time written as the stored times it is compared with (UTC,
     as text): a date is its midnight, a time without an offset is UTC. ValueError if it is
     neither."""
@@ -134,55 +131,72 @@ def decode_cursor(value: str, shape: tuple[type, ...]) -> list[Any]:
     return after
 
 
-_CASE_CURSOR = (str, str)  # (created, id) of the page's last case
-
-
 # What utc_stamp accepts, for the OpenAPI document (a date, or a time with or without offset).
 _DATE_OR_TIME: dict[str, Any] = {
     "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
 }
+Row = TypeVar("Row")
 
 
-class CaseListQuery(BaseModel):
-    """``GET /api/v1/cases``: every filter is checked, and all problems are told at once."""
+class PagedQuery(BaseModel):
+    """What every listing's query has: a time range, written as the stored times it is compared
+    with (``TIME_LAYOUT``), and the ``next`` cursor of the page before, the values of its last
+    row (``CURSOR``: their types). Checked by the model, so a bad one is named with the rest."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    TIME_LAYOUT: ClassVar[str]
+    CURSOR: ClassVar[tuple[type, ...]]
 
-    status: CaseStatus | None = None
-    bundle: str | None = Field(None, description="a bundle code, e.g. YJS-SBZR")
-    matter: str | None = Field(None, description="any sub-matter's local or partner matter code")
-    hall: str | None = Field(None, description="admins only: a window always sees its own hall's")
     from_: str | None = Field(
         None,
         alias="from",
-        description="filed at or after this ISO 8601 date or time (UTC)",
+        description="at or after this ISO 8601 date or time (UTC)",
         json_schema_extra=_DATE_OR_TIME,
     )
     to: str | None = Field(
-        None,
-        description="filed before this ISO 8601 date or time (UTC)",
-        json_schema_extra=_DATE_OR_TIME,
+        None, description="before this ISO 8601 date or time (UTC)", json_schema_extra=_DATE_OR_TIME
     )
     cursor: str | None = Field(None, description="the `next` of the page before")
-    limit: int = Field(50, ge=1, le=200, description="cases per page")
+    limit: int = 50
 
     @field_validator("from_", "to")
     @classmethod
     def _moment(cls, value: str | None) -> str | None:
-        return None if value is None else utc_stamp(value)
+        return None if value is None else utc_stamp(value, cls.TIME_LAYOUT)
 
     @field_validator("cursor")
     @classmethod
     def _cursor(cls, value: str | None) -> str | None:
         if value is not None:
-            decode_cursor(value, _CASE_CURSOR)
+            decode_cursor(value, cls.CURSOR)
         return value
 
-    def after(self) -> tuple[str, str] | None:
-        if self.cursor is None:
-            return None
-        created, case_id = decode_cursor(self.cursor, _CASE_CURSOR)
-        return created, case_id
+    def after(self) -> tuple[Any, ...] | None:
+        """The last row's values of the page before, or None for the first page."""
+        return None if self.cursor is None else tuple(decode_cursor(self.cursor, self.CURSOR))
+
+    def page(
+        self, rows: list[Row], last: Callable[[Row], list[Any]]
+    ) -> tuple[list[Row], str | None]:
+        """This page of ``rows`` (fetched one over ``limit``) and the cursor of the next, if
+        there is one: ``last`` gives a row's values in ``CURSOR``'s order."""
+        if len(rows) <= self.limit:
+            return rows, None
+        rows = rows[: self.limit]
+        return rows, base64.urlsafe_b64encode(orjson.dumps(last(rows[-1]))).decode()
+
+
+class CaseListQuery(PagedQuery):
+    """``GET /api/v1/cases``: every filter is checked, and all problems are told at once."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    TIME_LAYOUT = "%Y-%m-%dT%H:%M:%SZ"  # how the store writes a case's times (store.iso_now)
+    CURSOR = (str, str)  # (created, id)
+
+    status: CaseStatus | None = None
+    bundle: str | None = Field(None, description="a bundle code, e.g. YJS-SBZR")
+    matter: str | None = Field(None, description="any sub-matter's local or partner matter code")
+    hall: str | None = Field(None, description="admins only: a window always sees its own hall's")
+    limit: int = Field(50, ge=1, le=200, description="cases per page")
 
 
 class CaseList(BaseModel):
@@ -406,22 +420,18 @@ class CasesApi:
     async def list(self, request: web.Request) -> web.Response:
         token = require(request, "window", "admin")
         query = parse_query(CaseListQuery, request.query)
-        limit = query.limit
         where = {"status": query.status, "bundle": query.bundle, "matter": query.matter}
         where["hall"] = (token.hall or "") if token.role == "window" else query.hall
-        cases = self.store.list_cases(
-            {k: v for k, v in where.items() if v is not None},
-            limit + 1,
-            query.after(),
-            query.from_,
-            query.to,
+        cases, cursor = query.page(
+            self.store.list_cases(
+                {k: v for k, v in where.items() if v is not None},
+                query.limit + 1,
+                query.after(),  # type: ignore[arg-type]
+                query.from_,
+                query.to,
+            ),
+            lambda case: [case.created, case.id],
         )
-        cursor = None
-        if len(cases) > limit:
-            cases = cases[:limit]
-            cursor = base64.urlsafe_b64encode(
-                orjson.dumps([cases[-1].created, cases[-1].id])
-            ).decode()
         return json(CaseList(items=[case_view(c, None) for c in cases], next=cursor))
 
     async def cancel(self, request: web.Request) -> web.Response:

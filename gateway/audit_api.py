@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api import (
-    decode_cursor,
+    PagedQuery,
     error_responses,
     parse_body,
     parse_query,
     query_parameters,
     require,
-    utc_stamp,
 )
 from gateway.audit import COLUMNS, AuditLog
 from gateway.audit_verify import KnownKey, export_case
@@ -39,10 +37,13 @@ FILTERS = (
 )
 
 
-class AuditSearch(BaseModel):
+class AuditSearch(PagedQuery):
     """Search by fields; ``person_id`` (a 身份证号) is hashed with the audit key, never stored."""
 
     model_config = ConfigDict(extra="forbid")
+    TIME_LAYOUT = "%Y-%m-%dT%H:%M:%S.%fZ"  # how the log writes an entry's time (audit.now_iso)
+    CURSOR = (str, str, int)  # (time, node, seq)
+
     case_id: str | None = None
     message_id: str | None = None
     partner: str | None = None
@@ -54,26 +55,7 @@ class AuditSearch(BaseModel):
     error_code: str | None = None
     actor: str | None = None
     person_id: str | None = None
-    time_from: str | None = Field(None, alias="from")
-    time_to: str | None = Field(None, alias="to")
     limit: int = Field(100, ge=1, le=1000)
-    cursor: str | None = None
-
-    @field_validator("time_from", "time_to")
-    @classmethod
-    def _moment(cls, value: str | None) -> str | None:
-        return None if value is None else utc_stamp(value, ENTRY_TIME)
-
-    @field_validator("cursor")
-    @classmethod
-    def _cursor(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_cursor(value, _ENTRY_CURSOR)
-        return value
-
-
-ENTRY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # how the log writes an entry's time (audit.now_iso)
-_ENTRY_CURSOR = (str, str, int)  # (time, node, seq) of the page's last entry
 
 
 class AuditApi:
@@ -89,23 +71,18 @@ class AuditApi:
                 filters["person"] = self.log.person(identifiers.check_resident_id(search.person_id))
             except identifiers.IdentifierError as exc:
                 raise GatewayError("QUERY_INVALID", 422, "Bad query", str(exc)) from None
-        after = tuple(decode_cursor(search.cursor, _ENTRY_CURSOR)) if search.cursor else None
         assert set(filters) <= set(COLUMNS)
-        entries = await asyncio.to_thread(
-            self.log.query,
-            filters,
-            search.limit + 1,
-            after,  # type: ignore[arg-type]
-            search.time_from,
-            search.time_to,
+        entries, cursor = search.page(
+            await asyncio.to_thread(
+                self.log.query,
+                filters,
+                search.limit + 1,
+                search.after(),  # type: ignore[arg-type]
+                search.from_,
+                search.to,
+            ),
+            lambda entry: [entry["time"], entry["node"], entry["seq"]],
         )
-        cursor = None
-        if len(entries) > search.limit:
-            entries = entries[: search.limit]
-            last = entries[-1]
-            cursor = base64.urlsafe_b64encode(
-                orjson.dumps([last["time"], last["node"], last["seq"]])
-            ).decode()
         return web.Response(
             body=orjson.dumps({"items": entries, "next": cursor}), content_type="application/json"
         )
