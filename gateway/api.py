@@ -3,6 +3,7 @@ the OpenAPI document, so the two cannot drift."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
 from gateway.cases import CaseService, Filing, request_hash
-from gateway.problems import PROBLEM_JSON, FieldProblem, GatewayError, not_found
+from gateway.problems import PROBLEM_JSON, FieldProblem, GatewayError, body_too_large, not_found
 from gateway.store import CaseRow, Store, Token
 from mappings import identifiers
 
@@ -296,8 +297,31 @@ def validation_problem(exc: ValidationError) -> GatewayError:
     )
 
 
+# Set by the app from ``body_read_seconds``.
+BODY_READ_SECONDS = web.AppKey("body_read_seconds", float)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, or GatewayError: BODY_TOO_LARGE (413), or BODY_TIMEOUT (408) when it
+    has not arrived in full within ``body_read_seconds`` — a client trickling its body (a slow
+    POST) must not hold a connection and a handler for ever."""
+    seconds = request.app[BODY_READ_SECONDS]
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise body_too_large() from None
+    except TimeoutError:
+        raise GatewayError(
+            "BODY_TIMEOUT",
+            408,
+            "Request body too slow",
+            f"the body did not arrive in full within {seconds:g} s",
+        ) from None
+
+
 async def parse_body(request: web.Request, model: type[BaseModel]) -> tuple[Any, bytes]:
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
@@ -473,6 +497,7 @@ def openapi_document() -> dict[str, Any]:
         (401, "no or bad token"),
         (403, "wrong role"),
         (404, "no such case (or not yours)"),
+        (408, "the body did not arrive in full in time"),
         (409, "conflict"),
         (413, "body too large"),
         (422, "validation failed: every problem listed"),

@@ -28,7 +28,7 @@ from adapters import redis_client
 from adapters.local_system import LocalSystemClient
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
-from gateway.api import CasesApi, authenticate, openapi_document
+from gateway.api import BODY_READ_SECONDS, CasesApi, authenticate, openapi_document
 from gateway.assembly import assemble, build_clients
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.audit_api import AuditApi
@@ -409,6 +409,7 @@ def build_app(settings: Settings) -> web.Application:
         middlewares=[request_context, authentication], client_max_size=settings.max_body_bytes
     )
     app[RUNTIME] = Runtime(settings=settings)
+    app[BODY_READ_SECONDS] = settings.body_read_seconds
     app.on_startup.append(_open_runtime)
     app.on_cleanup.append(_close_runtime)
     app.router.add_get("/healthz", healthz)

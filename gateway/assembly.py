@@ -9,15 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from zeep import Client
-
 from adapters.partner_rest import RestPartnerClient
-from adapters.partner_soap import PACKAGED_WSDL, SoapPartnerClient, load_client
+from adapters.partner_soap import PACKAGED_WSDL, PartnerMessages, SoapPartnerClient, load_messages
 from gateway.audit import AuditLog
 from gateway.cli_audit import open_audit_log
 from gateway.cli_mappings import registry_for
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
+from gateway.logs import get_logger
 from gateway.partners import PartnerConfigError, PartnerRegistry, check_lease, load_partners
 from gateway.sample_setup import ensure_sample_setup, partners_path
 from gateway.store import Store
@@ -25,6 +24,8 @@ from mappings.registry import Registry
 from security.backend import CryptoBackend
 from security.keys import PrivateKey
 from security.trust import TrustStore
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Parts:
     store: Store
     audit: AuditLog
     signer: Callable[[], PrivateKey]
-    wsdl_clients: dict[str, Client]
+    partner_messages: dict[str, PartnerMessages]  # by WSDL path
 
 
 def assemble(settings: Settings) -> Parts:
@@ -46,19 +47,25 @@ def assemble(settings: Settings) -> Parts:
     partners = load_partners(partners_path(settings))
     if settings.redis_url is not None:
         check_lease(partners, settings.delivery_lease_seconds)
-    wsdl_clients: dict[str, Client] = {}
+    partner_messages: dict[str, PartnerMessages] = {}
     for partner in partners.partners.values():
         for endpoint in partner.endpoints:
             if endpoint.protocol == "soap":
                 path = Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL
-                if str(path) not in wsdl_clients:
+                if str(path) not in partner_messages:
                     try:
-                        wsdl_clients[str(path)] = load_client(path)
+                        partner_messages[str(path)] = load_messages(path)
                     except Exception as exc:  # zeep and lxml raise many kinds: name the file
                         raise PartnerConfigError(
                             f"partner {partner.region}: WSDL {path} cannot be loaded "
                             f"({type(exc).__name__})"
                         ) from None
+                    # which path each message takes (see adapters/partner_soap.py)
+                    log.info(
+                        "partner.wsdl_loaded",
+                        wsdl=str(path),
+                        messages="template" if partner_messages[str(path)].codec else "zeep",
+                    )
     return Parts(
         settings,
         backend_for(settings),
@@ -68,7 +75,7 @@ def assemble(settings: Settings) -> Parts:
         Store(settings.database, group_commit=True),
         open_audit_log(settings),
         lambda: trust.signing_key(datetime.now(UTC)),
-        wsdl_clients,
+        partner_messages,
     )
 
 
@@ -82,7 +89,9 @@ def build_clients(parts: Parts) -> dict[tuple[str, str], Any]:
                 continue
             if endpoint.protocol == "soap":
                 wsdl = str(Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL)
-                clients[key] = SoapPartnerClient(parts.wsdl_clients[wsdl], partner.max_concurrency)
+                clients[key] = SoapPartnerClient(
+                    parts.partner_messages[wsdl], partner.max_concurrency
+                )
             else:
                 clients[key] = RestPartnerClient(partner.max_concurrency)
     return clients

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="largest request body accepted"
     )
+    body_read_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="time a request body may take to arrive in full (408 BODY_TIMEOUT after)",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="time in-flight work gets on SIGTERM"
     )

@@ -55,6 +55,8 @@ STATUS = {
     "REPLAYED": 409,
     "WRONG_OPERATION": 400,
     "RATE_LIMITED": 429,
+    "BODY_TIMEOUT": 408,
+    "BODY_TOO_LARGE": 413,
 }
 
 

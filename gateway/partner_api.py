@@ -12,9 +12,11 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, create_model
 
-from gateway import __version__, soap
+from adapters import soap11
+from gateway import __version__
+from gateway.api import read_body
 from gateway.inbound import InboundRefused, InboundService
-from gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE
+from gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, GatewayError
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -63,32 +65,30 @@ class PartnerApi:
         operation = "unknown"
         try:
             try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise soap.SoapError(
-                    "BODY_TOO_LARGE", "the request body exceeds the size limit"
-                ) from None
-            operation, element = soap.parse_request(
+                raw = await read_body(request)
+            except GatewayError as exc:
+                raise soap11.SoapError(exc.code, exc.detail or exc.title) from None
+            operation, element = soap11.parse_request(
                 raw,
                 request.headers.get("Content-Type", ""),
                 request.headers.get("SOAPAction"),
                 {op: f"{{{GATEWAY_NS}}}{op}Request" for op in OPERATIONS},
             )
-            envelope = soap.carried_envelope(element)
+            envelope = soap11.carried_envelope(element)
             reply = await self._run(OPERATIONS[operation], envelope)
-        except soap.SoapError as exc:
+        except soap11.SoapError as exc:
             await self.service.refused(InboundRefused(exc.code, exc.message), envelope, operation)
             return web.Response(
-                status=exc.status, body=soap.fault_xml(exc, GATEWAY_NS), content_type="text/xml"
+                status=exc.status, body=soap11.fault_xml(exc, GATEWAY_NS), content_type="text/xml"
             )
         except (SecurityError, InboundRefused) as exc:
             await self.service.refused(exc, envelope, operation)
             return web.Response(
                 status=500,
-                body=soap.fault_for(exc.code, exc.message, GATEWAY_NS),
+                body=soap11.fault_for(exc.code, exc.message, GATEWAY_NS),
                 content_type="text/xml",
             )
-        body = soap.envelope_response(f"{{{GATEWAY_NS}}}{operation}Response", reply)
+        body = soap11.envelope_response(f"{{{GATEWAY_NS}}}{operation}Response", reply)
         return web.Response(body=body, content_type="text/xml")
 
     # -- REST ---------------------------------------------------------------------------------
@@ -98,21 +98,14 @@ class PartnerApi:
         envelope: env.Envelope | None = None
         try:
             try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise InboundRefused(
-                    "BODY_TOO_LARGE", "the request body exceeds the size limit"
-                ) from None
+                raw = await read_body(request)
+            except GatewayError as exc:
+                raise InboundRefused(exc.code, exc.detail or exc.title) from None
             envelope = env.envelope_from_json(raw)
             reply = await self._run(name, envelope)
         except InboundRefused as exc:
             await self.service.refused(exc, envelope, name)
-            return _problem(
-                exc.code,
-                exc.message,
-                413 if exc.code == "BODY_TOO_LARGE" else exc.status,
-                request.path,
-            )
+            return _problem(exc.code, exc.message, exc.status, request.path)
         except SecurityError as exc:
             await self.service.refused(exc, envelope, name)
             return _problem(
@@ -157,6 +150,7 @@ def partner_openapi() -> dict[str, Any]:
             (400, "malformed envelope or payload"),
             (401, "signature, key or freshness refused"),
             (403, "not authorized for this matter, message or case"),
+            (408, "the body did not arrive in full in time"),
             (409, "replayed nonce"),
             (413, "body too large"),
             (429, "rate limited"),

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import soap
+from adapters import soap11
 from gateway.config import Settings
 from gateway.keystore import backend_for
 from gateway.logs import get_logger
@@ -308,28 +308,28 @@ class Simulator:
         if faulty is not None:
             return faulty
         try:
-            _op, element = soap.parse_request(
+            _op, element = soap11.parse_request(
                 raw,
                 request.headers.get("Content-Type", ""),
                 request.headers.get("SOAPAction"),
                 {"Submit": f"{{{PARTNER_NS}}}SubmitRequest"},
             )
-            reply = await self.handle(identity, soap.carried_envelope(element))
-        except soap.SoapError as exc:
+            reply = await self.handle(identity, soap11.carried_envelope(element))
+        except soap11.SoapError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
-                status=500, body=soap.fault_xml(exc, PARTNER_NS), content_type="text/xml"
+                status=500, body=soap11.fault_xml(exc, PARTNER_NS), content_type="text/xml"
             )
         except SecurityError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
                 status=500,
-                body=soap.fault_for(exc.code, exc.message, PARTNER_NS),
+                body=soap11.fault_for(exc.code, exc.message, PARTNER_NS),
                 content_type="text/xml",
             )
         if self._reply_lost(request, identity.region):
             return web.Response(status=500)
-        body = soap.envelope_response(f"{{{PARTNER_NS}}}SubmitResponse", reply)
+        body = soap11.envelope_response(f"{{{PARTNER_NS}}}SubmitResponse", reply)
         return web.Response(body=body, content_type="text/xml")
 
     async def stats(self, _request: web.Request) -> web.Response:

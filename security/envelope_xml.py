@@ -19,6 +19,7 @@ from security.envelope import FIELD_NAMES, Envelope, envelope_from_mapping, malf
 
 NAMESPACE = "urn:xgw:envelope:1"
 _ROOT = f"{{{NAMESPACE}}}Envelope"
+_FIELD_PREFIX = f"{{{NAMESPACE}}}"
 MAX_XML_BYTES = 64 * 1024 * 1024
 
 
@@ -50,9 +51,10 @@ def from_element(root: etree._Element) -> Envelope:
         raise malformed("expected an env:Envelope element")
     values: dict[str, object] = {}
     for child in root:
-        if not isinstance(child.tag, str) or not child.tag.startswith(f"{{{NAMESPACE}}}"):
+        tag = child.tag  # lxml makes a new string at each access
+        if not isinstance(tag, str) or not tag.startswith(_FIELD_PREFIX):
             raise malformed("unexpected element in the envelope")
-        name = child.tag.split("}", 1)[1]
+        name = tag[len(_FIELD_PREFIX) :]
         if name in values or len(child):
             raise malformed(f"field {name} repeated or not plain text")
         values[name] = child.text or ""

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from adapters.delivery_errors import DeliveryError
 from adapters.http_post import post, session
-from adapters.partner_soap import SoapPartnerClient, load_client
+from adapters.partner_soap import SoapPartnerClient, load_messages
 from tests.conftest import free_port
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
@@ -99,6 +99,8 @@ async def faulting_partner() -> AsyncIterator[str]:
     shaped as the partner WSDL declares it (tns:ErrorDetail with a code)."""
 
     async def fault(request: web.Request) -> web.Response:
+        if "status" in request.query:  # an HTTP refusal without a SOAP body
+            return web.Response(status=int(request.query["status"]))
         code = request.query.get("code")
         detail = ERROR_DETAIL % code if code else ""
         return web.Response(status=500, text=FAULT % detail, content_type="text/xml")
@@ -110,7 +112,7 @@ async def faulting_partner() -> AsyncIterator[str]:
 async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> None:
     """The fault's code decides what happens next: a replay or a rate limit is retried (a
     replay re-sealed), a refusal is final; a fault without a code is a final SOAP_FAULT."""
-    client = SoapPartnerClient(await asyncio.to_thread(load_client), 2)
+    client = SoapPartnerClient(await asyncio.to_thread(load_messages), 2)
     envelope = Pair().xy_sealer.seal(
         b"{}", receiver=TO_XZ_PARTY, kind="request", matter="M", idem_key="k"
     )
@@ -126,6 +128,15 @@ async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> No
                 await client.send(url, envelope, 5.0)
             assert refused.value.code == (code or "SOAP_FAULT")
             assert refused.value.transient is transient
+        # 429 and 503 without a Fault: not taken in, try again later (as over REST)
+        for status in (429, 503):
+            with pytest.raises(DeliveryError) as refused:
+                await client.send(f"{faulting_partner}?status={status}", envelope, 5.0)
+            assert (refused.value.code, refused.value.transient, refused.value.reached) == (
+                "PARTNER_UNAVAILABLE",
+                True,
+                False,
+            )
     finally:
         await client.close()
 

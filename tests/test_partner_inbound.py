@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -153,8 +156,6 @@ def _post_soap(
 
 
 def _fault_code(text: str) -> str:
-    import re
-
     match = re.search(r"<d:code>([A-Z_]+)</d:code>", text)
     assert match, text[:300]
     return match.group(1)
@@ -301,6 +302,73 @@ def test_hostile_input_is_refused_with_its_code_and_the_service_keeps_answering(
     assert rejected.count("message.rejected") >= len(hostile) + 2 * len(sealed_cases) + 2
     with pytest.raises(Fault):
         _zeep(deployment).service.SubmitCase(Envelope=tampered.as_dict())
+
+
+def _trickled(url: str, path: str, headers: dict[str, str], seconds: float) -> tuple[int, str]:
+    """POST ``path`` announcing 1,000 body bytes and sending one every 0.2 s: the response
+    (status, body) and when it came, in seconds after the headers went out."""
+    host, port = url.removeprefix("http://").split(":")
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    with socket.create_connection((host, int(port)), timeout=seconds) as connection:
+        connection.sendall(head.encode() + b"\r\n<")
+        started, answer = time.monotonic(), b""
+        connection.settimeout(0.2)
+        while time.monotonic() - started < seconds and b"\r\n\r\n" not in answer:
+            try:
+                answer += connection.recv(65536)
+            except TimeoutError:
+                connection.sendall(b"a")
+        took = time.monotonic() - started
+        status_line, _, rest = answer.partition(b"\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", rest).group(1))  # type: ignore[union-attr]
+        body = rest.split(b"\r\n\r\n", 1)[1]
+        connection.settimeout(5)
+        while len(body) < length:
+            body += connection.recv(65536)
+    return int(status_line.split()[1]), f"{took:.2f} " + body.decode()
+
+
+def test_a_body_trickling_in_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+    """A slow POST (a body sent a byte at a time, for ever) is refused when
+    ``body_read_seconds`` has passed since its headers, over SOAP, REST and the Windows API,
+    with its code, audited; the next request is answered as usual."""
+    deployment = Deployment(tmp_path, extra_env={"XGW_BODY_READ_SECONDS": "1"})
+    try:
+        xinye = Partner(deployment.data)
+        cases = {
+            "/soap/v1": (
+                {"Content-Type": "text/xml", "SOAPAction": '"urn:xgw:gateway:1/SubmitCase"'},
+                500,
+            ),
+            "/partner/v1/cases": ({"Content-Type": "application/json"}, 408),
+            "/api/v1/cases": (
+                {
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {deployment.token}",
+                    "Idempotency-Key": "slow-body-0001",
+                },
+                408,
+            ),
+        }
+        for path, (headers, expected) in cases.items():
+            status, answer = _trickled(deployment.url, path, headers, seconds=10)
+            took, _, body = answer.partition(" ")
+            assert status == expected, (path, body[:300])
+            assert 0.9 < float(took) < 4, (path, took)
+            if path == "/soap/v1":
+                assert _fault_code(body) == "BODY_TIMEOUT"
+            else:
+                problem = json.loads(body)
+                assert (problem["code"], problem["status"]) == ("BODY_TIMEOUT", 408)
+            # the service answers others at once
+            good = xinye.seal(contact_letter(), idem_key=f"XY-AFTER-SLOW-{len(path)}")
+            assert http("POST", f"{deployment.url}/partner/v1/cases", raw=good.to_json())[0] == 200
+        audit = deployment.xgw("audit", "show", "--limit", "1000")
+        assert audit.count("BODY_TIMEOUT") >= len(cases)
+    finally:
+        deployment.close()
 
 
 def test_revoked_key_and_unauthorized_matter(deployment: Deployment) -> None:
