@@ -1,4 +1,5 @@
-"""Serving SOAP 1.1 safely with lxml: parse hostile bytes, answer with a body or a Fault.
+"""SOAP 1.1 safely with lxml, both sides: parse hostile bytes (a partner's request to us, or its
+reply to ours), answer with a body or a Fault.
 
 Refuses DTDs and entity declarations before parsing, parses with entity resolution, network
 access and huge trees off, and bounds nesting depth, so no external resource is ever fetched
@@ -40,7 +41,7 @@ def parse_document(raw: bytes) -> etree._Element:
     try:
         root = etree.fromstring(raw, safe_parser())
     except (etree.XMLSyntaxError, ValueError):
-        raise SoapError("XML_MALFORMED", "the request is not well-formed XML (UTF-8)") from None
+        raise SoapError("XML_MALFORMED", "the document is not well-formed XML (UTF-8)") from None
     if root.tag == f"{{{SOAP12}}}Envelope":
         raise SoapError(
             "SOAP_VERSION_MISMATCH",
@@ -99,7 +100,8 @@ def fault_xml(error: SoapError, detail_ns: str) -> bytes:
 
 
 def carried_envelope(element: etree._Element) -> env.Envelope:
-    """The one env:Envelope an operation's request element carries (our WSDLs' shape)."""
+    """The one env:Envelope an operation's request or response element carries (our WSDLs'
+    shape)."""
     inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
     if inner is None or len(element) != 1:
         raise SoapError("ENVELOPE_MALFORMED", "the request must hold exactly one env:Envelope")

@@ -307,6 +307,8 @@ async def read_body(request: web.Request) -> bytes:
     POST) must not hold a connection and a handler for ever."""
     seconds = request.app[BODY_READ_SECONDS]
     try:
+        if request.content.is_eof():  # all there already (most bodies come with their headers)
+            return await request.read()
         async with asyncio.timeout(seconds):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

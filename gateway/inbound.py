@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -76,17 +77,19 @@ class RateLimiter:
 
     redis: aioredis.Redis | None
     counts: dict[tuple[str, int], int]
+    clock: Callable[[], float] = time.time
 
     async def allow(self, partner: Partner) -> bool:
-        window = int(time.time() // 60)
+        window = int(self.clock() // 60)
         if self.redis is not None:
             key = f"xgw:rate:{partner.region}:{window}"
             count = int(await self.redis.incr(key))
             if count == 1:
                 await self.redis.expire(key, 120)
         else:
+            if any(k[1] < window for k in self.counts):  # a new minute: the old ones go
+                self.counts = {k: v for k, v in self.counts.items() if k[1] == window}
             count = self.counts.get((partner.region, window), 0) + 1
-            self.counts = {k: v for k, v in self.counts.items() if k[1] >= window - 1}
             self.counts[(partner.region, window)] = count
         return count <= partner.rate_limit_per_minute
 
