@@ -28,6 +28,8 @@ import orjson
 from aiohttp import web
 
 from adapters import soap11
+from adapters.partner_soap import PACKAGED_WSDL as WSDL
+from adapters.partner_soap import PARTNER_NS
 from gateway.config import Settings
 from gateway.keystore import backend_for
 from gateway.logs import get_logger
@@ -39,8 +41,6 @@ from security.sealing import Opener, Sealer
 from security.trust import TrustStore, load_trust_store
 
 log = get_logger("gateway.simulator")
-PARTNER_NS = "urn:xgw:partner:1"
-WSDL = Path(__file__).resolve().parent.parent / "adapters" / "wsdl" / "partner-v1.wsdl"
 SIMULATED = {
     "411329": ("新野县", "xinye-gw"),
     "420300": ("十堰市", "shiyan-gw"),
