@@ -203,14 +203,14 @@ class SoapPartnerClient:
         return self.messages.parse(status, reply, content_type)
 
 
-def derive_codec(client: PartnerMessages) -> EnvelopeCodec | None:
-    """The codec for this client's WSDL, or None where zeep must do each message: the request
+def derive_codec(messages: PartnerMessages) -> EnvelopeCodec | None:
+    """The codec for these messages' WSDL, or None where zeep must do each message: the request
     template is zeep's rendering with marker values, and zeep must agree with the codec on a
     sample request (the same XML, compared canonically) and a sample reply (the same envelope)."""
     markers = [f"xgw-field-{index:02d}" for index in range(len(env.FIELD_NAMES))]
     try:
-        rendered = client.build_with_zeep(env.Envelope(*markers))
-        reply_tag = client.reply_tag
+        rendered = messages.build_with_zeep(env.Envelope(*markers))
+        reply_tag = messages.reply_tag
     except Exception:  # zeep raises many kinds for a WSDL it cannot render so: zeep decides
         return None
     parts = [rendered]
@@ -222,11 +222,11 @@ def derive_codec(client: PartnerMessages) -> EnvelopeCodec | None:
     codec = EnvelopeCodec(tuple(parts), reply_tag)
     sample = env.envelope_from_mapping(_SAMPLE_FIELDS)
     built = codec.build(sample)
-    if built is None or _canonical_xml(built) != _canonical_xml(client.build_with_zeep(sample)):
+    if built is None or _canonical_xml(built) != _canonical_xml(messages.build_with_zeep(sample)):
         return None
     reply = soap11.envelope_response(reply_tag, sample)
     try:
-        if client.parse_with_zeep(200, reply, "text/xml") != sample:
+        if messages.parse_with_zeep(200, reply, "text/xml") != sample:
             return None
     except DeliveryError:
         return None
