@@ -104,7 +104,7 @@ def carried_envelope(element: etree._Element) -> env.Envelope:
     shape)."""
     inner = element.find(f"{{{envelope_xml.NAMESPACE}}}Envelope")
     if inner is None or len(element) != 1:
-        raise SoapError("ENVELOPE_MALFORMED", "the request must hold exactly one env:Envelope")
+        raise SoapError("ENVELOPE_MALFORMED", "the body element must hold exactly one env:Envelope")
     return envelope_xml.from_element(inner)
 
 

@@ -17,7 +17,13 @@ from gateway.cli_mappings import registry_for
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
 from gateway.logs import get_logger
-from gateway.partners import PartnerConfigError, PartnerRegistry, check_lease, load_partners
+from gateway.partners import (
+    Endpoint,
+    PartnerConfigError,
+    PartnerRegistry,
+    check_lease,
+    load_partners,
+)
 from gateway.sample_setup import ensure_sample_setup, partners_path
 from gateway.store import Store
 from mappings.registry import Registry
@@ -41,6 +47,11 @@ class Parts:
     partner_messages: dict[str, PartnerMessages]  # by WSDL path
 
 
+def _wsdl_path(endpoint: Endpoint) -> str:
+    """The WSDL a SOAP endpoint is called by: its own, or the packaged partner WSDL."""
+    return str(Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL)
+
+
 def assemble(settings: Settings) -> Parts:
     ensure_sample_setup(settings)
     trust = load_trust(settings)
@@ -50,22 +61,22 @@ def assemble(settings: Settings) -> Parts:
     partner_messages: dict[str, PartnerMessages] = {}
     for partner in partners.partners.values():
         for endpoint in partner.endpoints:
-            if endpoint.protocol == "soap":
-                path = Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL
-                if str(path) not in partner_messages:
-                    try:
-                        partner_messages[str(path)] = load_messages(path)
-                    except Exception as exc:  # zeep and lxml raise many kinds: name the file
-                        raise PartnerConfigError(
-                            f"partner {partner.region}: WSDL {path} cannot be loaded "
-                            f"({type(exc).__name__})"
-                        ) from None
-                    # which path each message takes (see adapters/partner_soap.py)
-                    log.info(
-                        "partner.wsdl_loaded",
-                        wsdl=str(path),
-                        messages="template" if partner_messages[str(path)].codec else "zeep",
-                    )
+            path = _wsdl_path(endpoint)
+            if endpoint.protocol == "soap" and path not in partner_messages:
+                try:
+                    messages = load_messages(Path(path))
+                except Exception as exc:  # zeep and lxml raise many kinds: name the file
+                    raise PartnerConfigError(
+                        f"partner {partner.region}: WSDL {path} cannot be loaded "
+                        f"({type(exc).__name__})"
+                    ) from None
+                partner_messages[path] = messages
+                # which path each message takes (see adapters/partner_soap.py)
+                log.info(
+                    "partner.wsdl_loaded",
+                    wsdl=path,
+                    messages="template" if messages.codec else "zeep",
+                )
     return Parts(
         settings,
         backend_for(settings),
@@ -88,9 +99,8 @@ def build_clients(parts: Parts) -> dict[tuple[str, str], Any]:
             if key in clients:
                 continue
             if endpoint.protocol == "soap":
-                wsdl = str(Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL)
                 clients[key] = SoapPartnerClient(
-                    parts.partner_messages[wsdl], partner.max_concurrency
+                    parts.partner_messages[_wsdl_path(endpoint)], partner.max_concurrency
                 )
             else:
                 clients[key] = RestPartnerClient(partner.max_concurrency)

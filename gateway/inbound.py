@@ -56,19 +56,24 @@ STATUS = {
     "REPLAYED": 409,
     "WRONG_OPERATION": 400,
     "RATE_LIMITED": 429,
-    "BODY_TIMEOUT": 408,
-    "BODY_TOO_LARGE": 413,
 }
 
 
 class InboundRefused(Exception):
-    def __init__(self, code: str, message: str, envelope: env.Envelope | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        envelope: env.Envelope | None = None,
+        status: int | None = None,  # where the refusal came with its own (reading the body)
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.envelope = code, message, envelope
+        self._status = status
 
     @property
     def status(self) -> int:
-        return STATUS.get(self.code, 400)
+        return self._status if self._status is not None else STATUS.get(self.code, 400)
 
 
 @dataclass

@@ -100,7 +100,7 @@ class PartnerApi:
             try:
                 raw = await read_body(request)
             except GatewayError as exc:
-                raise InboundRefused(exc.code, exc.detail or exc.title) from None
+                raise InboundRefused(exc.code, exc.detail or exc.title, status=exc.status) from None
             envelope = env.envelope_from_json(raw)
             reply = await self._run(name, envelope)
         except InboundRefused as exc:

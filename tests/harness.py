@@ -114,6 +114,15 @@ def write_partners(
     path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
 
 
+def update_partner(path: Path, region: str, **fields: Any) -> None:
+    """Change one partner's entry in a partners.yaml."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for partner in document["partners"]:
+        if partner["region"] == region:
+            partner.update(fields)
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+
+
 class Process:
     def __init__(self, args: list[str], env: dict[str, str], url: str, log: Path) -> None:
         self.args, self.env, self.url, self.log_path = args, env, url, log
@@ -229,13 +238,7 @@ class Deployment:
     def configure_partner(self, region: str, restart: bool = True, **fields: Any) -> None:
         """Change one partner's entry in partners.yaml; the gateways read it as they restart
         (at once, unless ``restart`` is False)."""
-        document = yaml.safe_load(self.partners_file.read_text(encoding="utf-8"))
-        for partner in document["partners"]:
-            if partner["region"] == region:
-                partner.update(fields)
-        self.partners_file.write_text(
-            yaml.safe_dump(document, allow_unicode=True), encoding="utf-8"
-        )
+        update_partner(self.partners_file, region, **fields)
         for gateway in self.gateways if restart else ():
             gateway.stop()
             gateway.start()

@@ -9,10 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import Served, dead_port, run_xgw, xgw_env
-from tests.harness import write_partners
+from tests.harness import update_partner, write_partners
 
 
 def _get(url: str) -> tuple[int, dict[str, object], dict[str, str]]:
@@ -86,9 +85,7 @@ def test_request_id_from_caller_is_echoed_if_safe(tmp_path: Path) -> None:
 def _serve_with_partners(tmp_path: Path, change: dict[str, object], **env: str) -> tuple[int, str]:
     partners = tmp_path / "partners.yaml"
     write_partners(partners, dead_port(), "mixed")
-    document = yaml.safe_load(partners.read_text(encoding="utf-8"))
-    document["partners"][0].update(change)
-    partners.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    update_partner(partners, "411329", **change)
     result = run_xgw(
         "serve",
         env=xgw_env(
