@@ -480,6 +480,14 @@ class CasesApi:
         return json(case_view(updated, None))
 
 
+# What any operation that reads a request body may also answer (see ``read_body``); only those
+# operations list them.
+BODY_REFUSALS = (
+    (408, "the body did not arrive in full in time"),
+    (413, "body too large"),
+)
+
+
 def error_responses(*statuses: tuple[int, str]) -> dict[str, Any]:
     """OpenAPI responses for these refusals, each a problem+json ``ProblemDetails``."""
     problem = {
@@ -499,11 +507,10 @@ def openapi_document() -> dict[str, Any]:
         (401, "no or bad token"),
         (403, "wrong role"),
         (404, "no such case (or not yours)"),
-        (408, "the body did not arrive in full in time"),
         (409, "conflict"),
-        (413, "body too large"),
         (422, "validation failed: every problem listed"),
     )
+    with_body = {**errors, **error_responses(*BODY_REFUSALS)}
     case_response = {
         "description": "the case",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CaseView"}}},
@@ -544,7 +551,7 @@ def openapi_document() -> dict[str, Any]:
                             **case_response,
                             "description": "the same request again: the same case",
                         },
-                        **errors,
+                        **with_body,
                     },
                 },
                 "get": {
@@ -617,11 +624,19 @@ def openapi_document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"200": case_response, **errors},
+                    "responses": {"200": case_response, **with_body},
                 }
             },
         },
     }
 
 
-__all__ = ["PROBLEM_JSON", "ROLES", "CaseRequest", "CasesApi", "authenticate", "openapi_document"]
+__all__ = [
+    "BODY_REFUSALS",
+    "PROBLEM_JSON",
+    "ROLES",
+    "CaseRequest",
+    "CasesApi",
+    "authenticate",
+    "openapi_document",
+]

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api import (
+    BODY_REFUSALS,
     PagedQuery,
     error_responses,
     parse_body,
@@ -164,7 +165,7 @@ def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
                         "application/json": {"schema": {"$ref": "#/components/schemas/AuditSearch"}}
                     },
                 },
-                "responses": {"200": page, **refusals},
+                "responses": {"200": page, **refusals, **error_responses(*BODY_REFUSALS)},
             }
         },
         "/api/v1/audit/cases/{case_id}/evidence": {

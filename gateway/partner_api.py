@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, create_model
 
 from adapters import soap11
 from gateway import __version__
-from gateway.api import read_body
+from gateway.api import BODY_REFUSALS, read_body
 from gateway.inbound import InboundRefused, InboundService
 from gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, GatewayError
 from security import envelope as env
@@ -150,10 +150,9 @@ def partner_openapi() -> dict[str, Any]:
             (400, "malformed envelope or payload"),
             (401, "signature, key or freshness refused"),
             (403, "not authorized for this matter, message or case"),
-            (408, "the body did not arrive in full in time"),
             (409, "replayed nonce"),
-            (413, "body too large"),
             (429, "rate limited"),
+            *BODY_REFUSALS,
         )
     }
 

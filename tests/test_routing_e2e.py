@@ -488,6 +488,55 @@ def test_bad_input_gets_clear_4xx(deployment: Deployment) -> None:
     assert "BODY_TOO_LARGE" in rejected and "METHOD_NOT_ALLOWED" in rejected  # aiohttp's own
 
 
+@pytest.mark.parametrize(
+    "deployment", [{"extra_env": {"XGW_MAX_BODY_BYTES": "65536"}}], indirect=True
+)
+def test_the_operations_that_read_a_body_are_those_documented_to_refuse_one(
+    deployment: Deployment,
+) -> None:
+    """Both OpenAPI documents list 408 and 413 on exactly the operations that take a body, and
+    each of those answers an oversized body 413 BODY_TOO_LARGE (audited), never a 500: a
+    client generated from the documents knows what to expect."""
+    case = deployment.file("YJS-SBZR")
+    auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "auditor-2").strip()
+    oversized = b"{" + b" " * 70_000 + b"}"
+    tried: list[str] = []
+    for document_path in ("/api/v1/openapi.json", "/partner/v1/openapi.json"):
+        status, document = http("GET", deployment.url + document_path)
+        assert status == 200
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                documented = {"408", "413"} & set(operation["responses"])
+                if "requestBody" not in operation:
+                    assert not documented, (method, path)
+                    continue
+                assert documented == {"408", "413"}, (method, path)
+                url = deployment.url + path.format(case_id=case["id"], sub_id="any")
+                token = None if path.startswith("/partner/") else deployment.token
+                if path.startswith("/api/v1/audit/"):
+                    token = auditor
+                status, body = http(
+                    method.upper(),
+                    url,
+                    raw=oversized,
+                    token=token,
+                    headers={"Idempotency-Key": f"oversized-{len(tried):04}"},
+                )
+                assert (status, body["code"]) == (413, "BODY_TOO_LARGE"), (method, path, body)
+                tried.append(path)
+    assert {
+        "/api/v1/cases",
+        "/api/v1/cases/{case_id}/sub-matters/{sub_id}/complete",
+        "/api/v1/audit/search",
+        "/partner/v1/cases",
+        "/partner/v1/results",
+        "/partner/v1/status",
+    } <= set(tried)
+    refused = deployment.xgw("audit", "show", "--event", "request.rejected", "--limit", "1000")
+    refused += deployment.xgw("audit", "show", "--event", "message.rejected", "--limit", "1000")
+    assert refused.count("BODY_TOO_LARGE") == len(tried)
+
+
 def test_listing_filters_page_through_everything_and_refuse_nonsense(
     deployment: Deployment,
 ) -> None:
