@@ -8,7 +8,7 @@ import base64
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import orjson
 from aiohttp import web
@@ -137,9 +137,10 @@ _DATE_OR_TIME: dict[str, Any] = {
     "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
 }
 Row = TypeVar("Row")
+Cursor = TypeVar("Cursor", bound=tuple[Any, ...])  # a listing's cursor values, typed
 
 
-class PagedQuery(BaseModel):
+class PagedQuery(BaseModel, Generic[Cursor]):
     """What every listing's query has: a time range, written as the stored times it is compared
     with (``TIME_LAYOUT``), and the ``next`` cursor of the page before, the values of its last
     row (``CURSOR``: their types). Checked by the model, so a bad one is named with the rest."""
@@ -171,9 +172,12 @@ class PagedQuery(BaseModel):
             decode_cursor(value, cls.CURSOR)
         return value
 
-    def after(self) -> tuple[Any, ...] | None:
+    def after(self) -> Cursor | None:
         """The last row's values of the page before, or None for the first page."""
-        return None if self.cursor is None else tuple(decode_cursor(self.cursor, self.CURSOR))
+        if self.cursor is None:
+            return None
+        # decode_cursor checked each value against CURSOR, the types Cursor names
+        return cast(Cursor, tuple(decode_cursor(self.cursor, self.CURSOR)))
 
     def page(
         self, rows: list[Row], last: Callable[[Row], list[Any]]
@@ -186,7 +190,7 @@ class PagedQuery(BaseModel):
         return rows, base64.urlsafe_b64encode(orjson.dumps(last(rows[-1]))).decode()
 
 
-class CaseListQuery(PagedQuery):
+class CaseListQuery(PagedQuery[tuple[str, str]]):
     """``GET /api/v1/cases``: every filter is checked, and all problems are told at once."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -452,7 +456,7 @@ class CasesApi:
             self.store.list_cases(
                 {k: v for k, v in where.items() if v is not None},
                 query.limit + 1,
-                query.after(),  # type: ignore[arg-type]
+                query.after(),
                 query.from_,
                 query.to,
             ),

@@ -38,7 +38,7 @@ FILTERS = (
 )
 
 
-class AuditSearch(PagedQuery):
+class AuditSearch(PagedQuery[tuple[str, str, int]]):
     """Search by fields; ``person_id`` (a 身份证号) is hashed with the audit key, never stored."""
 
     model_config = ConfigDict(extra="forbid")
@@ -78,7 +78,7 @@ class AuditApi:
                 self.log.query,
                 filters,
                 search.limit + 1,
-                search.after(),  # type: ignore[arg-type]
+                search.after(),
                 search.from_,
                 search.to,
             ),
