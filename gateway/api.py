@@ -133,8 +133,12 @@ def decode_cursor(value: str, shape: tuple[type, ...]) -> list[Any]:
 
 
 # What utc_stamp accepts, for the OpenAPI document (a date, or a time with or without offset).
-_DATE_OR_TIME: dict[str, Any] = {
-    "anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
+_DATE_OR_TIME: dict[str, Any] = {  # null, as for every optional field: no bound
+    "anyOf": [
+        {"type": "string", "format": "date"},
+        {"type": "string", "format": "date-time"},
+        {"type": "null"},
+    ]
 }
 Row = TypeVar("Row")
 Cursor = TypeVar("Cursor", bound=tuple[Any, ...])  # a listing's cursor values, typed

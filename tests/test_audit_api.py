@@ -62,6 +62,11 @@ def test_auditor_queries_and_exports_evidence(deployment: Deployment) -> None:
     assert status == 200 and "case.filed" in [e["event"] for e in found["items"]]
     assert {e["case_id"] for e in found["items"]} == {case["id"]}
     assert "411329196001200033" not in str(found)
+    # null is "no bound" for the times too, as the document says of every optional field
+    status, unbounded = http("POST", f"{base}/search", {"from": None, "to": None}, auditor)
+    assert status == 200 and unbounded["items"]
+    search_schema = document["components"]["schemas"]["AuditSearch"]["properties"]
+    assert all({"type": "null"} in search_schema[k]["anyOf"] for k in ("from", "to", "case_id"))
     assert http("GET", f"{base}/entries?person_id=411329196001200033", token=auditor)[0] == 400
     # wrong role
     assert http("GET", f"{base}/entries", token=deployment.token)[1]["code"] == "FORBIDDEN"
