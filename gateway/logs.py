@@ -77,6 +77,24 @@ def summarise_exception(
     return event_dict
 
 
+class ClientFaultsAsWarnings(logging.Filter):
+    """aiohttp logs a request that does not parse as HTTP at ERROR. That is the client's fault
+    (a scanner, a broken proxy), not ours: WARNING, so that ERROR lines stay the ones an
+    operator must act on, and one stranger cannot fill them."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        status = getattr(error, "code", None)  # aiohttp's HttpProcessingError
+        if record.levelno > logging.WARNING and isinstance(status, int) and 400 <= status < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return self.level <= logging.WARNING
+        return True
+
+
 def _orjson_dumps(obj: Any, **_kw: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
@@ -133,6 +151,8 @@ def configure_logging(
     for noisy in ("zeep", "zeep.transports", "zeep.xsd", "httpx", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [ClientFaultsAsWarnings(numeric)]
 
 
 def get_logger(name: str) -> Any:

@@ -79,3 +79,24 @@ def test_zeep_never_logs_at_debug() -> None:
 
     configure_logging("debug", "json", io.StringIO())
     assert logging.getLogger("zeep.transports").getEffectiveLevel() >= logging.INFO
+
+
+def test_a_clients_malformed_request_is_a_warning_and_our_own_errors_stay_errors() -> None:
+    import logging
+
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    def logged(level: str, error: Exception) -> list[dict[str, Any]]:
+        stream = io.StringIO()
+        configure_logging(level, "json", stream)
+        try:
+            raise error
+        except Exception:
+            logging.getLogger("aiohttp.server").exception("Error handling request")
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    (line,) = logged("info", BadHttpMessage("Invalid header value char"))
+    assert (line["level"], line["error_type"], line["status"]) == ("warning", "BadHttpMessage", 400)
+    assert logged("error", BadHttpMessage("x")) == []  # below the level asked for
+    (line,) = logged("error", RuntimeError("a bug of ours"))
+    assert (line["level"], line["error_type"]) == ("error", "RuntimeError")

@@ -117,7 +117,8 @@ def test_instances_sharing_work_need_a_lease_twice_the_partner_timeout(tmp_path:
 def test_a_malformed_request_is_refused_and_logged_without_its_bytes(tmp_path: Path) -> None:
     """HTTP that does not parse is answered 400 by aiohttp's parser, before any handler: its
     log line names the error's type, with no traceback and none of the stranger's bytes (here
-    an ID number in a header with a control character)."""
+    an ID number in a header with a control character), as a warning — the client's fault, not
+    an error of ours for an operator to act on."""
     served = Served(tmp_path / "var")
     try:
         port = int(served.base.rsplit(":", 1)[1])
@@ -135,6 +136,7 @@ def test_a_malformed_request_is_refused_and_logged_without_its_bytes(tmp_path: P
     lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     refused = [line for line in lines if line.get("error_type") == "BadHttpMessage"]
     assert len(refused) == 2 and all(line["status"] == 400 for line in refused), lines
+    assert {line["level"] for line in refused} == {"warning"}
     assert b"Traceback" not in err and b"4206071990" not in err
 
 
