@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import re
 import socket
@@ -23,6 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from adapters import redis_client
 from adapters.local_system import LocalSystemClient
@@ -173,6 +175,42 @@ async def _audit_rejection(request: web.Request, error: GatewayError) -> None:
         )
     except Exception as exc:  # the answer must not depend on the log being writable
         log.error("audit.append_failed", error_type=type(exc).__name__)
+
+
+class ParserRefusals(logging.LoggerAdapter[logging.Logger]):
+    """The logger aiohttp's request handler is given. A request that does not parse as HTTP is
+    answered 400 by aiohttp before any of our code runs; its log call (the one hook aiohttp
+    offers there) is where its audit entry is made, like every other refusal's."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._app = app
+        self._writing: set[asyncio.Task[None]] = set()
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        super().log(level, msg, *args, **kwargs)
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            task = asyncio.get_running_loop().create_task(self._audit(error))
+            self._writing.add(task)  # held until written: the loop keeps only weak references
+            task.add_done_callback(self._writing.discard)
+
+    async def _audit(self, error: HttpProcessingError) -> None:
+        audit = self._app[RUNTIME].audit
+        if audit is None:
+            return
+        try:
+            await audit.append(
+                AuditEvent(
+                    "request.rejected",
+                    "inbound",
+                    "rejected",
+                    error_code="HTTP_MALFORMED",
+                    details={"status": error.code, "error_type": type(error).__name__},
+                )
+            )
+        except Exception as exc:  # as for any refusal: the log not being writable is logged
+            log.error("audit.append_failed", error_type=type(exc).__name__)
 
 
 @web.middleware
@@ -405,9 +443,13 @@ async def openapi(_request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
+    handler_args: dict[str, Any] = {}
     app = web.Application(
-        middlewares=[request_context, authentication], client_max_size=settings.max_body_bytes
+        middlewares=[request_context, authentication],
+        client_max_size=settings.max_body_bytes,
+        handler_args=handler_args,
     )
+    handler_args["logger"] = ParserRefusals(app)
     app[RUNTIME] = Runtime(settings=settings)
     app[BODY_READ_SECONDS] = settings.body_read_seconds
     app.on_startup.append(_open_runtime)

@@ -118,7 +118,7 @@ def test_a_malformed_request_is_refused_and_logged_without_its_bytes(tmp_path: P
     """HTTP that does not parse is answered 400 by aiohttp's parser, before any handler: its
     log line names the error's type, with no traceback and none of the stranger's bytes (here
     an ID number in a header with a control character), as a warning — the client's fault, not
-    an error of ours for an operator to act on."""
+    an error of ours for an operator to act on — and it is audited."""
     served = Served(tmp_path / "var")
     try:
         port = int(served.base.rsplit(":", 1)[1])
@@ -137,6 +137,11 @@ def test_a_malformed_request_is_refused_and_logged_without_its_bytes(tmp_path: P
     refused = [line for line in lines if line.get("error_type") == "BadHttpMessage"]
     assert len(refused) == 2 and all(line["status"] == 400 for line in refused), lines
     assert {line["level"] for line in refused} == {"warning"}
+    # ... and each is in the exchange log, as every refusal is
+    shown = run_xgw(
+        "audit", "show", "--event", "request.rejected", env=xgw_env(tmp_path / "var")
+    ).stdout.decode()
+    assert shown.count("HTTP_MALFORMED") == 2, shown
     assert b"Traceback" not in err and b"4206071990" not in err
 
 
