@@ -154,23 +154,31 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _audit_rejection(request: web.Request, error: GatewayError) -> None:
     """Every refused API request is an audit entry (who, what, which code); never its body."""
-    runtime = request.app.get(RUNTIME)
-    if (
-        runtime is None
-        or runtime.audit is None
-        or not request.path.startswith(("/api/", "/partner/", "/soap/"))
-    ):
+    if not request.path.startswith(("/api/", "/partner/", "/soap/")):
         return
     token = request.get("token")
+    await _append_rejection(
+        request.app.get(RUNTIME),
+        error.code,
+        token.name if token is not None else None,
+        {"method": request.method, "path": request.path, "status": error.status},
+    )
+
+
+async def _append_rejection(
+    runtime: Runtime | None, code: str, actor: str | None, details: dict[str, Any]
+) -> None:
+    if runtime is None or runtime.audit is None:
+        return
     try:
         await runtime.audit.append(
             AuditEvent(
                 "request.rejected",
                 "inbound",
                 "rejected",
-                error_code=error.code,
-                actor=token.name if token is not None else None,
-                details={"method": request.method, "path": request.path, "status": error.status},
+                error_code=code,
+                actor=actor,
+                details=details,
             )
         )
     except Exception as exc:  # the answer must not depend on the log being writable
@@ -191,26 +199,11 @@ class ParserRefusals(logging.LoggerAdapter[logging.Logger]):
         super().log(level, msg, *args, **kwargs)
         error = kwargs.get("exc_info")
         if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
-            task = asyncio.get_running_loop().create_task(self._audit(error))
+            details = {"status": error.code, "error_type": type(error).__name__}
+            refusal = _append_rejection(self._app.get(RUNTIME), "HTTP_MALFORMED", None, details)
+            task = asyncio.get_running_loop().create_task(refusal)
             self._writing.add(task)  # held until written: the loop keeps only weak references
             task.add_done_callback(self._writing.discard)
-
-    async def _audit(self, error: HttpProcessingError) -> None:
-        audit = self._app[RUNTIME].audit
-        if audit is None:
-            return
-        try:
-            await audit.append(
-                AuditEvent(
-                    "request.rejected",
-                    "inbound",
-                    "rejected",
-                    error_code="HTTP_MALFORMED",
-                    details={"status": error.code, "error_type": type(error).__name__},
-                )
-            )
-        except Exception as exc:  # as for any refusal: the log not being writable is logged
-            log.error("audit.append_failed", error_type=type(exc).__name__)
 
 
 @web.middleware
