@@ -435,6 +435,11 @@ async def openapi(_request: web.Request) -> web.Response:
     return json_response(document)
 
 
+async def _server_banner(_request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would name itself and Python with their versions: a scanner's first question.
+    response.headers["Server"] = "xgw"
+
+
 def build_app(settings: Settings) -> web.Application:
     handler_args: dict[str, Any] = {}
     app = web.Application(
@@ -446,6 +451,7 @@ def build_app(settings: Settings) -> web.Application:
     app[RUNTIME] = Runtime(settings=settings)
     app[BODY_READ_SECONDS] = settings.body_read_seconds
     app.on_startup.append(_open_runtime)
+    app.on_response_prepare.append(_server_banner)
     app.on_cleanup.append(_close_runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -35,6 +35,8 @@ def test_healthz_and_readyz_with_embedded_defaults(tmp_path: Path) -> None:
         assert status == 404
         assert headers["Content-Type"].startswith("application/problem+json")
         assert body["code"] == "NOT_FOUND"
+        # no software or version named to a stranger, on an answer or a refusal
+        assert headers["Server"] == "xgw"
     finally:
         code, err = served.stop()
     assert code == 0
