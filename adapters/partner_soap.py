@@ -145,7 +145,7 @@ class PartnerMessages:
         if (
             self.codec is not None
             and status == 200
-            and content_type.split(";")[0].strip().lower() == "text/xml"
+            and soap11.media_type(content_type) == "text/xml"
         ):
             envelope = self.codec.parse(body)
             if envelope is not None:

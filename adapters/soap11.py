@@ -34,6 +34,11 @@ class SoapError(Exception):
     status: int = 500  # SOAP 1.1 sends faults with HTTP 500
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header, without parameters, in lower case."""
+    return content_type.split(";")[0].strip().lower()
+
+
 def parse_document(raw: bytes) -> etree._Element:
     """The one element in the Body of a SOAP 1.1 document (request or reply), or SoapError."""
     if _DTD.search(raw):
@@ -63,7 +68,7 @@ def parse_request(
     raw: bytes, content_type: str, soap_action: str | None, expected_actions: dict[str, str]
 ) -> tuple[str, etree._Element]:
     """(operation, the Body's element) of a SOAP 1.1 request, or SoapError."""
-    if content_type.split(";")[0].strip().lower() == "application/soap+xml":
+    if media_type(content_type) == "application/soap+xml":
         raise SoapError(
             "SOAP_VERSION_MISMATCH",
             "SOAP 1.2 is not served here; use SOAP 1.1 (text/xml)",

@@ -61,8 +61,10 @@ def assemble(settings: Settings) -> Parts:
     partner_messages: dict[str, PartnerMessages] = {}
     for partner in partners.partners.values():
         for endpoint in partner.endpoints:
+            if endpoint.protocol != "soap":
+                continue
             path = _wsdl_path(endpoint)
-            if endpoint.protocol == "soap" and path not in partner_messages:
+            if path not in partner_messages:
                 try:
                     messages = load_messages(Path(path))
                 except Exception as exc:  # zeep and lxml raise many kinds: name the file

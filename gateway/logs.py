@@ -82,16 +82,12 @@ class ClientFaultsAsWarnings(logging.Filter):
     (a scanner, a broken proxy), not ours: WARNING, so that ERROR lines stay the ones an
     operator must act on, and one stranger cannot fill them."""
 
-    def __init__(self, level: int) -> None:
-        super().__init__()
-        self.level = level
-
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         status = getattr(error, "code", None)  # aiohttp's HttpProcessingError
         if record.levelno > logging.WARNING and isinstance(status, int) and 400 <= status < 500:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
-            return self.level <= logging.WARNING
+            return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
         return True
 
 
@@ -152,7 +148,7 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     server = logging.getLogger("aiohttp.server")
-    server.filters[:] = [ClientFaultsAsWarnings(numeric)]
+    server.filters[:] = [ClientFaultsAsWarnings()]
 
 
 def get_logger(name: str) -> Any:
