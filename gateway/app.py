@@ -265,7 +265,11 @@ async def _open_runtime(app: web.Application) -> None:
     )
     opener = Opener(parts.trust, parts.backend, nonces, settings.replay_window_seconds)
     # Our seals' content keys, wrapped for partners while the CPU is idle (security.keypool).
-    key_pool = ContentKeyPool(parts.backend, settings.seal_key_pool_depth)
+    key_pool = ContentKeyPool(
+        parts.backend,
+        settings.seal_key_pool_depth,
+        on_first_full=lambda key: log.info("key_pool.filled", recipient_key_id=key.key_id),
+    )
     key_pool.start()
 
     async def close_key_pool() -> None:

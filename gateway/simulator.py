@@ -10,7 +10,8 @@ request, a 信息表 with yearly rows), and counts the effects it applied.
 
 Fault knobs (``POST /_sim/faults``, per region or ``*``): ``down`` (503), ``latency_ms``,
 ``error_rate`` (500), ``malformed_rate`` (garbage 200), ``reset_rate`` (connection dropped).
-``reject_matters`` (a business refusal). ``GET /_sim/stats`` shows the counts; ``POST /_sim/reset`` clears them.
+``reject_matters`` (a business refusal). ``GET /_sim/stats`` shows the counts (effects applied,
+requests ``in_flight`` now, requests ``turned_away`` by a fault knob); ``POST /_sim/reset`` clears them.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Identity:
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)  # msg_id -> reply plaintext
     effects: Counter[str] = field(default_factory=Counter)  # msg_id -> effects applied
     duplicates: int = 0
+    turned_away: int = 0  # requests answered by a fault knob instead of the service
     in_flight: int = 0  # requests being served now
     most_in_flight: int = 0  # the most at once: the gateway's concurrency limit, seen from here
     rejected: Counter[str] = field(default_factory=Counter)
@@ -229,6 +231,13 @@ class Simulator:
         faults = self.fault(region)
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
+        answer = self._fault_answer(request, faults)
+        identity = self.identities.get(region)
+        if answer is not None and identity is not None:
+            identity.turned_away += 1
+        return answer
+
+    def _fault_answer(self, request: web.Request, faults: Faults) -> web.StreamResponse | None:
         if faults.down:
             return web.Response(status=503, text="partner down (simulated)")
         if faults.reset_rate and self.random.random() < faults.reset_rate:
@@ -340,6 +349,8 @@ class Simulator:
                 "applied_twice": sorted(m for m, n in i.effects.items() if n > 1),
                 "duplicates_answered": i.duplicates,
                 "most_in_flight": i.most_in_flight,
+                "in_flight": i.in_flight,
+                "turned_away": i.turned_away,
                 "rejected": dict(i.rejected),
                 "results": dict(i.results),
                 "result_bodies": i.result_bodies,
@@ -365,6 +376,7 @@ class Simulator:
             identity.replies.clear()
             identity.duplicates = 0
             identity.most_in_flight = 0
+            identity.turned_away = 0
             identity.rejected.clear()
             identity.results.clear()
             identity.result_bodies.clear()

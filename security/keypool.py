@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from security.backend import CryptoBackend
 from security.envelope import WrappedKey, wrap_content_key
@@ -38,9 +39,19 @@ def _yield_to_everything_else() -> None:
 
 class ContentKeyPool:
     def __init__(
-        self, backend: CryptoBackend, depth: int = 8, max_age_seconds: float = 300.0
+        self,
+        backend: CryptoBackend,
+        depth: int = 8,
+        max_age_seconds: float = 300.0,
+        on_first_full: Callable[[PublicKey], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend, self.depth, self.max_age = backend, depth, max_age_seconds
+        self._clock = clock
+        # told (from the pool's thread) when a recipient's keys first reach ``depth``: a
+        # caller's log line, and what a test waits on instead of sleeping
+        self._on_first_full = on_first_full
+        self._filled: set[str] = set()
         self._cond = threading.Condition()
         # recipient key id -> (made at, wrapped key), oldest first
         self._ready: dict[str, deque[tuple[float, WrappedKey]]] = {}
@@ -71,7 +82,7 @@ class ContentKeyPool:
     def take(self, recipient: PublicKey) -> WrappedKey | None:
         """A key wrapped for ``recipient`` ahead of time, or None (the caller wraps one; the
         pool starts keeping some for this recipient)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._cond:
             self._wanted[recipient.key_id] = (recipient, now)
             self._cond.notify()  # one key fewer, or a new recipient: work for the thread
@@ -90,7 +101,7 @@ class ContentKeyPool:
 
     def _next_recipient(self) -> PublicKey | None:
         """Under the lock: the wanted recipient with the fewest keys ready, below ``depth``."""
-        now = time.monotonic()
+        now = self._clock()
         for key_id, (_, asked) in list(self._wanted.items()):
             if now - asked > self.max_age:
                 del self._wanted[key_id]
@@ -119,6 +130,12 @@ class ContentKeyPool:
                     self._wanted.pop(recipient.key_id, None)
                 continue
             with self._cond:
-                if recipient.key_id in self._wanted:
-                    queue = self._ready.setdefault(recipient.key_id, deque())
-                    queue.append((time.monotonic(), wrapped))
+                if recipient.key_id not in self._wanted:
+                    continue
+                queue = self._ready.setdefault(recipient.key_id, deque())
+                queue.append((self._clock(), wrapped))
+                first_full = len(queue) >= self.depth and recipient.key_id not in self._filled
+                if first_full:
+                    self._filled.add(recipient.key_id)
+            if first_full and self._on_first_full is not None:
+                self._on_first_full(recipient)

@@ -7,12 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
+T = TypeVar("T")
 REDIS_URL = os.environ.get("XGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 START_REDIS_HINT = (
@@ -40,6 +42,21 @@ def redis_url() -> Iterator[str]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+def eventually(
+    check: Callable[[], T | None], what: str, timeout: float = 30.0, every: float = 0.05
+) -> T:
+    """Wait for ``check`` to give something true and give it back; a deadline, never a fixed
+    sleep, so a test neither races a slow machine nor waits longer than it must."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(every)
 
 
 def free_port() -> int:

@@ -250,7 +250,9 @@ def test_killed_mid_append_leaves_a_log_that_verifies(tmp_path: Path) -> None:
         "i = 0\n"
         "while True:\n"
         "    log.append_many([AuditEvent('message.sent', case_id=f'c{i}-{j}', envelope={'x': 'y' * 2000}) for j in range(20)])\n"
-        "    i += 1\n",
+        "    i += 1\n"
+        "    if i == 3:\n"
+        "        print('appending', flush=True)\n",
         encoding="utf-8",
     )
     database = tmp_path / "audit.sqlite3"
@@ -259,7 +261,7 @@ def test_killed_mid_append_leaves_a_log_that_verifies(tmp_path: Path) -> None:
             [sys.executable, str(script), str(database)], cwd=ROOT, stdout=subprocess.PIPE
         )
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        time.sleep(0.4)
+        assert proc.stdout.readline() == b"appending\n"  # killed amid its next appends
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     log = Log(tmp_path)
@@ -349,8 +351,10 @@ async def test_writer_checkpoints_by_time(tmp_path: Path) -> None:
     )
     writer.start()
     await writer.append(AuditEvent("message.sent"))
-    await asyncio.sleep(1.5)
-    assert log.audit.checkpoints("xz-1"), "no checkpoint after the period"
+    deadline = time.monotonic() + 10
+    while not log.audit.checkpoints("xz-1"):
+        assert time.monotonic() < deadline, "no checkpoint after the period"
+        await asyncio.sleep(0.05)
     await writer.close()
 
 

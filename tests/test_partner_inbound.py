@@ -18,6 +18,7 @@ from zeep import Client, Settings
 from zeep.exceptions import Fault
 
 from security import envelope as env
+from tests.conftest import eventually
 from tests.harness import Deployment, http
 from tests.partner_helpers import Partner, contact_letter
 
@@ -41,6 +42,11 @@ def _wait_result(deployment: Deployment, ref: str, timeout: float = 30) -> dict[
             return stats
         time.sleep(0.2)
     raise AssertionError(f"no result for {ref}: {deployment.stats()}")
+
+
+def _outbox_statuses(deployment: Deployment) -> set[str]:
+    counts = deployment.xgw("outbox", "list", "--status", "all").splitlines()[-1]
+    return {part.split(":")[0] for part in counts.split("; ")}
 
 
 def _zeep(deployment: Deployment) -> Client:
@@ -79,7 +85,10 @@ def test_zeep_files_a_transfer_and_gets_a_signed_receipt_and_the_result(
     answered = client.service.QueryStatus(Envelope=query.as_dict())
     status = xinye.open(env.envelope_from_mapping({k: answered[k] for k in env.FIELD_NAMES}))
     assert status["case_status"] in ("done", "result_delivered") and status["matter"] == "XZ-SB-001"
-    time.sleep(0.5)
+    eventually(  # every delivery to the back office finished, so none can come after
+        lambda: not {"pending", "in_flight"} & _outbox_statuses(deployment),
+        "the outbox settling",
+    )
     assert deployment.stats()["local"]["seen_twice"] == []
     assert deployment.xgw("audit", "verify").strip().endswith("log verifies")
 

@@ -10,7 +10,7 @@ import pytest
 from gateway import casecore
 from gateway.casecore import CaseInvalid, Reply
 from gateway.delivery import CircuitBreaker, backoff
-from gateway.demo import bundle_form
+from gateway.demo import BUNDLE_FORMS, bundle_form
 from tests.mapping_helpers import REGISTRY
 
 ON = date(2026, 11, 28)
@@ -37,6 +37,20 @@ def test_plan_routes_every_sub_matter_by_its_rule() -> None:
     assert plan["housing_fund_transfer"].jurisdiction == "421300"
     hkqy = {p.sub_id: p for p in _plan("YJS-HKQY")}
     assert hkqy["move_in_approval"].local and hkqy["move_out"].jurisdiction == "411329"
+
+
+@pytest.mark.parametrize("on", [date(2026, 1, 1), date(2027, 1, 1), date(2031, 6, 30)])
+@pytest.mark.parametrize("partner", ["411329", "420300", "421300", "429021"])
+def test_the_sample_routes_every_bundle_on_any_later_date(on: date, partner: str) -> None:
+    """The default setup must not stop on a fixed date: the newest mapping set with every
+    partner stays in force until a later one is written."""
+    for code in BUNDLE_FORMS:
+        form = bundle_form(code)
+        if code == "YJS-SBZR":
+            form["transfer"]["out_region"] = partner  # type: ignore[index]
+            form["fund"]["from_region"] = partner  # type: ignore[index]
+        plan = casecore.plan_case(REGISTRY, "420607", REGISTRY.bundles[code], form, on)
+        assert plan, code
 
 
 def test_plan_lists_every_problem_at_once() -> None:

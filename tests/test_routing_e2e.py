@@ -7,10 +7,11 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import run_xgw
+from tests.conftest import eventually, run_xgw
 from tests.harness import REGIONS, Deployment, http, http_exchange
 
 
@@ -26,6 +27,47 @@ def deployment(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deplo
 
 def _sub(case: dict[str, object], sub_id: str) -> dict[str, object]:
     return next(s for s in case["sub_matters"] if s["id"] == sub_id)  # type: ignore[attr-defined,index]
+
+
+def _retry_codes(cases: list[dict[str, Any]]) -> list[str]:
+    """The codes of the failed attempts the cases' timelines show."""
+    return [
+        step["detail"].get("code")
+        for case in cases
+        for step in case["timeline"]
+        if step["step"] == "delivery_retrying"
+    ]
+
+
+def _turned_away(deployment: Deployment, region: str, count: int) -> None:
+    eventually(
+        lambda: deployment.stats()[region]["turned_away"] >= count,
+        f"{count} requests turned away by {region}",
+    )
+
+
+def _on_the_wire(deployment: Deployment, count: int) -> None:
+    eventually(
+        lambda: deployment.stats()["411329"]["in_flight"] >= count,
+        f"{count} requests in the partner's hands",
+    )
+
+
+def _cancel(url: str, case_id: str, token: str) -> tuple[int, Any]:
+    """Cancel as a window does: "a delivery is under way" asks it to try again in a moment."""
+    answers: list[tuple[int, Any]] = []
+
+    def attempt() -> bool:
+        answers.append(http("POST", f"{url}/{case_id}/cancel", token=token))
+        status, body = answers[-1]
+        return not (status == 409 and "under way" in body.get("detail", ""))
+
+    eventually(attempt, f"cancel of {case_id} answered for good")
+    return answers[-1]
+
+
+def _utc_second() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @pytest.mark.parametrize(
@@ -76,7 +118,7 @@ def test_both_demo_bundles_end_to_end(deployment: Deployment) -> None:
 def test_partner_down_under_load_then_back(deployment: Deployment) -> None:
     deployment.faults({"411329": {"down": True}})
     ids = [deployment.file(b)["id"] for b in ("YJS-SBZR", "YJS-YLBX") * 6]
-    time.sleep(2.0)
+    _turned_away(deployment, "411329", 3)  # enough failures to open the circuit
     stuck = [deployment.case(i) for i in ids]
     assert all(c["status"] == "in_progress" for c in stuck)
     deployment.faults({"411329": {"down": False}})
@@ -95,7 +137,7 @@ def test_a_probe_refused_outright_closes_the_circuit(deployment: Deployment) -> 
     waiting for a probe that ended in a refusal)."""
     deployment.faults({"411329": {"down": True}})
     ids = [deployment.file("YJS-YLBX")["id"] for _ in range(4)]
-    time.sleep(1.5)  # failures open the circuit (3 in a row), probes keep failing
+    _turned_away(deployment, "411329", 4)  # 3 in a row open the circuit, then a probe fails
     deployment.faults({"411329": {"refuse_code": "MATTER_NOT_ALLOWED", "refuse_next": 1}})
     cases = deployment.wait(ids, statuses=("done", "attention"), timeout=30)
     assert sorted(c["status"] for c in cases) == ["attention", "done", "done", "done"]
@@ -135,18 +177,12 @@ def test_per_partner_concurrency_limit_and_timeout(deployment: Deployment) -> No
     assert deployment.stats()["411329"]["most_in_flight"] == 2
     deployment.faults({"411329": {"latency_ms": 1500}})  # slower than the timeout
     ids = [deployment.file("YJS-YLBX")["id"] for _ in range(4)]
-    time.sleep(2.5)
+    eventually(lambda: "TIMEOUT" in _retry_codes([deployment.case(i) for i in ids]), "a timeout")
     deployment.faults({"411329": {"latency_ms": 0}})
     cases = deployment.wait(ids, timeout=90)
     stats = deployment.stats()["411329"]
     assert stats["applied_twice"] == [] and stats["applied"] == stats["messages"] == 24
-    retries = [
-        step["detail"].get("code")
-        for case in cases
-        for step in case["timeline"]
-        if step["step"] == "delivery_retrying"
-    ]
-    assert "TIMEOUT" in retries, retries
+    assert "TIMEOUT" in _retry_codes(cases)
 
 
 def test_a_case_the_partner_may_already_hold_cannot_be_cancelled(deployment: Deployment) -> None:
@@ -157,20 +193,17 @@ def test_a_case_the_partner_may_already_hold_cannot_be_cancelled(deployment: Dep
     url, token = f"{deployment.url}/api/v1/cases", deployment.token
     deployment.faults({"411329": {"latency_ms": 1500}})  # slower than our timeout
     reached = deployment.file("YJS-YLBX")["id"]
-    deadline = time.monotonic() + 20
-    while not any(s["step"] == "delivery_retrying" for s in deployment.case(reached)["timeline"]):
-        assert time.monotonic() < deadline, "the first attempt never timed out"
-        time.sleep(0.1)
-    while deployment.stats()["411329"]["applied"] == 0:  # its request lands after all
-        assert time.monotonic() < deadline, "the partner never applied the timed-out request"
-        time.sleep(0.1)
+    eventually(lambda: _retry_codes([deployment.case(reached)]), "the first attempt timing out")
+    eventually(  # its request lands after all
+        lambda: deployment.stats()["411329"]["applied"], "the partner applying the timed-out one"
+    )
     deployment.faults({"411329": {"down": True}})  # from now on only "unavailable"
     unreached = deployment.file("YJS-YLBX")["id"]
-    time.sleep(2.0)  # an attempt under way ends (1 s timeout); the next ones fail at once
-    status, problem = http("POST", f"{url}/{reached}/cancel", token=token)
+    eventually(lambda: _retry_codes([deployment.case(unreached)]), "an attempt turned away")
+    status, problem = _cancel(url, reached, token)
     assert (status, problem["code"]) == (409, "CASE_NOT_CANCELLABLE"), problem
     assert "may already" in problem["detail"]
-    status, cancelled = http("POST", f"{url}/{unreached}/cancel", token=token)
+    status, cancelled = _cancel(url, unreached, token)
     assert status == 200 and cancelled["status"] == "cancelled", cancelled
 
 
@@ -185,7 +218,7 @@ def test_sigterm_gives_back_sends_that_outlast_the_grace(deployment: Deployment)
     gateway = deployment.add_gateway(XGW_SHUTDOWN_GRACE_SECONDS="0.5")
     deployment.faults({"*": {"latency_ms": 4000}})
     ids = [deployment.file("YJS-YLBX", url=gateway.url)["id"] for _ in range(3)]
-    time.sleep(0.5)  # the cases' first messages are on the wire now
+    _on_the_wire(deployment, 3)  # the cases' first messages
     began = time.monotonic()
     assert gateway.stop() == 0
     assert time.monotonic() - began < 3.5  # well before the partner would have answered
@@ -204,7 +237,7 @@ def test_sigterm_gives_back_sends_that_outlast_the_grace(deployment: Deployment)
 def test_gateway_killed_mid_delivery_then_restarted(deployment: Deployment) -> None:
     deployment.faults({"*": {"latency_ms": 300}})
     ids = [deployment.file(b)["id"] for b in ("YJS-SBZR", "YJS-YLBX") * 5]
-    time.sleep(0.5)
+    _on_the_wire(deployment, 1)
     gateway = deployment.gateways[0]
     gateway.kill()  # SIGKILL: no shutdown, leases left behind
     deployment.faults({"*": {"latency_ms": 0}})
@@ -291,9 +324,7 @@ def test_rejection_retry_cancel_and_local_completion(deployment: Deployment) -> 
     # cancel: allowed while nothing was delivered, refused after
     deployment.faults({"411329": {"down": True}})
     pending = deployment.file("YJS-YLBX")
-    status, cancelled = http(
-        "POST", f"{deployment.url}/api/v1/cases/{pending['id']}/cancel", token=deployment.token
-    )
+    status, cancelled = _cancel(f"{deployment.url}/api/v1/cases", pending["id"], deployment.token)
     assert status == 200 and cancelled["status"] == "cancelled"
     status, problem = http(
         "POST", f"{deployment.url}/api/v1/cases/{transfer['id']}/cancel", token=deployment.token
@@ -302,7 +333,6 @@ def test_rejection_retry_cancel_and_local_completion(deployment: Deployment) -> 
     deployment.faults({"411329": {"down": False}})
     # a bundle with a sub-matter our own office handles
     migration = deployment.file("YJS-HKQY")
-    time.sleep(0.5)
     waiting = deployment.case(migration["id"])
     assert _sub(waiting, "move_in_approval")["status"] == "local"
     assert _sub(waiting, "move_out")["status"] == "waiting"
@@ -352,9 +382,10 @@ def test_retrying_a_dead_letter_sends_the_same_message_again(deployment: Deploym
     case_id = deployment.file("YJS-YLBX")["id"]
     case = deployment.wait([case_id], statuses=("attention",), timeout=30)[0]
     assert _sub(case, "registration")["error_code"] == "TIMEOUT"
-    time.sleep(1.0)  # the last timed-out request lands too
+    # the partner acted on it after all: the last timed-out request lands too
+    eventually(lambda: deployment.stats()["411329"]["in_flight"] == 0, "the partner finishing")
     deployment.faults({"411329": {"latency_ms": 0}})
-    assert deployment.stats()["411329"]["applied"] == 1  # the partner acted on it after all
+    assert deployment.stats()["411329"]["applied"] == 1
     status, retried = http(
         "POST",
         f"{deployment.url}/api/v1/cases/{case_id}/sub-matters/registration/retry",
@@ -545,9 +576,10 @@ def test_listing_filters_page_through_everything_and_refuse_nonsense(
     been given is a 400 QUERY_INVALID, never a 500 or a silently empty page."""
     url, token = f"{deployment.url}/api/v1/cases", deployment.token
     filed = []
-    for _ in range(3):  # three groups a second apart (filing times are kept to the second)
+    for _ in range(3):  # three groups in three seconds (filing times are kept to the second)
         filed += [deployment.file(b) for b in ("YJS-SBZR", "YJS-SBZR", "YJS-YLBX")]
-        time.sleep(1.1)
+        last = filed[-1]["created"]
+        eventually(lambda: _utc_second() > last, "the next second")  # noqa: B023
     filed.sort(key=lambda c: (c["created"], c["id"]))  # the listing's order
     medical = [c["id"] for c in filed if c["bundle"] == "YJS-YLBX"]
     matter = next(c for c in filed if c["bundle"] == "YJS-YLBX")["sub_matters"][0]["matter"]
@@ -650,7 +682,6 @@ def test_a_window_refreshes_cheaply_with_etags(deployment: Deployment) -> None:
     deployment.faults({"411329": {"down": True}})
     filed = deployment.file("YJS-YLBX")
     url = f"{deployment.url}/api/v1/cases/{filed['id']}"
-    time.sleep(0.3)
     status, etag, _ = _conditional_get(url, deployment.token, None)
     assert status == 200 and etag
     for _ in range(50):  # a failed delivery adds a step to the timeline: the tag follows it
@@ -663,7 +694,7 @@ def test_a_window_refreshes_cheaply_with_etags(deployment: Deployment) -> None:
         time.sleep(0.1)
     else:
         raise AssertionError("the case never stood still")
-    status, _ = http("POST", f"{url}/cancel", token=deployment.token)
+    status, _ = _cancel(f"{deployment.url}/api/v1/cases", filed["id"], deployment.token)
     assert status == 200
     status, after, body = _conditional_get(url, deployment.token, etag)
     assert status == 200 and after != etag and json.loads(body)["status"] == "cancelled"
@@ -676,7 +707,8 @@ def test_seals_take_content_keys_wrapped_while_idle(deployment: Deployment) -> N
     case filed after an idle moment finds keys wrapped ahead (security.keypool)."""
     first = deployment.file("YJS-YLBX")
     deployment.wait([first["id"]])
-    time.sleep(1.0)  # idle: the pool's thread wraps keys for the partner now
+    # idle: the pool's thread wraps keys for the partner now
+    eventually(lambda: "key_pool.filled" in deployment.gateways[0].log(), "the pool filling")
     second = deployment.file("YJS-YLBX")
     assert deployment.wait([second["id"]])[0]["status"] == "done"
     assert deployment.stats()["411329"]["applied_twice"] == []

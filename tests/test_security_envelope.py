@@ -19,7 +19,7 @@ from security.errors import SecurityError
 from security.keys import load_private_key, load_public_key
 from security.replay import MemoryNonceStore
 from security.sealing import Opener
-from security.trust import OwnKey, TrustedKey, TrustStore
+from security.trust import OwnKey, TrustedKey, TrustStore, Validity
 from tests.security_helpers import (
     GMSSL,
     NATIVE,
@@ -219,6 +219,10 @@ async def test_key_rotation_revocation_expiry_and_jurisdiction() -> None:
 
 async def test_shipped_vectors() -> None:
     manifest = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
+    keys_valid = Validity(
+        env.parse_time(manifest["keys_valid"]["not_before"]),
+        env.parse_time(manifest["keys_valid"]["not_after"]),
+    )
     receiver = load_private_key((VECTORS / manifest["receiver"]["key"]).read_bytes(), None, NATIVE)
     senders = [
         TrustedKey(
@@ -226,7 +230,7 @@ async def test_shipped_vectors() -> None:
             s["name"],
             s["region"],
             manifest["distid"].encode(),
-            validity(),
+            keys_valid,
             s["key"],
         )
         for s in manifest["trusted_senders"]
@@ -235,7 +239,7 @@ async def test_shipped_vectors() -> None:
         manifest["receiver"]["region"],
         manifest["receiver"]["node"],
         manifest["distid"].encode(),
-        [OwnKey(receiver, validity(), "v")],
+        [OwnKey(receiver, keys_valid, "v")],
         senders,
         {},
     )

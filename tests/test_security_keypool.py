@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,12 @@ import pytest
 from security import envelope as env
 from security.keypool import ContentKeyPool
 from security.sealing import Sealer
+from tests.conftest import eventually
 from tests.security_helpers import GMSSL, NATIVE, TO_XZ_PARTY, Pair, new_key
 
 
 def _wait_for(pool: ContentKeyPool, pair: Pair, count: int) -> None:
-    deadline = time.monotonic() + 20
-    while pool.ready_count(pair.xz_key.public) < count:
-        assert time.monotonic() < deadline, "the pool did not fill"
-        time.sleep(0.005)
+    eventually(lambda: pool.ready_count(pair.xz_key.public) >= count, "the pool filling", 20)
 
 
 @pytest.fixture
@@ -81,12 +78,13 @@ def test_a_key_wrapped_for_another_recipient_key_is_not_used(pair: Pair) -> None
 
 
 def test_stale_keys_are_dropped_not_used(pair: Pair) -> None:
-    pool = ContentKeyPool(NATIVE, depth=2, max_age_seconds=0.2)
+    now = [1000.0]
+    pool = ContentKeyPool(NATIVE, depth=2, max_age_seconds=0.2, clock=lambda: now[0])
     pool.start()
     try:
         assert pool.take(pair.xz_key.public) is None
         _wait_for(pool, pair, 2)
-        time.sleep(0.3)  # older than max_age: and nobody asked meanwhile, so forgotten
+        now[0] += 0.3  # older than max_age: and nobody asked meanwhile, so forgotten
         assert pool.take(pair.xz_key.public) is None
         assert pool.taken_ready == 0
     finally:

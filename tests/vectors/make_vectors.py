@@ -17,6 +17,7 @@ from security.keys import generate_private_key
 
 HERE = Path(__file__).resolve().parent
 NOW = datetime(2026, 11, 28, 8, 0, 0, tzinfo=UTC)
+KEYS_VALID = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 12, 31, 23, 59, 59, tzinfo=UTC))
 SENDER = env.Party("411329", "xinye-gw")
 RECEIVER = env.Party("420607", "xiangzhou-gw-1")
 PLAINTEXT = (
@@ -80,6 +81,11 @@ def main() -> None:
         "now": env.format_time(NOW),
         "window_seconds": 300,
         "distid": "1234567812345678",
+        # every key's validity: a receiver checks keys against "now" above, not its own clock
+        "keys_valid": {
+            "not_before": env.format_time(KEYS_VALID[0]),
+            "not_after": env.format_time(KEYS_VALID[1]),
+        },
         "receiver": {
             "region": RECEIVER.region,
             "node": RECEIVER.node,
