@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PACKAGES := gateway adapters mappings security
+PACKAGES := gateway adapters mappings security rules
 
 .PHONY: run test lint typecheck pytest bench-smoke clean
 

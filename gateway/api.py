@@ -8,11 +8,19 @@ import base64
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
@@ -20,8 +28,13 @@ from gateway.cases import CaseService, Filing, request_hash
 from gateway.problems import PROBLEM_JSON, FieldProblem, GatewayError, body_too_large, not_found
 from gateway.store import CaseRow, Store, Token
 from mappings import identifiers
+from rules.text import check_text, first_text_problem, is_code
 
 ROLES = ("window", "auditor", "admin")
+# What people type: any script, no control or invisible reordering characters (rules.text).
+Text = Annotated[str, AfterValidator(check_text)]
+Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]  # checked in ASCII: see _ascii
+
 IDEMPOTENCY_KEY_SHAPE = r"[\x20-\x7e]{8,128}"  # 8–128 printable ASCII characters
 
 
@@ -31,8 +44,8 @@ class Applicant(BaseModel):
         description="公民身份号码 (GB 11643): check digit, birth date and region are checked",
         json_schema_extra={"pattern": f"^{identifiers.RESIDENT_ID_SHAPE}$"},
     )
-    name: str = Field(min_length=1, max_length=50)
-    phone: str | None = Field(None, max_length=20)
+    name: Text = Field(min_length=1, max_length=50)
+    phone: str | None = Field(None, pattern=r"^\+?[0-9][0-9 -]{4,19}$")
 
     @field_validator("id_number")
     @classmethod
@@ -47,11 +60,19 @@ class CaseRequest(BaseModel):
     """File a 一件事 bundle or a single matter. ``form`` is the local (襄州) form."""
 
     model_config = ConfigDict(extra="forbid")
-    bundle: str | None = Field(None, description="一件事 bundle code, e.g. YJS-SBZR (社保转入)")
-    matter: str | None = Field(None, description="a single matter code (with form.partner_region)")
+    bundle: Code | None = Field(None, description="一件事 bundle code, e.g. YJS-SBZR (社保转入)")
+    matter: Code | None = Field(None, description="a single matter code (with form.partner_region)")
     applicant: Applicant
     form: dict[str, Any] = Field(default_factory=dict)
-    clerk: str | None = Field(None, max_length=50, description="the clerk at the window")
+    clerk: Text | None = Field(None, max_length=50, description="the clerk at the window")
+
+    @field_validator("form")
+    @classmethod
+    def _form_text(cls, value: dict[str, Any]) -> dict[str, Any]:
+        found = first_text_problem(value)
+        if found is not None:
+            raise ValueError(f"{found[0]}: {found[1]}")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> CaseRequest:
@@ -111,7 +132,10 @@ def utc_stamp(value: str, layout: str) -> str:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(layout)
+    try:
+        return moment.astimezone(UTC).strftime(layout)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable time
+        raise ValueError("outside the years 0001 to 9999 in UTC") from None
 
 
 def decode_cursor(value: str, shape: tuple[type, ...]) -> list[Any]:
@@ -127,6 +151,7 @@ def decode_cursor(value: str, shape: tuple[type, ...]) -> list[Any]:
         and all(
             isinstance(v, t) and not isinstance(v, bool) for v, t in zip(after, shape, strict=True)
         )
+        and all(-(2**63) <= v < 2**63 for v in after if isinstance(v, int))  # a store integer
     ):
         raise ValueError("not a cursor this service gave")
     return after
@@ -224,6 +249,14 @@ class ProblemDetails(BaseModel):
     errors: list[dict[str, str]] | None = None
 
 
+def _as_text(value: object, limit: int) -> str | None:
+    """A stored value shown as text whatever it is: a case always renders, even one written
+    before its answers were checked (gateway.answers)."""
+    if value is None or isinstance(value, str):
+        return value[:limit] if value else value
+    return orjson.dumps(value, default=str).decode()[:limit]
+
+
 def case_view(case: CaseRow, timeline: list[dict[str, Any]] | None) -> CaseView:
     plans = {p.sub_id: p for p in case.plan}
     subs = [
@@ -235,9 +268,9 @@ def case_view(case: CaseRow, timeline: list[dict[str, Any]] | None) -> CaseView:
             mapping_version=plans[s.sub_id].mapping_version,
             depends_on=list(s.depends_on),
             status=s.status,  # type: ignore[arg-type]
-            error_code=s.error_code,
-            error=s.error,
-            result=s.result,
+            error_code=_as_text(s.error_code, 64),
+            error=_as_text(s.error, 1000),
+            result=s.result if isinstance(s.result, dict) else None,
         )
         for s in case.states
     ]
@@ -389,13 +422,23 @@ def _matches(if_none_match: str, etag: str) -> bool:
 # -- handlers --------------------------------------------------------------------------------
 
 
+CASE_ID_SHAPE = r"[A-Za-z0-9._-]{1,96}"
+
+
+def case_id_of(request: web.Request) -> str | None:
+    """The case id in the path, or None when it cannot be one of ours (a 404 like any other)."""
+    value = request.match_info["case_id"]
+    return value if is_code(CASE_ID_SHAPE, value) else None
+
+
 class CasesApi:
     def __init__(self, service: CaseService, store: Store) -> None:
         self.service, self.store = service, store
 
     def _case(self, request: web.Request) -> CaseRow:
         token = require(request, "window", "admin")
-        case = self.store.case(request.match_info["case_id"])
+        case_id = case_id_of(request)
+        case = self.store.case(case_id) if case_id is not None else None
         if case is None or not _visible(token, case.hall):
             raise not_found("case")  # a window never learns that another hall's case exists
         return case
@@ -444,7 +487,8 @@ class CasesApi:
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match is not None:
             token = require(request, "window", "admin")
-            head = self.store.case_head(request.match_info["case_id"])
+            case_id = case_id_of(request)
+            head = self.store.case_head(case_id) if case_id is not None else None
             if head is not None and _visible(token, head[0]):
                 etag = _etag(head[1])
                 if _matches(if_none_match, etag):

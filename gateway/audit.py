@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from gateway.logs import get_logger, mask_text
-from gateway.store import open_sqlite
+from gateway.store import open_sqlite, rollback
 from security import auditchain
 from security.auditchain import GENESIS, Checkpoint
 from security.backend import CryptoBackend
@@ -194,7 +194,7 @@ class AuditLog:
                 self._db.executemany(_INSERT, rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                rollback(self._db)
                 raise
         return seqs
 
@@ -518,19 +518,32 @@ class AuditWriter:
                     self._pending[: self.max_batch],
                     self._pending[self.max_batch :],
                 )
-                try:
-                    seqs = await asyncio.to_thread(self.log.append_many, [e for e, _ in batch])
-                except Exception as exc:  # the callers learn; the writer keeps going
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), seq in zip(batch, seqs, strict=True):
-                    if not future.done():
-                        future.set_result(seq)
+                written = await self._write(batch)
                 if self._unsigned is not None:
-                    self._unsigned += len(seqs)
+                    self._unsigned += written
             await self._maybe_checkpoint()
+
+    async def _write(self, batch: list[tuple[AuditEvent, asyncio.Future[int]]]) -> int:
+        """One commit for the batch; should it fail, each entry alone, so that one entry that
+        cannot be written fails only its own caller. Returns how many were written."""
+        try:
+            seqs = await asyncio.to_thread(self.log.append_many, [e for e, _ in batch])
+        except Exception as exc:  # the callers learn; the writer keeps going
+            if len(batch) > 1:
+                written = 0
+                for one in batch:
+                    written += await self._write([one])
+                return written
+            log.error(
+                "audit.append_failed", event_name=batch[0][0].event, error_type=type(exc).__name__
+            )
+            if not batch[0][1].done():
+                batch[0][1].set_exception(exc)
+            return 0
+        for (_, future), seq in zip(batch, seqs, strict=True):
+            if not future.done():
+                future.set_result(seq)
+        return len(seqs)
 
     async def _maybe_checkpoint(self, force: bool = False) -> None:
         if self._unsigned is None:  # once, off the event loop

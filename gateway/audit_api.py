@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.api import (
     BODY_REFUSALS,
     PagedQuery,
+    case_id_of,
     error_responses,
     parse_body,
     parse_query,
@@ -109,7 +110,9 @@ class AuditApi:
 
     async def evidence(self, request: web.Request) -> web.Response:
         require(request, "auditor", "admin")
-        case_id = request.match_info["case_id"]
+        case_id = case_id_of(request)
+        if case_id is None:
+            raise not_found("case in the exchange log")
         package = await asyncio.to_thread(
             export_case, self.log, case_id, self.keys, self.archive_dir
         )

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway import casecore
+from gateway import answers, casecore
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.casecore import CaseInvalid, PlannedSub, Reply, SubState
 from gateway.logs import get_logger
@@ -462,14 +462,7 @@ class CaseService:
             effective, local_result = self._map_answer(planned, reply)
             try:
                 states = casecore.apply_result(case.states, message.sub_id, effective, local_result)
-            except ValueError:
-                Store.add_step(
-                    db,
-                    case.id,
-                    "partner_reported_result",
-                    message.sub_id,
-                    {"partner": message.partner, "note": "not awaiting a result"},
-                )
+            except ValueError:  # not awaiting a result: the caller notes the report
                 return False
             Store.add_step(
                 db,
@@ -763,15 +756,16 @@ def _field_problem(problem: casecore.Problem) -> Any:
 
 
 def reply_from(body: Any) -> Reply:
-    """A partner's answer body: status accepted | pending | rejected, code, message, result."""
-    if not isinstance(body, dict) or body.get("status") not in ("accepted", "rejected", "pending"):
-        raise SecurityError("REPLY_MALFORMED", "the reply has no status")
-    result = body.get("result")
+    """A partner's answer body (``gateway.answers.PartnerAnswer``), or REPLY_MALFORMED."""
+    try:
+        answer = answers.parse(answers.PartnerAnswer, body)
+    except answers.AnswerMalformed as exc:
+        raise SecurityError("REPLY_MALFORMED", f"the answer does not fit: {exc}") from None
     return Reply(
-        body["status"] != "rejected",
-        body.get("code"),
-        body.get("message"),
-        result if isinstance(result, dict) else None,
-        {"receipt_no": body.get("receipt_no")},
-        pending=body["status"] == "pending",
+        answer.status != "rejected",
+        answer.code,
+        answer.message,
+        answer.result,
+        {"receipt_no": answer.receipt_no},
+        pending=answer.status == "pending",
     )

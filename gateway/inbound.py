@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from gateway import answers
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.casecore import message_id
 from gateway.cases import Dispatcher, NoDispatcher, hand_over
@@ -42,6 +43,7 @@ STATUS = {
     "NOT_FOR_US": 400,
     "DECRYPT_FAILED": 400,
     "PAYLOAD_MALFORMED": 400,
+    "RESULT_MALFORMED": 400,
     "SIGNATURE_INVALID": 401,
     "KEY_UNKNOWN": 401,
     "KEY_REVOKED": 401,
@@ -338,9 +340,13 @@ class InboundService:
             raise InboundRefused(
                 "MESSAGE_NOT_YOURS", "no message of ours to you has this id", envelope
             )
+        try:
+            answer = answers.parse(answers.PartnerAnswer, payload)
+        except answers.AnswerMalformed as exc:
+            raise InboundRefused("RESULT_MALFORMED", str(exc), envelope) from None
         applied = await self.on_result(message, payload, envelope)
         with self.store.transaction() as db:
-            if not applied:
+            if not applied:  # noted on the case, by its digest: the body is in the log
                 Store.add_step(
                     db,
                     message.case_id,
@@ -348,7 +354,9 @@ class InboundService:
                     message.sub_id,
                     {
                         "partner": partner.region,
-                        "result": payload if isinstance(payload, dict) else None,
+                        "status": answer.status,
+                        "code": answer.code,
+                        "digest": envelope.digest,
                     },
                 )
             Store.remember_inbound(
@@ -367,11 +375,12 @@ class InboundService:
         partner, payload, cached = await self._open(envelope, "query")
         if cached is not None:
             return cached
-        reference = payload.get("receipt_no") if isinstance(payload, dict) else None
-        if not isinstance(reference, str):
+        try:
+            reference = answers.parse(answers.StatusQuery, payload).receipt_no
+        except answers.AnswerMalformed as exc:
             raise InboundRefused(
-                "PAYLOAD_MALFORMED", 'a status query holds {"receipt_no": "…"}', envelope
-            )
+                "PAYLOAD_MALFORMED", f'a status query holds {{"receipt_no": "…"}}: {exc}', envelope
+            ) from None
         rows = self.store.read(
             "SELECT id, partner, status, local_matter, result, updated FROM inbound_case WHERE id = ?",
             (reference,),

@@ -11,6 +11,7 @@ by message id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -148,6 +149,15 @@ def _case(row: sqlite3.Row) -> CaseRow:
 _sync_data = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
+def rollback(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already (it rolls back by itself after a
+    full disk or an I/O error): a ROLLBACK then would raise "no transaction is active" and
+    hide the error that matters."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the original error is the one to report
+            db.execute("ROLLBACK")
+
+
 def open_sqlite(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     """A WAL-mode connection usable from worker threads (callers serialize writes). FULL: every
     commit is on disk when it returns; NORMAL: only once the caller syncs the WAL (group commit)."""
@@ -201,7 +211,7 @@ class Store:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                rollback(self._db)
                 raise
             if not volatile:
                 self._committed += 1

@@ -17,8 +17,10 @@ from functools import lru_cache
 from stdnum import numdb
 from stdnum.cn import ric, uscc
 
+from rules.text import code_pattern, is_code
+
 IMPLEMENTATION_CODE_LENGTH = 31
-BASIC_CODE = re.compile(r"^[0-9A-Z]{12}$")
+BASIC_CODE = code_pattern(r"[0-9A-Z]{12}")
 LEVELS = {"1": "国家级", "2": "省级", "3": "市级", "4": "县级", "5": "乡级"}
 
 
@@ -31,7 +33,7 @@ class IdentifierError(ValueError):
 @lru_cache(maxsize=16384)
 def region_name(code: str, current_only: bool = False) -> str | None:
     """Name of a GB/T 2260 region code (province + county/city), or None if unknown."""
-    if not re.fullmatch(r"\d{6}", code):
+    if not is_code(r"[0-9]{6}", code):
         return None
     info: dict[str, str] = {}
     for _part, props in numdb.get("cn/loc").info(code):
@@ -58,12 +60,12 @@ def check_region(code: str) -> str:
     return code
 
 
-RESIDENT_ID_SHAPE = r"\d{17}[\dXx]"  # then the check digit, birth date and region are checked
+RESIDENT_ID_SHAPE = r"[0-9]{17}[0-9Xx]"  # then the check digit, birth date and region are checked
 
 
 def check_resident_id(number: str) -> str:
     """A valid 18-character 公民身份号码 (upper-case X), or IdentifierError saying why not."""
-    if not isinstance(number, str) or not re.fullmatch(RESIDENT_ID_SHAPE, number):
+    if not is_code(RESIDENT_ID_SHAPE, number):
         raise IdentifierError("公民身份号码 must be 17 digits and a check character")
     number = number.upper()
     if ric.calc_check_digit(number) != number[-1]:
@@ -112,7 +114,7 @@ def make_uscc(registration: str, region: str, org_body: str) -> str:
 
 
 def check_basic_code(code: str) -> str:
-    if not isinstance(code, str) or not BASIC_CODE.match(code):
+    if not isinstance(code, str) or not BASIC_CODE.fullmatch(code):
         raise IdentifierError(f"{code!r}: 基本编码 must be 12 characters 0-9/A-Z")
     return code
 

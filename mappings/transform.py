@@ -31,6 +31,7 @@ from typing import Any
 from mappings import identifiers
 from mappings.codes import CodeTable
 from mappings.source import Location, Problem
+from rules.text import check_text, code_pattern, text_problem
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TYPES = frozenset(
@@ -48,11 +49,11 @@ TYPES = frozenset(
         "list",
     }
 )
-_AMOUNT = re.compile(r"^(0|[1-9]\d{0,12})(?:\.(\d{1,2}))?$")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_COMPACT_DATE = re.compile(r"^\d{8}$")
-_ISO_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-_COMPACT_MONTH = re.compile(r"^\d{4}(0[1-9]|1[0-2])$")
+_AMOUNT = code_pattern(r"^(0|[1-9]\d{0,12})(?:\.(\d{1,2}))?$")
+_ISO_DATE = code_pattern(r"^\d{4}-\d{2}-\d{2}$")
+_COMPACT_DATE = code_pattern(r"^\d{8}$")
+_ISO_MONTH = code_pattern(r"^\d{4}-(0[1-9]|1[0-2])$")
+_COMPACT_MONTH = code_pattern(r"^\d{4}(0[1-9]|1[0-2])$")
 _MONTHS_OUT = {f"{y}-{m:02d}": f"{y}{m:02d}" for y in range(1900, 2200) for m in range(1, 13)}
 _MONTHS_IN = {v: k for k, v in _MONTHS_OUT.items()}
 
@@ -114,7 +115,7 @@ def _string(max_length: int | None) -> Callable[[Any], str]:
             raise ValueError(f"must be a string, not {type(value).__name__}")
         if max_length is not None and len(value) > max_length:
             raise ValueError(f"longer than {max_length} characters")
-        return value
+        return check_text(value)
 
     return convert
 
@@ -144,14 +145,14 @@ def _checked(check: Callable[[str], str]) -> Callable[[Any], str]:
 
 
 def _iso_to_compact_date(value: Any) -> str:
-    if type(value) is not str or not _ISO_DATE.match(value):
+    if type(value) is not str or not _ISO_DATE.fullmatch(value):
         raise ValueError("must be a date yyyy-MM-dd")
     date.fromisoformat(value)  # calendar check (ValueError names the problem)
     return value[:4] + value[5:7] + value[8:]
 
 
 def _compact_to_iso_date(value: Any) -> str:
-    if type(value) is not str or not _COMPACT_DATE.match(value):
+    if type(value) is not str or not _COMPACT_DATE.fullmatch(value):
         raise ValueError("must be a date yyyyMMdd")
     iso = f"{value[:4]}-{value[4:6]}-{value[6:]}"
     date.fromisoformat(iso)
@@ -159,26 +160,26 @@ def _compact_to_iso_date(value: Any) -> str:
 
 
 def _iso_date(value: Any) -> str:
-    if type(value) is not str or not _ISO_DATE.match(value):
+    if type(value) is not str or not _ISO_DATE.fullmatch(value):
         raise ValueError("must be a date yyyy-MM-dd")
     date.fromisoformat(value)
     return value
 
 
 def _iso_to_compact_month(value: Any) -> str:
-    if type(value) is not str or not _ISO_MONTH.match(value):
+    if type(value) is not str or not _ISO_MONTH.fullmatch(value):
         raise ValueError("must be a month yyyy-MM")
     return value[:4] + value[5:]
 
 
 def _compact_to_iso_month(value: Any) -> str:
-    if type(value) is not str or not _COMPACT_MONTH.match(value):
+    if type(value) is not str or not _COMPACT_MONTH.fullmatch(value):
         raise ValueError("must be a month yyyyMM")
     return f"{value[:4]}-{value[4:]}"
 
 
 def _iso_month(value: Any) -> str:
-    if type(value) is not str or not _ISO_MONTH.match(value):
+    if type(value) is not str or not _ISO_MONTH.fullmatch(value):
         raise ValueError("must be a month yyyy-MM")
     return value
 
@@ -187,7 +188,7 @@ def _yuan(value: Any) -> str:
     """The local amount form: a string of 元 with exactly two decimals."""
     if type(value) is not str:
         raise ValueError('must be an amount in 元 as a string, e.g. "1234.50"')
-    match = _AMOUNT.match(value)
+    match = _AMOUNT.fullmatch(value)
     if match is None:
         raise ValueError("must be an amount in 元 with at most two decimals")
     return f"{match.group(1)}.{(match.group(2) or '').ljust(2, '0')}"
@@ -382,6 +383,11 @@ class _Emitter:
             if rule.max_length is not None:
                 self.emit(indent, f"elif len({value}) > {rule.max_length}:")
                 self._fail(indent + 1, where, repr(f"longer than {rule.max_length} characters"))
+            problem = self.fresh("_t")
+            self.emit(
+                indent, f"elif ({problem} := {self.bind(text_problem)}({value})) is not None:"
+            )
+            self._fail(indent + 1, where, problem)
         elif kind == "integer":
             self.emit(indent, f"elif type({value}) is not int:")
             self._fail(indent + 1, where, f"'must be an integer, not ' + {type_name}")
@@ -416,7 +422,7 @@ class _Emitter:
             return True
         elif kind == "amount" and rule.partner_unit == "fen":
             if outbound:
-                pattern, match = self.bind(_AMOUNT.match), self.fresh("_m")
+                pattern, match = self.bind(_AMOUNT.fullmatch), self.fresh("_m")
                 self._lookup(
                     indent,
                     where,

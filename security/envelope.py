@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import secrets
 from dataclasses import dataclass, fields
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from rules.text import code_pattern
 from security import der
 from security.backend import GCM_IV_BYTES, GCM_TAG_BYTES, SM4_KEY_BYTES, CryptoBackend
 from security.curve import DEFAULT_DISTID
@@ -57,7 +59,8 @@ PATTERNS: dict[str, str] = {
     "tag": _B64,
     "signature": _B64,
 }
-_COMPILED = {name: re.compile(pattern) for name, pattern in PATTERNS.items()}
+# ASCII and whole: "\d" is [0-9] only, and "$" admits no trailing line feed (rules.text)
+_COMPILED = {name: code_pattern(pattern) for name, pattern in PATTERNS.items()}
 # The GCM additional data: the header plus the plaintext digest.
 AAD_FIELDS = tuple(PATTERNS)[: tuple(PATTERNS).index("digest") + 1]
 SIGNED_FIELDS = tuple(PATTERNS)[:-1]
@@ -182,7 +185,7 @@ def envelope_from_mapping(data: Any) -> Envelope:
         )
     for name in FIELD_NAMES:
         value = data[name]
-        if not isinstance(value, str) or not _COMPILED[name].match(value):
+        if not isinstance(value, str) or _COMPILED[name].fullmatch(value) is None:
             raise malformed(f"field {name} is not of the expected form")
     envelope = Envelope(**{name: data[name] for name in FIELD_NAMES})
     try:
@@ -211,7 +214,29 @@ def envelope_from_json(raw: bytes) -> Envelope:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise malformed("not valid JSON") from None
+    if isinstance(data, dict):
+        # orjson keeps the last of a repeated name; a parser that keeps the first would see
+        # a value nobody checked. Each field is present exactly once (§3).
+        repeated = _repeated_names(raw)
+        if repeated:
+            raise malformed(f"field {repeated} appears more than once")
     return envelope_from_mapping(data)
+
+
+def _repeated_names(raw: bytes) -> str | None:
+    """The first name repeated in the JSON object ``raw`` (at its top level), or None."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in items]
+        if len(set(names)) != len(names) and not found:
+            found.append(next(n for n in names if names.count(n) > 1))
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
+    if not found:
+        return None
+    return found[0] if _COMPILED["kind"].fullmatch(found[0]) else "(a name not of ours)"
 
 
 @dataclass(frozen=True, repr=False)
@@ -265,7 +290,7 @@ def seal(
         "digest": backend.sm3(plaintext).hex(),
     }
     for name, value in values.items():
-        if not _COMPILED[name].match(value):
+        if _COMPILED[name].fullmatch(value) is None:
             raise malformed(f"field {name} is not of the expected form")
     aad = "".join(f"{name}={values[name]}\n" for name in AAD_FIELDS).encode()
     ciphertext, tag = backend.sm4_gcm_encrypt(wrapped.key, iv, plaintext, aad)

@@ -40,7 +40,8 @@ def _scalar(rule: Rule) -> st.SearchStrategy[Any]:
     kind = rule.type
     if kind == "string":
         return st.text(
-            st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=rule.max_length or 60
+            st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Cf"]),
+            max_size=rule.max_length or 60,
         )
     if kind == "integer":
         return st.integers(-(2**40), 2**40)

@@ -1,4 +1,5 @@
-"""The layout is the architecture: imports point gateway → adapters → {security, mappings}."""
+"""The layout is the architecture: imports point gateway → adapters → {security, mappings} →
+rules (what every code and text field must be: a leaf that all of them share)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
-    "security": set(),
-    "mappings": set(),
-    "adapters": {"security", "mappings"},
-    "gateway": {"adapters", "security", "mappings"},
+    "rules": set(),
+    "security": {"rules"},
+    "mappings": {"rules"},
+    "adapters": {"security", "mappings", "rules"},
+    "gateway": {"adapters", "security", "mappings", "rules"},
 }
 
 

@@ -109,7 +109,9 @@ def test_the_same_over_rest(deployment: Deployment) -> None:
         for s in deployment.case(case["id"])["timeline"]
         if s["step"] == "queued" and s["detail"]["partner"] == "411329"
     )
-    report = xinye.seal({"blzt": "已办结"}, kind="result", idem_key=ours)
+    report = xinye.seal(
+        {"status": "accepted", "result": {"blzt": "已办结"}}, kind="result", idem_key=ours
+    )
     status, body = http("POST", f"{deployment.url}/partner/v1/results", raw=report.to_json())
     assert status == 200 and xinye.open(env.envelope_from_mapping(body))["status"] == "accepted"
     steps = [s["step"] for s in deployment.case(case["id"])["timeline"]]

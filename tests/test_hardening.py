@@ -1,0 +1,183 @@
+"""What a campaign of hostile and buggy clients found, each as a test against a real gateway
+(one deployment for the module: these requests change no shared state they rely on)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mappings import identifiers
+from rules.text import is_code, text_problem
+from security import envelope as env
+from security.errors import SecurityError
+from tests.harness import Deployment, http
+from tests.partner_helpers import Partner
+
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployed = Deployment(tmp_path_factory.mktemp("hardening"))
+    try:
+        yield deployed
+    finally:
+        deployed.close()
+
+
+def _our_message(deployment: Deployment) -> tuple[str, str]:
+    """(case id, the id of one of our messages 新野 answered): a finished case."""
+    case = deployment.file("YJS-YLBX")
+    deployment.wait([case["id"]])
+    timeline = deployment.case(case["id"])["timeline"]
+    ours = next(s["detail"]["message_id"] for s in timeline if s["step"] == "queued")
+    return case["id"], ours
+
+
+def _report(deployment: Deployment, body: Any, ours: str) -> tuple[int, Any]:
+    sealed = Partner(deployment.data).seal(body, kind="result", idem_key=ours)
+    return http("POST", f"{deployment.url}/partner/v1/results", raw=sealed.to_json())
+
+
+def test_a_partners_odd_result_report_is_refused_and_the_case_still_renders(
+    deployment: Deployment,
+) -> None:
+    case_id, ours = _our_message(deployment)
+    before = deployment.case(case_id)
+    odd_bodies = [
+        {"status": "accepted", "code": {"an": "object"}, "message": ["a", "list"]},
+        {"status": "rejected", "code": "X", "message": "y" * 5000},
+        {"status": "accepted", "result": {"blob": "<b>" + "x" * (2 * 1024 * 1024) + "</b>"}},
+        {"status": "accepted", "result": {"name": "Zhang\u202eSan"}},
+        {"status": 1},
+        ["not", "an", "object"],
+    ]
+    for body in odd_bodies:
+        status, problem = _report(deployment, body, ours)
+        assert (status, problem["code"]) == (400, "RESULT_MALFORMED"), (body, problem)
+        assert "request_id" in problem or "title" in problem
+    after = deployment.case(case_id)  # renders, and as small as it was
+    assert after["status"] == before["status"] == "done"
+    assert len(json.dumps(after)) < len(json.dumps(before)) + 1000
+    status, listing = http("GET", f"{deployment.url}/api/v1/cases?limit=50", token=deployment.token)
+    assert status == 200 and case_id in [c["id"] for c in listing["items"]]
+    refused = deployment.xgw("audit", "show", "--event", "message.rejected", "--limit", "1000")
+    assert refused.count("RESULT_MALFORMED") >= len(odd_bodies)
+
+
+def test_a_sound_report_on_a_finished_message_is_noted_by_its_digest(
+    deployment: Deployment,
+) -> None:
+    case_id, ours = _our_message(deployment)
+    body = {"status": "accepted", "result": {"note": "已办结 " + "备注" * 20_000}}
+    status, answer = _report(deployment, body, ours)
+    assert status == 200, answer
+    noted = [
+        s for s in deployment.case(case_id)["timeline"] if s["step"] == "partner_reported_result"
+    ]
+    assert len(noted) == 1 and set(noted[0]["detail"]) == {"partner", "status", "code", "digest"}
+
+
+def test_identifiers_are_ascii_and_whole() -> None:
+    valid = "11010519491231002X"
+    assert identifiers.check_resident_id(valid) == valid
+    for bad in (valid.translate(FULL_WIDTH), valid + "\n", "\u202e" + valid):
+        with pytest.raises(identifiers.IdentifierError):
+            identifiers.check_resident_id(bad)
+    assert identifiers.region_name("４１１３２９") is None
+    assert not is_code(r"[0-9]{6}", "411329\n") and not is_code(r"\d{6}", "４１１３２９")
+
+
+@given(st.text(min_size=1, max_size=20), st.sampled_from(["\x00", "\r", "\n", "\u202e", "\u2066"]))
+def test_text_refuses_controls_and_bidi_overrides(text: str, bad: str) -> None:
+    assert text_problem(text[: len(text) // 2] + bad + text[len(text) // 2 :]) is not None
+
+
+def test_envelope_fields_refuse_line_feeds_full_width_digits_and_repeats(
+    deployment: Deployment,
+) -> None:
+    sealed = Partner(deployment.data).seal({"x": 1}, kind="query", idem_key="q-hardening")
+    fields = sealed.as_dict()
+    for name, value in (
+        ("msg_id", fields["msg_id"] + "\n"),
+        ("idem_key", fields["idem_key"] + "\n"),
+        ("sender_region", fields["sender_region"].translate(FULL_WIDTH)),
+    ):
+        with pytest.raises(SecurityError) as refused:
+            env.envelope_from_mapping({**fields, name: value})
+        assert refused.value.code == "ENVELOPE_MALFORMED"
+    text = sealed.to_json().decode()
+    repeated = text.replace('"kind":', '"kind": "request", "kind":', 1)
+    with pytest.raises(SecurityError) as refused:
+        env.envelope_from_json(repeated.encode())
+    assert refused.value.code == "ENVELOPE_MALFORMED" and "kind" in refused.value.message
+    status, problem = http("POST", f"{deployment.url}/partner/v1/status", raw=repeated.encode())
+    assert (status, problem["code"]) == (400, "ENVELOPE_MALFORMED")
+
+
+def _filing(**applicant: str) -> dict[str, Any]:
+    from gateway.demo import applicant_of, bundle_form
+
+    form = bundle_form("YJS-YLBX")
+    return {"bundle": "YJS-YLBX", "applicant": {**applicant_of(form), **applicant}, "form": form}
+
+
+def test_a_window_cannot_file_full_width_ids_or_control_characters(
+    deployment: Deployment,
+) -> None:
+    url = f"{deployment.url}/api/v1/cases"
+    good = _filing()
+    id_number = good["applicant"]["id_number"]
+    bodies = [
+        _filing(id_number=id_number.translate(FULL_WIDTH)),
+        _filing(name="张\u202e三"),
+        _filing(name="张\x00三"),
+        _filing(name="张三\r\nX-Forged: 1"),
+        {**good, "clerk": "clerk\u202e"},
+        {**good, "form": {**good["form"], "note": "a\x00b"}},
+    ]
+    for n, body in enumerate(bodies):
+        status, problem = http(
+            "POST", url, body, deployment.token, {"Idempotency-Key": f"hardening-id-{n}"}
+        )
+        assert (status, problem["code"]) == (422, "VALIDATION_FAILED"), (n, problem)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=0001-01-01T00:00:00%2B01:00",
+        "to=0001-01-01T00:00:00%2B01:00",
+        "from=9999-12-31T23:59:59-01:00",
+        "cursor=" + "WyIyMDI2LTEyLTAxVDAwOjAwOjAwWiIsIDkyMjMzNzIwMzY4NTQ3NzU4MDhd",
+    ],
+)
+def test_extreme_query_values_are_400_not_500(deployment: Deployment, query: str) -> None:
+    status, problem = http("GET", f"{deployment.url}/api/v1/cases?{query}", token=deployment.token)
+    assert (status, problem["code"]) == (400, "QUERY_INVALID"), problem
+
+
+def test_extreme_audit_cursors_and_odd_case_ids(deployment: Deployment) -> None:
+    auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "aud-h").strip()
+    import base64
+
+    for after in (["2026-12-01T00:00:00Z", "n", 2**63], ["t", "n", -(2**64)]):
+        cursor = base64.urlsafe_b64encode(json.dumps(after).encode()).decode()
+        status, problem = http(
+            "GET", f"{deployment.url}/api/v1/audit/entries?cursor={cursor}", token=auditor
+        )
+        assert (status, problem["code"]) == (400, "QUERY_INVALID"), (after, problem)
+    for odd in ("%ED%A0%80", "a%00b", "x" * 300):
+        status, problem = http(
+            "GET", f"{deployment.url}/api/v1/cases/{odd}", token=deployment.token
+        )
+        assert (status, problem["code"]) == (404, "NOT_FOUND"), (odd, problem)
+        status, problem = http(
+            "GET", f"{deployment.url}/api/v1/audit/cases/{odd}/evidence", token=auditor
+        )
+        assert (status, problem["code"]) == (404, "NOT_FOUND"), (odd, problem)
