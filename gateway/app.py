@@ -308,6 +308,7 @@ async def _open_runtime(app: web.Application) -> None:
         runtime.audit,
         settings.region_code,
         RateLimiter(runtime.redis, {}),
+        settings.inbound_refusals_per_minute,
     )
     inbound.dispatcher = runtime.worker
     inbound.on_result = runtime.service.result_reported

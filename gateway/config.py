@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         "xiangzhou-gw-1", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="this gateway node"
     )
     region_code: str = Field(
-        "420607", pattern=r"^\d{6}$", description="our jurisdiction (GB/T 2260), 襄州区"
+        "420607", pattern=r"^[0-9]{6}$", description="our jurisdiction (GB/T 2260), 襄州区"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
     log_format: Literal["auto", "json", "console"] = Field(
@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         ge=0,
         le=1024,
         description="content keys wrapped ahead, per partner key, while the CPU is idle (0: off)",
+    )
+    inbound_refusals_per_minute: int = Field(
+        60,
+        ge=1,
+        description="unauthenticated partner messages refused per source address and minute "
+        "before that address is answered 429 until the minute ends",
     )
     replay_window_seconds: float = Field(
         300.0, gt=0, le=3600, description="accepted clock skew of an envelope's created time"

@@ -32,6 +32,7 @@ from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
 from security import envelope as env
+from security.digest import sm3_hex
 from security.errors import SecurityError
 from security.sealing import Opener, Sealer
 
@@ -72,6 +73,8 @@ class InboundRefused(Exception):
         super().__init__(f"{code}: {message}")
         self.code, self.message, self.envelope = code, message, envelope
         self._status = status
+        # raised after the sender's signature verified (with the envelope it refuses)
+        self.authenticated = envelope is not None
 
     @property
     def status(self) -> int:
@@ -80,25 +83,51 @@ class InboundRefused(Exception):
 
 @dataclass
 class RateLimiter:
-    """Fixed one-minute windows per partner; in Redis (shared by instances) when configured."""
+    """Fixed one-minute windows per key (a partner's region, a source address); in Redis
+    (shared by instances) when configured."""
 
     redis: aioredis.Redis | None
     counts: dict[tuple[str, int], int]
     clock: Callable[[], float] = time.time
 
     async def allow(self, partner: Partner) -> bool:
+        return await self.add(partner.region) <= partner.rate_limit_per_minute
+
+    async def add(self, key: str) -> int:
+        """Count one more for ``key`` this minute; the count so far."""
         window = int(self.clock() // 60)
         if self.redis is not None:
-            key = f"xgw:rate:{partner.region}:{window}"
-            count = int(await self.redis.incr(key))
+            name = f"xgw:rate:{key}:{window}"
+            count = int(await self.redis.incr(name))
             if count == 1:
-                await self.redis.expire(key, 120)
-        else:
-            if any(k[1] < window for k in self.counts):  # a new minute: the old ones go
-                self.counts = {k: v for k, v in self.counts.items() if k[1] == window}
-            count = self.counts.get((partner.region, window), 0) + 1
-            self.counts[(partner.region, window)] = count
-        return count <= partner.rate_limit_per_minute
+                await self.redis.expire(name, 120)
+            return count
+        if any(k[1] < window for k in self.counts):  # a new minute: the old ones go
+            self.counts = {k: v for k, v in self.counts.items() if k[1] == window}
+        count = self.counts.get((key, window), 0) + 1
+        self.counts[(key, window)] = count
+        return count
+
+    async def count(self, key: str) -> int:
+        """How many were counted for ``key`` this minute."""
+        window = int(self.clock() // 60)
+        if self.redis is not None:
+            return int(await self.redis.get(f"xgw:rate:{key}:{window}") or 0)
+        return self.counts.get((key, window), 0)
+
+
+def fingerprint(raw: bytes | None, envelope: env.Envelope | None) -> dict[str, Any]:
+    """What the log keeps of a message refused before its signature verified: anyone can send
+    one, so never the body — its size, its SM3, and what it claims (each value cut short)."""
+    claimed = {}
+    if envelope is not None:
+        for name in ("msg_id", "kind", "sender_region", "sender_node", "sender_key_id", "matter"):
+            claimed[name] = getattr(envelope, name)[:64]
+    return {
+        "size": len(raw) if raw is not None else None,
+        "sm3": sm3_hex(raw) if raw is not None else None,
+        "claimed": claimed,
+    }
 
 
 class InboundService:
@@ -112,10 +141,11 @@ class InboundService:
         audit: AuditWriter,
         region: str,
         limiter: RateLimiter,
+        refusals_per_minute: int = 60,
     ) -> None:
         self.store, self.registry, self.partners = store, registry, partners
         self.opener, self.sealer, self.audit, self.region = opener, sealer, audit, region
-        self.limiter = limiter
+        self.limiter, self.refusals_per_minute = limiter, refusals_per_minute
         self.dispatcher: Dispatcher = NoDispatcher()
 
         async def record_only(_message: Any, _payload: Any, _envelope: env.Envelope) -> bool:
@@ -223,23 +253,58 @@ class InboundService:
         )
 
     async def refused(
-        self, error: InboundRefused | SecurityError, envelope: env.Envelope | None, operation: str
+        self,
+        error: InboundRefused | SecurityError,
+        envelope: env.Envelope | None,
+        operation: str,
+        raw: bytes | None = None,
+        source: str | None = None,
     ) -> None:
-        code = error.code
+        """Audit a refusal. One refused by our rules after its signature verified keeps its
+        envelope (signed evidence of what the partner sent); one refused by the security checks
+        — anyone's, unauthenticated — keeps only its ``fingerprint`` and counts against its
+        source address (``source_throttled``)."""
+        authenticated = isinstance(error, InboundRefused) and error.authenticated
+        details: dict[str, Any] = {"operation": operation}
+        if not authenticated:
+            details["fingerprint"] = fingerprint(raw, envelope)
+            if source is not None:
+                await self.limiter.add(f"refused:{source}")
         await self.audit.append(
             AuditEvent(
                 "message.rejected",
                 "inbound",
                 "rejected",
-                error_code=code,
+                error_code=error.code,
                 message_id=envelope.msg_id if envelope else None,
                 partner=envelope.sender_region if envelope else None,
                 partner_matter=envelope.matter if envelope else None,
                 actor=envelope.sender_key_id if envelope else None,
-                envelope=envelope.as_dict() if envelope else None,
-                details={"operation": operation},
+                envelope=envelope.as_dict() if envelope and authenticated else None,
+                details=details,
             )
         )
+
+    async def source_throttled(self, source: str | None) -> bool:
+        """Whether ``source`` sent more unauthenticated messages this minute than allowed: it
+        is then answered 429 before its body is read (one log entry a minute says so)."""
+        if source is None:
+            return False
+        refused = await self.limiter.count(f"refused:{source}")
+        if refused < self.refusals_per_minute:
+            return False
+        if await self.limiter.add(f"throttled:{source}") == 1:
+            log.warning("inbound.source_throttled", source=source, refused=refused)
+            await self.audit.append(
+                AuditEvent(
+                    "source.throttled",
+                    "inbound",
+                    "rejected",
+                    error_code="RATE_LIMITED",
+                    details={"source": source, "refused_this_minute": refused},
+                )
+            )
+        return True
 
     # -- operations -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from adapters import soap11
 from gateway import __version__
 from gateway.api import BODY_REFUSALS, read_body
 from gateway.inbound import InboundRefused, InboundService
-from gateway.problems import PROBLEM_JSON, PROBLEM_TYPE_BASE, GatewayError
+from gateway.problems import PROBLEM_JSON, GatewayError
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -27,15 +27,34 @@ REST_PATHS = {"cases": "submit", "results": "report", "status": "status"}
 Operation = Callable[[env.Envelope], Awaitable[env.Envelope]]
 
 
-def _problem(code: str, message: str, status: int, path: str) -> web.Response:
-    body = {
-        "type": PROBLEM_TYPE_BASE + code.lower().replace("_", "-"),
-        "title": message,
-        "status": status,
-        "code": code,
-        "instance": path,
-    }
-    return web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON)
+def _problem(code: str, message: str, status: int, request: web.Request) -> web.Response:
+    body = GatewayError(code, status, message).problem(request.path, request.get("request_id"))
+    headers = {"Retry-After": "60"} if status == 429 else None
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def forwarded_scheme(request: web.Request) -> str | None:
+    """The scheme the client used, as a front proxy terminating TLS states it (``Forwarded:
+    proto=https`` or ``X-Forwarded-Proto``): so the WSDL advertises the address clients reach."""
+    forwarded = request.headers.get("Forwarded", "")
+    for part in forwarded.split(",")[0].split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "proto" and value.strip('"').lower() in ("http", "https"):
+            return value.strip('"').lower()
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return proto if proto in ("http", "https") else None
+
+
+def _soap(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A SOAP 1.1 answer: text/xml with its charset, as SOAP 1.1 stacks expect it."""
+    return web.Response(
+        body=body, status=status, content_type="text/xml", charset="utf-8", headers=headers
+    )
+
+
+THROTTLED = InboundRefused("RATE_LIMITED", "too many refused messages from this address")
 
 
 class PartnerApi:
@@ -50,19 +69,26 @@ class PartnerApi:
     # -- SOAP ---------------------------------------------------------------------------------
 
     async def soap_get(self, request: web.Request) -> web.Response:
-        if "wsdl" not in request.query:
+        if not any(name.lower() == "wsdl" for name in request.query):  # ?wsdl, ?WSDL (Java)
             return web.Response(
                 status=405, text="POST SOAP 1.1 requests here; GET ?wsdl for the WSDL"
             )
-        location = str(request.url.with_query(None))
+        url = request.url.with_query(None)
+        scheme = forwarded_scheme(request)
+        location = str(url.with_scheme(scheme) if scheme else url)
         return web.Response(
             text=self._wsdl.replace("http://127.0.0.1:8080/soap/v1", location),
             content_type="text/xml",
+            charset="utf-8",
         )
 
     async def soap_post(self, request: web.Request) -> web.Response:
         envelope: env.Envelope | None = None
         operation = "unknown"
+        raw: bytes | None = None
+        if await self.service.source_throttled(request.remote):
+            fault = soap11.fault_for(THROTTLED.code, THROTTLED.message, GATEWAY_NS)
+            return _soap(fault, 429, {"Retry-After": "60"})
         try:
             try:
                 raw = await read_body(request)
@@ -77,25 +103,24 @@ class PartnerApi:
             envelope = soap11.carried_envelope(element)
             reply = await self._run(OPERATIONS[operation], envelope)
         except soap11.SoapError as exc:
-            await self.service.refused(InboundRefused(exc.code, exc.message), envelope, operation)
-            return web.Response(
-                status=exc.status, body=soap11.fault_xml(exc, GATEWAY_NS), content_type="text/xml"
+            await self.service.refused(
+                InboundRefused(exc.code, exc.message), envelope, operation, raw, request.remote
             )
+            return _soap(soap11.fault_xml(exc, GATEWAY_NS), exc.status)
         except (SecurityError, InboundRefused) as exc:
-            await self.service.refused(exc, envelope, operation)
-            return web.Response(
-                status=500,
-                body=soap11.fault_for(exc.code, exc.message, GATEWAY_NS),
-                content_type="text/xml",
-            )
+            await self.service.refused(exc, envelope, operation, raw, request.remote)
+            return _soap(soap11.fault_for(exc.code, exc.message, GATEWAY_NS), 500)
         body = soap11.envelope_response(f"{{{GATEWAY_NS}}}{operation}Response", reply)
-        return web.Response(body=body, content_type="text/xml")
+        return _soap(body)
 
     # -- REST ---------------------------------------------------------------------------------
 
     async def rest_post(self, request: web.Request) -> web.Response:
         name = REST_PATHS[request.match_info["operation"]]
         envelope: env.Envelope | None = None
+        raw: bytes | None = None
+        if await self.service.source_throttled(request.remote):
+            return _problem(THROTTLED.code, THROTTLED.message, 429, request)
         try:
             try:
                 raw = await read_body(request)
@@ -104,13 +129,11 @@ class PartnerApi:
             envelope = env.envelope_from_json(raw)
             reply = await self._run(name, envelope)
         except InboundRefused as exc:
-            await self.service.refused(exc, envelope, name)
-            return _problem(exc.code, exc.message, exc.status, request.path)
+            await self.service.refused(exc, envelope, name, raw, request.remote)
+            return _problem(exc.code, exc.message, exc.status, request)
         except SecurityError as exc:
-            await self.service.refused(exc, envelope, name)
-            return _problem(
-                exc.code, exc.message, InboundRefused(exc.code, "").status, request.path
-            )
+            await self.service.refused(exc, envelope, name, raw, request.remote)
+            return _problem(exc.code, exc.message, InboundRefused(exc.code, "").status, request)
         return web.Response(body=reply.to_json(), content_type="application/json")
 
     async def openapi(self, _request: web.Request) -> web.Response:

@@ -49,7 +49,7 @@ class Endpoint(BaseModel):
 
 class Partner(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    region: str = Field(pattern=r"^\d{6}$")
+    region: str = Field(pattern=r"^[0-9]{6}$")
     name: str
     node: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     endpoints: list[Endpoint] = Field(min_length=1)

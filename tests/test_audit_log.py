@@ -390,3 +390,20 @@ def test_evidence_package_includes_archived_entries(tmp_path: Path) -> None:
     assert verify_package(package, NATIVE) == []
     without_archive = export_case(log.audit, "case-1", log.keys())
     assert all(e["seq"] > 30 for e in without_archive["entries"])
+
+
+async def test_one_entry_that_cannot_be_written_fails_only_itself(tmp_path: Path) -> None:
+    """A group commit that fails is written entry by entry: the bad one's caller learns, the
+    others in the same moment are logged all the same."""
+    log = Log(tmp_path)
+    writer = AuditWriter(log.audit, lambda: log.key, NATIVE, linger_seconds=0.01)
+    writer.start()
+    bad = AuditEvent("message.rejected", error_code={"an": "object"})  # type: ignore[arg-type]
+    events = [AuditEvent("message.rejected", case_id=f"c-{n}") for n in range(20)]
+    events.insert(7, bad)
+    outcomes = await asyncio.gather(*(writer.append(e) for e in events), return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 1 and outcomes[7] is failed[0]
+    assert len(log.audit.query({}, limit=100)) == 20
+    await writer.close()
+    assert log.verify().ok

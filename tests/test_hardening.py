@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from mappings import identifiers
 from rules.text import is_code, text_problem
 from security import envelope as env
 from security.errors import SecurityError
+from tests.conftest import eventually
 from tests.harness import Deployment, http
 from tests.partner_helpers import Partner
 
@@ -181,3 +184,45 @@ def test_extreme_audit_cursors_and_odd_case_ids(deployment: Deployment) -> None:
             "GET", f"{deployment.url}/api/v1/audit/cases/{odd}/evidence", token=auditor
         )
         assert (status, problem["code"]) == (404, "NOT_FOUND"), (odd, problem)
+
+
+def _forged(deployment: Deployment, size: int) -> bytes:
+    """A well-formed envelope whose ciphertext nobody signed: anyone can send it."""
+    import base64
+    import os
+
+    sealed = Partner(deployment.data).seal({"x": 1}, kind="query", idem_key="q-forged")
+    forged = {**sealed.as_dict(), "ciphertext": base64.b64encode(os.urandom(size)).decode()}
+    return json.dumps(forged).encode()
+
+
+def _rejected_bytes(deployment: Deployment) -> int:
+    import sqlite3
+
+    with sqlite3.connect(deployment.data / "audit.sqlite3") as db:
+        row = db.execute(
+            "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM audit_entry WHERE event = 'message.rejected'"
+        ).fetchone()
+    return int(row[0])
+
+
+def test_forged_envelopes_leave_a_fingerprint_not_their_body(tmp_path: Path) -> None:
+    deployment = Deployment(tmp_path, extra_env={"XGW_INBOUND_REFUSALS_PER_MINUTE": "4"})
+    try:
+        before = _rejected_bytes(deployment)
+        # the count is per clock minute: all six in one
+        eventually(lambda: time.time() % 60 < 50, "a minute with time to spare", timeout=15)
+        answers = [
+            http("POST", f"{deployment.url}/partner/v1/status", raw=_forged(deployment, 2 << 20))
+            for _ in range(6)
+        ]
+        assert [status for status, _ in answers] == [401] * 4 + [429] * 2
+        assert answers[0][1]["code"] == "SIGNATURE_INVALID" and answers[0][1]["request_id"]
+        assert answers[-1][1]["code"] == "RATE_LIMITED"
+        assert _rejected_bytes(deployment) - before < 4 * 2000  # not 4 × 2.7 MB
+        shown = deployment.xgw("audit", "show", "--event", "message.rejected", "--limit", "10")
+        assert shown.count("SIGNATURE_INVALID") == 4
+        throttled = deployment.xgw("audit", "show", "--event", "source.throttled")
+        assert throttled.count("source.throttled") == 1  # once a minute, not once a request
+    finally:
+        deployment.close()
