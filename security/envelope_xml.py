@@ -13,6 +13,8 @@ Parsing refuses DTDs and entities and never touches the network.
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 from security.envelope import FIELD_NAMES, Envelope, envelope_from_mapping, malformed
@@ -21,6 +23,55 @@ NAMESPACE = "urn:xgw:envelope:1"
 _ROOT = f"{{{NAMESPACE}}}Envelope"
 _FIELD_PREFIX = f"{{{NAMESPACE}}}"
 MAX_XML_BYTES = 64 * 1024 * 1024
+
+
+class XmlRefused(ValueError):
+    """An XML document refused before or while parsing, with its stable code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+MAX_DEPTH = 32
+# Any node MAX_DEPTH + 1 levels below the root, found by libxml2 in one pass over the tree.
+_TOO_DEEP = etree.XPath(f"boolean(/*{'/*' * (MAX_DEPTH + 1)})")
+_DECLARED_ENCODING = re.compile(rb"""^<\?xml[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
+_DTD = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+
+
+def parse_untrusted(raw: bytes) -> etree._Element:
+    """The root of an XML document from outside, or XmlRefused.
+
+    UTF-8 only, decided up front (a UTF-16 or UTF-32 document, by its byte order mark, its NUL
+    bytes or its declaration, is ``XML_ENCODING_UNSUPPORTED``): then a DTD can only appear as
+    the bytes ``<!DOCTYPE``/``<!ENTITY``, refused as ``XML_DTD_FORBIDDEN`` before parsing, and
+    again if the parser saw one. No entity is resolved, nothing fetched; more than
+    ``MAX_DEPTH`` levels of nesting is ``XML_TOO_DEEP``, whether libxml2 or we count them.
+    """
+    head = raw[:4]
+    if head.startswith((b"\xfe\xff", b"\xff\xfe", b"\x00\x00\xfe\xff")) or b"\x00" in raw:
+        raise XmlRefused("XML_ENCODING_UNSUPPORTED", "XML documents here are UTF-8")
+    body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    declared = _DECLARED_ENCODING.match(body.lstrip())
+    if declared is not None and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise XmlRefused("XML_ENCODING_UNSUPPORTED", "XML documents here are UTF-8")
+    if _DTD.search(body):
+        raise XmlRefused("XML_DTD_FORBIDDEN", "DTDs and entity declarations are not accepted")
+    try:
+        root = etree.fromstring(raw, safe_parser())
+    except etree.XMLSyntaxError as exc:
+        if "depth" in str(exc).lower():  # libxml2's own limit (256) without huge_tree
+            raise XmlRefused("XML_TOO_DEEP", f"nesting deeper than {MAX_DEPTH} levels") from None
+        raise XmlRefused("XML_MALFORMED", "the document is not well-formed XML (UTF-8)") from None
+    except ValueError:
+        raise XmlRefused("XML_MALFORMED", "the document is not well-formed XML (UTF-8)") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise XmlRefused("XML_DTD_FORBIDDEN", "DTDs and entity declarations are not accepted")
+    if _TOO_DEEP(root):
+        raise XmlRefused("XML_TOO_DEEP", f"nesting deeper than {MAX_DEPTH} levels")
+    return root
 
 
 def safe_parser() -> etree.XMLParser:
@@ -64,10 +115,8 @@ def from_element(root: etree._Element) -> Envelope:
 def from_xml(raw: bytes) -> Envelope:
     if len(raw) > MAX_XML_BYTES:
         raise malformed("envelope too large")
-    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
-        raise malformed("DTDs and entities are not accepted")
     try:
-        root = etree.fromstring(raw, safe_parser())
-    except etree.XMLSyntaxError:
-        raise malformed("not well-formed XML") from None
+        root = parse_untrusted(raw)
+    except XmlRefused as exc:
+        raise malformed(exc.message) from None
     return from_element(root)

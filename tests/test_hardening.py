@@ -226,3 +226,67 @@ def test_forged_envelopes_leave_a_fingerprint_not_their_body(tmp_path: Path) -> 
         assert throttled.count("source.throttled") == 1  # once a minute, not once a request
     finally:
         deployment.close()
+
+
+SOAP_DOC = (
+    '<?xml version="1.0" encoding="{encoding}"?>{dtd}'
+    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">{header}'
+    "<soap:Body>{body}</soap:Body>{extra}</soap:Envelope>"
+)
+
+
+def _soap_doc(**parts: str) -> str:
+    values = {"encoding": "UTF-8", "dtd": "", "header": "", "body": "<x/>", "extra": ""}
+    return SOAP_DOC.format(**{**values, **parts})
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [
+        (
+            _soap_doc(
+                encoding="UTF-16",
+                dtd='<!DOCTYPE e SYSTEM "http://127.0.0.1:1/x.dtd" [<!ENTITY % p SYSTEM "x">%p;]>',
+            ).encode("utf-16"),
+            "XML_ENCODING_UNSUPPORTED",
+        ),
+        (_soap_doc(encoding="UTF-32").encode("utf-32"), "XML_ENCODING_UNSUPPORTED"),
+        (_soap_doc(encoding="UTF-16").encode("utf-16-le"), "XML_ENCODING_UNSUPPORTED"),
+        (_soap_doc(dtd='<!DOCTYPE e [<!ENTITY a "b">]>').encode(), "XML_DTD_FORBIDDEN"),
+        (_soap_doc(body="<a>" * 10_000 + "</a>" * 10_000).encode(), "XML_TOO_DEEP"),
+        (_soap_doc(body="<a>" * 40 + "</a>" * 40).encode(), "XML_TOO_DEEP"),
+        (_soap_doc(extra="<soap:Body><y/></soap:Body>").encode(), "SOAP_MALFORMED"),
+        (
+            _soap_doc(
+                header='<soap:Header><s:Security xmlns:s="urn:s" soap:mustUnderstand="1"/>'
+                "</soap:Header>"
+            ).encode(),
+            "SOAP_MUST_UNDERSTAND",
+        ),
+    ],
+    ids=["utf16-dtd", "utf32", "utf16-no-bom", "dtd", "deep-10000", "deep-40", "two-bodies", "mu"],
+)
+def test_soap_documents_are_refused_for_what_they_are(document: bytes, code: str) -> None:
+    from adapters import soap11
+
+    with pytest.raises(soap11.SoapError) as refused:
+        soap11.parse_document(document)
+    assert refused.value.code == code
+
+
+def test_soap_faults_over_http_say_what_and_how(deployment: Deployment) -> None:
+    from tests.harness import http_exchange
+
+    header = '<soap:Header><s:Security xmlns:s="urn:s" soap:mustUnderstand="1"/></soap:Header>'
+    status, headers, body = http_exchange(
+        "POST",
+        f"{deployment.url}/soap/v1",
+        raw=_soap_doc(header=header).encode(),
+        headers={"Content-Type": "text/xml; charset=utf-8"},
+    )
+    assert status == 500 and b"soap:MustUnderstand" in body and b"SOAP_MUST_UNDERSTAND" in body
+    assert headers["Content-Type"] == "text/xml; charset=utf-8"
+    status, headers, wsdl = http_exchange(
+        "GET", f"{deployment.url}/soap/v1?WSDL", headers={"X-Forwarded-Proto": "https"}
+    )
+    assert status == 200 and b'location="https://127.0.0.1:' in wsdl
