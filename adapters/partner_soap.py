@@ -34,7 +34,22 @@ from security.errors import SecurityError
 
 PACKAGED_WSDL = Path(__file__).parent / "wsdl" / "partner-v1.wsdl"
 PARTNER_NS = "urn:xgw:partner:1"
-_FAULT_CODE = f"{{{PARTNER_NS}}}ErrorDetail/{{{PARTNER_NS}}}code"
+# The WSDL's fault detail, <detail><ErrorDetail><code>…: by local name, in any namespace or
+# none (node-soap and others emit it unqualified).
+_FAULT_CODE = etree.XPath("string(.//*[local-name()='ErrorDetail']/*[local-name()='code'])")
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}", re.ASCII)
+
+
+def fault_code(detail: Any) -> str | None:
+    """The refusal code a Fault's detail carries, or None (absent, or not a code)."""
+    if detail is None:
+        return None
+    code = str(_FAULT_CODE(detail)).strip()
+    return code if _CODE.fullmatch(code) else None
+
+
+def _short(text: str | None) -> str:
+    return (text or "")[:200]
 SECURE = Settings(
     forbid_dtd=True, forbid_entities=True, forbid_external=True, strict=True, xml_huge_tree=False
 )
@@ -161,9 +176,15 @@ class PartnerMessages:
             detail = fault.detail
             if isinstance(detail, bytes | str):  # zeep's "no Fault in a non-200 reply"
                 raise refusal(f"HTTP_{status}", "the partner refused the message") from None
-            # The WSDL's fault detail: <detail><ErrorDetail><code>…</code>… in its namespace.
-            code = detail.findtext(_FAULT_CODE) if detail is not None else None
-            raise refusal(code or "SOAP_FAULT", fault.message or "SOAP fault") from None
+            code = fault_code(detail)
+            if code is None:
+                # No refusal code: what CXF, .NET and node-soap send for an unexpected
+                # exception (soap:Server). Like any other 5xx (envelope spec §7): retried, and
+                # the partner may have acted on it.
+                raise DeliveryError(
+                    "SOAP_FAULT", _short(fault.message) or "SOAP fault", transient=True
+                ) from None
+            raise refusal(code, _short(fault.message) or "SOAP fault") from None
         except Exception:  # ZeepError, and whatever a multipart or XOP reply makes zeep raise
             raise DeliveryError(
                 "REPLY_MALFORMED", "the partner's SOAP reply is not valid", transient=True

@@ -351,6 +351,17 @@ class Worker:
     async def _failed(self, message: OutboxMessage, error: DeliveryError) -> None:
         age = time.time() - message.created
         attempts = message.attempts + 1
+        # Every attempt that failed, as a warning an operator can count: a partner whose stack
+        # answers in a shape we refuse (REPLY_MALFORMED) may be acting on every copy.
+        log.warning(
+            "delivery.attempt_failed",
+            partner=message.partner,
+            message_id=message.msg_id,
+            code=error.code,
+            attempt=attempts,
+            transient=error.transient,
+            reached=error.reached,
+        )
         if (
             not error.transient
             or age >= self.settings.delivery_max_age_seconds

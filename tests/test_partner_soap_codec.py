@@ -174,3 +174,62 @@ def test_a_wsdl_of_another_shape_is_built_and_read_by_zeep(
     cut = theirs.index(b"</e:msg_id>") + len(b"</e:msg_id>")
     theirs = theirs[:cut] + b"<e:v>XGW-ENV/1</e:v>" + theirs[cut:]
     assert other.parse(200, theirs, "text/xml") == sealed
+
+
+OTHER_STACK_FAULT = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+    "<soap:Fault><faultcode>{faultcode}</faultcode><faultstring>{text}</faultstring>"
+    "{detail}</soap:Fault></soap:Body></soap:Envelope>"
+)
+
+
+@pytest.mark.parametrize(
+    ("faultcode", "detail", "code", "transient", "reached"),
+    [
+        # node-soap and others: ErrorDetail unqualified; the code still counts
+        (
+            "soap:Client",
+            "<detail><ErrorDetail><code>RATE_LIMITED</code></ErrorDetail></detail>",
+            "RATE_LIMITED",
+            True,
+            False,
+        ),
+        (
+            "soap:Client",
+            '<detail><e:ErrorDetail xmlns:e="urn:other"><e:code>MATTER_NOT_ALLOWED'
+            "</e:code></e:ErrorDetail></detail>",
+            "MATTER_NOT_ALLOWED",
+            False,
+            False,
+        ),
+        # CXF, .NET, node-soap on an unexpected exception: no code; retried, may have acted
+        ("soap:Server", "", "SOAP_FAULT", True, True),
+        (
+            "soap:Server",
+            "<detail><stackTrace>java.lang.NullPointerException</stackTrace></detail>",
+            "SOAP_FAULT",
+            True,
+            True,
+        ),
+    ],
+    ids=["unqualified", "other-namespace", "server-no-detail", "server-stack-trace"],
+)
+def test_faults_from_other_stacks_are_read_by_local_name_and_a_codeless_one_is_retried(
+    messages: PartnerMessages,
+    faultcode: str,
+    detail: str,
+    code: str,
+    transient: bool,
+    reached: bool,
+) -> None:
+    from adapters.delivery_errors import DeliveryError
+
+    body = OTHER_STACK_FAULT.format(faultcode=faultcode, text="refused", detail=detail).encode()
+    with pytest.raises(DeliveryError) as failed:
+        messages.parse(500, body, "text/xml; charset=utf-8")
+    assert (failed.value.code, failed.value.transient, failed.value.reached) == (
+        code,
+        transient,
+        reached,
+    )
