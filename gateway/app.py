@@ -144,6 +144,11 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if allow is not None:
             refused.headers["Allow"] = allow
         return refused
+    except ConnectionError as exc:  # the client went away mid-request: its fault, not ours
+        log.warning("request.client_gone", path=request.path, error_type=type(exc).__name__)
+        return problem_response(
+            GatewayError("CLIENT_GONE", 400, "The connection was closed mid-request"), request
+        )
     except Exception as exc:
         # Never a stack trace or payload in the answer; the log gets the exception type only.
         log.error("request.failed", path=request.path, error_type=type(exc).__name__)

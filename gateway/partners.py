@@ -106,6 +106,13 @@ def load_partners(path: Path) -> PartnerRegistry:
     regions = [p.region for p in parsed.partners]
     if len(set(regions)) != len(regions):
         raise PartnerConfigError(f"{path}: a partner region is listed twice")
+    filing = [p.region for p in parsed.partners if p.inbound_matters]
+    if filing and not parsed.local_systems:
+        # their cases would wait in our office for ever: say so at start-up, not per case
+        raise PartnerConfigError(
+            f"{path}: local_systems: partner {filing[0]} may file matters with us "
+            "(inbound_matters) but no local back office is configured to decide them"
+        )
     return PartnerRegistry({p.region: p for p in parsed.partners}, parsed.local_systems)
 
 

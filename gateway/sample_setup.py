@@ -75,7 +75,7 @@ def ensure_sample_setup(settings: Settings) -> None:
         )
         add_partner_key(settings, name, region, key.public.to_pem(), f"{region}.pub.pem")
     path = partners_path(settings)
-    if settings.partners_file is None and not path.exists():
+    if settings.partners_file is None and _sample_partners_outdated(path):
         base = f"http://127.0.0.1:{settings.simulator_port}"
         partners = []
         for region, (name, node) in SIMULATED.items():
@@ -98,9 +98,25 @@ def ensure_sample_setup(settings: Settings) -> None:
                     "breaker_reset_seconds": 5,
                 }
             )
+        # our own back office (the departments that decide what partners file with us) is
+        # the simulator's /local too
+        document = {"partners": partners, "local_systems": {"*": f"{base}/local"}}
         path.write_text(
-            "# SAMPLE partner registry generated for the embedded demo: every partner is the bundled\n"
-            "# simulator (`xgw simulate-partner`). Point `partners_file` at your own for production.\n"
-            + yaml.safe_dump({"partners": partners}, allow_unicode=True, sort_keys=False),
+            SAMPLE_PARTNERS_BANNER
+            + yaml.safe_dump(document, allow_unicode=True, sort_keys=False),
             encoding="utf-8",
         )
+
+
+SAMPLE_PARTNERS_BANNER = (
+    "# SAMPLE partner registry generated for the embedded demo: every partner is the bundled\n"
+    "# simulator (`xgw simulate-partner`). Point `partners_file` at your own for production.\n"
+)
+
+
+def _sample_partners_outdated(path: Path) -> bool:
+    """No registry yet, or a generated SAMPLE one from before it named our back office."""
+    if not path.exists():
+        return True
+    text = path.read_text(encoding="utf-8")
+    return text.startswith(SAMPLE_PARTNERS_BANNER) and "local_systems:" not in text

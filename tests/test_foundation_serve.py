@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import Served, dead_port, run_xgw, xgw_env
 from tests.harness import update_partner, write_partners
@@ -159,3 +160,68 @@ def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
         f"xgw: cannot serve: error while attempting to bind on address ('127.0.0.1', {port})" in err
     )
     assert "Traceback" not in err
+
+
+def test_a_registry_letting_partners_file_with_no_back_office_stops_start_up(
+    tmp_path: Path,
+) -> None:
+    partners = tmp_path / "partners.yaml"
+    write_partners(partners, dead_port(), "mixed")
+    document = yaml.safe_load(partners.read_text(encoding="utf-8"))
+    del document["local_systems"]
+    partners.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    result = run_xgw(
+        "serve",
+        env=xgw_env(tmp_path / "var", XGW_PARTNERS_FILE=str(partners), XGW_PORT=str(dead_port())),
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 78, err
+    assert "local_systems: partner 411329 may file matters with us" in err
+
+
+def test_the_default_setup_carries_a_partners_case_to_done(tmp_path: Path) -> None:
+    """No configuration at all: a case 新野 files reaches our (simulated) back office, is
+    decided, and its result goes back to 新野."""
+    from tests.conftest import eventually, free_port
+    from tests.partner_helpers import Partner, contact_letter
+
+    sim_port = free_port()
+    served = Served(tmp_path / "var", "--with-simulator", XGW_SIMULATOR_PORT=str(sim_port))
+    try:
+        assert "local_systems" in (tmp_path / "var" / "partners.yaml").read_text("utf-8")
+        sealed = Partner(tmp_path / "var").seal(contact_letter(), idem_key="XY-DEFAULT-1")
+        request = urllib.request.Request(
+            served.base + "/partner/v1/cases",
+            data=sealed.to_json(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+        def result_reported() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/_sim/stats") as stats:
+                return "XY-DEFAULT-1" in json.loads(stats.read())["411329"]["results"]
+
+        eventually(result_reported, "the result reported to 新野")
+    finally:
+        _, err = served.stop()
+    assert b"PartnerConfigError" not in err and b'"level":"error"' not in err
+
+
+def test_a_client_gone_mid_body_is_a_warning(tmp_path: Path) -> None:
+    served = Served(tmp_path / "var")
+    try:
+        port = int(served.base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(
+                b"POST /partner/v1/cases HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b'\r\nContent-Length: 100000\r\n\r\n{"v": '
+            )
+        status, _, _ = _get(served.base + "/healthz")
+        assert status == 200
+    finally:
+        _, err = served.stop()
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    gone = [line for line in lines if line["event"] == "request.client_gone"]
+    assert gone and {line["level"] for line in gone} == {"warning"}, lines
+    assert not [line for line in lines if line["level"] == "error"]
