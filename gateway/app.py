@@ -48,6 +48,7 @@ from gateway.problems import (
     body_too_large,
     internal_error,
     not_found,
+    store_unavailable,
 )
 from gateway.store import Store
 from security.digest import sm3_hex
@@ -108,10 +109,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await _answer(request, handler)
         store = request.app[RUNTIME].store
         if request.method not in ("GET", "HEAD") and store is not None:
-            await store.durable()  # what the answer acknowledges is on disk before it leaves
+            try:
+                await store.durable()  # what the answer acknowledges is on disk before it leaves
+            except (sqlite3.OperationalError, OSError) as exc:  # not on disk: acknowledge nothing
+                response = _store_unavailable(request, exc)
     finally:
         structlog.contextvars.clear_contextvars()
     response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def _store_unavailable(request: web.Request, exc: Exception) -> web.Response:
+    """503 with Retry-After: the store cannot take writes now; nothing was acknowledged."""
+    log.error("request.store_unavailable", path=request.path, error_type=type(exc).__name__)
+    response = problem_response(store_unavailable(), request)
+    response.headers["Retry-After"] = "5"
     return response
 
 
@@ -149,6 +161,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem_response(
             GatewayError("CLIENT_GONE", 400, "The connection was closed mid-request"), request
         )
+    except (sqlite3.OperationalError, OSError) as exc:  # a full disk, a locked or lost store
+        return _store_unavailable(request, exc)
     except Exception as exc:
         # Never a stack trace or payload in the answer; the log gets the exception type only.
         log.error("request.failed", path=request.path, error_type=type(exc).__name__)
@@ -235,9 +249,24 @@ def _database_ok(path: Path) -> bool:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store opens and, when configured, Redis answers PING."""
+    """Readiness: the store opens, the delivery loop runs and its claims (writes to the store
+    every moment) work, and, when configured, Redis answers PING."""
     runtime = request.app[RUNTIME]
     checks: dict[str, str] = {"database": "ok" if _database_ok(runtime.database_path) else "down"}
+    if runtime.store is not None:
+        try:
+            await asyncio.to_thread(runtime.store.probe_write, runtime.settings.node_id)
+            checks["store_writes"] = "ok"
+        except (sqlite3.Error, OSError) as exc:
+            checks["store_writes"] = f"failing: {type(exc).__name__}"
+    if runtime.worker_task is not None:
+        worker = runtime.worker
+        if runtime.worker_task.done():
+            checks["delivery"] = "stopped"
+        elif worker is not None and worker.claim_error is not None:
+            checks["delivery"] = f"failing: {worker.claim_error}"
+        else:
+            checks["delivery"] = "ok"
     if runtime.redis is not None:
         checks["redis"] = "ok" if await redis_client.ping(runtime.redis) else "down"
     ready = all(state == "ok" for state in checks.values())

@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adapters.delivery_errors import RESEALABLE, DeliveryError
@@ -131,6 +132,9 @@ class Worker:
     lanes: dict[str, PartnerLane] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by message id
     _stopping: bool = False
+    # The claim loop's health, for /readyz: the error type while claims fail, else None.
+    claim_error: str | None = None
+    claim_failures: int = 0  # in a row; reset by a claim that works
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rng: random.Random = field(default_factory=random.Random)
 
@@ -177,29 +181,74 @@ class Worker:
             task.add_done_callback(partial(_forget, self._tasks, message.msg_id))
 
     async def _leased_delivery(self, message: OutboxMessage) -> None:
-        if self.redis is not None and not await self._redis_lease(message):
-            self.store.release([message.msg_id], self.owner)
-            return
-        await self._deliver(message)
+        """One message's attempt, under its Redis lease when instances share the work. Nothing
+        escapes this task: what cannot be handled is logged, and the message's lease runs out
+        for a later claim to take it again."""
+        try:
+            if self._stopping:  # shutting down: no new send starts
+                self.store.release([message.msg_id], self.owner)
+                return
+            if self.redis is not None:
+                try:
+                    leased = await self._redis_lease(message)
+                except RedisError as exc:  # this attempt failed; the message is retried
+                    await self._failed(
+                        message,
+                        DeliveryError("REDIS_UNAVAILABLE", type(exc).__name__, True, reached=False),
+                    )
+                    return
+                if not leased:
+                    self.store.release([message.msg_id], self.owner)
+                    return
+            await self._deliver(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the store failing as it records the outcome
+            log.error(
+                "delivery.unrecorded",
+                message_id=message.msg_id,
+                error_type=type(exc).__name__,
+                note="the lease runs out and the message is claimed again",
+            )
 
     async def run(self) -> None:
+        """Claim due messages and set them going, until stopped. A claim that fails (a full
+        disk, a locked or lost database) is logged and retried with backoff, and /readyz says
+        not ready meanwhile; the loop never ends on an error."""
         while not self._stopping:
-            capacity = max(0, MAX_IN_FLIGHT - len(self._tasks))
-            messages = (
-                self.store.claim(
-                    self.owner,
-                    capacity,
-                    self.settings.delivery_lease_seconds,
-                    skip_partners=[r for r in self.lanes if not self._circuit_allows_claim(r)],
+            try:
+                messages = self._claim()
+            except Exception as exc:
+                self.claim_failures += 1
+                self.claim_error = type(exc).__name__
+                delay = min(5.0, 0.1 * 2 ** min(self.claim_failures, 6))
+                log.error(
+                    "delivery.claim_failed",
+                    error_type=self.claim_error,
+                    failures=self.claim_failures,
+                    retry_in_seconds=delay,
                 )
-                if capacity
-                else []
-            )
+                await asyncio.sleep(delay)
+                continue
+            if self.claim_failures:
+                log.info("delivery.claim_recovered", failures=self.claim_failures)
+            self.claim_failures, self.claim_error = 0, None
             self.dispatch(messages)
             if not messages:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    def _claim(self) -> list[OutboxMessage]:
+        capacity = max(0, MAX_IN_FLIGHT - len(self._tasks))
+        if not capacity:
+            return []
+        return self.store.claim(
+            self.owner,
+            capacity,
+            self.settings.delivery_lease_seconds,
+            skip_partners=[r for r in self.lanes if not self._circuit_allows_claim(r)],
+        )
 
     async def _redis_lease(self, message: OutboxMessage) -> bool:
         assert self.redis is not None
@@ -287,6 +336,9 @@ class Worker:
         outcome = ""  # "answered" (even with a refusal: the partner is up) or "failed"
         try:
             async with lane.limit:
+                if self._stopping:  # shutting down: no new send starts; a later start sends it
+                    self.store.release([message.msg_id], self.owner)
+                    return
                 if not await self._still_ours(message):
                     return  # its lease ran out while it waited, and another worker has it now
                 endpoint = partner.endpoint(message.domain)

@@ -58,6 +58,14 @@ def not_found(what: str) -> GatewayError:
     return GatewayError("NOT_FOUND", 404, "Not found", f"no such {what}")
 
 
+def store_unavailable() -> GatewayError:
+    """The store cannot take writes now (a full disk, say): nothing was acknowledged; the
+    same request later is safe (its Idempotency-Key or message id)."""
+    return GatewayError(
+        "STORE_UNAVAILABLE", 503, "Service unavailable", "the store cannot take writes now"
+    )
+
+
 def internal_error() -> GatewayError:
     return GatewayError("INTERNAL", 500, "Internal error", "the gateway failed; see its log")
 

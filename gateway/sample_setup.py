@@ -102,8 +102,7 @@ def ensure_sample_setup(settings: Settings) -> None:
         # the simulator's /local too
         document = {"partners": partners, "local_systems": {"*": f"{base}/local"}}
         path.write_text(
-            SAMPLE_PARTNERS_BANNER
-            + yaml.safe_dump(document, allow_unicode=True, sort_keys=False),
+            SAMPLE_PARTNERS_BANNER + yaml.safe_dump(document, allow_unicode=True, sort_keys=False),
             encoding="utf-8",
         )
 

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, hall TEXT, hash TEXT NOT NULL UNIQUE,
     created TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS write_probe (node TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 # Outbox statuses: pending → in_flight → delivered | dead (| cancelled with its case).
 PENDING, IN_FLIGHT = "pending", "in_flight"
@@ -567,6 +568,12 @@ class Store:
                 ).rowcount
                 == 1
             )
+
+    def probe_write(self, node: str) -> None:
+        """A small write, for readiness: raises when the store cannot take writes (a full
+        disk) though it still reads."""
+        with self.transaction(volatile=True) as db:
+            db.execute("INSERT OR REPLACE INTO write_probe VALUES (?, ?)", (node, time.time()))
 
     def release(self, msg_ids: list[str], owner: str) -> None:
         """Give back leases of messages not finished (shutdown): another worker may send them."""
