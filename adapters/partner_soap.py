@@ -50,6 +50,8 @@ def fault_code(detail: Any) -> str | None:
 
 def _short(text: str | None) -> str:
     return (text or "")[:200]
+
+
 SECURE = Settings(
     forbid_dtd=True, forbid_entities=True, forbid_external=True, strict=True, xml_huge_tree=False
 )
