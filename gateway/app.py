@@ -279,7 +279,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def _open_runtime(app: web.Application) -> None:
     runtime = app[RUNTIME]
     settings = runtime.settings
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if settings.redis_url is not None:
         runtime.redis = redis_client.connect(
             settings.redis_url.get_secret_value(), socket_timeout=2.0

@@ -111,7 +111,8 @@ async def faulting_partner() -> AsyncIterator[str]:
 
 async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> None:
     """The fault's code decides what happens next: a replay or a rate limit is retried (a
-    replay re-sealed), a refusal is final; a fault without a code is a final SOAP_FAULT."""
+    replay re-sealed), a refusal is final; a fault without a code is a SOAP_FAULT retried like
+    any other 5xx (envelope spec §7)."""
     client = SoapPartnerClient(await asyncio.to_thread(load_messages), 2)
     envelope = Pair().xy_sealer.seal(
         b"{}", receiver=TO_XZ_PARTY, kind="request", matter="M", idem_key="k"
@@ -121,7 +122,7 @@ async def test_a_partners_soap_fault_keeps_its_code(faulting_partner: str) -> No
             ("REPLAYED", True),
             ("RATE_LIMITED", True),
             ("MATTER_NOT_ALLOWED", False),
-            (None, False),
+            (None, True),
         ):
             url = faulting_partner + (f"?code={code}" if code else "")
             with pytest.raises(DeliveryError) as refused:

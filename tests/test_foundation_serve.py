@@ -31,7 +31,7 @@ def test_healthz_and_readyz_with_embedded_defaults(tmp_path: Path) -> None:
         assert headers["X-Request-ID"]
         status, body, _ = _get(served.base + "/readyz")
         assert status == 200, body
-        assert body["checks"] == {"database": "ok"}
+        assert body["checks"] == {"database": "ok", "store_writes": "ok", "delivery": "ok"}
         status, body, headers = _get(served.base + "/no/such/path")
         assert status == 404
         assert headers["Content-Type"].startswith("application/problem+json")
@@ -51,7 +51,12 @@ def test_readyz_with_redis_up(tmp_path: Path, redis_url: str) -> None:
     try:
         status, body, _ = _get(served.base + "/readyz")
         assert status == 200
-        assert body["checks"] == {"database": "ok", "redis": "ok"}
+        assert body["checks"] == {
+            "database": "ok",
+            "store_writes": "ok",
+            "delivery": "ok",
+            "redis": "ok",
+        }
     finally:
         served.stop()
 
@@ -63,7 +68,7 @@ def test_readyz_is_503_while_configured_redis_is_down(tmp_path: Path) -> None:
         assert status == 200  # alive, just not ready
         status, body, _ = _get(served.base + "/readyz")
         assert status == 503
-        assert body["checks"] == {"database": "ok", "redis": "down"}
+        assert body["checks"]["redis"] == "down" and body["checks"]["database"] == "ok"
     finally:
         served.stop()
 
@@ -225,3 +230,33 @@ def test_a_client_gone_mid_body_is_a_warning(tmp_path: Path) -> None:
     gone = [line for line in lines if line["event"] == "request.client_gone"]
     assert gone and {line["level"] for line in gone} == {"warning"}, lines
     assert not [line for line in lines if line["level"] == "error"]
+
+
+def test_the_data_folder_is_the_owners_alone(tmp_path: Path) -> None:
+    """Whatever the caller's umask, the files holding personal data and keys are 0600 in a
+    0700 folder; looser modes found at start-up are reported."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        served = Served(tmp_path / "var")
+        served.stop()
+    finally:
+        os.umask(old)
+    data = tmp_path / "var"
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    files = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.name == "gateway.sqlite3-wal" for p in files) or files
+    loose = [(p, oct(stat.S_IMODE(p.stat().st_mode))) for p in files if p.stat().st_mode & 0o077]
+    assert not loose, loose
+    (data / "copied.sqlite3").write_bytes(b"")
+    os.chmod(data / "copied.sqlite3", 0o644)
+    again = Served(tmp_path / "var")
+    _, err = again.stop()
+    warned = [
+        json.loads(line)
+        for line in err.decode().splitlines()
+        if line.startswith("{") and "data_dir.loose_mode" in line
+    ]
+    assert [w["path"] for w in warned] == [str(data / "copied.sqlite3")]
