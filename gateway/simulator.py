@@ -5,7 +5,7 @@ Each simulated jurisdiction has its own SM2 keys and trust store. It serves a SO
 (its WSDL: ``adapters/wsdl/partner-v1.wsdl``) and a REST endpoint, verifies and opens our
 envelopes exactly as the gateway opens partners' (signature, key validity, freshness, nonce),
 de-duplicates by message id (a resend gets the first answer again, re-sealed, and applies no
-effect), answers with sealed replies in its own schema (人社 dictionary codes; for a 信息表
+effect; its records are on disk, so a restart forgets nothing), answers with sealed replies in its own schema (人社 dictionary codes; for a 信息表
 request, a 信息表 with yearly rows), and counts the effects it applied.
 
 Fault knobs (``POST /_sim/faults``, per region or ``*``): ``down`` (503), ``latency_ms``,
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,13 +76,58 @@ class Faults:
     refuse_next: int = 0
 
 
+class Ledger:
+    """What a simulated partner answered and applied, on disk (SQLite, synchronous=FULL): like
+    a real partner's records, its de-duplication survives a restart. A reply and the effect it
+    stands for are written in one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS replies (msg_id TEXT PRIMARY KEY, reply BLOB NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS effects (msg_id TEXT PRIMARY KEY, times INTEGER NOT NULL)"
+        )
+
+    def reply(self, msg_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT reply FROM replies WHERE msg_id = ?", (msg_id,)).fetchone()
+        return dict(orjson.loads(row[0])) if row else None
+
+    def record(self, msg_id: str, reply: dict[str, Any], applied: bool) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO replies VALUES (?, ?)", (msg_id, orjson.dumps(reply))
+            )
+            if applied:
+                self._db.execute(
+                    "INSERT INTO effects VALUES (?, 1) "
+                    "ON CONFLICT (msg_id) DO UPDATE SET times = times + 1",
+                    (msg_id,),
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def effects(self) -> Counter[str]:
+        return Counter(dict(self._db.execute("SELECT msg_id, times FROM effects").fetchall()))
+
+    def clear(self) -> None:
+        self._db.execute("DELETE FROM replies")
+        self._db.execute("DELETE FROM effects")
+
+
 @dataclass
 class Identity:
     region: str
     trust: TrustStore
     opener: Opener
     sealer: Sealer
-    replies: dict[str, dict[str, Any]] = field(default_factory=dict)  # msg_id -> reply plaintext
+    ledger: Ledger  # msg_id -> reply, and effects applied: on disk
     effects: Counter[str] = field(default_factory=Counter)  # msg_id -> effects applied
     duplicates: int = 0
     turned_away: int = 0  # requests answered by a fault knob instead of the service
@@ -104,11 +150,14 @@ class Simulator:
             trust = load_trust_store(
                 trust_file, read_passphrase(file=folder / "passphrase"), backend
             )
+            ledger = Ledger(folder / "ledger.sqlite3")
             self.identities[region] = Identity(
                 region,
                 trust,
                 Opener(trust, backend, MemoryNonceStore(), settings.replay_window_seconds),
                 Sealer(trust, backend),
+                ledger,
+                ledger.effects(),
             )
         self.faults: dict[str, Faults] = {}
         self.office_cases: Counter[str] = Counter()  # inbound case -> times our back office saw it
@@ -169,10 +218,11 @@ class Simulator:
         opened = None
         if faults.replay_check_first:
             opened = await identity.opener.unseal(envelope, sender)  # REPLAYED: a nonce seen
-        reply = identity.replies.get(envelope.msg_id)
+        reply = identity.ledger.reply(envelope.msg_id)
         if reply is not None:
             identity.duplicates += 1
         else:
+            applied_before = identity.effects[envelope.msg_id]
             if opened is None:
                 opened = await identity.opener.unseal(envelope, sender)
             try:
@@ -185,7 +235,8 @@ class Simulator:
                 task = asyncio.create_task(self._report_later(identity, envelope, final))
                 self._reports.add(task)
                 task.add_done_callback(self._reports.discard)
-            identity.replies[envelope.msg_id] = reply
+            applied = identity.effects[envelope.msg_id] > applied_before
+            identity.ledger.record(envelope.msg_id, reply, applied)
         # Re-sealed every time: a resend gets a fresh nonce, so it is no replay to the gateway.
         return identity.sealer.seal(
             orjson.dumps(reply),
@@ -373,7 +424,7 @@ class Simulator:
         self.faults.clear()
         for identity in self.identities.values():
             identity.effects.clear()
-            identity.replies.clear()
+            identity.ledger.clear()
             identity.duplicates = 0
             identity.most_in_flight = 0
             identity.turned_away = 0

@@ -717,3 +717,20 @@ def test_seals_take_content_keys_wrapped_while_idle(deployment: Deployment) -> N
     line = next(json.loads(raw) for raw in gateway.log().splitlines() if "key_pool.stopped" in raw)
     assert line["seals_wrapping_their_own"] >= 1
     assert line["seals_with_key_made_ahead"] >= 2  # at least the second case's two requests
+
+
+@pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
+def test_a_restarted_partner_still_knows_what_it_applied(deployment: Deployment) -> None:
+    """The simulator applies a message after our attempt timed out, then restarts: our resend
+    is answered from its records on disk, not applied again."""
+    deployment.configure_partner("411329", timeout_seconds=1, breaker_failures=10)
+    deployment.faults({"411329": {"latency_ms": 1500}})
+    case_id = deployment.file("YJS-YLBX")["id"]
+    eventually(lambda: deployment.stats()["411329"]["applied"] >= 1, "the partner applying it")
+    assert deployment.simulator is not None
+    deployment.simulator.kill()
+    deployment.simulator.start()  # no faults now, and nothing in its memory
+    deployment.wait([case_id], timeout=60)
+    stats = deployment.stats()["411329"]
+    assert stats["duplicates_answered"] >= 1  # from its records: its memory was new
+    assert stats["applied_twice"] == [] and stats["applied"] == stats["messages"] == 2
