@@ -26,7 +26,7 @@ from pydantic.json_schema import models_json_schema
 from gateway import __version__
 from gateway.cases import CaseService, Filing, request_hash
 from gateway.problems import PROBLEM_JSON, FieldProblem, GatewayError, body_too_large, not_found
-from gateway.store import CaseRow, Store, Token
+from gateway.store import CaseRow, CaseSummary, Store, Token
 from mappings import identifiers
 from rules.text import check_text, first_text_problem, is_code
 
@@ -257,7 +257,7 @@ def _as_text(value: object, limit: int) -> str | None:
     return orjson.dumps(value, default=str).decode()[:limit]
 
 
-def case_view(case: CaseRow, timeline: list[dict[str, Any]] | None) -> CaseView:
+def case_view(case: CaseSummary, timeline: list[dict[str, Any]] | None) -> CaseView:
     plans = {p.sub_id: p for p in case.plan}
     subs = [
         SubMatterView(

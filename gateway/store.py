@@ -21,7 +21,7 @@ import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,13 @@ CREATE TABLE IF NOT EXISTS cases (
 );
 CREATE INDEX IF NOT EXISTS cases_by_hall ON cases (hall, created);
 CREATE INDEX IF NOT EXISTS cases_by_status ON cases (status, created);
+CREATE INDEX IF NOT EXISTS cases_by_created ON cases (created, id);
+CREATE INDEX IF NOT EXISTS cases_by_bundle ON cases (bundle, created);
+-- every matter code a case's sub-matters carry (ours and the partners'), for ?matter=
+CREATE TABLE IF NOT EXISTS case_matter (
+    matter TEXT NOT NULL, created TEXT NOT NULL, case_id TEXT NOT NULL,
+    PRIMARY KEY (matter, created, case_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timeline (
     case_id TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT NOT NULL, step TEXT NOT NULL,
     sub_id TEXT, detail BLOB, PRIMARY KEY (case_id, seq)
@@ -88,7 +95,9 @@ class Token:
 
 
 @dataclass
-class CaseRow:
+class CaseSummary:
+    """What a listing shows of a case: no form, and its plan without the payloads."""
+
     id: str
     created: str
     updated: str
@@ -102,13 +111,36 @@ class CaseRow:
     idem_key: str
     request_hash: str
     person: str | None
-    form: dict[str, Any]
     plan: list[PlannedSub]
     states: list[SubState]
     version: int
 
     def plan_of(self, sub_id: str) -> PlannedSub:
         return next(p for p in self.plan if p.sub_id == sub_id)
+
+
+@dataclass
+class CaseRow(CaseSummary):
+    """A whole case: its form, and the payloads it sends to partners."""
+
+    form: dict[str, Any] = field(default_factory=dict)
+
+
+# The columns of a listing: never a form or a plan's payloads, however large they are.
+SUMMARY_COLUMNS = (
+    ", ".join(
+        f"cases.{name}"
+        for name in (
+            "id created updated status hall clerk token_name bundle title filed_on idem_key "
+            "request_hash person"
+        ).split()
+    )
+    + ", cases.routing AS plan, cases.states, cases.version"
+)
+
+
+def _routing(plan: list[PlannedSub]) -> bytes:
+    return orjson.dumps([replace(p, payload=None) for p in plan])
 
 
 @dataclass
@@ -135,7 +167,16 @@ class OutboxMessage:
 
 def _case(row: sqlite3.Row) -> CaseRow:
     data = dict(row)
+    data.pop("routing", None)
     data["form"] = orjson.loads(data["form"])
+    return CaseRow(**_decoded(data))
+
+
+def _summary(row: sqlite3.Row) -> CaseSummary:
+    return CaseSummary(**_decoded(dict(row)))
+
+
+def _decoded(data: dict[str, Any]) -> dict[str, Any]:
     data["plan"] = [
         PlannedSub(**{**p, "depends_on": tuple(p["depends_on"])})
         for p in orjson.loads(data["plan"])
@@ -144,10 +185,42 @@ def _case(row: sqlite3.Row) -> CaseRow:
         SubState(**{**s, "depends_on": tuple(s["depends_on"])})
         for s in orjson.loads(data["states"])
     ]
-    return CaseRow(**data)
+    return data
 
 
 _sync_data = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+def _index_matters(db: sqlite3.Connection, case_id: str, created: str, plan: Any) -> None:
+    codes = {p.matter for p in plan} | {p.partner_code for p in plan if p.partner_code}
+    db.executemany(
+        "INSERT OR IGNORE INTO case_matter VALUES (?, ?, ?)",
+        [(code, created, case_id) for code in sorted(codes)],
+    )
+
+
+def _add_routing(db: sqlite3.Connection) -> None:
+    """Stores made before listings read only what they show: add the plan without payloads
+    (``routing``) and the matter index, once."""
+    if "routing" in {row[1] for row in db.execute("PRAGMA table_info(cases)")}:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "routing" in {row[1] for row in db.execute("PRAGMA table_info(cases)")}:
+            db.execute("COMMIT")  # another process added it meanwhile
+            return
+        db.execute("ALTER TABLE cases ADD COLUMN routing BLOB")
+        for case_id, created, plan in db.execute("SELECT id, created, plan FROM cases").fetchall():
+            planned = [
+                PlannedSub(**{**p, "depends_on": tuple(p["depends_on"])})
+                for p in orjson.loads(plan)
+            ]
+            db.execute("UPDATE cases SET routing = ? WHERE id = ?", (_routing(planned), case_id))
+            _index_matters(db, case_id, created, planned)
+        db.execute("COMMIT")
+    except BaseException:
+        rollback(db)
+        raise
 
 
 def rollback(db: sqlite3.Connection) -> None:
@@ -186,6 +259,7 @@ class Store:
         self._db = open_sqlite(path, "NORMAL" if group_commit else "FULL")
         self._db.row_factory = sqlite3.Row
         self._db.executescript(SCHEMA)
+        _add_routing(self._db)
         self._lock = threading.RLock()
         self._committed = 0  # commits made by this store (group commit)
         self._synced = 0  # of which known to be on disk
@@ -317,32 +391,35 @@ class Store:
         after: tuple[str, str] | None,
         created_from: str | None = None,
         created_to: str | None = None,
-    ) -> list[CaseRow]:
+    ) -> list[CaseSummary]:
+        """A page of cases in (created, id) order, each read through an index and without its
+        form or payloads."""
         allowed = {"status", "hall", "bundle"}
-        clauses = [f"{k} = ?" for k in where if k in allowed]
+        clauses = [f"cases.{k} = ?" for k in where if k in allowed]
         params: list[Any] = [v for k, v in where.items() if k in allowed]
-        if "matter" in where:  # any sub-matter's, local or partner code: in the query, so that
-            # the page is full and its cursor right however the matches are spread
-            clauses.append(
-                "EXISTS (SELECT 1 FROM json_each(CAST(cases.plan AS TEXT)) "
-                "WHERE json_extract(value, '$.matter') = ? "
-                "OR json_extract(value, '$.partner_code') = ?)"
-            )
-            params += [where["matter"], where["matter"]]
+        # By matter (any sub-matter's, ours or the partner's), the matter index leads, in the
+        # page's order: the page is full and its cursor right however the matches are spread.
+        source, order = "cases", ("cases.created", "cases.id")
+        if "matter" in where:
+            source = "case_matter AS m JOIN cases ON cases.id = m.case_id"
+            order = ("m.created", "m.case_id")
+            clauses.insert(0, "m.matter = ?")
+            params.insert(0, where["matter"])
         if created_from:
-            clauses.append("created >= ?")
+            clauses.append(f"{order[0]} >= ?")
             params.append(created_from)
         if created_to:
-            clauses.append("created < ?")
+            clauses.append(f"{order[0]} < ?")
             params.append(created_to)
         if after:
-            clauses.append("(created, id) > (?, ?)")
+            clauses.append(f"({order[0]}, {order[1]}) > (?, ?)")
             params.extend(after)
         # clauses name only columns from `allowed`; every value is a bound parameter
-        sql = "SELECT * FROM cases" + (" WHERE " + " AND ".join(clauses) if clauses else "")  # noqa: S608
-        return [
-            _case(r) for r in self.read(sql + " ORDER BY created, id LIMIT ?", (*params, limit))
-        ]
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM {source}" + (  # noqa: S608
+            " WHERE " + " AND ".join(clauses) if clauses else ""
+        )
+        rows = self.read(sql + f" ORDER BY {order[0]}, {order[1]} LIMIT ?", (*params, limit))
+        return [_summary(r) for r in rows]
 
     def timeline(self, case_id: str) -> list[dict[str, Any]]:
         rows = self.read(
@@ -357,8 +434,8 @@ class Store:
     def insert_case(db: sqlite3.Connection, case: CaseRow) -> None:
         db.execute(
             "INSERT INTO cases (id, created, updated, status, hall, clerk, token_name, bundle, title, "
-            "filed_on, idem_key, request_hash, person, form, plan, states, version) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "filed_on, idem_key, request_hash, person, form, plan, states, version, routing) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 case.id,
                 case.created,
@@ -377,8 +454,10 @@ class Store:
                 orjson.dumps(case.plan),  # orjson writes dataclasses natively (fast)
                 orjson.dumps(case.states),
                 case.version,
+                _routing(case.plan),
             ),
         )
+        _index_matters(db, case.id, case.created, case.plan)
 
     @staticmethod
     def load_case(db: sqlite3.Connection, case_id: str) -> CaseRow | None:

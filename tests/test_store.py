@@ -103,3 +103,90 @@ async def test_without_group_commit_each_commit_is_already_durable(
     assert calls == []  # synchronous=FULL: SQLite synced inside COMMIT
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
+
+
+def _big_case(n: int, form_bytes: int) -> store_module.CaseRow:
+    from datetime import date
+
+    from gateway import casecore
+    from gateway.demo import bundle_form
+    from tests.mapping_helpers import REGISTRY
+
+    form = bundle_form("YJS-YLBX")
+    plan = casecore.plan_case(
+        REGISTRY, "420607", REGISTRY.bundles["YJS-YLBX"], form, date(2026, 11, 28)
+    )
+    form["attachment_text"] = "x" * form_bytes  # SAMPLE filler: a large form
+    return store_module.CaseRow(
+        id=f"case-{n:04d}",
+        created=f"2026-11-28T08:{n // 60:02d}:{n % 60:02d}Z",
+        updated="2026-11-28T09:00:00Z",
+        status="in_progress",
+        hall="hall-1",
+        clerk=None,
+        token_name="window-1",
+        bundle="YJS-YLBX",
+        title="医疗费用报销",
+        filed_on="2026-11-28",
+        idem_key=f"key-{n}",
+        request_hash="h",
+        person=None,
+        plan=plan,
+        states=casecore.initial_states(plan),
+        version=1,
+        form=form,
+    )
+
+
+def test_a_listing_reads_neither_forms_nor_payloads_and_uses_indexes(tmp_path: Path) -> None:
+    import tracemalloc
+
+    store = Store(tmp_path / "gateway.db")
+    with store.transaction() as db:
+        for n in range(60):
+            Store.insert_case(db, _big_case(n, 1 << 20))
+    tracemalloc.start()
+    page = store.list_cases({}, 50, None)
+    matter = page[0].plan[0].matter
+    by_matter = store.list_cases({"matter": matter}, 50, None)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(page) == len(by_matter) == 50
+    assert peak < 4 << 20, peak  # 60 MiB of forms stored; a page reads a few kilobytes each
+    assert all(p.payload is None for case in page for p in case.plan)
+    plans = {
+        query: " ".join(row[3] for row in store.read("EXPLAIN QUERY PLAN " + query, params))
+        for query, params in (
+            (
+                f"SELECT {store_module.SUMMARY_COLUMNS} FROM cases ORDER BY created, id LIMIT 50",
+                (),
+            ),
+            ("SELECT case_id FROM case_matter WHERE matter = ?", (matter,)),
+        )
+    }
+    for plan in plans.values():  # through an index, in its order: no scan, no sort
+        assert ("USING INDEX" in plan or "PRIMARY KEY" in plan) and "TEMP B-TREE" not in plan, plan
+
+
+def test_a_store_made_before_the_matter_index_gets_it_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "gateway.db"
+    Store(path).close()
+    case = _big_case(1, 10)
+    with sqlite3.connect(path) as db:  # as an older version wrote it: no routing, no index
+        db.execute("DELETE FROM case_matter")
+        columns = [r[1] for r in db.execute("PRAGMA table_info(cases)") if r[1] != "routing"]
+        db.execute("ALTER TABLE cases DROP COLUMN routing")
+        store_module.Store.insert_case  # noqa: B018 - the new writer is not used here
+        import orjson
+
+        row = {**case.__dict__, "form": orjson.dumps(case.form)}
+        row["plan"], row["states"] = orjson.dumps(case.plan), orjson.dumps(case.states)
+        db.execute(
+            f"INSERT INTO cases ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [row[c] for c in columns],
+        )
+    store = Store(path)
+    listed = store.list_cases({"matter": case.plan[0].matter}, 10, None)
+    assert [c.id for c in listed] == [case.id] and listed[0].plan[0].payload is None
