@@ -323,6 +323,8 @@ async def _open_runtime(app: web.Application) -> None:
         opener,
         runtime.audit,
         settings.region_code,
+        settings.result_query_after_seconds,
+        settings.result_overdue_seconds,
     )
     clients = build_clients(parts)
     owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"

@@ -260,9 +260,42 @@ def case_status(states: list[SubState]) -> str:
         return "cancelled"
     if statuses == {DONE}:
         return "done"
-    if FAILED in statuses:
-        return "attention"
+    if FAILED in statuses or any(s.status == AWAITING and s.error_code for s in states):
+        return "attention"  # failed, or its result overdue (RESULT_OVERDUE)
     return "in_progress"
+
+
+# -- results the partner has not reported ---------------------------------------------------
+# A sub-matter a partner accepted as pending waits for its ReportResult. Should that be lost
+# (our outage, theirs), we ask (a ``query`` through the outbox): the first time
+# ``result_query_after_seconds`` after the acceptance, then at doubling intervals up to a day.
+# Past ``result_overdue_seconds`` the sub-matter stays awaiting but is flagged RESULT_OVERDUE,
+# which puts its case among those needing attention; a result arriving later clears the flag.
+RESULT_OVERDUE = "RESULT_OVERDUE"
+LONGEST_QUERY_INTERVAL = 86400.0
+
+
+def result_query_delay(asked: int, first_after: float) -> float:
+    """Seconds until the next query for a result, after ``asked`` queries so far."""
+    return min(LONGEST_QUERY_INTERVAL, first_after * 2.0**asked)
+
+
+def result_overdue(accepted_at: float, now: float, overdue_after: float) -> bool:
+    return now - accepted_at >= overdue_after
+
+
+def mark_result_overdue(states: list[SubState], sub_id: str) -> list[SubState]:
+    """Flag a sub-matter still awaiting its result; any other is left as it is."""
+    return [
+        replace(
+            s,
+            error_code=RESULT_OVERDUE,
+            error="the partner has not reported the result in time; it was asked",
+        )
+        if s.sub_id == sub_id and s.status == AWAITING
+        else s
+        for s in states
+    ]
 
 
 def apply_result(

@@ -31,6 +31,7 @@ from security import envelope as env
 from security.errors import SecurityError
 from security.sealing import Opener, Sealer
 
+QUERY = "query"  # an outbox message asking a partner for a result it has not reported
 log = get_logger("gateway.cases")
 
 
@@ -109,9 +110,12 @@ class CaseService:
         opener: Opener,
         audit: AuditWriter,
         region: str,
+        result_query_after: float = 3600.0,
+        result_overdue: float = 7 * 86400.0,
     ) -> None:
         self.store, self.registry, self.partners = store, registry, partners
         self.sealer, self.opener, self.audit, self.region = sealer, opener, audit, region
+        self.result_query_after, self.result_overdue = result_query_after, result_overdue
         self.dispatcher: Dispatcher = NoDispatcher()
 
     # -- filing --------------------------------------------------------------------------------
@@ -380,6 +384,10 @@ class CaseService:
                 _answer_event("message.delivered", message, reply, reply_envelope)
             )
             return
+        if message.kind == QUERY:  # the partner's answer to our asking for a result
+            await self._query_answered(message, reply, reply_envelope)
+            return
+        chase: list[OutboxMessage] = []
         with self.store.transaction() as db:
             if not Store.finish(db, message.msg_id):
                 return  # another worker finished it first
@@ -388,6 +396,8 @@ class CaseService:
             planned = case.plan_of(message.sub_id)
             effective, local_result = self._map_answer(planned, reply)
             states = casecore.apply_reply(case.states, message.sub_id, effective, local_result)
+            if effective.accepted and effective.pending:  # ask, should its report be lost
+                chase.append(self._enqueue_query(db, message, asked=0, accepted_at=time.time()))
             step = (
                 "accepted_result_pending"
                 if effective.accepted and effective.pending
@@ -407,7 +417,7 @@ class CaseService:
                 },
             )
             queued = self._queue_ready(db, case, states)  # saves the states too
-        hand_over(self.dispatcher, queued.messages)
+        hand_over(self.dispatcher, queued.messages + chase)
         event = "message.delivered" if effective.accepted else "message.refused"
         await self._audit_answer(event, message, planned, effective, reply_envelope, queued.sent)
 
@@ -454,6 +464,13 @@ class CaseService:
             reply = reply_from(body)
         except SecurityError:
             return False
+        return await self._settle_result(message, reply, envelope, "result.reported")
+
+    async def _settle_result(
+        self, message: OutboxMessage, reply: Reply, envelope: env.Envelope, event: str
+    ) -> bool:
+        """A result for the sub-matter ``message`` was for, reported or asked for: applied if
+        it still awaits one (its queries still to come are then withdrawn). False if not."""
         with self.store.transaction() as db:
             case = Store.load_case(db, message.case_id)
             if case is None:
@@ -471,12 +488,88 @@ class CaseService:
                 message.sub_id,
                 {"reported": True, "code": effective.code, "message": effective.message},
             )
+            db.execute(
+                "UPDATE outbox SET status = 'cancelled' WHERE case_id = ? AND sub_id = ? "
+                "AND kind = ? AND status = 'pending'",
+                (case.id, message.sub_id, QUERY),
+            )
             queued = self._queue_ready(db, case, states)  # saves the states too
         hand_over(self.dispatcher, queued.messages)
-        await self._audit_answer(
-            "result.reported", message, planned, effective, envelope, queued.sent
-        )
+        await self._audit_answer(event, message, planned, effective, envelope, queued.sent)
         return True
+
+    # -- asking for results not reported ----------------------------------------------------------
+
+    def _enqueue_query(
+        self, db: sqlite3.Connection, message: OutboxMessage, asked: int, accepted_at: float
+    ) -> OutboxMessage:
+        """The next query for the result of ``message`` (ours, answered "pending"), due after
+        ``casecore.result_query_delay``. ``message`` may be an earlier query: the original id
+        and the acceptance time travel in the payload."""
+        about = orjson.loads(message.payload) if message.kind == QUERY else {}
+        original = about.get("msg_id", message.msg_id)
+        accepted_at = about.get("accepted_at", accepted_at)
+        payload = orjson.dumps({"msg_id": original, "asked": asked + 1, "accepted_at": accepted_at})
+        partner = self.partners.get(message.partner)
+        msg_id = casecore.message_id("query", original, str(asked + 1))
+        sealed = self.sealer.seal(
+            orjson.dumps({"msg_id": original}),
+            receiver=env.Party(partner.region, partner.node),
+            kind=QUERY,
+            matter=message.matter,
+            idem_key=original,
+            msg_id=msg_id,
+        )
+        return Store.enqueue(
+            db,
+            msg_id,
+            message.case_id,
+            message.sub_id,
+            message.partner,
+            message.domain,
+            QUERY,
+            message.matter,
+            payload,
+            sealed.to_json(),
+            due=time.time() + casecore.result_query_delay(asked, self.result_query_after),
+        )
+
+    async def _query_answered(
+        self, message: OutboxMessage, reply: Reply, envelope: env.Envelope
+    ) -> None:
+        """The partner answered our query: a result settles the sub-matter; "pending" again
+        means ask later, and past ``result_overdue`` flag it (an alert line)."""
+        with self.store.transaction() as db:
+            if not Store.finish(db, message.msg_id):
+                return
+        if not reply.pending:
+            await self._settle_result(message, reply, envelope, "result.queried")
+            return
+        about = orjson.loads(message.payload)
+        overdue = casecore.result_overdue(about["accepted_at"], time.time(), self.result_overdue)
+        with self.store.transaction() as db:
+            case = Store.load_case(db, message.case_id)
+            if case is None:
+                return
+            current = next(s for s in case.states if s.sub_id == message.sub_id)
+            if current.status != casecore.AWAITING:
+                return  # settled meanwhile
+            flagged = overdue and current.error_code != casecore.RESULT_OVERDUE
+            if flagged:
+                states = casecore.mark_result_overdue(case.states, message.sub_id)
+                Store.add_step(db, case.id, "result_overdue", message.sub_id, {})
+                Store.save_states(db, case, states, casecore.case_status(states))
+            chase = self._enqueue_query(db, message, about["asked"], about["accepted_at"])
+        hand_over(self.dispatcher, [chase])
+        if flagged:
+            # The alert line operators watch for: a result that never came is never forgotten.
+            log.error(
+                "case.result_overdue",
+                alert=True,
+                case_id=message.case_id,
+                sub_id=message.sub_id,
+                partner=message.partner,
+            )
 
     async def retry_scheduled(
         self,
@@ -499,7 +592,7 @@ class CaseService:
                 "WHERE msg_id = ? AND status = 'in_flight'",
                 (1 if counts else 0, time.time() + delay, code, text, message.msg_id),
             )
-            if message.attempts == 0 and counts and message.kind not in ("office", "result"):
+            if message.attempts == 0 and counts and message.kind not in ("office", "result", QUERY):
                 Store.add_step(
                     db, message.case_id, "delivery_retrying", message.sub_id, {"code": code}
                 )
@@ -521,7 +614,7 @@ class CaseService:
 
     @staticmethod
     def _maybe_delivered(db: sqlite3.Connection, message: OutboxMessage) -> None:
-        if message.kind in ("office", "result"):  # not a case's message to a partner
+        if message.kind in ("office", "result", QUERY):  # not a request to a partner
             return
         case = Store.load_case(db, message.case_id)
         if case is not None:
@@ -549,6 +642,11 @@ class CaseService:
                         message.case_id,
                     ),
                 )
+            elif message.kind == QUERY:  # we could not ask: the result is overdue, not failed
+                case = Store.load_case(db, message.case_id)
+                assert case is not None
+                states = casecore.mark_result_overdue(case.states, message.sub_id)
+                Store.save_states(db, case, states, casecore.case_status(states))
             else:
                 case = Store.load_case(db, message.case_id)
                 assert case is not None

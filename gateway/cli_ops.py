@@ -99,6 +99,8 @@ def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
         Opener(parts.trust, parts.backend, MemoryNonceStore()),
         AuditWriter(parts.audit, parts.signer, parts.backend),
         settings.region_code,
+        settings.result_query_after_seconds,
+        settings.result_overdue_seconds,
     )
     targets = (
         [m.msg_id for m in parts.store.outbox("dead", 100_000)] if args.all_dead else [args.msg_id]

@@ -123,6 +123,18 @@ class Settings(BaseSettings):
         0.5, gt=0, description="first retry delay; doubles with jitter per attempt"
     )
     delivery_retry_max_seconds: float = Field(60.0, gt=0, description="longest retry delay")
+    result_query_after_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="a result a partner accepted as pending and has not reported is asked for "
+        "(query) after this long, then at doubling intervals up to a day",
+    )
+    result_overdue_seconds: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="a result still not reported after this long puts its case among those "
+        "needing attention, with an alert line",
+    )
     delivery_lease_seconds: float = Field(
         30.0, gt=0, description="a claimed message is another worker's after this long"
     )

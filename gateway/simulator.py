@@ -64,6 +64,8 @@ class Faults:
     reset_rate: float = 0.0
     reject_matters: list[str] = field(default_factory=list)  # business refusal of these matters
     async_results: bool = False  # answer "pending", report the result later (ReportResult)
+    lose_reports: bool = False  # ...but the report never leaves: 襄州 must ask (a query)
+    never_decide: bool = False  # ...and no result ever comes: a query is answered "pending"
     # The next N answers are lost after their effect was applied (the connection drops): the
     # gateway must send again, and the partner must not apply it twice.
     lose_replies: int = 0
@@ -172,6 +174,14 @@ class Simulator:
     # -- what the partner does -------------------------------------------------------------
 
     def _effect(self, identity: Identity, envelope: env.Envelope, payload: Any) -> dict[str, Any]:
+        if envelope.kind == "query":  # 襄州 asks for the result of one of its messages
+            asked = payload.get("msg_id") if isinstance(payload, dict) else None
+            final = identity.ledger.reply(f"final:{asked}") if isinstance(asked, str) else None
+            if final is not None:
+                return final
+            if isinstance(asked, str) and identity.ledger.reply(asked) is not None:
+                return {"status": "pending", "receipt_no": f"{identity.region}-{asked[:12]}"}
+            return {"status": "rejected", "code": "MESSAGE_UNKNOWN", "message": "未收到该请求"}
         if envelope.kind == "result":  # 襄州 reports the result of a case we filed there
             identity.results[envelope.idem_key] += 1
             identity.result_bodies[envelope.idem_key] = payload
@@ -230,11 +240,14 @@ class Simulator:
             except orjson.JSONDecodeError:
                 payload = None
             reply = self._effect(identity, envelope, payload)
-            if self.fault(identity.region).async_results and envelope.kind == "request":
+            if faults.async_results and envelope.kind == "request":
                 final, reply = reply, {"status": "pending", "receipt_no": reply.get("receipt_no")}
-                task = asyncio.create_task(self._report_later(identity, envelope, final))
-                self._reports.add(task)
-                task.add_done_callback(self._reports.discard)
+                if not faults.never_decide:
+                    identity.ledger.record(f"final:{envelope.msg_id}", final, applied=False)
+                if not (faults.lose_reports or faults.never_decide):
+                    task = asyncio.create_task(self._report_later(identity, envelope, final))
+                    self._reports.add(task)
+                    task.add_done_callback(self._reports.discard)
             applied = identity.effects[envelope.msg_id] > applied_before
             identity.ledger.record(envelope.msg_id, reply, applied)
         # Re-sealed every time: a resend gets a fresh nonce, so it is no replay to the gateway.

@@ -130,10 +130,21 @@ class CaseRow(CaseSummary):
 SUMMARY_COLUMNS = (
     ", ".join(
         f"cases.{name}"
-        for name in (
-            "id created updated status hall clerk token_name bundle title filed_on idem_key "
-            "request_hash person"
-        ).split()
+        for name in [
+            "id",
+            "created",
+            "updated",
+            "status",
+            "hall",
+            "clerk",
+            "token_name",
+            "bundle",
+            "title",
+            "filed_on",
+            "idem_key",
+            "request_hash",
+            "person",
+        ]
     )
     + ", cases.routing AS plan, cases.states, cases.version"
 )
@@ -512,10 +523,11 @@ class Store:
         envelope: bytes,
         held: bool = False,
         lease: tuple[str, float] | None = None,
+        due: float | None = None,
     ) -> OutboxMessage:
         """``lease``: (owner, until) — in flight for that worker at once, as if it had claimed
         it; ``held``: not due until ``release_hold`` (or, should that never come, a little
-        later)."""
+        later); ``due``: not sent before this time."""
         now = time.time()
         message = OutboxMessage(
             msg_id,
@@ -530,7 +542,7 @@ class Store:
             IN_FLIGHT if lease else PENDING,
             0,
             now,
-            now + HOLD_SECONDS if held else now,
+            due if due is not None else now + HOLD_SECONDS if held else now,
             lease[0] if lease else None,
             lease[1] if lease else None,
             None,

@@ -175,3 +175,28 @@ def test_message_ids_derive_from_durable_facts_and_each_retry_is_new() -> None:
     retried = casecore.retry_failed(states, sub)
     assert [s.attempts for s in retried if s.sub_id == sub] == [1]
     assert casecore.ready(retried)[0] == sub
+
+
+def test_results_not_reported_are_asked_for_at_doubling_intervals_then_flagged() -> None:
+    assert [casecore.result_query_delay(n, 3600) for n in range(7)] == [
+        3600,
+        7200,
+        14400,
+        28800,
+        57600,
+        86400,
+        86400,
+    ]
+    assert not casecore.result_overdue(1000.0, 1000.0 + 59, 60)
+    assert casecore.result_overdue(1000.0, 1000.0 + 60, 60)
+    states = [
+        casecore.SubState("a", casecore.AWAITING, (), False, delivered=True),
+        casecore.SubState("b", casecore.DONE, (), False, delivered=True),
+    ]
+    assert casecore.case_status(states) == "in_progress"
+    flagged = casecore.mark_result_overdue(states, "a")
+    assert flagged[0].error_code == casecore.RESULT_OVERDUE and flagged[1] == states[1]
+    assert casecore.case_status(flagged) == "attention"
+    assert casecore.mark_result_overdue(states, "b") == states  # only one still awaiting
+    settled = casecore.apply_result(flagged, "a", casecore.Reply(True), {"receipt_no": "r"})
+    assert casecore.case_status(settled) == "done" and settled[0].error_code is None

@@ -734,3 +734,42 @@ def test_a_restarted_partner_still_knows_what_it_applied(deployment: Deployment)
     stats = deployment.stats()["411329"]
     assert stats["duplicates_answered"] >= 1  # from its records: its memory was new
     assert stats["applied_twice"] == [] and stats["applied"] == stats["messages"] == 2
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [{"extra_env": {"XGW_RESULT_QUERY_AFTER_SECONDS": "0.2", "XGW_RESULT_OVERDUE_SECONDS": "1"}}],
+    indirect=True,
+)
+def test_results_not_reported_are_asked_for_and_overdue_ones_flagged(
+    deployment: Deployment,
+) -> None:
+    """新野 accepts as pending, but its ReportResult never leaves: we ask for the result (a
+    query through the outbox) and the case completes. Where no result ever comes, the case
+    needs attention (RESULT_OVERDUE, an alert line) until a late report settles it."""
+    deployment.faults({"411329": {"async_results": True, "lose_reports": True}})
+    lost = deployment.file("YJS-YLBX")["id"]
+    done = deployment.wait([lost], timeout=60)[0]
+    steps = [s["step"] for s in done["timeline"]]
+    assert "accepted_result_pending" in steps and steps.count("done") == 2
+    assert "result.queried" in deployment.xgw("audit", "show", "--case", lost, "--limit", "100")
+    assert deployment.stats()["411329"]["results"] == {}  # no report ever reached us
+
+    deployment.faults({"411329": {"async_results": True, "never_decide": True}})
+    waiting = deployment.file("YJS-YLBX")["id"]
+    flagged = deployment.wait([waiting], statuses=("attention",), timeout=60)[0]
+    sub = _sub(flagged, "registration")
+    assert (sub["status"], sub["error_code"]) == ("awaiting_result", "RESULT_OVERDUE")
+    assert re.search(r'"event":"case.result_overdue"', deployment.gateways[0].log())
+    ours = next(s["detail"]["message_id"] for s in flagged["timeline"] if s["step"] == "queued")
+    from tests.partner_helpers import Partner
+
+    report = Partner(deployment.data).seal(
+        {"status": "accepted", "result": {"slbh": "late", "blzt": "已办结"}},
+        kind="result",
+        idem_key=ours,
+    )
+    deployment.faults({"411329": {}})  # what comes next is answered at once
+    status, _ = http("POST", f"{deployment.url}/partner/v1/results", raw=report.to_json())
+    assert status == 200
+    assert deployment.wait([waiting], timeout=60)[0]["status"] == "done"
