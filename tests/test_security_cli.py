@@ -55,6 +55,10 @@ def test_generate_show_seal_open_round_trip(tmp_path: Path) -> None:
         str(out),
         "--window",
         "300",
+        "--as-region",
+        "411329",
+        "--from-region",
+        "420607",
         env=env,
     )
     assert result.returncode == 0, result.stderr
@@ -78,6 +82,7 @@ def test_open_refuses_with_reason(tmp_path: Path) -> None:
         str(tmp_path / "e.json"),
         env=env,
     )
+    as_xinye = ("--as-region", "411329")
     wrong_sender = run_xgw(
         "open",
         "--key",
@@ -88,10 +93,11 @@ def test_open_refuses_with_reason(tmp_path: Path) -> None:
         str(tmp_path / "e.json"),
         "--out",
         str(tmp_path / "o"),
+        *as_xinye,
         env=env,
     )
     assert wrong_sender.returncode == 1
-    assert wrong_sender.stderr.startswith(b"xgw: refused: SIGNATURE_INVALID")
+    assert wrong_sender.stderr.startswith(b"xgw: refused: KEY_UNKNOWN"), wrong_sender.stderr
     wrong_recipient = run_xgw(
         "open",
         "--key",
@@ -102,9 +108,23 @@ def test_open_refuses_with_reason(tmp_path: Path) -> None:
         str(tmp_path / "e.json"),
         "--out",
         str(tmp_path / "o"),
+        *as_xinye,
         env=env,
     )
-    assert b"DECRYPT_FAILED" in wrong_recipient.stderr
+    assert b"KEY_UNKNOWN" in wrong_recipient.stderr  # not wrapped to this key
+    not_ours = run_xgw(
+        "open",
+        "--key",
+        str(tmp_path / "b.key.pem"),
+        "--from",
+        str(tmp_path / "a.pub.pem"),
+        "--in",
+        str(tmp_path / "e.json"),
+        "--out",
+        str(tmp_path / "o"),
+        env=env,
+    )
+    assert b"NOT_FOR_US" in not_ours.stderr  # addressed to 411329, opened as 420607
     bad_pass = run_xgw(
         "open",
         "--key",
@@ -115,6 +135,7 @@ def test_open_refuses_with_reason(tmp_path: Path) -> None:
         str(tmp_path / "e.json"),
         "--out",
         str(tmp_path / "o"),
+        *as_xinye,
         env={**env, "XGW_KEY_PASSPHRASE": "nope"},
     )
     assert b"PASSPHRASE_INVALID" in bad_pass.stderr
@@ -177,3 +198,41 @@ def test_configured_keys_dir_without_trust_file_is_an_error(tmp_path: Path) -> N
     result = run_xgw("keys", env=env)
     assert result.returncode == 1
     assert b"TRUST_CONFIG_INVALID" in result.stderr
+
+
+def test_open_gives_each_shipped_vector_its_expected_code(tmp_path: Path) -> None:
+    """The reference tool runs the receiver's checks (§6): the codes the vectors expect."""
+    import json
+
+    vectors = Path(__file__).parent / "vectors"
+    manifest = json.loads((vectors / "manifest.json").read_text(encoding="utf-8"))
+    (sender,) = manifest["trusted_senders"]
+    env = xgw_env(tmp_path / "var")
+    for vector in manifest["vectors"]:
+        result = run_xgw(
+            "open",
+            "--key",
+            str(vectors / manifest["receiver"]["key"]),
+            "--from",
+            str(vectors / sender["key"]),
+            "--from-region",
+            sender["region"],
+            "--as-region",
+            manifest["receiver"]["region"],
+            "--now",
+            manifest["now"],
+            "--window",
+            str(manifest["window_seconds"]),
+            "--in",
+            str(vectors / vector["file"]),
+            "--out",
+            str(tmp_path / "out"),
+            env=env,
+        )
+        if vector["expect"] == "OK":
+            assert result.returncode == 0, result.stderr
+            assert (tmp_path / "out").read_bytes() == (vectors / "plaintext.json").read_bytes()
+        else:
+            assert result.returncode == 1, (vector, result.stdout)
+            code = result.stderr.decode().split(": ")[2]
+            assert code == vector["expect"], (vector["file"], result.stderr)
