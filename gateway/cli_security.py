@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+import orjson
 
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
+from gateway.vectors import VectorSet, fresh_prefix, write_vectors
+from mappings.mapping import MappingError, pick_version
 from security import envelope as env
 from security.curve import DEFAULT_DISTID
 from security.errors import PASSPHRASE_REQUIRED, SecurityError
@@ -165,6 +169,81 @@ def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _sample_payload(settings: Settings, partner: str, code: str, on: date) -> bytes:
+    """The SAMPLE example of the transform a partner's matter code uses, in its schema."""
+    from gateway.cli_mappings import registry_for
+    from gateway.demo import example
+
+    registry = registry_for(settings)
+    try:
+        version = pick_version(
+            registry.versions(settings.region_code, partner), on, settings.region_code, partner
+        )
+    except (MappingError, KeyError):
+        raise SecurityError(
+            "MATTER_UNKNOWN", f"no mapping with {partner} is in force; give --in"
+        ) from None
+    for entry in version.entries.values():
+        for target in entry.targets:
+            if target.partner_code == code:
+                transform = registry.transforms[target.transform]
+                return orjson.dumps(transform.outbound(example(target.transform)))
+    raise SecurityError(
+        "MATTER_UNKNOWN", f"{code} maps to none of our matters with {partner}; give --in"
+    )
+
+
+def cmd_vectors_make(args: argparse.Namespace, settings: Settings) -> int:
+    """Fresh vectors a partner signs with its own key, for a live receiver: sent within the
+    window, ok.json is taken in and every other vector refused with its code."""
+    backend = backend_for(settings)
+    signer = _private(args, settings)
+    now = env.now_utc().replace(microsecond=0)
+    plaintext = (
+        _read(args.input)
+        if args.input
+        else _sample_payload(settings, args.sender_region, args.matter, now.date())
+    )
+    receiver = env.Party(
+        args.receiver_region or settings.region_code, args.receiver_node or settings.node_id
+    )
+    spec = VectorSet(
+        env.Party(args.sender_region, args.sender_node),
+        receiver,
+        args.matter,
+        plaintext,
+        now,
+        signer,
+        load_public_key(_read(args.to)),
+        idem_key=f"{args.sender_region}-{fresh_prefix()}",
+        msg_prefix=fresh_prefix(),
+    )
+    keys = args.out / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    (keys / "sender.pub.pem").write_bytes(signer.public.to_pem())
+    manifest = write_vectors(
+        args.out,
+        spec,
+        backend,
+        {
+            "window_seconds": settings.replay_window_seconds,
+            "receiver": {"region": receiver.region, "node": receiver.node, "key": None},
+            "trusted_senders": [
+                {
+                    "region": args.sender_region,
+                    "name": args.sender_region,
+                    "key": "keys/sender.pub.pem",
+                }
+            ],
+        },
+    )
+    print(
+        f"{len(manifest['vectors'])} vectors in {args.out} (now {manifest['now']}): send them "
+        f"within {manifest['window_seconds']:g} s; each file's expected answer is in manifest.json"
+    )
+    return 0
+
+
 # Keys named on the command line carry no validity of their own.
 ALWAYS = Validity(datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
 
@@ -230,3 +309,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _add_passphrase_options(open_)
     open_.set_defaults(handler=cmd_open)
+
+    vectors = commands.add_parser("vectors", help="XGW-ENV/1 test vectors")
+    vector_commands = vectors.add_subparsers(dest="vectors_command", metavar="ACTION")
+    make = vector_commands.add_parser(
+        "make", help="fresh vectors signed with your key for a live receiver"
+    )
+    make.add_argument("--key", type=Path, required=True, help="your private key (signs)")
+    make.add_argument("--to", type=Path, required=True, help="the receiver's public key")
+    make.add_argument("--sender-region", required=True, help="your jurisdiction")
+    make.add_argument("--sender-node", required=True, help="your gateway node")
+    make.add_argument("--matter", required=True, help="a matter code in your catalogue")
+    make.add_argument("--in", dest="input", type=Path, help="payload (default: SAMPLE example)")
+    make.add_argument("--receiver-region", help="default: region_code")
+    make.add_argument("--receiver-node", help="default: node_id")
+    make.add_argument("--out", type=Path, required=True, help="folder to write into")
+    _add_passphrase_options(make)
+    make.set_defaults(handler=cmd_vectors_make)
+
+    def vectors_help(_args: argparse.Namespace, _settings: Settings) -> int:
+        vectors.print_help()
+        return 2
+
+    vectors.set_defaults(handler=vectors_help)

@@ -290,3 +290,45 @@ def test_soap_faults_over_http_say_what_and_how(deployment: Deployment) -> None:
         "GET", f"{deployment.url}/soap/v1?WSDL", headers={"X-Forwarded-Proto": "https"}
     )
     assert status == 200 and b'location="https://127.0.0.1:' in wsdl
+
+
+def test_fresh_vectors_from_xgw_vectors_make_meet_a_live_receiver(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A partner makes vectors with its own key and our public key; sent to the running
+    gateway within the window, ok.json is taken in and every other one refused with the code
+    the manifest gives (the live gateway answers a resend with its first receipt instead of
+    REPLAYED: that expectation is the opener's, §9)."""
+    from tests.conftest import run_xgw, xgw_env
+
+    folder = deployment.data / "simulator" / "411329"
+    ours = next((deployment.data / "keys").glob("own-*.pub.pem"))
+    out = tmp_path / "vectors"
+    made = run_xgw(
+        "vectors",
+        "make",
+        "--key",
+        str(folder / "partner.key.pem"),
+        "--passphrase-file",
+        str(folder / "passphrase"),
+        "--to",
+        str(ours),
+        "--sender-region",
+        "411329",
+        "--sender-node",
+        "xinye-gw",
+        "--matter",
+        "XY-SB-001",
+        "--out",
+        str(out),
+        env=xgw_env(deployment.data),
+    )
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    for vector in manifest["vectors"]:
+        raw = (out / vector["file"]).read_bytes()
+        status, body = http("POST", f"{deployment.url}/partner/v1/cases", raw=raw)
+        if vector["expect"] == "OK":
+            assert status == 200, body
+        else:
+            assert body["code"] == vector["expect"], (vector["file"], body)
