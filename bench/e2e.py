@@ -284,7 +284,7 @@ def main() -> int:
             rounds.append(measure_round(server, token, args, sharing, idle))
             bounds.append(crypto_bound(seconds))
     finally:
-        server.close()
+        at_rest = server.close()
         sharing.close()
         idle.close()
     for number, (measured, around) in enumerate(zip(rounds, pairwise(bounds), strict=True), 1):
@@ -292,6 +292,15 @@ def main() -> int:
         measured.own_ms = (around[0][2] + around[1][2]) / 2
         print(f"round {number}: {measured.summary()}")
     report(rounds, args, gateway_on is not None, [b[0] for b in bounds], sharing.method)
+    cases = max(1, int(at_rest.get("cases", 0)))
+    crypto_ms = statistics.median(r.crypto_ms for r in rounds)
+    sealing_ms = float(at_rest.get("seconds", 0.0)) * 1000 / cases
+    print(
+        f"at-rest sealing (SM4-GCM of forms, payloads, answers), measured in the gateway over "
+        f"{cases} cases: {at_rest.get('values_sealed', 0) / cases:.1f} values sealed and "
+        f"{at_rest.get('values_opened', 0) / cases:.1f} opened per case, {sealing_ms:.3f} ms "
+        f"per case = {sealing_ms / crypto_ms:.3f} x the case's crypto time"
+    )
     print(
         "bare aiohttp pass-through req/s: "
         f"{asyncio.run(passthrough(3.0 if not args.smoke else 0.3, args.clients)):.0f}"

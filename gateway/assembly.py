@@ -15,7 +15,7 @@ from gateway.audit import AuditLog
 from gateway.cli_audit import open_audit_log
 from gateway.cli_mappings import registry_for
 from gateway.config import Settings
-from gateway.keystore import backend_for, load_trust
+from gateway.keystore import backend_for, load_data_keys, load_trust
 from gateway.logs import get_logger
 from gateway.partners import (
     Endpoint,
@@ -85,7 +85,7 @@ def assemble(settings: Settings) -> Parts:
         trust,
         registry_for(settings),
         partners,
-        Store(settings.database, group_commit=True),
+        Store(settings.database, group_commit=True, data_keys=load_data_keys(settings)),
         open_audit_log(settings),
         lambda: trust.signing_key(datetime.now(UTC)),
         partner_messages,

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from gateway.config import Settings
-from gateway.keystore import backend_for, load_trust
+from gateway.keystore import add_data_key, backend_for, load_data_keys, load_trust
 from gateway.vectors import VectorSet, fresh_prefix, write_vectors
 from mappings.mapping import MappingError, pick_version
 from security import envelope as env
@@ -193,6 +193,13 @@ def _sample_payload(settings: Settings, partner: str, code: str, on: date) -> by
     )
 
 
+def cmd_rotate_data_key(_args: argparse.Namespace, settings: Settings) -> int:
+    load_data_keys(settings)  # the first key, if there was none: what was sealed stays readable
+    path = add_data_key(settings)
+    print(f"new data key {path.name}: seals from the next start; the older keys still open")
+    return 0
+
+
 def cmd_vectors_make(args: argparse.Namespace, settings: Settings) -> int:
     """Fresh vectors a partner signs with its own key, for a live receiver: sent within the
     window, ok.json is taken in and every other vector refused with its code."""
@@ -260,6 +267,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     generate.add_argument("--name", help="file name stem (default sm2-<key id prefix>)")
     _add_passphrase_options(generate)
     generate.set_defaults(handler=cmd_keys_generate)
+    rotate = key_commands.add_parser(
+        "rotate-data-key",
+        help="a new data key seals personal data at rest from the next start; older ones still open",
+    )
+    rotate.set_defaults(handler=cmd_rotate_data_key)
     show = key_commands.add_parser("show", help="kind, key id and public point of a key file")
     show.add_argument("file", type=Path)
     _add_passphrase_options(show)

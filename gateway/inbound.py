@@ -175,7 +175,8 @@ class InboundService:
         if not await self.limiter.allow(partner):
             raise InboundRefused("RATE_LIMITED", "too many messages this minute", envelope)
         rows = self.store.read(
-            "SELECT reply FROM inbound_message WHERE partner = ? AND msg_id = ?",
+            "SELECT xgw_open('inbound_message.reply', partner || '/' || msg_id, reply) AS reply "
+            "FROM inbound_message WHERE partner = ? AND msg_id = ?",
             (partner.region, envelope.msg_id),
         )
         if rows:  # a resend: the first answer again, re-sealed; no second effect
@@ -348,7 +349,8 @@ class InboundService:
             else:
                 now = iso_now()
                 db.execute(
-                    "INSERT INTO inbound_case VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    "INSERT INTO inbound_case VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                    "xgw_seal('inbound_case.form', ?1, ?10), NULL)",
                     (
                         case_id,
                         partner.region,
@@ -447,7 +449,9 @@ class InboundService:
                 "PAYLOAD_MALFORMED", f'a status query holds {{"receipt_no": "…"}}: {exc}', envelope
             ) from None
         rows = self.store.read(
-            "SELECT id, partner, status, local_matter, result, updated FROM inbound_case WHERE id = ?",
+            "SELECT id, partner, status, local_matter, "
+            "xgw_open('inbound_case.result', id, result) AS result, updated "
+            "FROM inbound_case WHERE id = ?",
             (reference,),
         )
         if not rows or rows[0]["partner"] != partner.region:
@@ -509,7 +513,8 @@ class InboundService:
             if status is None or status[0] != "in_office":
                 return  # decided already (a resend of the hand-over)
             db.execute(
-                "UPDATE inbound_case SET status = ?, result = ?, updated = ? WHERE id = ?",
+                "UPDATE inbound_case SET status = ?1, "
+                "result = xgw_seal('inbound_case.result', ?4, ?2), updated = ?3 WHERE id = ?4",
                 (outcome, orjson.dumps(result), iso_now(), message.case_id),
             )
             result_message = Store.enqueue(

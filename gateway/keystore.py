@@ -7,6 +7,7 @@ setup. A configured ``keys_dir`` is never filled in silently: a missing trust fi
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from gateway.config import Settings
+from security.atrest import DataKeys, key_id, new_data_key
 from security.backend import CryptoBackend, get_backend
 from security.errors import PASSPHRASE_REQUIRED, TRUST_CONFIG_INVALID, SecurityError
 from security.keys import generate_private_key, read_passphrase, write_private_key
@@ -125,3 +127,39 @@ def load_trust(settings: Settings) -> TrustStore:
             f"{path}: own.region {store.region} differs from region_code {settings.region_code}",
         )
     return store
+
+
+DATA_KEYS_DIR = "data-keys"
+
+
+def data_keys_dir(settings: Settings) -> Path:
+    return settings.effective_keys_dir / DATA_KEYS_DIR
+
+
+def add_data_key(settings: Settings) -> Path:
+    """A new data key (16 random bytes, base64, 0600): it seals from now on; the older ones
+    stay to open what they sealed."""
+    folder = data_keys_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = new_data_key()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    path = folder / f"data-{stamp}-{key_id(key).hex()}.key"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(base64.b64encode(key).decode() + "\n")
+    return path
+
+
+def load_data_keys(settings: Settings) -> DataKeys:
+    """The node's data keys, oldest first (the newest seals); the first made on first use."""
+    folder = data_keys_dir(settings)
+    files = sorted(folder.glob("data-*.key")) if folder.exists() else []
+    if not files:
+        files = [add_data_key(settings)]
+    try:
+        keys = [base64.b64decode(path.read_text(encoding="ascii").strip()) for path in files]
+        return DataKeys(keys, backend_for(settings))
+    except (ValueError, OSError) as exc:
+        raise SecurityError(
+            TRUST_CONFIG_INVALID, f"{folder}: a data key cannot be read ({type(exc).__name__})"
+        ) from None

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from gateway.casecore import PlannedSub, SubState
+from security.atrest import DataKeys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -126,6 +127,28 @@ class CaseRow(CaseSummary):
     form: dict[str, Any] = field(default_factory=dict)
 
 
+# Personal data (forms, payloads, partners' answers) is sealed at rest (security.atrest) by two
+# SQL functions on the store's connection: xgw_seal(place, row, value) as it is written and
+# xgw_open(place, row, value) as it is read, so every statement that touches such a column says
+# so, and the static helpers that take a connection inside a transaction need nothing else.
+CASE_COLUMNS = (
+    "id, created, updated, status, hall, clerk, token_name, bundle, title, filed_on, idem_key, "
+    "request_hash, person, xgw_open('cases.form', id, form) AS form, "
+    "xgw_open('cases.plan', id, plan) AS plan, xgw_open('cases.states', id, states) AS states, "
+    "version"
+)
+OUTBOX_COLUMNS = (
+    "msg_id, case_id, sub_id, partner, domain, kind, matter, "
+    "xgw_open('outbox.payload', msg_id, payload) AS payload, envelope, status, attempts, created, "
+    "next_attempt_at, lease_owner, lease_until, last_error_code, last_error, finished_at"
+)
+
+_CASE_BY_IDEM = f"SELECT {CASE_COLUMNS} FROM cases WHERE idem_key = ?"  # noqa: S608 - constant columns
+_CASE_BY_ID = f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ?"  # noqa: S608 - constant columns
+_OUTBOX_BY_STATUS = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = ? ORDER BY created LIMIT ?"  # noqa: S608 - constant columns
+_OUTBOX_ALL = f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY created LIMIT ?"  # noqa: S608 - constant columns
+_OUTBOX_BY_ID = f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE msg_id = ?"  # noqa: S608 - constant columns
+
 # The columns of a listing: never a form or a plan's payloads, however large they are.
 SUMMARY_COLUMNS = (
     ", ".join(
@@ -146,7 +169,8 @@ SUMMARY_COLUMNS = (
             "person",
         ]
     )
-    + ", cases.routing AS plan, cases.states, cases.version"
+    + ", cases.routing AS plan, xgw_open('cases.states', cases.id, cases.states) AS states, "
+    "cases.version"
 )
 
 
@@ -221,7 +245,9 @@ def _add_routing(db: sqlite3.Connection) -> None:
             db.execute("COMMIT")  # another process added it meanwhile
             return
         db.execute("ALTER TABLE cases ADD COLUMN routing BLOB")
-        for case_id, created, plan in db.execute("SELECT id, created, plan FROM cases").fetchall():
+        for case_id, created, plan in db.execute(
+            "SELECT id, created, xgw_open('cases.plan', id, plan) FROM cases"
+        ).fetchall():
             planned = [
                 PlannedSub(**{**p, "depends_on": tuple(p["depends_on"])})
                 for p in orjson.loads(plan)
@@ -232,6 +258,23 @@ def _add_routing(db: sqlite3.Connection) -> None:
     except BaseException:
         rollback(db)
         raise
+
+
+def register_sealing(db: sqlite3.Connection, keys: DataKeys | None) -> None:
+    """xgw_seal / xgw_open on this connection (see CASE_COLUMNS)."""
+
+    def seal(place: str, row: str, value: bytes | None) -> bytes | None:
+        if value is None or keys is None:
+            return value
+        return keys.seal(bytes(value), f"{place}:{row}".encode())
+
+    def open_(place: str, row: str, value: bytes | None) -> bytes | None:
+        if value is None or keys is None:
+            return value
+        return keys.open(bytes(value), f"{place}:{row}".encode())
+
+    db.create_function("xgw_seal", 3, seal)
+    db.create_function("xgw_open", 3, open_, deterministic=True)
 
 
 def rollback(db: sqlite3.Connection) -> None:
@@ -264,10 +307,16 @@ class Store:
     (``casecore.message_id``), so one re-made after a power cut is de-duplicated by its
     receiver; only a filing's first messages are held until the filing is on disk."""
 
-    def __init__(self, path: Path, group_commit: bool = False) -> None:
+    def __init__(
+        self, path: Path, group_commit: bool = False, data_keys: DataKeys | None = None
+    ) -> None:
+        """``data_keys``: personal data is sealed at rest under them (the gateway always gives
+        them; without, values are written in clear, and only clear ones read)."""
         self.path = path
         self.group_commit = group_commit
         self._db = open_sqlite(path, "NORMAL" if group_commit else "FULL")
+        self.data_keys = data_keys
+        register_sealing(self._db, data_keys)
         self._db.row_factory = sqlite3.Row
         self._db.executescript(SCHEMA)
         _add_routing(self._db)
@@ -379,7 +428,7 @@ class Store:
     # -- cases ---------------------------------------------------------------------------------
 
     def case_by_idem(self, idem_key: str) -> CaseRow | None:
-        rows = self.read("SELECT * FROM cases WHERE idem_key = ?", (idem_key,))
+        rows = self.read(_CASE_BY_IDEM, (idem_key,))
         return _case(rows[0]) if rows else None
 
     def case_head(self, case_id: str) -> tuple[str, tuple[int, int]] | None:
@@ -392,7 +441,7 @@ class Store:
         return (rows[0][0], (rows[0][1], rows[0][2])) if rows else None
 
     def case(self, case_id: str) -> CaseRow | None:
-        rows = self.read("SELECT * FROM cases WHERE id = ?", (case_id,))
+        rows = self.read(_CASE_BY_ID, (case_id,))
         return _case(rows[0]) if rows else None
 
     def list_cases(
@@ -446,7 +495,9 @@ class Store:
         db.execute(
             "INSERT INTO cases (id, created, updated, status, hall, clerk, token_name, bundle, title, "
             "filed_on, idem_key, request_hash, person, form, plan, states, version, routing) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+            "xgw_seal('cases.form', ?1, ?14), xgw_seal('cases.plan', ?1, ?15), "
+            "xgw_seal('cases.states', ?1, ?16), ?17, ?18)",
             (
                 case.id,
                 case.created,
@@ -473,7 +524,7 @@ class Store:
     @staticmethod
     def load_case(db: sqlite3.Connection, case_id: str) -> CaseRow | None:
         db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+        row = db.execute(_CASE_BY_ID, (case_id,)).fetchone()
         return _case(row) if row else None
 
     @staticmethod
@@ -481,7 +532,8 @@ class Store:
         db: sqlite3.Connection, case: CaseRow, states: list[SubState], status: str
     ) -> None:
         db.execute(
-            "UPDATE cases SET states = ?, status = ?, updated = ?, version = version + 1 WHERE id = ?",
+            "UPDATE cases SET states = xgw_seal('cases.states', ?4, ?1), status = ?2, updated = ?3, "
+            "version = version + 1 WHERE id = ?4",
             (orjson.dumps(states), status, iso_now(), case.id),
         )
 
@@ -552,7 +604,8 @@ class Store:
         db.execute(
             "INSERT INTO outbox (msg_id, case_id, sub_id, partner, domain, kind, matter, payload, "
             "envelope, status, attempts, created, next_attempt_at, lease_owner, lease_until) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, xgw_seal('outbox.payload', ?1, ?8), ?9, ?10, ?11, "
+            "?12, ?13, ?14, ?15)",
             (
                 message.msg_id,
                 message.case_id,
@@ -607,7 +660,8 @@ class Store:
     ) -> None:
         """A partner's message and our answer to it, for answering a resend the same way."""
         db.execute(
-            "INSERT OR IGNORE INTO inbound_message VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO inbound_message VALUES "
+            "(?1, ?2, ?3, ?4, ?5, xgw_seal('inbound_message.reply', ?1 || '/' || ?2, ?6))",
             (partner, msg_id, kind, iso_now(), case_id, orjson.dumps(reply)),
         )
 
@@ -626,7 +680,8 @@ class Store:
         placeholders = ", ".join("?" * len(skipped))  # only placeholders: values are bound
         with self.transaction() as db:
             sql = (
-                "SELECT * FROM outbox WHERE status IN (?, ?) AND next_attempt_at <= ? "  # noqa: S608
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status IN (?, ?) "  # noqa: S608
+                "AND next_attempt_at <= ? "
                 "AND (lease_until IS NULL OR lease_until < ?) "
                 f"AND partner NOT IN ({placeholders}) ORDER BY next_attempt_at LIMIT ?"
             )
@@ -679,14 +734,15 @@ class Store:
     def outbox(self, status: str | None = None, limit: int = 200) -> list[OutboxMessage]:
         if status:
             rows = self.read(
-                "SELECT * FROM outbox WHERE status = ? ORDER BY created LIMIT ?", (status, limit)
+                _OUTBOX_BY_STATUS,
+                (status, limit),
             )
         else:
-            rows = self.read("SELECT * FROM outbox ORDER BY created LIMIT ?", (limit,))
+            rows = self.read(_OUTBOX_ALL, (limit,))
         return [OutboxMessage(**dict(r)) for r in rows]
 
     def message(self, msg_id: str) -> OutboxMessage | None:
-        rows = self.read("SELECT * FROM outbox WHERE msg_id = ?", (msg_id,))
+        rows = self.read(_OUTBOX_BY_ID, (msg_id,))
         return OutboxMessage(**dict(rows[0])) if rows else None
 
     def counts(self) -> dict[str, int]:

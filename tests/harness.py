@@ -499,7 +499,7 @@ class BenchServer:
                 "XGW_DATA_DIR": str(self.folder / "var"),
                 "XGW_PORT": str(self.port),
                 "XGW_SIMULATOR_PORT": str(sim_port),
-                "XGW_LOG_LEVEL": "warning",
+                "XGW_LOG_LEVEL": "info",  # few lines; at stop, what sealing at rest cost
                 "XGW_LOG_FORMAT": "json",
                 "XGW_PARTNERS_FILE": str(partners),
             }
@@ -520,6 +520,7 @@ class BenchServer:
                 stderr=subprocess.DEVNULL,
             )
             wait_for_http(self.simulator_url + "/_sim/stats", self.simulator, 60)
+        self.log_path = self.folder / "gateway.log"
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -531,7 +532,7 @@ class BenchServer:
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=open(self.log_path, "wb"),  # noqa: SIM115 - lives as long as the process
         )
         if cpu is not None:  # before it starts any thread: each inherits its creator's CPUs
             os.sched_setaffinity(self.proc.pid, {cpu})
@@ -559,11 +560,22 @@ class BenchServer:
             text=True,
         ).stdout.strip()
 
-    def close(self) -> None:
+    def close(self) -> dict[str, Any]:
+        """Stop; what sealing personal data at rest cost the gateway, with the cases filed."""
         import shutil
+        import sqlite3
 
         for proc in (self.proc, self.simulator):
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+        at_rest: dict[str, Any] = {}
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if '"store.at_rest"' in line:
+                at_rest = json.loads(line)
+        database = self.folder / "var" / "gateway.sqlite3"
+        if database.exists():
+            with sqlite3.connect(database) as db:
+                at_rest["cases"] = db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
         shutil.rmtree(self.folder, ignore_errors=True)
+        return at_rest

@@ -332,3 +332,32 @@ def test_fresh_vectors_from_xgw_vectors_make_meet_a_live_receiver(
             assert status == 200, body
         else:
             assert body["code"] == vector["expect"], (vector["file"], body)
+
+
+def test_personal_data_is_sealed_at_rest_and_survives_a_data_key_rotation(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import run_xgw
+
+    deployment = Deployment(tmp_path)
+    try:
+        first = deployment.file("YJS-SBZR")
+        deployment.wait([first["id"]])
+        from gateway.demo import applicant_of, bundle_form
+
+        applicant = applicant_of(bundle_form("YJS-SBZR"))
+        assert run_xgw("keys", "rotate-data-key", env=deployment.env).returncode == 0
+        gateway = deployment.gateways[0]
+        gateway.stop()
+        gateway.start()
+        second = deployment.file("YJS-SBZR")
+        done = deployment.wait([first["id"], second["id"]])
+        assert done[0]["sub_matters"][1]["result"]  # sealed under the old key: still opens
+        gateway.stop()  # everything checkpointed into the database file
+        stored = b"".join(path.read_bytes() for path in deployment.data.glob("gateway.sqlite3*"))
+        assert stored  # the database and its WAL
+        for secret in (applicant["id_number"], applicant["name"]):
+            assert secret.encode() not in stored, secret
+        gateway.start()
+    finally:
+        deployment.close()
