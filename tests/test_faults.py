@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,82 @@ def _filing() -> dict[str, object]:
 
     form = bundle_form("YJS-YLBX")
     return {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": form}
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, to stop and start at will."""
+
+    def __init__(self, folder: Path) -> None:
+        from tests.conftest import free_port
+
+        self.port, self.folder = free_port(), folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        eventually(answers, "the private Redis answering", timeout=10)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.mark.redis
+def test_a_redis_outage_fails_attempts_at_once_and_strands_nothing(tmp_path: Path) -> None:
+    """Redis goes away while a message is to be sent: that attempt fails (counted, audited,
+    retried), the task does not die, and once Redis is back the message goes out at once —
+    not a whole lease (60 s here) later."""
+    if subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0:
+        pytest.fail("redis-server is not installed")
+    redis_server = PrivateRedis(tmp_path)
+    deployment = Deployment(tmp_path, separate_simulator=True)
+    try:
+        deployment.gateways.pop().stop()
+        gateway = deployment.add_gateway(
+            XGW_REDIS_URL=redis_server.url, XGW_DELIVERY_LEASE_SECONDS="60"
+        )
+        redis_server.stop()
+        case_id = deployment.file("YJS-YLBX", url=gateway.url)["id"]
+        eventually(
+            lambda: "REDIS_UNAVAILABLE" in deployment.xgw("audit", "show", "--case", case_id),
+            "a failed attempt, audited",
+            timeout=15,
+        )
+        redis_server.start()
+        began = time.monotonic()
+        deployment.wait([case_id], timeout=40)
+        assert time.monotonic() - began < 20  # not after the 60 s lease
+        assert "Task exception was never retrieved" not in gateway.log()
+        assert deployment.stats()["411329"]["applied_twice"] == []
+    finally:
+        deployment.close()
+        redis_server.stop()
