@@ -773,3 +773,24 @@ def test_results_not_reported_are_asked_for_and_overdue_ones_flagged(
     status, _ = http("POST", f"{deployment.url}/partner/v1/results", raw=report.to_json())
     assert status == 200
     assert deployment.wait([waiting], timeout=60)[0]["status"] == "done"
+
+
+@pytest.mark.parametrize("deployment", [{"separate_simulator": True}], indirect=True)
+def test_sigterm_starts_no_new_send(deployment: Deployment) -> None:
+    """新野 takes one request at a time and is slow: on SIGTERM the one on the wire may finish
+    within the grace, but the ones waiting for their turn are not sent then (they would only
+    be cut at the deadline); the restarted gateway sends them."""
+    deployment.configure_partner("411329", restart=False, max_concurrency=1, timeout_seconds=5)
+    deployment.gateways.pop().stop()
+    gateway = deployment.add_gateway(XGW_SHUTDOWN_GRACE_SECONDS="4")
+    deployment.faults({"*": {"latency_ms": 1500}})
+    ids = [deployment.file("YJS-YLBX", url=gateway.url)["id"] for _ in range(3)]
+    _on_the_wire(deployment, 1)
+    assert gateway.stop() == 0
+    eventually(lambda: deployment.stats()["411329"]["in_flight"] == 0, "the partner idle")
+    assert deployment.stats()["411329"]["applied"] == 1  # only the one already on the wire
+    deployment.faults({"*": {"latency_ms": 0}})
+    deployment.gateways.remove(gateway)
+    deployment.add_gateway()
+    deployment.wait(ids, timeout=60)
+    assert deployment.stats()["411329"]["applied_twice"] == []
