@@ -13,6 +13,20 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.sample_setup import ensure_sample_setup
 from gateway.store import Store
+from rules.text import is_code, text_problem
+
+
+def _token_name(value: str) -> str:
+    if not is_code(r"[A-Za-z0-9._-]{1,64}", value):
+        raise argparse.ArgumentTypeError("1–64 ASCII letters, digits, '.', '_' or '-'")
+    return value
+
+
+def _hall(value: str) -> str:
+    problem = text_problem(value)
+    if problem or not 0 < len(value) <= 100:
+        raise argparse.ArgumentTypeError(problem or "1–100 characters")
+    return value
 
 
 def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -156,8 +170,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     actions = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="issue a token; printed once")
     create.add_argument("--role", choices=("window", "auditor", "admin"), required=True)
-    create.add_argument("--name", required=True)
-    create.add_argument("--hall", help="window tokens: the hall whose cases it sees")
+    create.add_argument("--name", required=True, type=_token_name)
+    create.add_argument("--hall", type=_hall, help="window tokens: the hall whose cases it sees")
     create.set_defaults(handler=cmd_tokens_create)
     actions.add_parser("list", help="tokens, roles, halls").set_defaults(handler=cmd_tokens_list)
     revoke = actions.add_parser("revoke", help="revoke a token by name")

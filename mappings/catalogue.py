@@ -16,6 +16,7 @@ from typing import Any
 
 from mappings import identifiers
 from mappings.source import LocatedDict, LocatedList, Location, Problem, where
+from rules.text import is_code, text_problem
 
 COLUMNS = (
     "基本编码",
@@ -126,6 +127,9 @@ class Bundle:
     where: Location
 
 
+LOCAL_CODE_SHAPE = r"[A-Za-z0-9._-]{1,64}"  # what an envelope's matter may hold
+
+
 def _row_problems(row: dict[str, str]) -> tuple[Matter | None, list[str]]:
     reasons: list[str] = []
     for column in REQUIRED_COLUMNS:
@@ -154,6 +158,13 @@ def _row_problems(row: dict[str, str]) -> tuple[Matter | None, list[str]]:
         reasons.append(f"行使层级 {level} differs from the level in 实施编码 ({code[18]})")
     if row["事项类型"].strip() not in MATTER_TYPES:
         reasons.append(f"事项类型 {row['事项类型']!r} is not one of the national types")
+    local = (row.get("本地编码") or "").strip()
+    if local and not is_code(LOCAL_CODE_SHAPE, local):
+        reasons.append(f"本地编码 {local!r} is not 1–64 ASCII letters, digits, '.', '_' or '-'")
+    for column, value in row.items():
+        problem = text_problem(value or "") if column is not None else None
+        if problem:
+            reasons.append(f"{column} {problem}")
     cross = (row.get("跨省通办") or "").strip()
     if cross not in YES | NO:
         reasons.append(f"跨省通办 {cross!r} must be 是 or 否")

@@ -361,3 +361,23 @@ def test_personal_data_is_sealed_at_rest_and_survives_a_data_key_rotation(
         gateway.start()
     finally:
         deployment.close()
+
+
+def test_the_cli_and_mapping_data_hold_to_the_same_rules(tmp_path: Path) -> None:
+    from mappings.catalogue import _row_problems
+    from tests.conftest import run_xgw, xgw_env
+
+    env = xgw_env(tmp_path / "var")
+    for name, hall in (("win\n1", "hall"), ("win-１", "hall"), ("win-1", "hall\u202e")):
+        created = run_xgw(
+            "tokens", "create", "--role", "window", "--name", name, "--hall", hall, env=env
+        )
+        assert created.returncode == 2 and b"error: argument --" in created.stderr, (name, hall)
+    import csv
+
+    path = Path(__file__).parent.parent / "mappings" / "data" / "catalogue" / "420607.csv"
+    with path.open(encoding="utf-8") as handle:
+        row = next(csv.DictReader(handle))
+    for column, value in (("本地编码", "XZ-SB-００1"), ("事项名称", "名称\u202e")):
+        _, reasons = _row_problems({**row, column: value})
+        assert any(column in reason for reason in reasons), (column, reasons)
