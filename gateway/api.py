@@ -69,10 +69,31 @@ class CaseRequest(BaseModel):
     @field_validator("form")
     @classmethod
     def _form_text(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _values_in(value, MAX_FORM_VALUES) > MAX_FORM_VALUES:
+            raise ValueError(f"more than {MAX_FORM_VALUES:,} values")
         found = first_text_problem(value)
         if found is not None:
             raise ValueError(f"{found[0]}: {found[1]}")
         return value
+
+
+# A form's fields, rows and their values, all told: what a person fills in at a window is a
+# few hundred; a form of thousands of rows only makes the gateway build (and seal, and store)
+# thousands of objects.
+MAX_FORM_VALUES = 5000
+
+
+def _values_in(value: object, limit: int) -> int:
+    """How many JSON values ``value`` holds (stops counting past ``limit``)."""
+    count, pending = 0, [value]
+    while pending and count <= limit:
+        item = pending.pop()
+        count += 1
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
 
     @model_validator(mode="after")
     def _one_target(self) -> CaseRequest:
@@ -340,18 +361,24 @@ def validation_problem(exc: ValidationError) -> GatewayError:
 
 # Set by the app from ``body_read_seconds``.
 BODY_READ_SECONDS = web.AppKey("body_read_seconds", float)
+MAX_FORM_BYTES = web.AppKey("max_form_bytes", int)
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The whole body, or GatewayError: BODY_TOO_LARGE (413), or BODY_TIMEOUT (408) when it
-    has not arrived in full within ``body_read_seconds`` — a client trickling its body (a slow
-    POST) must not hold a connection and a handler for ever."""
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The whole body, or GatewayError: BODY_TOO_LARGE (413; above ``limit`` too, when given:
+    refused from its Content-Length, or as soon as more has arrived), or BODY_TIMEOUT (408)
+    when it has not arrived in full within ``body_read_seconds`` — a client trickling its body
+    (a slow POST) must not hold a connection and a handler for ever."""
     seconds = request.app[BODY_READ_SECONDS]
+    if limit is not None and (request.content_length or 0) > limit:
+        raise body_too_large()
     try:
-        if request.content.is_eof():  # all there already (most bodies come with their headers)
+        if limit is None and request.content.is_eof():  # all there (most bodies come whole)
             return await request.read()
         async with asyncio.timeout(seconds):
-            return await request.read()
+            if limit is None:
+                return await request.read()
+            return await _read_at_most(request, limit)
     except web.HTTPRequestEntityTooLarge:
         raise body_too_large() from None
     except TimeoutError:
@@ -363,8 +390,20 @@ async def read_body(request: web.Request) -> bytes:
         ) from None
 
 
-async def parse_body(request: web.Request, model: type[BaseModel]) -> tuple[Any, bytes]:
-    raw = await read_body(request)
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_body(
+    request: web.Request, model: type[BaseModel], limit: int | None = None
+) -> tuple[Any, bytes]:
+    raw = await read_body(request, limit)
     try:
         data = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError:
@@ -453,7 +492,7 @@ class CasesApi:
                 "Idempotency-Key required",
                 "send an Idempotency-Key header of 8–128 printable ASCII characters",
             )
-        body, raw = await parse_body(request, CaseRequest)
+        body, raw = await parse_body(request, CaseRequest, request.app[MAX_FORM_BYTES])
         form = dict(body.form)
         form.setdefault("applicant", {})
         if isinstance(form["applicant"], dict):

@@ -30,7 +30,7 @@ from adapters import redis_client
 from adapters.local_system import LocalSystemClient
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
-from gateway.api import BODY_READ_SECONDS, CasesApi, authenticate, openapi_document
+from gateway.api import BODY_READ_SECONDS, MAX_FORM_BYTES, CasesApi, authenticate, openapi_document
 from gateway.assembly import assemble, build_clients
 from gateway.audit import AuditEvent, AuditWriter
 from gateway.audit_api import AuditApi
@@ -504,6 +504,7 @@ def build_app(settings: Settings) -> web.Application:
     handler_args["logger"] = ParserRefusals(app)
     app[RUNTIME] = Runtime(settings=settings)
     app[BODY_READ_SECONDS] = settings.body_read_seconds
+    app[MAX_FORM_BYTES] = settings.max_form_bytes
     app.on_startup.append(_open_runtime)
     app.on_response_prepare.append(_server_banner)
     app.on_cleanup.append(_close_runtime)

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway import __version__, cli_audit, cli_mappings, cli_ops, cli_security, datadir
+from gateway import __version__, cli_audit, cli_mappings, cli_ops, cli_security, datadir, memory
 from gateway.app import build_app
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.logs import configure_logging, get_logger
@@ -72,6 +72,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         settings = settings.model_copy(update=overrides)
+    memory.return_large_blocks()
     datadir.ensure_private_dir(settings.data_dir)
     for path, mode in datadir.loose_paths(settings.data_dir):
         log.warning("data_dir.loose_mode", path=str(path), mode=mode, expected="0600/0700")

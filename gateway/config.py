@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="largest request body accepted"
     )
+    max_form_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest case filing (JSON form) a window may send (413 BODY_TOO_LARGE "
+        "above): forms are structured data; scans and licences travel as materials",
+    )
     body_read_seconds: float = Field(
         30.0,
         gt=0,

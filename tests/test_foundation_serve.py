@@ -261,3 +261,55 @@ def test_the_data_folder_is_the_owners_alone(tmp_path: Path) -> None:
         if line.startswith("{") and "data_dir.loose_mode" in line
     ]
     assert [w["path"] for w in warned] == [str(data / "copied.sqlite3")]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_oversized_filings_cost_little_memory(tmp_path: Path) -> None:
+    """A 10 MiB filing is refused before it is read (max_form_bytes), and a form of thousands
+    of rows before it is built into cases; the gateway's peak memory grows by less than the
+    body's size, not by ten times it."""
+    import uuid
+
+    from gateway.demo import applicant_of, bundle_form
+    from tests.harness import http
+
+    served = Served(tmp_path / "var")
+    try:
+        token = (
+            run_xgw(
+                "tokens",
+                "create",
+                "--role",
+                "window",
+                "--name",
+                "w",
+                "--hall",
+                "h",
+                env=xgw_env(tmp_path / "var"),
+            )
+            .stdout.decode()
+            .strip()
+        )
+        form = bundle_form("YJS-YLBX")
+        big = {**form, "claim": {**form["claim"], "note": "x" * (10 * 1024 * 1024)}}
+        rows = {**form, "claim": {**form["claim"], "receipts": form["claim"]["receipts"] * 3000}}
+        before = _peak_rss_mib(served.proc.pid)
+        for body, status, code in ((big, 413, "BODY_TOO_LARGE"), (rows, 422, "VALIDATION_FAILED")):
+            filing = {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": body}
+            answer = http(
+                "POST",
+                served.base + "/api/v1/cases",
+                filing,
+                token,
+                {"Idempotency-Key": uuid.uuid4().hex},
+            )
+            assert (answer[0], answer[1]["code"]) == (status, code), answer
+        assert _peak_rss_mib(served.proc.pid) - before < 10, "peak memory grew by a body's size"
+    finally:
+        served.stop()
