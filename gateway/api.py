@@ -470,6 +470,14 @@ def case_id_of(request: web.Request) -> str | None:
     return value if is_code(CASE_ID_SHAPE, value) else None
 
 
+def _sub_id_of(request: web.Request) -> str:
+    """The sub-matter id in the path; one that cannot be a sub-matter's is a 404 (never echoed)."""
+    value = request.match_info["sub_id"]
+    if not is_code(r"[A-Za-z0-9._-]{1,64}", value):
+        raise not_found("sub-matter")
+    return value
+
+
 class CasesApi:
     def __init__(self, service: CaseService, store: Store) -> None:
         self.service, self.store = service, store
@@ -557,16 +565,14 @@ class CasesApi:
 
     async def retry(self, request: web.Request) -> web.Response:
         case = self._case(request)
-        updated = await self.service.retry(
-            case, request.match_info["sub_id"], request["token"].name
-        )
+        updated = await self.service.retry(case, _sub_id_of(request), request["token"].name)
         return json(case_view(updated, None))
 
     async def complete(self, request: web.Request) -> web.Response:
         case = self._case(request)
         body, _ = await parse_body(request, LocalResult)
         updated = await self.service.complete_local(
-            case, request.match_info["sub_id"], body.result, request["token"].name
+            case, _sub_id_of(request), body.result, request["token"].name
         )
         return json(case_view(updated, None))
 

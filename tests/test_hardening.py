@@ -175,7 +175,16 @@ def test_extreme_audit_cursors_and_odd_case_ids(deployment: Deployment) -> None:
             "GET", f"{deployment.url}/api/v1/audit/entries?cursor={cursor}", token=auditor
         )
         assert (status, problem["code"]) == (400, "QUERY_INVALID"), (after, problem)
+    case_id = deployment.file("YJS-HKQY")["id"]
     for odd in ("%ED%A0%80", "a%00b", "x" * 300):
+        for action in ("retry", "complete"):
+            status, problem = http(
+                "POST",
+                f"{deployment.url}/api/v1/cases/{case_id}/sub-matters/{odd}/{action}",
+                {},
+                deployment.token,
+            )
+            assert (status, problem["code"]) == (404, "NOT_FOUND"), (odd, problem)
         status, problem = http(
             "GET", f"{deployment.url}/api/v1/cases/{odd}", token=deployment.token
         )
