@@ -82,63 +82,31 @@ def test_open_refuses_with_reason(tmp_path: Path) -> None:
         str(tmp_path / "e.json"),
         env=env,
     )
+
+    def open_(key: str, sender: str, *extra: str, **env_extra: str) -> bytes:
+        """``xgw open`` of e.json (sealed by a to b, i.e. to 411329); its stderr."""
+        result = run_xgw(
+            "open",
+            "--key",
+            str(tmp_path / f"{key}.key.pem"),
+            "--from",
+            str(tmp_path / f"{sender}.pub.pem"),
+            "--in",
+            str(tmp_path / "e.json"),
+            "--out",
+            str(tmp_path / "o"),
+            *extra,
+            env={**env, **env_extra},
+        )
+        assert result.returncode == 1
+        return result.stderr
+
     as_xinye = ("--as-region", "411329")
-    wrong_sender = run_xgw(
-        "open",
-        "--key",
-        str(tmp_path / "b.key.pem"),
-        "--from",
-        str(tmp_path / "b.pub.pem"),
-        "--in",
-        str(tmp_path / "e.json"),
-        "--out",
-        str(tmp_path / "o"),
-        *as_xinye,
-        env=env,
-    )
-    assert wrong_sender.returncode == 1
-    assert wrong_sender.stderr.startswith(b"xgw: refused: KEY_UNKNOWN"), wrong_sender.stderr
-    wrong_recipient = run_xgw(
-        "open",
-        "--key",
-        str(tmp_path / "a.key.pem"),
-        "--from",
-        str(tmp_path / "a.pub.pem"),
-        "--in",
-        str(tmp_path / "e.json"),
-        "--out",
-        str(tmp_path / "o"),
-        *as_xinye,
-        env=env,
-    )
-    assert b"KEY_UNKNOWN" in wrong_recipient.stderr  # not wrapped to this key
-    not_ours = run_xgw(
-        "open",
-        "--key",
-        str(tmp_path / "b.key.pem"),
-        "--from",
-        str(tmp_path / "a.pub.pem"),
-        "--in",
-        str(tmp_path / "e.json"),
-        "--out",
-        str(tmp_path / "o"),
-        env=env,
-    )
-    assert b"NOT_FOR_US" in not_ours.stderr  # addressed to 411329, opened as 420607
-    bad_pass = run_xgw(
-        "open",
-        "--key",
-        str(tmp_path / "b.key.pem"),
-        "--from",
-        str(tmp_path / "a.pub.pem"),
-        "--in",
-        str(tmp_path / "e.json"),
-        "--out",
-        str(tmp_path / "o"),
-        *as_xinye,
-        env={**env, "XGW_KEY_PASSPHRASE": "nope"},
-    )
-    assert b"PASSPHRASE_INVALID" in bad_pass.stderr
+    refused = open_("b", "b", *as_xinye)
+    assert refused.startswith(b"xgw: refused: KEY_UNKNOWN"), refused  # not a's key
+    assert b"KEY_UNKNOWN" in open_("a", "a", *as_xinye)  # not wrapped to this key
+    assert b"NOT_FOR_US" in open_("b", "a")  # addressed to 411329, opened as 420607
+    assert b"PASSPHRASE_INVALID" in open_("b", "a", *as_xinye, XGW_KEY_PASSPHRASE="nope")
     assert not (tmp_path / "o").exists()
 
 
