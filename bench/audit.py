@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.audit import AuditEvent, AuditLog, AuditWriter
-from gateway.audit_verify import KnownKey, verify_log
+from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
+from gateway.audit.verify import KnownKey, verify_log
 from security.backend import CryptoBackend, get_backend
 from security.digest import sm3
 from security.keys import PrivateKey, generate_private_key

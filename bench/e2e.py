@@ -52,7 +52,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.demo import applicant_of, bundle_form
+from gateway.devtools.demo import applicant_of, bundle_form
 from security import envelope as env
 from tests.conftest import free_port
 from tests.harness import (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.store import Store
+from gateway.storage.sqlite import Store
 from tests.test_store import _big_case
 
 

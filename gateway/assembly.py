@@ -11,9 +11,7 @@ from typing import Any
 
 from adapters.partner_rest import RestPartnerClient
 from adapters.partner_soap import PACKAGED_WSDL, PartnerMessages, SoapPartnerClient, load_messages
-from gateway.audit import AuditLog
-from gateway.cli_audit import open_audit_log
-from gateway.cli_mappings import registry_for
+from gateway.audit.log import AuditLog, hmac_key_bytes
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_data_keys, load_trust
 from gateway.logs import get_logger
@@ -24,9 +22,8 @@ from gateway.partners import (
     check_lease,
     load_partners,
 )
-from gateway.sample_setup import ensure_sample_setup, partners_path
-from gateway.store import Store
-from mappings.registry import Registry
+from gateway.storage.sqlite import Store
+from mappings.registry import Registry, load_registry, packaged_data_dir
 from security.backend import CryptoBackend
 from security.keys import PrivateKey
 from security.trust import TrustStore
@@ -53,9 +50,8 @@ def _wsdl_path(endpoint: Endpoint) -> str:
 
 
 def assemble(settings: Settings) -> Parts:
-    ensure_sample_setup(settings)
     trust = load_trust(settings)
-    partners = load_partners(partners_path(settings))
+    partners = load_partners(settings.effective_partners_file)
     if settings.redis_url is not None:
         check_lease(partners, settings.delivery_lease_seconds)
     partner_messages: dict[str, PartnerMessages] = {}
@@ -90,6 +86,21 @@ def assemble(settings: Settings) -> Parts:
         lambda: trust.signing_key(datetime.now(UTC)),
         partner_messages,
     )
+
+
+def mappings_dir(settings: Settings) -> Path:
+    """The mapping data in force: ``mappings_dir``, else the packaged SAMPLE data."""
+    return settings.mappings_dir or packaged_data_dir()
+
+
+def registry_for(settings: Settings) -> Registry:
+    return load_registry(mappings_dir(settings), settings.mappings_overlay_dir)
+
+
+def open_audit_log(settings: Settings) -> AuditLog:
+    create = settings.audit_hmac_key_file is None  # the sample key is made on first use
+    secret = hmac_key_bytes(settings.effective_audit_hmac_key_file, create=create)
+    return AuditLog(settings.audit_database, settings.node_id, secret)
 
 
 def build_clients(parts: Parts) -> dict[tuple[str, str], Any]:

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         return self.audit_archive_dir or self.data_dir / "audit-archive"
 
     @property
+    def effective_partners_file(self) -> Path:
+        """The partner registry: ``partners_file``, or the sample one in the data folder."""
+        return self.partners_file or self.data_dir / "partners.yaml"
+
+    @property
     def effective_audit_hmac_key_file(self) -> Path:
         return self.audit_hmac_key_file or self.effective_keys_dir / "audit-hmac.key"
 

@@ -8,7 +8,7 @@ sealed, and reads as it is.
 
 Why a key of its own and not the SM2 keys: values are read and written on every request; a
 symmetric key is the standard answer (GB/T 39786 at rest: SM4 for confidentiality, GCM's tag
-for integrity). The person lookup keeps its own HMAC key (``gateway.audit.person_key``).
+for integrity). The person lookup keeps its own HMAC key (``gateway.audit.log.person_key``).
 """
 
 from __future__ import annotations

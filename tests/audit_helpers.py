@@ -6,8 +6,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.audit import AuditEvent, AuditLog
-from gateway.audit_verify import KnownKey, VerifyResult, verify_log
+from gateway.audit.log import AuditEvent, AuditLog
+from gateway.audit.verify import KnownKey, VerifyResult, verify_log
 from security.keys import PrivateKey
 from tests.security_helpers import NATIVE, new_key
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gateway.demo import applicant_of, bundle_form
+from gateway.devtools.demo import applicant_of, bundle_form
 from tests.conftest import free_port, wait_for_http, xgw_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +199,7 @@ class Deployment:
                 capture_output=True,
             )  # makes the sample keys first
             from gateway.config import load_settings
-            from gateway.sample_setup import ensure_sample_setup
+            from gateway.devtools.sample_setup import ensure_sample_setup
 
             ensure_sample_setup(load_settings(environ=self.env))
             self.simulator = Process(
@@ -509,7 +509,7 @@ class BenchServer:
         self.simulator: subprocess.Popen[bytes] | None = None
         if separate_simulator:  # the partner in its own process, as it is in production
             from gateway.config import load_settings
-            from gateway.sample_setup import ensure_sample_setup
+            from gateway.devtools.sample_setup import ensure_sample_setup
 
             ensure_sample_setup(load_settings(environ=self.env))
             self.simulator = subprocess.Popen(

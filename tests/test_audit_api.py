@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import pytest
 
-from gateway.audit_api import AuditPage
-from gateway.audit_verify import verify_package
+from gateway.audit.verify import verify_package
+from gateway.http.auditors import AuditPage
 from security.backend import get_backend
 from tests.harness import Deployment, http
 

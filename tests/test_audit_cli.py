@@ -11,8 +11,8 @@ from tests.conftest import run_xgw, xgw_env
 FILL = """
 import sys
 from datetime import UTC, datetime
-from gateway.audit import AuditEvent
-from gateway.cli_audit import open_audit_log
+from gateway.audit.log import AuditEvent
+from gateway.assembly import open_audit_log
 from gateway.config import load_settings
 from gateway.keystore import backend_for, load_trust
 settings = load_settings()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditEvent, AuditLog, AuditWriter
-from gateway.audit_verify import export_case, verify_package
+from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
+from gateway.audit.verify import export_case, verify_package
 from security.auditchain import merkle_proof, merkle_root, verify_merkle_proof
 from tests.audit_helpers import PERSON, Log
 from tests.security_helpers import NATIVE
@@ -219,7 +219,7 @@ def test_concurrent_processes_keep_one_chain(tmp_path: Path) -> None:
     script.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from gateway.audit import AuditLog, AuditEvent\n"
+        "from gateway.audit.log import AuditLog, AuditEvent\n"
         "log = AuditLog(Path(sys.argv[1]), 'xz-1', b'k' * 32)\n"
         "for i in range(int(sys.argv[2])):\n"
         "    log.append(AuditEvent('delivery.retry', case_id=sys.argv[3] + str(i)))\n",
@@ -244,7 +244,7 @@ def test_killed_mid_append_leaves_a_log_that_verifies(tmp_path: Path) -> None:
     script.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from gateway.audit import AuditLog, AuditEvent\n"
+        "from gateway.audit.log import AuditLog, AuditEvent\n"
         "log = AuditLog(Path(sys.argv[1]), 'xz-1', b'k' * 32)\n"
         "print('ready', flush=True)\n"
         "i = 0\n"

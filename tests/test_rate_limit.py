@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.inbound import RateLimiter
 from gateway.partners import Partner
+from gateway.services.inbound import RateLimiter
 
 
 def _partner(region: str, per_minute: int) -> Partner:

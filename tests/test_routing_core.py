@@ -7,10 +7,10 @@ from datetime import date
 
 import pytest
 
-from gateway import casecore
-from gateway.casecore import CaseInvalid, Reply
-from gateway.delivery import CircuitBreaker, backoff
-from gateway.demo import BUNDLE_FORMS, bundle_form
+from gateway.core import cases as casecore
+from gateway.core.cases import CaseInvalid, Reply
+from gateway.devtools.demo import BUNDLE_FORMS, bundle_form
+from gateway.services.delivery import CircuitBreaker, backoff
 from tests.mapping_helpers import REGISTRY
 
 ON = date(2026, 11, 28)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import store as store_module
-from gateway.store import Store
+from gateway.storage import sqlite as store_module
+from gateway.storage.sqlite import Store
 
 
 def _enqueue(
@@ -108,8 +108,8 @@ async def test_without_group_commit_each_commit_is_already_durable(
 def _big_case(n: int, form_bytes: int) -> store_module.CaseRow:
     from datetime import date
 
-    from gateway import casecore
-    from gateway.demo import bundle_form
+    from gateway.core import cases as casecore
+    from gateway.devtools.demo import bundle_form
     from tests.mapping_helpers import REGISTRY
 
     form = bundle_form("YJS-YLBX")

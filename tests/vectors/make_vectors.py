@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python tests/vectors/make_vectors.py``. The committed
 files are the vectors; regenerating changes every random value (keys, nonces, IVs, signatures).
-The generator is ``gateway.vectors`` (also behind ``xgw vectors make``, for fresh sets).
+The generator is ``gateway.devtools.vectors`` (also behind ``xgw vectors make``, for fresh sets).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import base64
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.vectors import VectorSet, write_vectors
+from gateway.devtools.vectors import VectorSet, write_vectors
 from security import envelope as env
 from security.backend import get_backend
 from security.keys import generate_private_key

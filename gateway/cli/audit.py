@@ -10,18 +10,12 @@ from typing import Any
 
 import orjson
 
-from gateway.audit import AuditLog, hmac_key_bytes
-from gateway.audit_verify import KnownKey, export_case, verify_log, verify_package
+from gateway.assembly import open_audit_log
+from gateway.audit.verify import KnownKey, export_case, verify_log, verify_package
+from gateway.cli.progress import Progress
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
-from gateway.progress import Progress
 from security.keys import load_public_key
-
-
-def open_audit_log(settings: Settings) -> AuditLog:
-    create = settings.audit_hmac_key_file is None  # the sample key is made on first use
-    secret = hmac_key_bytes(settings.effective_audit_hmac_key_file, create=create)
-    return AuditLog(settings.audit_database, settings.node_id, secret)
 
 
 def known_keys(settings: Settings, public_keys: list[Path]) -> list[KnownKey]:

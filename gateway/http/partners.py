@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field, create_model
 
 from adapters import soap11
 from gateway import __version__
-from gateway.api import BODY_REFUSALS, read_body
-from gateway.inbound import InboundRefused, InboundService
-from gateway.problems import PROBLEM_JSON, GatewayError
+from gateway.core.problems import PROBLEM_JSON, GatewayError
+from gateway.http.windows import BODY_REFUSALS, read_body
+from gateway.services.inbound import InboundRefused, InboundService
 from security import envelope as env
 from security.errors import SecurityError
 

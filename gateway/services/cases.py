@@ -1,7 +1,7 @@
 """The case service: the thin shell between the windows API, the store, the core and the log.
 
 Filing, cancelling, retrying and the partner's replies all follow one pattern: load the case,
-compute the new sub-matter states with ``gateway.casecore`` (pure), and write the states, the
+compute the new sub-matter states with ``gateway.core.cases`` (pure), and write the states, the
 timeline steps and any newly sealed outbox messages in one transaction.
 """
 
@@ -18,13 +18,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway import answers, casecore
-from gateway.audit import AuditEvent, AuditWriter
-from gateway.casecore import CaseInvalid, PlannedSub, Reply, SubState
+from gateway.audit.log import AuditEvent, AuditWriter
+from gateway.core import answers
+from gateway.core import cases as casecore
+from gateway.core.cases import CaseInvalid, PlannedSub, Reply, SubState
+from gateway.core.problems import GatewayError
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerRegistry
-from gateway.problems import GatewayError
-from gateway.store import CaseRow, OutboxMessage, Store, iso_now
+from gateway.storage.sqlite import CaseRow, OutboxMessage, Store, iso_now
 from mappings.registry import Registry
 from mappings.transform import TransformError
 from security import envelope as env
@@ -32,7 +33,7 @@ from security.errors import SecurityError
 from security.sealing import Opener, Sealer
 
 QUERY = "query"  # an outbox message asking a partner for a result it has not reported
-log = get_logger("gateway.cases")
+log = get_logger("gateway.services.cases")
 
 
 class Dispatcher(Protocol):
@@ -848,13 +849,13 @@ def _answer_event(
 
 
 def _field_problem(problem: casecore.Problem) -> Any:
-    from gateway.problems import FieldProblem
+    from gateway.core.problems import FieldProblem
 
     return FieldProblem(problem.location, problem.message, problem.code)
 
 
 def reply_from(body: Any) -> Reply:
-    """A partner's answer body (``gateway.answers.PartnerAnswer``), or REPLY_MALFORMED."""
+    """A partner's answer body (``gateway.core.answers.PartnerAnswer``), or REPLY_MALFORMED."""
     try:
         answer = answers.parse(answers.PartnerAnswer, body)
     except answers.AnswerMalformed as exc:

@@ -30,19 +30,11 @@ from adapters import redis_client
 from adapters.local_system import LocalSystemClient
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
-from gateway.api import BODY_READ_SECONDS, MAX_FORM_BYTES, CasesApi, authenticate, openapi_document
 from gateway.assembly import assemble, build_clients
-from gateway.audit import AuditEvent, AuditWriter
-from gateway.audit_api import AuditApi
-from gateway.audit_api import openapi_paths as audit_openapi_paths
-from gateway.audit_verify import KnownKey
-from gateway.cases import CaseService
+from gateway.audit.log import AuditEvent, AuditWriter
+from gateway.audit.verify import KnownKey
 from gateway.config import Settings, effective_config
-from gateway.delivery import Worker
-from gateway.inbound import InboundService, RateLimiter
-from gateway.logs import get_logger
-from gateway.partner_api import PartnerApi
-from gateway.problems import (
+from gateway.core.problems import (
     PROBLEM_JSON,
     GatewayError,
     body_too_large,
@@ -50,7 +42,21 @@ from gateway.problems import (
     not_found,
     store_unavailable,
 )
-from gateway.store import Store
+from gateway.http.auditors import AuditApi
+from gateway.http.auditors import openapi_paths as audit_openapi_paths
+from gateway.http.partners import PartnerApi
+from gateway.http.windows import (
+    BODY_READ_SECONDS,
+    MAX_FORM_BYTES,
+    CasesApi,
+    authenticate,
+    openapi_document,
+)
+from gateway.logs import get_logger
+from gateway.services.cases import CaseService
+from gateway.services.delivery import Worker
+from gateway.services.inbound import InboundService, RateLimiter
+from gateway.storage.sqlite import Store
 from security.digest import sm3_hex
 from security.keypool import ContentKeyPool
 from security.replay import MemoryNonceStore, NonceStore
@@ -504,7 +510,7 @@ def build_app(settings: Settings) -> web.Application:
     handler_args["logger"] = ParserRefusals(app)
     app[RUNTIME] = Runtime(settings=settings)
     app[BODY_READ_SECONDS] = settings.body_read_seconds
-    app[MAX_FORM_BYTES] = settings.max_form_bytes
+    app[MAX_FORM_BYTES] = min(settings.max_form_bytes, settings.max_body_bytes)
     app.on_startup.append(_open_runtime)
     app.on_response_prepare.append(_server_banner)
     app.on_cleanup.append(_close_runtime)

@@ -24,14 +24,14 @@ from typing import Any
 import orjson
 
 from gateway.logs import get_logger, mask_text
-from gateway.store import open_sqlite, rollback
+from gateway.storage.sqlite import open_sqlite, rollback
 from security import auditchain
 from security.auditchain import GENESIS, Checkpoint
 from security.backend import CryptoBackend
 from security.digest import sm3_hex
 from security.keys import PrivateKey
 
-log = get_logger("gateway.audit")
+log = get_logger("gateway.audit.log")
 
 COLUMNS = (
     "time",

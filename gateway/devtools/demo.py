@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 
 from gateway.config import Settings
-from gateway.store import Store
+from gateway.storage.sqlite import Store
 from mappings.registry import packaged_data_dir
 
 DEMO_HALL = "襄州区政务服务中心"

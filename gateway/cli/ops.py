@@ -10,9 +10,9 @@ import time
 
 from aiohttp import web
 
+from gateway.cli.datadir import embedded_setup
 from gateway.config import Settings
-from gateway.sample_setup import ensure_sample_setup
-from gateway.store import Store
+from gateway.storage.sqlite import Store
 from rules.text import is_code, text_problem
 
 
@@ -41,8 +41,8 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     finally:
         store.close()
-    from gateway.audit import AuditEvent
-    from gateway.cli_audit import open_audit_log
+    from gateway.assembly import open_audit_log
+    from gateway.audit.log import AuditEvent
 
     open_audit_log(settings).append(
         AuditEvent("token.created", actor="cli", details={"name": args.name, "role": args.role})
@@ -70,8 +70,8 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
     if not store.revoke_token(args.name):
         print(f"no token named {args.name}", file=sys.stderr)
         return 1
-    from gateway.audit import AuditEvent
-    from gateway.cli_audit import open_audit_log
+    from gateway.assembly import open_audit_log
+    from gateway.audit.log import AuditEvent
 
     open_audit_log(settings).append(
         AuditEvent("token.revoked", actor="cli", details={"name": args.name})
@@ -99,11 +99,12 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.assembly import assemble
-    from gateway.audit import AuditWriter
-    from gateway.cases import CaseService
+    from gateway.audit.log import AuditWriter
+    from gateway.services.cases import CaseService
     from security.replay import MemoryNonceStore
     from security.sealing import Opener, Sealer
 
+    embedded_setup(settings)
     parts = assemble(settings)
     service = CaseService(
         parts.store,
@@ -135,9 +136,9 @@ def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _simulate(settings: Settings, port: int, seed: int | None) -> None:
-    from gateway.simulator import build_simulator_app
+    from gateway.devtools.simulator import build_simulator_app
 
-    await asyncio.to_thread(ensure_sample_setup, settings)
+    await asyncio.to_thread(embedded_setup, settings)
     runner = web.AppRunner(
         build_simulator_app(settings, seed), access_log=None, handle_signals=False
     )
@@ -158,9 +159,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.demo import run_demo
+    from gateway.devtools.demo import run_demo
 
-    ensure_sample_setup(settings)
+    embedded_setup(settings)
     base = args.url or f"http://{settings.host}:{settings.port}"
     return asyncio.run(run_demo(settings, base.rstrip("/"), args.timeout))
 

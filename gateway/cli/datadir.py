@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+from gateway.config import Settings
+
 PRIVATE_UMASK = 0o077
 REPORTED = 20
 
@@ -43,3 +45,12 @@ def loose_paths(folder: Path, limit: int = REPORTED) -> list[tuple[Path, str]]:
             if len(found) >= limit:
                 break
     return found
+
+
+def embedded_setup(settings: Settings) -> None:
+    """The embedded default's SAMPLE setup (keys, partner registry, simulated partners' keys),
+    made on first start where nothing is configured; nothing where ``keys_dir`` and
+    ``partners_file`` are. A development tool: imported only here, when a command needs it."""
+    from gateway.devtools.sample_setup import ensure_sample_setup
+
+    ensure_sample_setup(settings)

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from gateway.casecore import PlannedSub, SubState
+from gateway.core.cases import PlannedSub, SubState
 from security.atrest import DataKeys
 
 SCHEMA = """

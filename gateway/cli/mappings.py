@@ -13,22 +13,15 @@ from typing import Any
 
 import yaml
 
+from gateway.assembly import mappings_dir, open_audit_log, registry_for
+from gateway.cli.progress import Progress
 from gateway.config import Settings
-from gateway.progress import Progress
 from mappings.catalogue import Matter, iter_catalogue_csv, render_catalogue_csv
 from mappings.mapping import inverse_index
-from mappings.registry import Registry, build_registry, load_registry, packaged_data_dir
+from mappings.registry import Registry, build_registry
 from mappings.source import Problem
 from mappings.transform import Rule, TransformError
 from security.digest import sm3_hex
-
-
-def base_dir(settings: Settings) -> Path:
-    return settings.mappings_dir or packaged_data_dir()
-
-
-def registry_for(settings: Settings) -> Registry:
-    return load_registry(base_dir(settings), settings.mappings_overlay_dir)
 
 
 def print_problems(problems: list[Problem]) -> None:
@@ -38,7 +31,7 @@ def print_problems(problems: list[Problem]) -> None:
 
 
 def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
-    root = args.dir or base_dir(settings)
+    root = args.dir or mappings_dir(settings)
     overlay = None if args.dir else settings.mappings_overlay_dir
     registry, problems = build_registry(root, overlay)
     if problems or registry is None:
@@ -71,7 +64,7 @@ def _describe_rule(rule: Rule, indent: str = "    ") -> list[str]:
 
 
 def _example(settings: Settings, transform: str) -> Any:
-    path = base_dir(settings) / "examples" / f"{transform}.yaml"
+    path = mappings_dir(settings) / "examples" / f"{transform}.yaml"
     if not path.exists():
         return None
     document = yaml.safe_load(path.read_text(encoding="utf-8"))  # plain dicts, as from JSON
@@ -206,15 +199,14 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         for existing in overlay.glob("*.csv"):
             (staged / existing.name).write_bytes(existing.read_bytes())
         (staged / f"{args.region}.csv").write_text(render_catalogue_csv(matters), encoding="utf-8")
-        _registry, problems = build_registry(base_dir(settings), Path(staging))
+        _registry, problems = build_registry(mappings_dir(settings), Path(staging))
         if problems:
             print("the mapping data would break with this catalogue; nothing was imported:")
             print_problems(problems)
             return 1
         target = overlay / f"{args.region}.csv"
         os.replace(staged / f"{args.region}.csv", target)
-    from gateway.audit import AuditEvent
-    from gateway.cli_audit import open_audit_log
+    from gateway.audit.log import AuditEvent
 
     open_audit_log(settings).append(
         AuditEvent(

@@ -42,7 +42,7 @@ from security.replay import MemoryNonceStore
 from security.sealing import Opener, Sealer
 from security.trust import TrustStore, load_trust_store
 
-log = get_logger("gateway.simulator")
+log = get_logger("gateway.devtools.simulator")
 SIMULATED = {
     "411329": ("新野县", "xinye-gw"),
     "420300": ("十堰市", "shiyan-gw"),

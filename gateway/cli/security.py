@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 
 from gateway.config import Settings
+from gateway.devtools.vectors import VectorSet, fresh_prefix, write_vectors
 from gateway.keystore import add_data_key, backend_for, load_data_keys, load_trust
-from gateway.vectors import VectorSet, fresh_prefix, write_vectors
 from mappings.mapping import MappingError, pick_version
 from security import envelope as env
 from security.curve import DEFAULT_DISTID
@@ -171,8 +171,8 @@ def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sample_payload(settings: Settings, partner: str, code: str, on: date) -> bytes:
     """The SAMPLE example of the transform a partner's matter code uses, in its schema."""
-    from gateway.cli_mappings import registry_for
-    from gateway.demo import example
+    from gateway.assembly import registry_for
+    from gateway.devtools.demo import example
 
     registry = registry_for(settings)
     try:

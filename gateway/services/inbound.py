@@ -21,13 +21,13 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from gateway import answers
-from gateway.audit import AuditEvent, AuditWriter
-from gateway.casecore import message_id
-from gateway.cases import Dispatcher, NoDispatcher, hand_over
+from gateway.audit.log import AuditEvent, AuditWriter
+from gateway.core import answers
+from gateway.core.cases import message_id
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
-from gateway.store import OutboxMessage, Store, iso_now
+from gateway.services.cases import Dispatcher, NoDispatcher, hand_over
+from gateway.storage.sqlite import OutboxMessage, Store, iso_now
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
@@ -36,7 +36,7 @@ from security.digest import sm3_hex
 from security.errors import SecurityError
 from security.sealing import Opener, Sealer
 
-log = get_logger("gateway.inbound")
+log = get_logger("gateway.services.inbound")
 # HTTP status of each refusal (REST); SOAP answers every refusal as a Fault with the same code.
 STATUS = {
     "ENVELOPE_MALFORMED": 400,

@@ -24,9 +24,15 @@ from pydantic import (
 from pydantic.json_schema import models_json_schema
 
 from gateway import __version__
-from gateway.cases import CaseService, Filing, request_hash
-from gateway.problems import PROBLEM_JSON, FieldProblem, GatewayError, body_too_large, not_found
-from gateway.store import CaseRow, CaseSummary, Store, Token
+from gateway.core.problems import (
+    PROBLEM_JSON,
+    FieldProblem,
+    GatewayError,
+    body_too_large,
+    not_found,
+)
+from gateway.services.cases import CaseService, Filing, request_hash
+from gateway.storage.sqlite import CaseRow, CaseSummary, Store, Token
 from mappings import identifiers
 from rules.text import check_text, first_text_problem, is_code
 
@@ -272,7 +278,7 @@ class ProblemDetails(BaseModel):
 
 def _as_text(value: object, limit: int) -> str | None:
     """A stored value shown as text whatever it is: a case always renders, even one written
-    before its answers were checked (gateway.answers)."""
+    before its answers were checked (gateway.core.answers)."""
     if value is None or isinstance(value, str):
         return value[:limit] if value else value
     return orjson.dumps(value, default=str).decode()[:limit]

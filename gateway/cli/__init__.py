@@ -12,9 +12,14 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from gateway import __version__, cli_audit, cli_mappings, cli_ops, cli_security, datadir, memory
-from gateway.app import build_app
+from gateway import __version__
+from gateway.cli import audit as cli_audit
+from gateway.cli import datadir, memory
+from gateway.cli import mappings as cli_mappings
+from gateway.cli import ops as cli_ops
+from gateway.cli import security as cli_security
 from gateway.config import ConfigError, Settings, effective_config, load_settings
+from gateway.http.app import build_app
 from gateway.logs import configure_logging, get_logger
 from mappings.source import MappingDataError
 from security.errors import SecurityError
@@ -30,11 +35,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 async def serve_forever(settings: Settings, with_simulator: bool = False) -> None:
     """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up."""
     simulator: web.AppRunner | None = None
+    await asyncio.to_thread(datadir.embedded_setup, settings)
     if with_simulator:
-        from gateway.sample_setup import ensure_sample_setup
-        from gateway.simulator import build_simulator_app
+        from gateway.devtools.simulator import build_simulator_app
 
-        await asyncio.to_thread(ensure_sample_setup, settings)
         simulator = web.AppRunner(
             build_simulator_app(settings), access_log=None, handle_signals=False
         )

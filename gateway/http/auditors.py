@@ -10,7 +10,10 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api import (
+from gateway.audit.log import COLUMNS, AuditLog
+from gateway.audit.verify import KnownKey, export_case
+from gateway.core.problems import GatewayError, not_found
+from gateway.http.windows import (
     BODY_REFUSALS,
     PagedQuery,
     case_id_of,
@@ -20,9 +23,6 @@ from gateway.api import (
     query_parameters,
     require,
 )
-from gateway.audit import COLUMNS, AuditLog
-from gateway.audit_verify import KnownKey, export_case
-from gateway.problems import GatewayError, not_found
 from mappings import identifiers
 
 FILTERS = (

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from gateway.config import Settings
+from gateway.devtools.simulator import SIMULATED, simulator_dir
 from gateway.keystore import (
     SAMPLE_BANNER,
     _write_private,
@@ -22,14 +23,7 @@ from gateway.keystore import (
     trust_path,
     validity_from_now,
 )
-from gateway.simulator import SIMULATED, simulator_dir
 from security.keys import generate_private_key, write_private_key
-
-PARTNERS_FILE = "partners.yaml"
-
-
-def partners_path(settings: Settings) -> Path:
-    return settings.partners_file or settings.data_dir / PARTNERS_FILE
 
 
 def ensure_sample_setup(settings: Settings) -> None:
@@ -74,7 +68,7 @@ def ensure_sample_setup(settings: Settings) -> None:
             encoding="utf-8",
         )
         add_partner_key(settings, name, region, key.public.to_pem(), f"{region}.pub.pem")
-    path = partners_path(settings)
+    path = settings.effective_partners_file
     if settings.partners_file is None and _sample_partners_outdated(path):
         base = f"http://127.0.0.1:{settings.simulator_port}"
         partners = []

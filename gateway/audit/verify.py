@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit import COLUMNS, AuditLog, now_iso
+from gateway.audit.log import COLUMNS, AuditLog, now_iso
 from security import auditchain
 from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding
 from security.backend import CryptoBackend

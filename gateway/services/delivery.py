@@ -34,15 +34,15 @@ from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adapters.delivery_errors import RESEALABLE, DeliveryError
-from gateway.cases import CaseService
 from gateway.config import Settings
 from gateway.logs import get_logger
 from gateway.partners import PartnerRegistry
-from gateway.store import OutboxMessage, Store
+from gateway.services.cases import CaseService
+from gateway.storage.sqlite import OutboxMessage, Store
 from security import envelope as env
 from security.errors import SecurityError
 
-log = get_logger("gateway.delivery")
+log = get_logger("gateway.services.delivery")
 LOCAL = "local"  # the outbox's name for our own back office
 MAX_IN_FLIGHT = 256  # deliveries one instance has under way at once
 # Within one delivery attempt: a partner that found our envelope stale or replayed gets it once

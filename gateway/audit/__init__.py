@@ -1,0 +1,1 @@
+"""The exchange log: its store and writer, and the offline verifier auditors run."""

@@ -1,0 +1,1 @@
+"""Where the gateway keeps cases, the outbox, inbound records and tokens (SQLite)."""
