@@ -7,25 +7,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+import redis.asyncio as aioredis
+
+from adapters.local_system import LocalSystemClient
 from adapters.partner_rest import RestPartnerClient
 from adapters.partner_soap import PACKAGED_WSDL, PartnerMessages, SoapPartnerClient, load_messages
-from gateway.audit.log import AuditLog, hmac_key_bytes
+from adapters.rate_limit import RateLimiter
+from adapters.redis_leases import RedisLeases
+from gateway.audit.log import AuditLog, AuditWriter, hmac_key_bytes
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_data_keys, load_trust
 from gateway.logs import get_logger
 from gateway.partners import (
     Endpoint,
+    Partner,
     PartnerConfigError,
     PartnerRegistry,
     check_lease,
     load_partners,
 )
+from gateway.services.cases import CaseService
+from gateway.services.delivery import PartnerClient, Worker
+from gateway.services.inbound import InboundService
 from gateway.storage.sqlite import Store
 from mappings.registry import Registry, load_registry, packaged_data_dir
 from security.backend import CryptoBackend
+from security.keypool import ContentKeyPool
 from security.keys import PrivateKey
+from security.sealing import Opener, Sealer
 from security.trust import TrustStore
 
 log = get_logger(__name__)
@@ -57,6 +67,11 @@ def assemble(settings: Settings) -> Parts:
     partner_messages: dict[str, PartnerMessages] = {}
     for partner in partners.partners.values():
         for endpoint in partner.endpoints:
+            if endpoint.protocol not in PROTOCOLS:
+                raise PartnerConfigError(
+                    f"partner {partner.region}: protocol {endpoint.protocol!r} is none of "
+                    f"{', '.join(sorted(PROTOCOLS))}"
+                )
             if endpoint.protocol != "soap":
                 continue
             path = _wsdl_path(endpoint)
@@ -103,18 +118,79 @@ def open_audit_log(settings: Settings) -> AuditLog:
     return AuditLog(settings.audit_database, settings.node_id, secret)
 
 
-def build_clients(parts: Parts) -> dict[tuple[str, str], Any]:
+# A partner protocol is a client behind one interface (adapters): its name in partners.yaml,
+# and how to make one for a partner's endpoint. A third protocol is a module in adapters/ and
+# a line here.
+PROTOCOLS: dict[str, Callable[[Parts, Partner, Endpoint], PartnerClient]] = {
+    "soap": lambda parts, partner, endpoint: SoapPartnerClient(
+        parts.partner_messages[_wsdl_path(endpoint)], partner.max_concurrency
+    ),
+    "rest": lambda _parts, partner, _endpoint: RestPartnerClient(partner.max_concurrency),
+}
+
+
+def build_clients(parts: Parts) -> dict[tuple[str, str], PartnerClient]:
     """One client per partner and protocol (own connection pool and limit). Needs the loop."""
-    clients: dict[tuple[str, str], Any] = {}
+    clients: dict[tuple[str, str], PartnerClient] = {}
     for partner in parts.partners.partners.values():
         for endpoint in partner.endpoints:
             key = (partner.region, endpoint.protocol)
-            if key in clients:
-                continue
-            if endpoint.protocol == "soap":
-                clients[key] = SoapPartnerClient(
-                    parts.partner_messages[_wsdl_path(endpoint)], partner.max_concurrency
-                )
-            else:
-                clients[key] = RestPartnerClient(partner.max_concurrency)
+            if key not in clients:
+                clients[key] = PROTOCOLS[endpoint.protocol](parts, partner, endpoint)
     return clients
+
+
+@dataclass
+class Services:
+    cases: CaseService
+    inbound: InboundService
+    worker: Worker
+
+
+def build_services(
+    parts: Parts,
+    audit: AuditWriter,
+    opener: Opener,
+    key_pool: ContentKeyPool | None,
+    owner: str,
+    redis: aioredis.Redis | None,
+) -> Services:
+    """The services and the delivery worker, connected: the one place they are built (the
+    HTTP app and the CLI's replay alike). Needs the loop (the clients' pools)."""
+    settings = parts.settings
+    worker = Worker(
+        settings,
+        parts.store,
+        parts.partners,
+        build_clients(parts),
+        owner,
+        LocalSystemClient(),
+        RedisLeases(redis, owner) if redis is not None else None,
+    )
+    cases = CaseService(
+        parts.store,
+        parts.registry,
+        parts.partners,
+        Sealer(parts.trust, parts.backend, key_pool),
+        opener,
+        audit,
+        settings.region_code,
+        settings.result_query_after_seconds,
+        settings.result_overdue_seconds,
+        dispatcher=worker,
+    )
+    inbound = InboundService(
+        parts.store,
+        parts.registry,
+        parts.partners,
+        opener,
+        Sealer(parts.trust, parts.backend, key_pool),
+        audit,
+        settings.region_code,
+        RateLimiter(redis),
+        cases,
+        dispatcher=worker,
+        refusals_per_minute=settings.inbound_refusals_per_minute,
+    )
+    worker.attach(cases, inbound)
+    return Services(cases, inbound, worker)

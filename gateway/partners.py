@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,7 +41,7 @@ class PartnerConfigError(ConfigError, ValueError):
 class Endpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
     domains: list[str] = ["*"]
-    protocol: Literal["rest", "soap"]
+    protocol: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")  # a name in assembly.PROTOCOLS
     url: str = Field(pattern=r"^https?://")
     wsdl: str | None = None  # a local file; default: the packaged partner WSDL
 

@@ -45,7 +45,8 @@ ROOMS: dict[str, set[str]] = {
     "gateway.storage": {"gateway.core"},
     "gateway.audit": {"gateway.storage", "gateway.logs"},
     "gateway.services": {"gateway.core", "gateway.storage", "gateway.audit"} | BESIDE,
-    "gateway.assembly": {"gateway.core", "gateway.storage", "gateway.audit"} | BESIDE,
+    "gateway.assembly": {"gateway.core", "gateway.storage", "gateway.audit", "gateway.services"}
+    | BESIDE,
     "gateway.http": {
         "gateway.core",
         "gateway.storage",

@@ -98,25 +98,20 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.assembly import assemble
-    from gateway.audit.log import AuditWriter
-    from gateway.services.cases import CaseService
-    from security.replay import MemoryNonceStore
-    from security.sealing import Opener, Sealer
-
     embedded_setup(settings)
-    parts = assemble(settings)
-    service = CaseService(
-        parts.store,
-        parts.registry,
-        parts.partners,
-        Sealer(parts.trust, parts.backend),
-        Opener(parts.trust, parts.backend, MemoryNonceStore()),
-        AuditWriter(parts.audit, parts.signer, parts.backend),
-        settings.region_code,
-        settings.result_query_after_seconds,
-        settings.result_overdue_seconds,
-    )
+    return asyncio.run(_replay(args, settings))
+
+
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.assembly import assemble, build_services
+    from gateway.audit.log import AuditWriter
+    from security.replay import MemoryNonceStore
+    from security.sealing import Opener
+
+    parts = await asyncio.to_thread(assemble, settings)
+    opener = Opener(parts.trust, parts.backend, MemoryNonceStore())
+    audit = AuditWriter(parts.audit, parts.signer, parts.backend)
+    services = build_services(parts, audit, opener, None, "cli", None)
     targets = (
         [m.msg_id for m in parts.store.outbox("dead", 100_000)] if args.all_dead else [args.msg_id]
     )
@@ -124,13 +119,17 @@ def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing to replay (give a message id or --all-dead)", file=sys.stderr)
         return 1
     replayed = 0
-    for msg_id in targets:
-        if asyncio.run(service.replay(msg_id, "cli")):
-            replayed += 1
-        else:
-            print(
-                f"{msg_id}: not a dead letter (see xgw outbox list --status dead)", file=sys.stderr
-            )
+    try:
+        for msg_id in targets:
+            if await services.cases.replay(msg_id, "cli"):
+                replayed += 1
+            else:
+                print(
+                    f"{msg_id}: not a dead letter (see xgw outbox list --status dead)",
+                    file=sys.stderr,
+                )
+    finally:
+        await services.worker.close_clients()
     print(f"queued {replayed} dead letter(s) again; a running gateway sends them")
     return 0 if replayed == len(targets) else 1
 

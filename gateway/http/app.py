@@ -27,10 +27,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from adapters import redis_client
-from adapters.local_system import LocalSystemClient
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
-from gateway.assembly import assemble, build_clients
+from gateway.assembly import assemble, build_services
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.audit.verify import KnownKey
 from gateway.config import Settings, effective_config
@@ -55,12 +54,11 @@ from gateway.http.windows import (
 from gateway.logs import get_logger
 from gateway.services.cases import CaseService
 from gateway.services.delivery import Worker
-from gateway.services.inbound import InboundService, RateLimiter
 from gateway.storage.sqlite import Store
 from security.digest import sm3_hex
 from security.keypool import ContentKeyPool
 from security.replay import MemoryNonceStore, NonceStore
-from security.sealing import Opener, Sealer
+from security.sealing import Opener
 
 log = get_logger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -334,41 +332,12 @@ async def _open_runtime(app: web.Application) -> None:
             )
 
     runtime.closers.append(report_sealing)
-    runtime.service = CaseService(
-        parts.store,
-        parts.registry,
-        parts.partners,
-        Sealer(parts.trust, parts.backend, key_pool),
-        opener,
-        runtime.audit,
-        settings.region_code,
-        settings.result_query_after_seconds,
-        settings.result_overdue_seconds,
-    )
-    clients = build_clients(parts)
     owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    runtime.worker = Worker(
-        settings, parts.store, runtime.service, parts.partners, clients, owner, runtime.redis
-    )
-    runtime.service.dispatcher = runtime.worker
+    services = build_services(parts, runtime.audit, opener, key_pool, owner, runtime.redis)
+    runtime.service, runtime.worker = services.cases, services.worker
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
-    api = CasesApi(runtime.service, parts.store)
-    app[CASES_API] = api
-    inbound = InboundService(
-        parts.store,
-        parts.registry,
-        parts.partners,
-        opener,
-        Sealer(parts.trust, parts.backend, key_pool),
-        runtime.audit,
-        settings.region_code,
-        RateLimiter(runtime.redis, {}),
-        settings.inbound_refusals_per_minute,
-    )
-    inbound.dispatcher = runtime.worker
-    inbound.on_result = runtime.service.result_reported
-    runtime.worker.inbound = inbound
-    runtime.worker.local_client = LocalSystemClient()
+    app[CASES_API] = CasesApi(services.cases, parts.store)
+    inbound = services.inbound
     app[PARTNER_API] = PartnerApi(inbound)
     keys = [
         KnownKey(
@@ -435,10 +404,7 @@ async def _open_runtime(app: web.Application) -> None:
     runtime.closers.append(stop_archiver)
 
     async def close_clients() -> None:
-        for client in clients.values():
-            await client.close()
-        if runtime.worker is not None and runtime.worker.local_client is not None:
-            await runtime.worker.local_client.close()
+        await services.worker.close_clients()
 
     runtime.closers.append(close_clients)
 

@@ -113,11 +113,14 @@ class CaseService:
         region: str,
         result_query_after: float = 3600.0,
         result_overdue: float = 7 * 86400.0,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
+        """``dispatcher``: what sets written messages going (the delivery worker); without
+        one they wait in the outbox for a running gateway to claim them."""
         self.store, self.registry, self.partners = store, registry, partners
         self.sealer, self.opener, self.audit, self.region = sealer, opener, audit, region
         self.result_query_after, self.result_overdue = result_query_after, result_overdue
-        self.dispatcher: Dispatcher = NoDispatcher()
+        self.dispatcher: Dispatcher = dispatcher or NoDispatcher()
 
     # -- filing --------------------------------------------------------------------------------
 

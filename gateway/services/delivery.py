@@ -27,17 +27,19 @@ import random
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adapters.delivery_errors import RESEALABLE, DeliveryError
+from adapters.local_system import LocalSystemClient
+from adapters.redis_leases import RedisLeases
 from gateway.config import Settings
 from gateway.logs import get_logger
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
+from gateway.services.inbound import InboundService
 from gateway.storage.sqlite import OutboxMessage, Store
 from security import envelope as env
 from security.errors import SecurityError
@@ -119,16 +121,20 @@ class PartnerLane:
 
 @dataclass
 class Worker:
+    """Claims due messages and sends them: to partners, and inbound cases to our back office.
+    The services it reports outcomes to are attached once they exist (``attach``): they set
+    its messages going, it tells them how each went — the one link that points back."""
+
     settings: Settings
     store: Store
-    service: CaseService
     partners: PartnerRegistry
     clients: dict[tuple[str, str], PartnerClient]  # (region, protocol) -> client
     owner: str
-    redis: aioredis.Redis | None = None
-    inbound: Any = None  # InboundService: our back office's answers to inbound cases
-    local_client: Any = None  # adapters.local_system.LocalSystemClient
+    local_client: LocalSystemClient
+    leases: RedisLeases | None = None  # shared with other instances, when configured
     poll_seconds: float = 0.1
+    _service: CaseService | None = None
+    _inbound: InboundService | None = None
     lanes: dict[str, PartnerLane] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # by message id
     _stopping: bool = False
@@ -137,6 +143,19 @@ class Worker:
     claim_failures: int = 0  # in a row; reset by a claim that works
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rng: random.Random = field(default_factory=random.Random)
+
+    def attach(self, service: CaseService, inbound: InboundService) -> None:
+        self._service, self._inbound = service, inbound
+
+    @property
+    def service(self) -> CaseService:
+        assert self._service is not None, "attach() the services before running the worker"
+        return self._service
+
+    @property
+    def inbound(self) -> InboundService:
+        assert self._inbound is not None, "attach() the services before running the worker"
+        return self._inbound
 
     def lane(self, region: str) -> PartnerLane:
         lane = self.lanes.get(region)
@@ -188,9 +207,11 @@ class Worker:
             if self._stopping:  # shutting down: no new send starts
                 self.store.release([message.msg_id], self.owner)
                 return
-            if self.redis is not None:
+            if self.leases is not None:
                 try:
-                    leased = await self._redis_lease(message)
+                    leased = await self.leases.take(
+                        message.msg_id, self.settings.delivery_lease_seconds
+                    )
                 except RedisError as exc:  # this attempt failed; the message is retried
                     await self._failed(
                         message,
@@ -250,14 +271,6 @@ class Worker:
             skip_partners=[r for r in self.lanes if not self._circuit_allows_claim(r)],
         )
 
-    async def _redis_lease(self, message: OutboxMessage) -> bool:
-        assert self.redis is not None
-        key = f"xgw:lease:{message.msg_id}"
-        ok = await self.redis.set(
-            key, self.owner.encode(), nx=True, px=int(self.settings.delivery_lease_seconds * 1000)
-        )
-        return bool(ok)
-
     async def _still_ours(self, message: OutboxMessage) -> bool:
         """Renew the message's lease as it is about to go out. A message can wait longer than
         its lease for a free connection to a slow partner; sent without this, another worker
@@ -267,30 +280,13 @@ class Worker:
             return True  # taken moments ago (the usual case): nobody else can have it yet
         if not self.store.renew_lease(message.msg_id, self.owner, now + lease):
             return False
-        if self.redis is None:
+        if self.leases is None:
             return True
-        renewed = await self.redis.eval(
-            "local held = redis.call('get', KEYS[1]) "
-            "if held == false or held == ARGV[1] then "
-            "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0",
-            1,
-            f"xgw:lease:{message.msg_id}",
-            self.owner,
-            str(int(self.settings.delivery_lease_seconds * 1000)),
-        )
-        return bool(renewed)
+        return await self.leases.renew(message.msg_id, lease)
 
     async def _redis_release(self, message: OutboxMessage) -> None:
-        if self.redis is None:
-            return
-        with contextlib.suppress(Exception):
-            # Only our own lease: compare-and-delete in one step.
-            await self.redis.eval(
-                "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-                1,
-                f"xgw:lease:{message.msg_id}",
-                self.owner,
-            )
+        if self.leases is not None:
+            await self.leases.release(message.msg_id)
 
     async def _deliver(self, message: OutboxMessage) -> None:
         """One attempt; whatever happens, the message ends delivered, rescheduled or dead."""
@@ -431,6 +427,11 @@ class Worker:
         await self.service.retry_scheduled(
             message, error.code, error.message, delay, reached=error.reached
         )
+
+    async def close_clients(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        await self.local_client.close()
 
     async def stop(self, grace: float) -> None:
         self._stopping = True

@@ -12,21 +12,18 @@ ever sees or touches what it sent or what was sent to it. Every acceptance and r
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
+from adapters.rate_limit import RateLimiter
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers
 from gateway.core.cases import message_id
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
-from gateway.services.cases import Dispatcher, NoDispatcher, hand_over
+from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
 from gateway.storage.sqlite import OutboxMessage, Store, iso_now
 from mappings.mapping import MappingError
 from mappings.registry import Registry
@@ -81,41 +78,6 @@ class InboundRefused(Exception):
         return self._status if self._status is not None else STATUS.get(self.code, 400)
 
 
-@dataclass
-class RateLimiter:
-    """Fixed one-minute windows per key (a partner's region, a source address); in Redis
-    (shared by instances) when configured."""
-
-    redis: aioredis.Redis | None
-    counts: dict[tuple[str, int], int]
-    clock: Callable[[], float] = time.time
-
-    async def allow(self, partner: Partner) -> bool:
-        return await self.add(partner.region) <= partner.rate_limit_per_minute
-
-    async def add(self, key: str) -> int:
-        """Count one more for ``key`` this minute; the count so far."""
-        window = int(self.clock() // 60)
-        if self.redis is not None:
-            name = f"xgw:rate:{key}:{window}"
-            count = int(await self.redis.incr(name))
-            if count == 1:
-                await self.redis.expire(name, 120)
-            return count
-        if any(k[1] < window for k in self.counts):  # a new minute: the old ones go
-            self.counts = {k: v for k, v in self.counts.items() if k[1] == window}
-        count = self.counts.get((key, window), 0) + 1
-        self.counts[(key, window)] = count
-        return count
-
-    async def count(self, key: str) -> int:
-        """How many were counted for ``key`` this minute."""
-        window = int(self.clock() // 60)
-        if self.redis is not None:
-            return int(await self.redis.get(f"xgw:rate:{key}:{window}") or 0)
-        return self.counts.get((key, window), 0)
-
-
 def fingerprint(raw: bytes | None, envelope: env.Envelope | None) -> dict[str, Any]:
     """What the log keeps of a message refused before its signature verified: anyone can send
     one, so never the body — its size, its SM3, and what it claims (each value cut short)."""
@@ -141,18 +103,17 @@ class InboundService:
         audit: AuditWriter,
         region: str,
         limiter: RateLimiter,
+        cases: CaseService,
+        dispatcher: Dispatcher | None = None,
         refusals_per_minute: int = 60,
     ) -> None:
+        """``cases``: applies a result a partner reports to the sub-matter awaiting it;
+        ``dispatcher``: sets messages going (the delivery worker)."""
         self.store, self.registry, self.partners = store, registry, partners
         self.opener, self.sealer, self.audit, self.region = opener, sealer, audit, region
         self.limiter, self.refusals_per_minute = limiter, refusals_per_minute
-        self.dispatcher: Dispatcher = NoDispatcher()
-
-        async def record_only(_message: Any, _payload: Any, _envelope: env.Envelope) -> bool:
-            return False
-
-        # The case service applies a reported result to the sub-matter awaiting it.
-        self.on_result: Any = record_only
+        self.cases = cases
+        self.dispatcher: Dispatcher = dispatcher or NoDispatcher()
 
     # -- the shared front half ---------------------------------------------------------------
 
@@ -172,7 +133,7 @@ class InboundService:
             raise InboundRefused(
                 "WRONG_OPERATION", f"a {envelope.kind!r} envelope sent to {operation}", envelope
             )
-        if not await self.limiter.allow(partner):
+        if not await self.limiter.allow(partner.region, partner.rate_limit_per_minute):
             raise InboundRefused("RATE_LIMITED", "too many messages this minute", envelope)
         rows = self.store.read(
             "SELECT xgw_open('inbound_message.reply', partner || '/' || msg_id, reply) AS reply "
@@ -411,7 +372,7 @@ class InboundService:
             answer = answers.parse(answers.PartnerAnswer, payload)
         except answers.AnswerMalformed as exc:
             raise InboundRefused("RESULT_MALFORMED", str(exc), envelope) from None
-        applied = await self.on_result(message, payload, envelope)
+        applied = await self.cases.result_reported(message, payload, envelope)
         with self.store.transaction() as db:
             if not applied:  # noted on the case, by its digest: the body is in the log
                 Store.add_step(
