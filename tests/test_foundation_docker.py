@@ -76,7 +76,7 @@ def test_dockerfile_copies_existing_paths_and_runs_unprivileged() -> None:
     assert 'ENTRYPOINT ["xgw"]' in text
 
 
-def test_readme_documents_every_subcommand_and_configuration_key() -> None:
+def test_readme_and_docs_document_every_subcommand_and_configuration_key() -> None:
     from gateway.config import Settings
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -87,5 +87,7 @@ def test_readme_documents_every_subcommand_and_configuration_key() -> None:
     assert lines[5] == "```"  # exactly two set-up commands, first thing in the README
     for path in _subcommand_paths(build_parser()):
         assert f"xgw {path[0]}" in readme or f"xgw [--config FILE] {path[0]}" in readme, path
+    configuration = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert "docs/configuration.md" in readme
     for key in Settings.model_fields:
-        assert f"`{key}`" in readme, key
+        assert f"`{key}`" in configuration, key
