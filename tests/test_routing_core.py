@@ -73,11 +73,11 @@ def test_transitions_follow_dependencies() -> None:
     assert "pension_information_form" not in ready and "pension_contact_letter" in ready
     states = casecore.mark_queued(states, ready)
     assert casecore.ready(states) == []
-    assert casecore.can_cancel(states)
+    assert casecore.cancel_refusal(states, 0) is None
     states = casecore.apply_reply(
         states, "pension_contact_letter", Reply(True), {"receipt_no": "r1"}
     )
-    assert not casecore.can_cancel(states)
+    assert casecore.cancel_refusal(states, 0) is not None
     assert casecore.ready(states) == ["pension_information_form"]
     states = casecore.apply_reply(
         states, "medical_transfer", Reply(False, "PARTNER_REJECTED", "no"), None
@@ -85,6 +85,7 @@ def test_transitions_follow_dependencies() -> None:
     assert casecore.case_status(states) == "attention"
     states = casecore.retry_failed(states, "medical_transfer")
     assert casecore.ready(states) == ["pension_information_form", "medical_transfer"]
+    states = casecore.mark_queued(states, casecore.ready(states))
     for sub in ("pension_information_form", "medical_transfer", "housing_fund_transfer"):
         states = casecore.apply_reply(states, sub, Reply(True), {})
     assert casecore.case_status(states) == "done"
@@ -106,10 +107,13 @@ def test_cancel_only_before_delivery() -> None:
     cancelled = casecore.cancel(states)
     assert casecore.case_status(cancelled) == "cancelled"
     delivered = casecore.apply_reply(states, "registration", Reply(True), {})
-    assert not casecore.can_cancel(delivered)
+    assert casecore.cancel_refusal(delivered, 0) is not None
     # an attempt that may have reached the partner (a timeout) counts as delivered too
-    assert casecore.can_cancel(states)
-    assert not casecore.can_cancel(casecore.mark_maybe_delivered(states, "registration"))
+    assert casecore.cancel_refusal(states, 0) is None
+    assert (
+        casecore.cancel_refusal(casecore.mark_maybe_delivered(states, "registration"), 0)
+        is not None
+    )
 
 
 def test_circuit_breaker_opens_and_probes_once() -> None:

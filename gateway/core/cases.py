@@ -2,16 +2,12 @@
 
 A case is a bundle (or one matter) filed at a window. Planning routes every sub-matter to the
 jurisdiction that handles it, resolves the mapping in force on the filing date and transforms the
-form into each partner's schema, collecting every problem at once. Sub-matter states:
+form into each partner's schema, collecting every problem at once. The sub-matters' states
+move by ``gateway/core/lifecycle.py``'s table; the functions here apply an event to a case's
+states (and what goes with it: the partner's answer, an error, the delivered flag).
 
-    waiting  ─deps done→  queued ─delivered→ done      (partner accepted / answered)
-                              └──pending───→ awaiting_result ─ReportResult→ done | failed
-                              └──refused───→ failed    (partner rejected; retry makes a new try)
-                              └──exhausted─→ failed    (dead letter)
-    local    ─clerk completes→ done                   (handled by our own back office)
-    any not finished ─cancel (nothing delivered yet, nor maybe delivered)→ cancelled
-
-The case is done when every sub-matter is done, needs attention when one failed.
+The case is done when every sub-matter is done, needs attention when one failed or its result is
+overdue.
 """
 
 from __future__ import annotations
@@ -22,21 +18,25 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from gateway.core import lifecycle
+from gateway.core.lifecycle import SUB_FINISHED, Sub, SubEvent, sub_allows, sub_next
 from mappings.catalogue import Bundle, SubMatter
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
 
+# The sub-matter's states and transitions are gateway/core/lifecycle.py's table; these names
+# are the ones the services and the tests use.
 WAITING, QUEUED, DONE, FAILED, LOCAL, CANCELLED = (
-    "waiting",
-    "queued",
-    "done",
-    "failed",
-    "local",
-    "cancelled",
+    Sub.WAITING,
+    Sub.QUEUED,
+    Sub.DONE,
+    Sub.FAILED,
+    Sub.LOCAL,
+    Sub.CANCELLED,
 )
-AWAITING = "awaiting_result"  # accepted as pending; the partner reports the result later
-FINISHED = frozenset({DONE, CANCELLED})
+AWAITING = Sub.AWAITING  # accepted as pending; the partner reports the result later
+FINISHED = SUB_FINISHED
 
 
 @dataclass(frozen=True)
@@ -170,36 +170,78 @@ def ready(states: list[SubState]) -> list[str]:
 
 
 def mark_queued(states: list[SubState], sub_ids: Iterable[str]) -> list[SubState]:
+    """Their messages are written (SENT): waiting → queued."""
     chosen = set(sub_ids)
     return [
-        replace(s, status=QUEUED, error_code=None, error=None) if s.sub_id in chosen else s
+        replace(s, status=sub_next(s.status, SubEvent.SENT), error_code=None, error=None)
+        if s.sub_id in chosen
+        else s
         for s in states
     ]
+
+
+def resend(states: list[SubState], sub_id: str) -> list[SubState]:
+    """Its dead message goes out again (RESEND): failed → queued."""
+    return [
+        replace(s, status=sub_next(s.status, SubEvent.RESEND), error_code=None, error=None)
+        if s.sub_id == sub_id
+        else s
+        for s in states
+    ]
+
+
+def takes_answer(states: list[SubState], sub_id: str, reply: Reply) -> bool:
+    """Whether the sub-matter is where the partner's answer to its message can move it."""
+    event = reply_event(reply)
+    return any(s.sub_id == sub_id and sub_allows(s.status, event) for s in states)
+
+
+def sub_allows_resend(states: list[SubState], sub_id: str) -> bool:
+    return any(s.sub_id == sub_id and sub_allows(s.status, SubEvent.RESEND) for s in states)
+
+
+def reply_event(reply: Reply) -> SubEvent:
+    if reply.accepted and reply.pending:
+        return SubEvent.ACCEPTED_PENDING
+    return SubEvent.ACCEPTED if reply.accepted else SubEvent.REFUSED
 
 
 def apply_reply(
     states: list[SubState], sub_id: str, reply: Reply, local_result: dict[str, Any] | None
 ) -> list[SubState]:
+    """The partner's answer (ACCEPTED, ACCEPTED_PENDING, REFUSED) to the sub-matter's message."""
+    return _answered(states, sub_id, reply_event(reply), reply, local_result)
+
+
+def _answered(
+    states: list[SubState],
+    sub_id: str,
+    event: SubEvent,
+    reply: Reply,
+    local_result: dict[str, Any] | None,
+) -> list[SubState]:
     out = []
     for s in states:
         if s.sub_id != sub_id:
             out.append(s)
-        elif reply.accepted and reply.pending:
-            out.append(replace(s, status=AWAITING, delivered=True, error_code=None, error=None))
-        elif reply.accepted:
-            out.append(
-                replace(
-                    s, status=DONE, delivered=True, result=local_result, error_code=None, error=None
-                )
-            )
-        else:
+            continue
+        status = sub_next(s.status, event)
+        if event in (SubEvent.REFUSED, SubEvent.RESULT_REFUSED):
             out.append(
                 replace(
                     s,
-                    status=FAILED,
+                    status=status,
                     delivered=True,
                     error_code=reply.code or "PARTNER_REJECTED",
                     error=reply.message or "the partner rejected the request",
+                )
+            )
+        else:
+            final = event in (SubEvent.ACCEPTED, SubEvent.RESULT_ACCEPTED)
+            result = local_result if final else s.result
+            out.append(
+                replace(
+                    s, status=status, delivered=True, result=result, error_code=None, error=None
                 )
             )
     return out
@@ -212,8 +254,11 @@ def mark_maybe_delivered(states: list[SubState], sub_id: str) -> list[SubState]:
 
 
 def apply_dead(states: list[SubState], sub_id: str, code: str, message: str) -> list[SubState]:
+    """Its message died (DEAD): queued → failed."""
     return [
-        replace(s, status=FAILED, error_code=code, error=message) if s.sub_id == sub_id else s
+        replace(s, status=sub_next(s.status, SubEvent.DEAD), error_code=code, error=message)
+        if s.sub_id == sub_id
+        else s
         for s in states
     ]
 
@@ -222,17 +267,19 @@ def complete_local(
     states: list[SubState], sub_id: str, result: dict[str, Any] | None
 ) -> list[SubState]:
     target = next((s for s in states if s.sub_id == sub_id), None)
-    if target is None or target.status != LOCAL:
+    if target is None or not sub_allows(target.status, SubEvent.COMPLETED_LOCALLY):
         raise ValueError(f"sub-matter {sub_id} is not waiting for the local back office")
-    return [replace(s, status=DONE, result=result) if s.sub_id == sub_id else s for s in states]
+    done = sub_next(target.status, SubEvent.COMPLETED_LOCALLY)
+    return [replace(s, status=done, result=result) if s.sub_id == sub_id else s for s in states]
 
 
 def retry_failed(states: list[SubState], sub_id: str) -> list[SubState]:
     target = next((s for s in states if s.sub_id == sub_id), None)
-    if target is None or target.status != FAILED:
+    if target is None or not sub_allows(target.status, SubEvent.RETRY):
         raise ValueError(f"sub-matter {sub_id} has not failed")
+    again = sub_next(target.status, SubEvent.RETRY)
     return [
-        replace(s, status=WAITING, error_code=None, error=None, attempts=s.attempts + 1)
+        replace(s, status=again, error_code=None, error=None, attempts=s.attempts + 1)
         if s.sub_id == sub_id
         else s
         for s in states
@@ -246,12 +293,21 @@ def message_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def can_cancel(states: list[SubState]) -> bool:
-    return not any(s.delivered for s in states) and any(s.status not in FINISHED for s in states)
+def cancel_refusal(states: list[SubState], deliveries_under_way: int) -> str | None:
+    """Why the case cannot be cancelled now (lifecycle.cancel_refusal), or None."""
+    return lifecycle.cancel_refusal(
+        any(s.delivered for s in states),
+        any(s.status not in FINISHED for s in states),
+        deliveries_under_way,
+    )
 
 
 def cancel(states: list[SubState]) -> list[SubState]:
-    return [replace(s, status=CANCELLED) if s.status not in FINISHED else s for s in states]
+    """Every sub-matter not finished (CANCEL)."""
+    return [
+        replace(s, status=sub_next(s.status, SubEvent.CANCEL)) if s.status not in FINISHED else s
+        for s in states
+    ]
 
 
 def case_status(states: list[SubState]) -> str:
@@ -292,7 +348,7 @@ def mark_result_overdue(states: list[SubState], sub_id: str) -> list[SubState]:
             error_code=RESULT_OVERDUE,
             error="the partner has not reported the result in time; it was asked",
         )
-        if s.sub_id == sub_id and s.status == AWAITING
+        if s.sub_id == sub_id and sub_allows(s.status, SubEvent.OVERDUE)
         else s
         for s in states
     ]
@@ -302,7 +358,8 @@ def apply_result(
     states: list[SubState], sub_id: str, reply: Reply, local_result: dict[str, Any] | None
 ) -> list[SubState]:
     """A result reported later (ReportResult) for a sub-matter that was accepted as pending."""
+    event = SubEvent.RESULT_ACCEPTED if reply.accepted else SubEvent.RESULT_REFUSED
     target = next((x for x in states if x.sub_id == sub_id), None)
-    if target is None or target.status != AWAITING:
+    if target is None or not sub_allows(target.status, event):
         raise ValueError(f"sub-matter {sub_id} is not awaiting a result")
-    return apply_reply(states, sub_id, replace(reply, pending=False), local_result)
+    return _answered(states, sub_id, event, replace(reply, pending=False), local_result)

@@ -19,9 +19,10 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.audit.log import AuditEvent, AuditWriter
-from gateway.core import answers
+from gateway.core import answers, lifecycle
 from gateway.core import cases as casecore
 from gateway.core.cases import CaseInvalid, PlannedSub, Reply, SubState
+from gateway.core.lifecycle import InboundEvent, Msg, MsgEvent
 from gateway.core.problems import GatewayError
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerRegistry
@@ -380,10 +381,7 @@ class CaseService:
         if message.kind == "result":  # the result of an inbound case reached its partner
             with self.store.transaction() as db:
                 Store.finish(db, message.msg_id)
-                db.execute(
-                    "UPDATE inbound_case SET status = 'result_delivered', updated = ? WHERE id = ?",
-                    (iso_now(), message.case_id),
-                )
+                Store.move_inbound_case(db, message.case_id, InboundEvent.RESULT_DELIVERED)
             await self.audit.append(
                 _answer_event("message.delivered", message, reply, reply_envelope)
             )
@@ -399,28 +397,36 @@ class CaseService:
             assert case is not None
             planned = case.plan_of(message.sub_id)
             effective, local_result = self._map_answer(planned, reply)
-            states = casecore.apply_reply(case.states, message.sub_id, effective, local_result)
-            if effective.accepted and effective.pending:  # ask, should its report be lost
-                chase.append(self._enqueue_query(db, message, asked=0, accepted_at=time.time()))
-            step = (
-                "accepted_result_pending"
-                if effective.accepted and effective.pending
-                else "done"
-                if effective.accepted
-                else "rejected_by_partner"
-            )
-            Store.add_step(
-                db,
-                case.id,
-                step,
-                message.sub_id,
-                {
-                    "receipt_no": reply.extras.get("receipt_no"),
-                    "code": effective.code,
-                    "message": effective.message,
-                },
-            )
-            queued = self._queue_ready(db, case, states)  # saves the states too
+            if not casecore.takes_answer(case.states, message.sub_id, effective):
+                # its sub-matter moved on meanwhile (cancelled, answered through a resend):
+                # the answer is kept on the timeline and in the log, and changes nothing
+                Store.add_step(
+                    db, case.id, "answer_not_applied", message.sub_id, {"code": effective.code}
+                )
+                queued = Queued()
+            else:
+                states = casecore.apply_reply(case.states, message.sub_id, effective, local_result)
+                if effective.accepted and effective.pending:  # ask, should its report be lost
+                    chase.append(self._enqueue_query(db, message, asked=0, accepted_at=time.time()))
+                step = (
+                    "accepted_result_pending"
+                    if effective.accepted and effective.pending
+                    else "done"
+                    if effective.accepted
+                    else "rejected_by_partner"
+                )
+                Store.add_step(
+                    db,
+                    case.id,
+                    step,
+                    message.sub_id,
+                    {
+                        "receipt_no": reply.extras.get("receipt_no"),
+                        "code": effective.code,
+                        "message": effective.message,
+                    },
+                )
+                queued = self._queue_ready(db, case, states)  # saves the states too
         hand_over(self.dispatcher, queued.messages + chase)
         event = "message.delivered" if effective.accepted else "message.refused"
         await self._audit_answer(event, message, planned, effective, reply_envelope, queued.sent)
@@ -492,10 +498,8 @@ class CaseService:
                 message.sub_id,
                 {"reported": True, "code": effective.code, "message": effective.message},
             )
-            db.execute(
-                "UPDATE outbox SET status = 'cancelled' WHERE case_id = ? AND sub_id = ? "
-                "AND kind = ? AND status = 'pending'",
-                (case.id, message.sub_id, QUERY),
+            Store.move_messages(
+                db, MsgEvent.CANCEL, case_id=case.id, sub_id=message.sub_id, kind=QUERY
             )
             queued = self._queue_ready(db, case, states)  # saves the states too
         hand_over(self.dispatcher, queued.messages)
@@ -590,13 +594,15 @@ class CaseService:
         with self.store.transaction() as db:
             if reached:
                 self._maybe_delivered(db, message)
-            db.execute(
-                "UPDATE outbox SET status = 'pending', attempts = attempts + ?, next_attempt_at = ?, "
-                "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
-                "WHERE msg_id = ? AND status = 'in_flight'",
-                (1 if counts else 0, time.time() + delay, code, text, message.msg_id),
+            Store.move_messages(
+                db,
+                MsgEvent.RETRY,
+                also="attempts = attempts + ?, next_attempt_at = ?, lease_owner = NULL, "
+                "lease_until = NULL, last_error_code = ?, last_error = ?",
+                also_params=(1 if counts else 0, time.time() + delay, code, text),
+                msg_id=message.msg_id,
             )
-            if message.attempts == 0 and counts and message.kind not in ("office", "result", QUERY):
+            if lifecycle.writes_retry_step(message.kind, message.attempts, counts):
                 Store.add_step(
                     db, message.case_id, "delivery_retrying", message.sub_id, {"code": code}
                 )
@@ -629,22 +635,23 @@ class CaseService:
         self, message: OutboxMessage, code: str, text: str, reached: bool = False
     ) -> None:
         with self.store.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, finished_at = strftime('%s','now'), "
-                "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ? "
-                "WHERE msg_id = ?",
-                (code, text, message.msg_id),
+            died = Store.move_messages(
+                db,
+                MsgEvent.DIE,
+                also="attempts = attempts + 1, finished_at = strftime('%s','now'), "
+                "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ?",
+                also_params=(code, text),
+                msg_id=message.msg_id,
             )
-            if message.kind in ("office", "result"):  # an inbound case's hand-over or result
-                db.execute(
-                    "UPDATE inbound_case SET status = ?, updated = ? WHERE id = ?",
-                    (
-                        "office_unreachable"
-                        if message.kind == "office"
-                        else "result_undeliverable",
-                        iso_now(),
-                        message.case_id,
-                    ),
+            if not died:
+                pass  # it moved on meanwhile (answered, cancelled): no dead letter
+            elif message.kind in ("office", "result"):  # an inbound case's hand-over or result
+                Store.move_inbound_case(
+                    db,
+                    message.case_id,
+                    InboundEvent.OFFICE_DEAD
+                    if message.kind == "office"
+                    else InboundEvent.RESULT_DEAD,
                 )
             elif message.kind == QUERY:  # we could not ask: the result is overdue, not failed
                 case = Store.load_case(db, message.case_id)
@@ -654,13 +661,15 @@ class CaseService:
             else:
                 case = Store.load_case(db, message.case_id)
                 assert case is not None
-                states = casecore.apply_dead(case.states, message.sub_id, code, text)
+                states = casecore.apply_dead(case.states, message.sub_id, code, text)  # queued
                 if reached:
                     states = casecore.mark_maybe_delivered(states, message.sub_id)
                 Store.add_step(
                     db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
                 )
                 Store.save_states(db, case, states, casecore.case_status(states))
+        if not died:
+            return
         # The alert line operators watch for: exhausted retries never go unnoticed.
         log.error(
             "delivery.dead_letter",
@@ -689,7 +698,7 @@ class CaseService:
             row = db.execute(
                 "SELECT case_id, sub_id, status FROM outbox WHERE msg_id = ?", (msg_id,)
             ).fetchone()
-            if row is None or row[2] != "dead":
+            if row is None or row[2] not in lifecycle.msg_sources(MsgEvent.REPLAY):
                 return False
             self._requeue_dead(db, msg_id, row[0], row[1], actor)
         await self._audit_replayed(row[0], msg_id, actor)
@@ -700,14 +709,20 @@ class CaseService:
         db: sqlite3.Connection, msg_id: str, case_id: str, sub_id: str, actor: str
     ) -> None:
         now = time.time()
-        db.execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, created = ?, next_attempt_at = ?, "
-            "finished_at = NULL WHERE msg_id = ?",
-            (now, now, msg_id),
+        Store.move_messages(
+            db,
+            MsgEvent.REPLAY,
+            also="attempts = 0, created = ?, next_attempt_at = ?, finished_at = NULL",
+            also_params=(now, now),
+            msg_id=msg_id,
         )
         case = Store.load_case(db, case_id)
-        assert case is not None
-        states = casecore.mark_queued(case.states, [sub_id])
+        if case is None:  # an inbound case's hand-over or result: the message alone goes again
+            return
+        if casecore.sub_allows_resend(case.states, sub_id):  # a query leaves its sub as it is
+            states = casecore.resend(case.states, sub_id)
+        else:
+            states = case.states
         Store.add_step(db, case.id, "replayed", sub_id, {"message_id": msg_id, "by": actor})
         Store.save_states(db, case, states, casecore.case_status(states))
 
@@ -729,27 +744,16 @@ class CaseService:
         with self.store.transaction() as db:
             current = Store.load_case(db, case.id)
             assert current is not None
-            if not casecore.can_cancel(current.states):
-                raise GatewayError(
-                    "CASE_NOT_CANCELLABLE",
-                    409,
-                    "The case cannot be cancelled",
-                    "a message may already have reached a partner, or the case is finished",
-                )
-            undelivered = db.execute(
-                "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND status = 'in_flight'", (case.id,)
+            under_way = db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND status = ?",
+                (case.id, Msg.IN_FLIGHT),
             ).fetchone()[0]
-            if undelivered:
+            refusal = casecore.cancel_refusal(current.states, under_way)
+            if refusal is not None:
                 raise GatewayError(
-                    "CASE_NOT_CANCELLABLE",
-                    409,
-                    "The case cannot be cancelled",
-                    "a delivery is under way; try again in a moment",
+                    "CASE_NOT_CANCELLABLE", 409, "The case cannot be cancelled", refusal
                 )
-            db.execute(
-                "UPDATE outbox SET status = 'cancelled' WHERE case_id = ? AND status = 'pending'",
-                (case.id,),
-            )
+            Store.move_messages(db, MsgEvent.CANCEL, case_id=case.id)
             states = casecore.cancel(current.states)
             Store.add_step(db, case.id, "cancelled", detail={"by": actor})
             Store.save_states(db, current, states, casecore.case_status(states))
@@ -780,7 +784,7 @@ class CaseService:
                 "ORDER BY created DESC LIMIT 1",
                 (case.id, sub_id),
             ).fetchone()
-            dead = last[0] if last is not None and last[1] == "dead" else None
+            dead = last[0] if last is not None and lifecycle.retry_resends(last[1]) else None
             if dead is not None:
                 self._requeue_dead(db, dead, case.id, sub_id, actor)
             else:

@@ -36,6 +36,7 @@ from adapters.delivery_errors import RESEALABLE, DeliveryError
 from adapters.local_system import LocalSystemClient
 from adapters.redis_leases import RedisLeases
 from gateway.config import Settings
+from gateway.core import lifecycle
 from gateway.logs import get_logger
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
@@ -410,10 +411,12 @@ class Worker:
             transient=error.transient,
             reached=error.reached,
         )
-        if (
-            not error.transient
-            or age >= self.settings.delivery_max_age_seconds
-            or attempts >= self.settings.delivery_max_attempts
+        if lifecycle.gives_up(
+            error.transient,
+            attempts,
+            age,
+            self.settings.delivery_max_attempts,
+            self.settings.delivery_max_age_seconds,
         ):
             await self.service.dead(message, error.code, error.message, error.reached)
             return

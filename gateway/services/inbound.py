@@ -21,6 +21,7 @@ from adapters.rate_limit import RateLimiter
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers
 from gateway.core.cases import message_id
+from gateway.core.lifecycle import Inbound, InboundEvent, inbound_allows
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
@@ -321,7 +322,7 @@ class InboundService:
                         domain,
                         now,
                         now,
-                        "in_office",
+                        Inbound.IN_OFFICE.value,
                         orjson.dumps(form),
                     ),
                 )
@@ -471,12 +472,16 @@ class InboundService:
                 "SELECT status FROM inbound_case WHERE id = ?", (message.case_id,)
             ).fetchone()
             Store.finish(db, message.msg_id)
-            if status is None or status[0] != "in_office":
+            event = (
+                InboundEvent.DECIDED_DONE if outcome == "done" else InboundEvent.DECIDED_REJECTED
+            )
+            if status is None or not inbound_allows(status[0], event):
                 return  # decided already (a resend of the hand-over)
+            Store.move_inbound_case(db, message.case_id, event)
             db.execute(
-                "UPDATE inbound_case SET status = ?1, "
-                "result = xgw_seal('inbound_case.result', ?4, ?2), updated = ?3 WHERE id = ?4",
-                (outcome, orjson.dumps(result), iso_now(), message.case_id),
+                "UPDATE inbound_case SET result = xgw_seal('inbound_case.result', ?2, ?1) "
+                "WHERE id = ?2",
+                (orjson.dumps(result), message.case_id),
             )
             result_message = Store.enqueue(
                 db,

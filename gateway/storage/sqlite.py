@@ -28,6 +28,15 @@ from typing import Any
 import orjson
 
 from gateway.core.cases import PlannedSub, SubState
+from gateway.core.lifecycle import (
+    InboundEvent,
+    Msg,
+    MsgEvent,
+    inbound_sources,
+    inbound_target,
+    msg_sources,
+    msg_target,
+)
 from security.atrest import DataKeys
 
 SCHEMA = """
@@ -75,7 +84,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS write_probe (node TEXT PRIMARY KEY, at REAL NOT NULL);
 """
 # Outbox statuses: pending → in_flight → delivered | dead (| cancelled with its case).
-PENDING, IN_FLIGHT = "pending", "in_flight"
+PENDING, IN_FLIGHT = Msg.PENDING.value, Msg.IN_FLIGHT.value
 HOLD_SECONDS = 5.0  # a held message's due time, should its release be lost (a crash)
 
 
@@ -636,18 +645,52 @@ class Store:
         )
 
     @staticmethod
+    def move_messages(
+        db: sqlite3.Connection,
+        event: MsgEvent,
+        *,
+        also: str = "",
+        also_params: tuple[Any, ...] = (),
+        **where: str,
+    ) -> int:
+        """Apply ``event`` to the messages ``where`` says (columns msg_id, case_id, sub_id,
+        kind, lease_owner) that are in a state the lifecycle table allows it from; ``also``: more
+        columns to set, as SQL. How many moved."""
+        columns = {"msg_id", "case_id", "sub_id", "kind", "lease_owner"}
+        assert where and set(where) <= columns, where
+        sources = msg_sources(event)
+        sql = (
+            "UPDATE outbox SET status = ?"  # noqa: S608 - names from the tables above
+            + (f", {also}" if also else "")
+            + " WHERE "
+            + " AND ".join(f"{name} = ?" for name in where)
+            + f" AND status IN ({', '.join('?' * len(sources))})"
+        )
+        params = (msg_target(event).value, *also_params, *where.values(), *sources)
+        return int(db.execute(sql, params).rowcount)
+
+    @staticmethod
+    def move_inbound_case(db: sqlite3.Connection, case_id: str, event: InboundEvent) -> bool:
+        """Apply ``event`` to an inbound case if the lifecycle table allows it from its state."""
+        sources = inbound_sources(event)
+        moved = db.execute(
+            "UPDATE inbound_case SET status = ?, updated = ? WHERE id = ? "  # noqa: S608
+            f"AND status IN ({', '.join('?' * len(sources))})",
+            (inbound_target(event).value, iso_now(), case_id, *sources),
+        ).rowcount
+        return bool(moved)
+
+    @staticmethod
     def finish(db: sqlite3.Connection, msg_id: str) -> bool:
         """The message reached its destination: delivered, lease dropped. False if it was
         not pending or in flight (another worker finished it first)."""
-        return (
-            db.execute(
-                "UPDATE outbox SET status = 'delivered', finished_at = strftime('%s','now'), "
-                "lease_owner = NULL, lease_until = NULL "
-                "WHERE msg_id = ? AND status IN ('pending', 'in_flight')",
-                (msg_id,),
-            ).rowcount
-            > 0
+        moved = Store.move_messages(
+            db,
+            MsgEvent.DELIVER,
+            also="finished_at = strftime('%s','now'), lease_owner = NULL, lease_until = NULL",
+            msg_id=msg_id,
         )
+        return moved > 0
 
     @staticmethod
     def remember_inbound(
@@ -679,13 +722,14 @@ class Store:
         skipped = sorted(skip_partners)
         placeholders = ", ".join("?" * len(skipped))  # only placeholders: values are bound
         with self.transaction() as db:
+            claimable = msg_sources(MsgEvent.CLAIM)
             sql = (
-                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status IN (?, ?) "  # noqa: S608
-                "AND next_attempt_at <= ? "
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox "  # noqa: S608
+                f"WHERE status IN ({', '.join('?' * len(claimable))}) AND next_attempt_at <= ? "
                 "AND (lease_until IS NULL OR lease_until < ?) "
                 f"AND partner NOT IN ({placeholders}) ORDER BY next_attempt_at LIMIT ?"
             )
-            chosen = db.execute(sql, (PENDING, IN_FLIGHT, now, now, *skipped, limit)).fetchall()
+            chosen = db.execute(sql, (*claimable, now, now, *skipped, limit)).fetchall()
             for row in chosen:
                 db.execute(
                     "UPDATE outbox SET status = ?, lease_owner = ?, lease_until = ? WHERE msg_id = ?",
@@ -725,10 +769,12 @@ class Store:
         """Give back leases of messages not finished (shutdown): another worker may send them."""
         with self.transaction() as db:
             for msg_id in msg_ids:
-                db.execute(
-                    "UPDATE outbox SET status = ?, lease_owner = NULL, lease_until = NULL "
-                    "WHERE msg_id = ? AND lease_owner = ? AND status = ?",
-                    (PENDING, msg_id, owner, IN_FLIGHT),
+                Store.move_messages(
+                    db,
+                    MsgEvent.RELEASE,
+                    also="lease_owner = NULL, lease_until = NULL",
+                    msg_id=msg_id,
+                    lease_owner=owner,
                 )
 
     def outbox(self, status: str | None = None, limit: int = 200) -> list[OutboxMessage]:
