@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PACKAGES := gateway adapters mappings security rules
 
-.PHONY: run test lint typecheck pytest bench-smoke clean
+.PHONY: run test test-fast lint typecheck pytest bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ typecheck: $(VENV)/.dev-installed
 pytest: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -q -ra
 
+## test-fast: the unit and integration tests only (no real processes), for the edit loop
+test-fast: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q -ra -m "unit or integration"
+
 bench-smoke: $(VENV)/.dev-installed
-	@for script in bench/*.py; do case "$$script" in */__init__.py) continue;; esac; echo "== $$script --smoke"; $(BIN)/python $$script --smoke || exit 1; done
+	@for script in bench/*.py; do case "$$script" in */__init__.py|*/_*.py) continue;; esac; echo "== $$script --smoke"; $(BIN)/python $$script --smoke || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

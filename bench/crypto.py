@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._metering import rate
 from security.backend import get_backend
 from security.curve import DEFAULT_DISTID
 from security.keys import generate_private_key
-from tests.harness import rate
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
 

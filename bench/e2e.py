@@ -52,10 +52,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.devtools.demo import applicant_of, bundle_form
-from security import envelope as env
-from tests.conftest import free_port
-from tests.harness import (
+from bench._metering import (
     BenchServer,
     DuringRun,
     gateway_cpu,
@@ -63,6 +60,9 @@ from tests.harness import (
     process_cpu,
     timed_loop,
 )
+from mappings.examples import applicant_of, bundle_form
+from security import envelope as env
+from tests.conftest import free_port
 from tests.security_helpers import TO_XZ_PARTY, Pair
 
 

@@ -6,7 +6,7 @@ Usage: python bench/inbound.py [--clients N] [--count N] [--all-cores] [--smoke]
 Target: >= 60% of the bound. On a machine with two CPUs or more the gateway process is pinned to
 the first and this script to the others (--all-cores: not), so that the gateway has one core,
 as the bounds do; the reference bound is measured during each run on the gateway's own core, in
-bursts (see tests/harness.py DuringRun: each virtual CPU's speed drifts on its own).
+bursts (see bench/_metering.py DuringRun: each virtual CPU's speed drifts on its own).
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from security import envelope as env
-from security import envelope_xml
-from tests.harness import (
+from bench._metering import (
     BenchServer,
     DuringRun,
     gateway_cpu,
@@ -36,6 +34,8 @@ from tests.harness import (
     process_cpu,
     timed_loop,
 )
+from security import envelope as env
+from security import envelope_xml
 from tests.partner_helpers import Partner, contact_letter
 from tests.security_helpers import TO_XZ_PARTY, Pair
 

@@ -21,10 +21,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._metering import rate
 from mappings.catalogue import render_catalogue_csv
 from mappings.registry import build_registry, packaged_data_dir
 from mappings.sample import large_catalogue
-from tests.harness import rate
 
 
 def main() -> int:

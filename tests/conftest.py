@@ -23,6 +23,53 @@ START_REDIS_HINT = (
 )
 
 
+# Each test module's kind (pytest -m unit | integration | e2e; `make test-fast` runs the first
+# two). A module not listed here fails the run, so none goes unclassified.
+KINDS = {
+    "unit": {
+        "test_lifecycle",
+        "test_routing_core",
+        "test_mappings_transforms",
+        "test_mappings_identifiers",
+        "test_security_primitives",
+        "test_rate_limit",
+        "test_layering",
+        "test_partner_soap_codec",
+        "test_foundation_config",
+        "test_foundation_logs",
+        "test_foundation_docker",
+    },
+    "integration": {
+        "test_store",
+        "test_audit_log",
+        "test_security_openssl",
+        "test_security_envelope",
+        "test_security_keypool",
+        "test_adapters_http",
+    },
+    "e2e": {
+        "test_routing_e2e",
+        "test_partner_inbound",
+        "test_faults",
+        "test_foundation_serve",
+        "test_audit_api",
+        "test_audit_cli",
+        "test_security_cli",
+        "test_hardening",
+        "test_mappings_lint",
+    },
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        kinds = [kind for kind, modules in KINDS.items() if module in modules]
+        if len(kinds) != 1:
+            raise pytest.UsageError(f"{module}: give it one kind in tests/conftest.py KINDS")
+        item.add_marker(getattr(pytest.mark, kinds[0]))
+
+
 def _redis_reachable(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())

@@ -6,10 +6,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hypothesis import strategies as st
 from stdnum.cn import ric
 
+from mappings.examples import example as _example
 from mappings.registry import Registry, load_registry, packaged_data_dir
 from mappings.transform import Rule
 
@@ -19,8 +19,7 @@ REGIONS = ["420607", "411329", "420300", "421300", "429021", "110105"]
 
 
 def example(transform: str) -> dict[str, Any]:
-    document = yaml.safe_load((DATA / "examples" / f"{transform}.yaml").read_text(encoding="utf-8"))
-    return dict(document["payload"])
+    return _example(transform, DATA)
 
 
 def resident_ids() -> st.SearchStrategy[str]:

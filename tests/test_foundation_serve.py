@@ -276,7 +276,7 @@ def test_oversized_filings_cost_little_memory(tmp_path: Path) -> None:
     body's size, not by ten times it."""
     import uuid
 
-    from gateway.devtools.demo import applicant_of, bundle_form
+    from mappings.examples import applicant_of, bundle_form
     from tests.harness import http
 
     served = Served(tmp_path / "var")

@@ -124,7 +124,7 @@ def test_envelope_fields_refuse_line_feeds_full_width_digits_and_repeats(
 
 
 def _filing(**applicant: str) -> dict[str, Any]:
-    from gateway.devtools.demo import applicant_of, bundle_form
+    from mappings.examples import applicant_of, bundle_form
 
     form = bundle_form("YJS-YLBX")
     return {"bundle": "YJS-YLBX", "applicant": {**applicant_of(form), **applicant}, "form": form}
@@ -352,7 +352,7 @@ def test_personal_data_is_sealed_at_rest_and_survives_a_data_key_rotation(
     try:
         first = deployment.file("YJS-SBZR")
         deployment.wait([first["id"]])
-        from gateway.devtools.demo import applicant_of, bundle_form
+        from mappings.examples import applicant_of, bundle_form
 
         applicant = applicant_of(bundle_form("YJS-SBZR"))
         assert run_xgw("keys", "rotate-data-key", env=deployment.env).returncode == 0

@@ -25,7 +25,7 @@ from gateway.core.lifecycle import (
     Sub,
     SubEvent,
 )
-from gateway.devtools.demo import bundle_form
+from mappings.examples import bundle_form
 from tests.mapping_helpers import REGISTRY
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from gateway.core import cases as casecore
 from gateway.core.cases import CaseInvalid, Reply
-from gateway.devtools.demo import BUNDLE_FORMS, bundle_form
 from gateway.services.delivery import CircuitBreaker, backoff
+from mappings.examples import BUNDLE_FORMS, bundle_form
 from tests.mapping_helpers import REGISTRY
 
 ON = date(2026, 11, 28)

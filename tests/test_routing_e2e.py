@@ -617,7 +617,7 @@ def test_listing_filters_page_through_everything_and_refuse_nonsense(
 
 
 def _body(bundle: str) -> dict[str, object]:
-    from gateway.devtools.demo import applicant_of, bundle_form
+    from mappings.examples import applicant_of, bundle_form
 
     form = bundle_form(bundle)
     return {"bundle": bundle, "applicant": applicant_of(form), "form": form}

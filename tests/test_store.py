@@ -22,7 +22,18 @@ def _enqueue(
 ) -> None:
     with store.transaction() as db:
         Store.enqueue(
-            db, msg_id, "case-1", "sub", partner, "si", "request", "M", b"{}", b"{}", held, lease
+            db,
+            msg_id=msg_id,
+            case_id="case-1",
+            sub_id="sub",
+            partner=partner,
+            domain="si",
+            kind="request",
+            matter="M",
+            payload=b"{}",
+            envelope=b"{}",
+            held=held,
+            lease=lease,
         )
 
 
@@ -109,7 +120,7 @@ def _big_case(n: int, form_bytes: int) -> store_module.CaseRow:
     from datetime import date
 
     from gateway.core import cases as casecore
-    from gateway.devtools.demo import bundle_form
+    from mappings.examples import bundle_form
     from tests.mapping_helpers import REGISTRY
 
     form = bundle_form("YJS-YLBX")

@@ -11,12 +11,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gateway.assembly import mappings_dir, open_audit_log, registry_for
 from gateway.cli.progress import Progress
 from gateway.config import Settings
 from mappings.catalogue import Matter, iter_catalogue_csv, render_catalogue_csv
+from mappings.examples import example
 from mappings.mapping import inverse_index
 from mappings.registry import Registry, build_registry
 from mappings.source import Problem
@@ -64,11 +63,10 @@ def _describe_rule(rule: Rule, indent: str = "    ") -> list[str]:
 
 
 def _example(settings: Settings, transform: str) -> Any:
-    path = mappings_dir(settings) / "examples" / f"{transform}.yaml"
-    if not path.exists():
+    try:
+        return example(transform, mappings_dir(settings))
+    except (OSError, KeyError, TypeError):  # none for this transform, or not a SAMPLE form
         return None
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))  # plain dicts, as from JSON
-    return document.get("payload") if isinstance(document, dict) else None
 
 
 def _explain_local(registry: Registry, settings: Settings, matter: Matter, on: date) -> None:

@@ -172,7 +172,7 @@ def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
 def _sample_payload(settings: Settings, partner: str, code: str, on: date) -> bytes:
     """The SAMPLE example of the transform a partner's matter code uses, in its schema."""
     from gateway.assembly import registry_for
-    from gateway.devtools.demo import example
+    from mappings.examples import example
 
     registry = registry_for(settings)
     try:

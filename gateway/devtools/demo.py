@@ -6,46 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from gateway.config import Settings
 from gateway.storage.sqlite import Store
-from mappings.registry import packaged_data_dir
+from mappings.examples import applicant_of, bundle_form
 
 DEMO_HALL = "襄州区政务服务中心"
-BUNDLE_FORMS = {
-    "YJS-SBZR": ["pension_contact_letter", "generic_application", "housing_fund_transfer"],
-    "YJS-YLBX": ["medical_registration", "medical_reimbursement"],
-    "YJS-HKQY": ["household_migration", "generic_application"],
-    "YJS-XJZJ": ["school_transfer"],
-    "YJS-GJJZY": ["housing_fund_transfer", "generic_application"],
-}
-
-
-def example(name: str, root: Path | None = None) -> dict[str, Any]:
-    path = (root or packaged_data_dir()) / "examples" / f"{name}.yaml"
-    return dict(yaml.safe_load(path.read_text(encoding="utf-8"))["payload"])
-
-
-def bundle_form(code: str, root: Path | None = None) -> dict[str, Any]:
-    """One case form for a bundle: the SAMPLE forms of its transforms, merged section by section."""
-    form: dict[str, Any] = {}
-    for name in BUNDLE_FORMS[code]:
-        for section, values in example(name, root).items():
-            form.setdefault(section, {}).update(values)
-    return form
-
-
-def applicant_of(form: dict[str, Any]) -> dict[str, Any]:
-    for section in ("applicant", "insured", "person", "depositor", "guardian"):
-        person = form.get(section)
-        if isinstance(person, dict) and "id_number" in person and "name" in person:
-            return {"id_number": person["id_number"], "name": person["name"]}
-    raise ValueError("the form names no person")
 
 
 def demo_token(settings: Settings) -> str:

@@ -331,15 +331,15 @@ class InboundService:
                 )
                 handed = Store.enqueue(
                     db,
-                    f"local-{case_id}",
-                    case_id,
-                    "office",
-                    "local",
-                    domain,
-                    "office",
-                    resolution.local_code,
-                    body,
-                    b"",
+                    msg_id=f"local-{case_id}",
+                    case_id=case_id,
+                    sub_id="office",
+                    partner="local",
+                    domain=domain,
+                    kind="office",
+                    matter=resolution.local_code,
+                    payload=body,
+                    envelope=b"",
                     lease=self.dispatcher.lease_for("local"),
                 )
             Store.remember_inbound(
@@ -485,15 +485,15 @@ class InboundService:
             )
             result_message = Store.enqueue(
                 db,
-                msg_id,
-                message.case_id,
-                "result",
-                partner.region,
-                row[3],
-                "result",
-                row[2],
-                payload,
-                sealed.to_json(),
+                msg_id=msg_id,
+                case_id=message.case_id,
+                sub_id="result",
+                partner=partner.region,
+                domain=row[3],
+                kind="result",
+                matter=row[2],
+                payload=payload,
+                envelope=sealed.to_json(),
                 lease=self.dispatcher.lease_for(partner.region),
             )
         hand_over(self.dispatcher, [result_message])

@@ -573,6 +573,7 @@ class Store:
     @staticmethod
     def enqueue(
         db: sqlite3.Connection,
+        *,
         msg_id: str,
         case_id: str,
         sub_id: str,
