@@ -63,7 +63,7 @@ KINDS = {
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = item.path.stem
         kinds = [kind for kind, modules in KINDS.items() if module in modules]
         if len(kinds) != 1:
             raise pytest.UsageError(f"{module}: give it one kind in tests/conftest.py KINDS")
