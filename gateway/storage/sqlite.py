@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,23 @@ def _add_routing(db: sqlite3.Connection) -> None:
     except BaseException:
         rollback(db)
         raise
+
+
+@lru_cache(maxsize=64)
+def _move_statement(
+    event: MsgEvent, where: tuple[str, ...], also: str
+) -> tuple[str, str, tuple[str, ...]]:
+    """(SQL, target state, source states) of a message transition: made once per shape."""
+    assert where and set(where) <= {"msg_id", "case_id", "sub_id", "kind", "lease_owner"}, where
+    sources = msg_sources(event)
+    sql = (
+        "UPDATE outbox SET status = ?"  # noqa: S608 - names from the lifecycle table and code
+        + (f", {also}" if also else "")
+        + " WHERE "
+        + " AND ".join(f"{name} = ?" for name in where)
+        + f" AND status IN ({', '.join('?' * len(sources))})"
+    )
+    return sql, msg_target(event).value, sources
 
 
 def register_sealing(db: sqlite3.Connection, keys: DataKeys | None) -> None:
@@ -657,17 +675,8 @@ class Store:
         """Apply ``event`` to the messages ``where`` says (columns msg_id, case_id, sub_id,
         kind, lease_owner) that are in a state the lifecycle table allows it from; ``also``: more
         columns to set, as SQL. How many moved."""
-        columns = {"msg_id", "case_id", "sub_id", "kind", "lease_owner"}
-        assert where and set(where) <= columns, where
-        sources = msg_sources(event)
-        sql = (
-            "UPDATE outbox SET status = ?"  # noqa: S608 - names from the tables above
-            + (f", {also}" if also else "")
-            + " WHERE "
-            + " AND ".join(f"{name} = ?" for name in where)
-            + f" AND status IN ({', '.join('?' * len(sources))})"
-        )
-        params = (msg_target(event).value, *also_params, *where.values(), *sources)
+        sql, target, sources = _move_statement(event, tuple(where), also)
+        params = (target, *also_params, *where.values(), *sources)
         return int(db.execute(sql, params).rowcount)
 
     @staticmethod
