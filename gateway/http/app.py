@@ -374,9 +374,8 @@ async def _open_runtime(app: web.Application) -> None:
     # of the cyclic collector's full passes, which would otherwise walk it all, pausing the loop.
     gc.freeze()
     # A young-generation pass costs about the same however many allocations preceded it (it
-    # walks what is alive: the requests in flight), so fewer, later passes cost less in all:
-    # measured under saturation, 184 passes took 107 ms of 10.9 s at the default 700, and 11
-    # passes 43 ms at 7000 (the middle generation likewise 41 ms against 10).
+    # walks what is alive: the requests in flight), so fewer, later passes cost less in all
+    # (the measurement: docs/architecture.md).
     gc.set_threshold(7000, 10, 10)
 
     async def archive_periodically() -> None:
