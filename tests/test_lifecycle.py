@@ -42,20 +42,20 @@ def test_every_state_has_a_row_and_every_event_is_used() -> None:
 
 def test_an_unknown_pair_raises_naming_both() -> None:
     with pytest.raises(LifecycleError) as refused:
-        lifecycle.sub_next("done", SubEvent.RETRY)
+        lifecycle.SUB.next("done", SubEvent.RETRY)
     assert "RETRY" in str(refused.value) and "'done'" in str(refused.value)
     with pytest.raises(LifecycleError):
-        lifecycle.msg_next("delivered", MsgEvent.CLAIM)
+        lifecycle.MESSAGE.next("delivered", MsgEvent.CLAIM)
     with pytest.raises(LifecycleError):
-        lifecycle.inbound_next("result_delivered", InboundEvent.DECIDED_DONE)
+        lifecycle.INBOUND.next("result_delivered", InboundEvent.DECIDED_DONE)
 
 
 def test_the_store_statements_follow_the_tables() -> None:
-    assert set(lifecycle.msg_sources(MsgEvent.CLAIM)) == {"pending", "in_flight"}
-    assert set(lifecycle.msg_sources(MsgEvent.DELIVER)) == {"pending", "in_flight"}
-    assert lifecycle.msg_sources(MsgEvent.REPLAY) == ("dead",)
-    assert lifecycle.msg_target(MsgEvent.RETRY) is Msg.PENDING
-    assert lifecycle.inbound_target(InboundEvent.RESULT_DELIVERED) is Inbound.RESULT_DELIVERED
+    assert set(lifecycle.MESSAGE.sources(MsgEvent.CLAIM)) == {"pending", "in_flight"}
+    assert set(lifecycle.MESSAGE.sources(MsgEvent.DELIVER)) == {"pending", "in_flight"}
+    assert lifecycle.MESSAGE.sources(MsgEvent.REPLAY) == ("dead",)
+    assert lifecycle.MESSAGE.target(MsgEvent.RETRY) is Msg.PENDING
+    assert lifecycle.INBOUND.target(InboundEvent.RESULT_DELIVERED) is Inbound.RESULT_DELIVERED
 
 
 @given(
@@ -65,12 +65,12 @@ def test_the_store_statements_follow_the_tables() -> None:
 def test_a_sub_matter_never_leaves_done_or_cancelled(events: list[SubEvent], start: Sub) -> None:
     state = start
     for event in events:
-        if lifecycle.sub_allows(state, event):
-            before, state = state, lifecycle.sub_next(state, event)
+        if lifecycle.SUB.allows(state, event):
+            before, state = state, lifecycle.SUB.next(state, event)
             assert before not in lifecycle.SUB_FINISHED
         else:
             with pytest.raises(LifecycleError):
-                lifecycle.sub_next(state, event)
+                lifecycle.SUB.next(state, event)
 
 
 @given(st.lists(st.sampled_from(list(MsgEvent)), max_size=40))
@@ -78,7 +78,7 @@ def test_a_message_delivered_or_cancelled_stays_so(events: list[MsgEvent]) -> No
     state = Msg.PENDING
     for event in events:
         if event in MSG_TABLE[state]:
-            before, state = state, lifecycle.msg_next(state, event)
+            before, state = state, lifecycle.MESSAGE.next(state, event)
             assert before not in (Msg.DELIVERED, Msg.CANCELLED)
 
 

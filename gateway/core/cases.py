@@ -19,7 +19,7 @@ from datetime import date
 from typing import Any
 
 from gateway.core import lifecycle
-from gateway.core.lifecycle import SUB_FINISHED, Sub, SubEvent, sub_allows, sub_next
+from gateway.core.lifecycle import SUB, SUB_FINISHED, Sub, SubEvent
 from mappings.catalogue import Bundle, SubMatter
 from mappings.mapping import MappingError
 from mappings.registry import Registry
@@ -173,7 +173,7 @@ def mark_queued(states: list[SubState], sub_ids: Iterable[str]) -> list[SubState
     """Their messages are written (SENT): waiting → queued."""
     chosen = set(sub_ids)
     return [
-        replace(s, status=sub_next(s.status, SubEvent.SENT), error_code=None, error=None)
+        replace(s, status=SUB.next(s.status, SubEvent.SENT), error_code=None, error=None)
         if s.sub_id in chosen
         else s
         for s in states
@@ -183,7 +183,7 @@ def mark_queued(states: list[SubState], sub_ids: Iterable[str]) -> list[SubState
 def resend(states: list[SubState], sub_id: str) -> list[SubState]:
     """Its dead message goes out again (RESEND): failed → queued."""
     return [
-        replace(s, status=sub_next(s.status, SubEvent.RESEND), error_code=None, error=None)
+        replace(s, status=SUB.next(s.status, SubEvent.RESEND), error_code=None, error=None)
         if s.sub_id == sub_id
         else s
         for s in states
@@ -193,11 +193,11 @@ def resend(states: list[SubState], sub_id: str) -> list[SubState]:
 def takes_answer(states: list[SubState], sub_id: str, reply: Reply) -> bool:
     """Whether the sub-matter is where the partner's answer to its message can move it."""
     event = reply_event(reply)
-    return any(s.sub_id == sub_id and sub_allows(s.status, event) for s in states)
+    return any(s.sub_id == sub_id and SUB.allows(s.status, event) for s in states)
 
 
 def sub_allows_resend(states: list[SubState], sub_id: str) -> bool:
-    return any(s.sub_id == sub_id and sub_allows(s.status, SubEvent.RESEND) for s in states)
+    return any(s.sub_id == sub_id and SUB.allows(s.status, SubEvent.RESEND) for s in states)
 
 
 def reply_event(reply: Reply) -> SubEvent:
@@ -225,7 +225,7 @@ def _answered(
         if s.sub_id != sub_id:
             out.append(s)
             continue
-        status = sub_next(s.status, event)
+        status = SUB.next(s.status, event)
         if event in (SubEvent.REFUSED, SubEvent.RESULT_REFUSED):
             out.append(
                 replace(
@@ -256,7 +256,7 @@ def mark_maybe_delivered(states: list[SubState], sub_id: str) -> list[SubState]:
 def apply_dead(states: list[SubState], sub_id: str, code: str, message: str) -> list[SubState]:
     """Its message died (DEAD): queued → failed."""
     return [
-        replace(s, status=sub_next(s.status, SubEvent.DEAD), error_code=code, error=message)
+        replace(s, status=SUB.next(s.status, SubEvent.DEAD), error_code=code, error=message)
         if s.sub_id == sub_id
         else s
         for s in states
@@ -267,17 +267,17 @@ def complete_local(
     states: list[SubState], sub_id: str, result: dict[str, Any] | None
 ) -> list[SubState]:
     target = next((s for s in states if s.sub_id == sub_id), None)
-    if target is None or not sub_allows(target.status, SubEvent.COMPLETED_LOCALLY):
+    if target is None or not SUB.allows(target.status, SubEvent.COMPLETED_LOCALLY):
         raise ValueError(f"sub-matter {sub_id} is not waiting for the local back office")
-    done = sub_next(target.status, SubEvent.COMPLETED_LOCALLY)
+    done = SUB.next(target.status, SubEvent.COMPLETED_LOCALLY)
     return [replace(s, status=done, result=result) if s.sub_id == sub_id else s for s in states]
 
 
 def retry_failed(states: list[SubState], sub_id: str) -> list[SubState]:
     target = next((s for s in states if s.sub_id == sub_id), None)
-    if target is None or not sub_allows(target.status, SubEvent.RETRY):
+    if target is None or not SUB.allows(target.status, SubEvent.RETRY):
         raise ValueError(f"sub-matter {sub_id} has not failed")
-    again = sub_next(target.status, SubEvent.RETRY)
+    again = SUB.next(target.status, SubEvent.RETRY)
     return [
         replace(s, status=again, error_code=None, error=None, attempts=s.attempts + 1)
         if s.sub_id == sub_id
@@ -305,7 +305,7 @@ def cancel_refusal(states: list[SubState], deliveries_under_way: int) -> str | N
 def cancel(states: list[SubState]) -> list[SubState]:
     """Every sub-matter not finished (CANCEL)."""
     return [
-        replace(s, status=sub_next(s.status, SubEvent.CANCEL)) if s.status not in FINISHED else s
+        replace(s, status=SUB.next(s.status, SubEvent.CANCEL)) if s.status not in FINISHED else s
         for s in states
     ]
 
@@ -348,7 +348,7 @@ def mark_result_overdue(states: list[SubState], sub_id: str) -> list[SubState]:
             error_code=RESULT_OVERDUE,
             error="the partner has not reported the result in time; it was asked",
         )
-        if s.sub_id == sub_id and sub_allows(s.status, SubEvent.OVERDUE)
+        if s.sub_id == sub_id and SUB.allows(s.status, SubEvent.OVERDUE)
         else s
         for s in states
     ]
@@ -360,6 +360,6 @@ def apply_result(
     """A result reported later (ReportResult) for a sub-matter that was accepted as pending."""
     event = SubEvent.RESULT_ACCEPTED if reply.accepted else SubEvent.RESULT_REFUSED
     target = next((x for x in states if x.sub_id == sub_id), None)
-    if target is None or not sub_allows(target.status, event):
+    if target is None or not SUB.allows(target.status, event):
         raise ValueError(f"sub-matter {sub_id} is not awaiting a result")
     return _answered(states, sub_id, event, replace(reply, pending=False), local_result)

@@ -41,6 +41,7 @@ Theory of operation:
 from __future__ import annotations
 
 from enum import Enum, StrEnum
+from typing import Generic, TypeVar
 
 
 class LifecycleError(ValueError):
@@ -49,6 +50,36 @@ class LifecycleError(ValueError):
     def __init__(self, machine: str, state: str, event: Enum) -> None:
         super().__init__(f"{machine}: {event.name} is not allowed in state {str(state)!r}")
         self.machine, self.state, self.event = machine, state, event
+
+
+S = TypeVar("S", bound=StrEnum)
+E = TypeVar("E", bound=Enum)
+
+
+class Machine(Generic[S, E]):
+    """One lifecycle table, applied: the small class that asks it (the tables above say all)."""
+
+    def __init__(self, name: str, states: type[S], table: dict[S, dict[E, S]]) -> None:
+        self.name, self._states, self.table = name, states, table
+
+    def next(self, state: str, event: E) -> S:
+        """The state after ``event``, or LifecycleError naming both."""
+        new = self.table[self._states(state)].get(event)
+        if new is None:
+            raise LifecycleError(self.name, state, event)
+        return new
+
+    def allows(self, state: str, event: E) -> bool:
+        return event in self.table[self._states(state)]
+
+    def target(self, event: E) -> S:
+        """Where ``event`` leads from whichever state allows it (one place for each event)."""
+        (target,) = {events[event] for events in self.table.values() if event in events}
+        return target
+
+    def sources(self, event: E) -> tuple[str, ...]:
+        """The states that allow ``event``: what a store statement applying it requires."""
+        return tuple(state.value for state, events in self.table.items() if event in events)
 
 
 # -- the sub-matter ------------------------------------------------------------------------------
@@ -103,18 +134,7 @@ SUB_TABLE: dict[Sub, dict[SubEvent, Sub]] = {
     Sub.CANCELLED: {},
 }
 SUB_FINISHED = frozenset({Sub.DONE, Sub.CANCELLED})
-
-
-def sub_next(state: str, event: SubEvent) -> Sub:
-    """The sub-matter's state after ``event``, or LifecycleError."""
-    new = SUB_TABLE[Sub(state)].get(event)
-    if new is None:
-        raise LifecycleError("sub-matter", state, event)
-    return new
-
-
-def sub_allows(state: str, event: SubEvent) -> bool:
-    return event in SUB_TABLE[Sub(state)]
+SUB = Machine("sub-matter", Sub, SUB_TABLE)
 
 
 # -- the outbox message --------------------------------------------------------------------------
@@ -156,24 +176,7 @@ MSG_TABLE: dict[Msg, dict[MsgEvent, Msg]] = {
     Msg.DELIVERED: {},
     Msg.CANCELLED: {},
 }
-
-
-def msg_next(state: str, event: MsgEvent) -> Msg:
-    new = MSG_TABLE[Msg(state)].get(event)
-    if new is None:
-        raise LifecycleError("message", state, event)
-    return new
-
-
-def msg_target(event: MsgEvent) -> Msg:
-    """Where ``event`` takes a message, whichever state it came from (one place for each)."""
-    (target,) = {events[event] for events in MSG_TABLE.values() if event in events}
-    return target
-
-
-def msg_sources(event: MsgEvent) -> tuple[str, ...]:
-    """The states a message may be in for ``event``: what the store's statement requires."""
-    return tuple(state.value for state, events in MSG_TABLE.items() if event in events)
+MESSAGE = Machine("message", Msg, MSG_TABLE)
 
 
 # -- the inbound case (a partner's case at our office) -------------------------------------------
@@ -218,6 +221,7 @@ INBOUND_TABLE: dict[Inbound, dict[InboundEvent, Inbound]] = {
     },
     Inbound.RESULT_UNDELIVERABLE: {InboundEvent.RESULT_DELIVERED: Inbound.RESULT_DELIVERED},
 }
+INBOUND = Machine("inbound case", Inbound, INBOUND_TABLE)
 
 
 def inbound_next(state: str, event: InboundEvent) -> Inbound:
@@ -225,19 +229,6 @@ def inbound_next(state: str, event: InboundEvent) -> Inbound:
     if new is None:
         raise LifecycleError("inbound case", state, event)
     return new
-
-
-def inbound_allows(state: str, event: InboundEvent) -> bool:
-    return event in INBOUND_TABLE[Inbound(state)]
-
-
-def inbound_target(event: InboundEvent) -> Inbound:
-    (target,) = {events[event] for events in INBOUND_TABLE.values() if event in events}
-    return target
-
-
-def inbound_sources(event: InboundEvent) -> tuple[str, ...]:
-    return tuple(state.value for state, events in INBOUND_TABLE.items() if event in events)
 
 
 # -- decisions the shell asks for ----------------------------------------------------------------

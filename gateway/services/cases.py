@@ -698,7 +698,7 @@ class CaseService:
             row = db.execute(
                 "SELECT case_id, sub_id, status FROM outbox WHERE msg_id = ?", (msg_id,)
             ).fetchone()
-            if row is None or row[2] not in lifecycle.msg_sources(MsgEvent.REPLAY):
+            if row is None or row[2] not in lifecycle.MESSAGE.sources(MsgEvent.REPLAY):
                 return False
             self._requeue_dead(db, msg_id, row[0], row[1], actor)
         await self._audit_replayed(row[0], msg_id, actor)

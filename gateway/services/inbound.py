@@ -21,7 +21,7 @@ from adapters.rate_limit import RateLimiter
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers
 from gateway.core.cases import message_id
-from gateway.core.lifecycle import Inbound, InboundEvent, inbound_allows
+from gateway.core.lifecycle import INBOUND, Inbound, InboundEvent
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
@@ -475,7 +475,7 @@ class InboundService:
             event = (
                 InboundEvent.DECIDED_DONE if outcome == "done" else InboundEvent.DECIDED_REJECTED
             )
-            if status is None or not inbound_allows(status[0], event):
+            if status is None or not INBOUND.allows(status[0], event):
                 return  # decided already (a resend of the hand-over)
             Store.move_inbound_case(db, message.case_id, event)
             db.execute(

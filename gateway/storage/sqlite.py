@@ -29,15 +29,7 @@ from typing import Any
 import orjson
 
 from gateway.core.cases import PlannedSub, SubState
-from gateway.core.lifecycle import (
-    InboundEvent,
-    Msg,
-    MsgEvent,
-    inbound_sources,
-    inbound_target,
-    msg_sources,
-    msg_target,
-)
+from gateway.core.lifecycle import INBOUND, MESSAGE, InboundEvent, Msg, MsgEvent
 from security.atrest import DataKeys
 
 SCHEMA = """
@@ -276,7 +268,7 @@ def _move_statement(
 ) -> tuple[str, str, tuple[str, ...]]:
     """(SQL, target state, source states) of a message transition: made once per shape."""
     assert where and set(where) <= {"msg_id", "case_id", "sub_id", "kind", "lease_owner"}, where
-    sources = msg_sources(event)
+    sources = MESSAGE.sources(event)
     sql = (
         "UPDATE outbox SET status = ?"  # noqa: S608 - names from the lifecycle table and code
         + (f", {also}" if also else "")
@@ -284,7 +276,7 @@ def _move_statement(
         + " AND ".join(f"{name} = ?" for name in where)
         + f" AND status IN ({', '.join('?' * len(sources))})"
     )
-    return sql, msg_target(event).value, sources
+    return sql, MESSAGE.target(event).value, sources
 
 
 def register_sealing(db: sqlite3.Connection, keys: DataKeys | None) -> None:
@@ -682,11 +674,11 @@ class Store:
     @staticmethod
     def move_inbound_case(db: sqlite3.Connection, case_id: str, event: InboundEvent) -> bool:
         """Apply ``event`` to an inbound case if the lifecycle table allows it from its state."""
-        sources = inbound_sources(event)
+        sources = INBOUND.sources(event)
         moved = db.execute(
             "UPDATE inbound_case SET status = ?, updated = ? WHERE id = ? "  # noqa: S608
             f"AND status IN ({', '.join('?' * len(sources))})",
-            (inbound_target(event).value, iso_now(), case_id, *sources),
+            (INBOUND.target(event).value, iso_now(), case_id, *sources),
         ).rowcount
         return bool(moved)
 
@@ -732,7 +724,7 @@ class Store:
         skipped = sorted(skip_partners)
         placeholders = ", ".join("?" * len(skipped))  # only placeholders: values are bound
         with self.transaction() as db:
-            claimable = msg_sources(MsgEvent.CLAIM)
+            claimable = MESSAGE.sources(MsgEvent.CLAIM)
             sql = (
                 f"SELECT {OUTBOX_COLUMNS} FROM outbox "  # noqa: S608
                 f"WHERE status IN ({', '.join('?' * len(claimable))}) AND next_attempt_at <= ? "
