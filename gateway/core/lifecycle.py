@@ -258,9 +258,11 @@ def gives_up(transient: bool, attempts: int, age: float, max_attempts: int, max_
     return not transient or age >= max_age or attempts >= max_attempts
 
 
-# Messages that carry no sub-matter of a case of ours (an inbound case's hand-over to our
-# office, its result to the partner) or only ask about one (a result query).
-NOT_A_REQUEST = frozenset({"office", "result", "query"})
+# The kinds of outbox message that are not a request of one of our cases: an inbound case's
+# hand-over to our office and its result to the partner, and a query for a result.
+HAND_OVER, RESULT, QUERY = "office", "result", "query"
+FOR_INBOUND_CASE = frozenset({HAND_OVER, RESULT})
+NOT_A_REQUEST = FOR_INBOUND_CASE | {QUERY}
 
 
 def writes_retry_step(kind: str, attempts_before: int, counted: bool) -> bool:

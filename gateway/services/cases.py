@@ -22,7 +22,7 @@ from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers, lifecycle
 from gateway.core import cases as casecore
 from gateway.core.cases import CaseInvalid, PlannedSub, Reply, SubState
-from gateway.core.lifecycle import InboundEvent, Msg, MsgEvent
+from gateway.core.lifecycle import HAND_OVER, QUERY, RESULT, InboundEvent, Msg, MsgEvent
 from gateway.core.problems import GatewayError
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerRegistry
@@ -33,7 +33,6 @@ from security import envelope as env
 from security.errors import SecurityError
 from security.sealing import Opener, Sealer
 
-QUERY = "query"  # an outbox message asking a partner for a result it has not reported
 log = get_logger("gateway.services.cases")
 
 
@@ -378,7 +377,7 @@ class CaseService:
     async def delivered(
         self, message: OutboxMessage, reply: Reply, reply_envelope: env.Envelope
     ) -> None:
-        if message.kind == "result":  # the result of an inbound case reached its partner
+        if message.kind == RESULT:  # the result of an inbound case reached its partner
             with self.store.transaction() as db:
                 Store.finish(db, message.msg_id)
                 Store.move_inbound_case(db, message.case_id, InboundEvent.RESULT_DELIVERED)
@@ -624,7 +623,7 @@ class CaseService:
 
     @staticmethod
     def _maybe_delivered(db: sqlite3.Connection, message: OutboxMessage) -> None:
-        if message.kind in ("office", "result", QUERY):  # not a request to a partner
+        if message.kind in lifecycle.NOT_A_REQUEST:
             return
         case = Store.load_case(db, message.case_id)
         if case is not None:
@@ -645,12 +644,12 @@ class CaseService:
             )
             if not died:
                 pass  # it moved on meanwhile (answered, cancelled): no dead letter
-            elif message.kind in ("office", "result"):  # an inbound case's hand-over or result
+            elif message.kind in lifecycle.FOR_INBOUND_CASE:
                 Store.move_inbound_case(
                     db,
                     message.case_id,
                     InboundEvent.OFFICE_DEAD
-                    if message.kind == "office"
+                    if message.kind == HAND_OVER
                     else InboundEvent.RESULT_DEAD,
                 )
             elif message.kind == QUERY:  # we could not ask: the result is overdue, not failed

@@ -21,7 +21,7 @@ from adapters.rate_limit import RateLimiter
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers
 from gateway.core.cases import message_id
-from gateway.core.lifecycle import INBOUND, Inbound, InboundEvent
+from gateway.core.lifecycle import HAND_OVER, INBOUND, RESULT, Inbound, InboundEvent
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
@@ -333,10 +333,10 @@ class InboundService:
                     db,
                     msg_id=f"local-{case_id}",
                     case_id=case_id,
-                    sub_id="office",
+                    sub_id=HAND_OVER,
                     partner="local",
                     domain=domain,
-                    kind="office",
+                    kind=HAND_OVER,
                     matter=resolution.local_code,
                     payload=body,
                     envelope=b"",
@@ -487,10 +487,10 @@ class InboundService:
                 db,
                 msg_id=msg_id,
                 case_id=message.case_id,
-                sub_id="result",
+                sub_id=RESULT,
                 partner=partner.region,
                 domain=row[3],
-                kind="result",
+                kind=RESULT,
                 matter=row[2],
                 payload=payload,
                 envelope=sealed.to_json(),
