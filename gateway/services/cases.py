@@ -465,15 +465,12 @@ class CaseService:
         return reply, local_result
 
     async def result_reported(
-        self, message: OutboxMessage, body: Any, envelope: env.Envelope
+        self, message: OutboxMessage, answer: answers.PartnerAnswer, envelope: env.Envelope
     ) -> bool:
-        """A partner reported, later, the result of a sub-matter it had accepted as pending.
-        False if that sub-matter was not awaiting a result (the report is only recorded)."""
-        try:
-            reply = reply_from(body)
-        except SecurityError:
-            return False
-        return await self._settle_result(message, reply, envelope, "result.reported")
+        """A partner reported, later, the result of a sub-matter it had accepted as pending
+        (its report already checked). False if that sub-matter was not awaiting a result (the
+        report is only recorded)."""
+        return await self._settle_result(message, reply_of(answer), envelope, "result.reported")
 
     async def _settle_result(
         self, message: OutboxMessage, reply: Reply, envelope: env.Envelope, event: str
@@ -866,6 +863,11 @@ def reply_from(body: Any) -> Reply:
         answer = answers.parse(answers.PartnerAnswer, body)
     except answers.AnswerMalformed as exc:
         raise SecurityError("REPLY_MALFORMED", f"the answer does not fit: {exc}") from None
+    return reply_of(answer)
+
+
+def reply_of(answer: answers.PartnerAnswer) -> Reply:
+    """A checked answer as the core reads it."""
     return Reply(
         answer.status != "rejected",
         answer.code,

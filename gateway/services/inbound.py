@@ -373,7 +373,7 @@ class InboundService:
             answer = answers.parse(answers.PartnerAnswer, payload)
         except answers.AnswerMalformed as exc:
             raise InboundRefused("RESULT_MALFORMED", str(exc), envelope) from None
-        applied = await self.cases.result_reported(message, payload, envelope)
+        applied = await self.cases.result_reported(message, answer, envelope)
         with self.store.transaction() as db:
             if not applied:  # noted on the case, by its digest: the body is in the log
                 Store.add_step(
