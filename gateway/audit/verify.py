@@ -17,6 +17,7 @@ from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding
 from security.backend import CryptoBackend
 from security.digest import sm3_hex
 from security.keys import load_public_key
+from security.trust import OwnKey
 
 EVIDENCE_FORMAT = "XGW-EVIDENCE/1"
 
@@ -28,6 +29,18 @@ class KnownKey:
     not_before: datetime | None
     not_after: datetime | None
     pem: str
+
+    @classmethod
+    def of_own(cls, own: OwnKey) -> KnownKey:
+        """One of our signing keys, with the validity our trust store gives it."""
+        public = own.key.public
+        return cls(
+            own.key.key_id,
+            public.point,
+            own.validity.not_before,
+            own.validity.not_after,
+            public.to_pem().decode(),
+        )
 
     def valid_at(self, moment: str) -> bool:
         try:

@@ -25,17 +25,7 @@ def known_keys(settings: Settings, public_keys: list[Path]) -> list[KnownKey]:
         public = load_public_key(path.read_bytes())
         keys.append(KnownKey(public.key_id, public.point, None, None, public.to_pem().decode()))
     if not public_keys:
-        store = load_trust(settings)
-        for own in store.own:
-            keys.append(
-                KnownKey(
-                    own.key.key_id,
-                    own.key.public.point,
-                    own.validity.not_before,
-                    own.validity.not_after,
-                    own.key.public.to_pem().decode(),
-                )
-            )
+        keys += [KnownKey.of_own(own) for own in load_trust(settings).own]
     return keys
 
 

@@ -339,16 +339,7 @@ async def _open_runtime(app: web.Application) -> None:
     app[CASES_API] = CasesApi(services.cases, parts.store)
     inbound = services.inbound
     app[PARTNER_API] = PartnerApi(inbound)
-    keys = [
-        KnownKey(
-            k.key.key_id,
-            k.key.public.point,
-            k.validity.not_before,
-            k.validity.not_after,
-            k.key.public.to_pem().decode(),
-        )
-        for k in parts.trust.own
-    ]
+    keys = [KnownKey.of_own(own) for own in parts.trust.own]
     app[AUDIT_API] = AuditApi(parts.audit, keys, settings.effective_audit_archive_dir)
     # Configuration, keys and mapping sets in force, so that changes show between starts.
     config = effective_config(settings)
