@@ -639,31 +639,8 @@ class CaseService:
                 also_params=(code, text),
                 msg_id=message.msg_id,
             )
-            if not died:
-                pass  # it moved on meanwhile (answered, cancelled): no dead letter
-            elif message.kind in lifecycle.FOR_INBOUND_CASE:
-                Store.move_inbound_case(
-                    db,
-                    message.case_id,
-                    InboundEvent.OFFICE_DEAD
-                    if message.kind == HAND_OVER
-                    else InboundEvent.RESULT_DEAD,
-                )
-            elif message.kind == QUERY:  # we could not ask: the result is overdue, not failed
-                case = Store.load_case(db, message.case_id)
-                assert case is not None
-                states = casecore.mark_result_overdue(case.states, message.sub_id)
-                Store.save_states(db, case, states, casecore.case_status(states))
-            else:
-                case = Store.load_case(db, message.case_id)
-                assert case is not None
-                states = casecore.apply_dead(case.states, message.sub_id, code, text)  # queued
-                if reached:
-                    states = casecore.mark_maybe_delivered(states, message.sub_id)
-                Store.add_step(
-                    db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
-                )
-                Store.save_states(db, case, states, casecore.case_status(states))
+            if died:  # else it moved on meanwhile (answered, cancelled): no dead letter
+                self._message_died(db, message, code, text, reached)
         if not died:
             return
         # The alert line operators watch for: exhausted retries never go unnoticed.
@@ -687,6 +664,30 @@ class CaseService:
                 error_code=code,
             )
         )
+
+    @staticmethod
+    def _message_died(
+        db: sqlite3.Connection, message: OutboxMessage, code: str, text: str, reached: bool
+    ) -> None:
+        """What a dead letter means for what it was about, in the dead letter's transaction."""
+        if message.kind in lifecycle.FOR_INBOUND_CASE:
+            event = (
+                InboundEvent.OFFICE_DEAD if message.kind == HAND_OVER else InboundEvent.RESULT_DEAD
+            )
+            Store.move_inbound_case(db, message.case_id, event)
+            return
+        case = Store.load_case(db, message.case_id)
+        assert case is not None
+        if message.kind == QUERY:  # we could not ask: the result is overdue, not failed
+            states = casecore.mark_result_overdue(case.states, message.sub_id)
+        else:
+            states = casecore.apply_dead(case.states, message.sub_id, code, text)  # queued
+            if reached:
+                states = casecore.mark_maybe_delivered(states, message.sub_id)
+            Store.add_step(
+                db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
+            )
+        Store.save_states(db, case, states, casecore.case_status(states))
 
     async def replay(self, msg_id: str, actor: str) -> bool:
         """Send a dead letter again (operator action): same message id, fresh attempts."""

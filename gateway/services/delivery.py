@@ -285,10 +285,6 @@ class Worker:
             return True
         return await self.leases.renew(message.msg_id, lease)
 
-    async def _redis_release(self, message: OutboxMessage) -> None:
-        if self.leases is not None:
-            await self.leases.release(message.msg_id)
-
     async def _deliver(self, message: OutboxMessage) -> None:
         """One attempt; whatever happens, the message ends delivered, rescheduled or dead."""
         try:
@@ -309,7 +305,8 @@ class Worker:
                 message, DeliveryError("INTERNAL", type(exc).__name__, transient=True)
             )
         finally:
-            await self._redis_release(message)
+            if self.leases is not None:
+                await self.leases.release(message.msg_id)
 
     async def _to_back_office(self, message: OutboxMessage) -> None:
         """Hand an inbound case to our own back office (same retries and dead letters)."""
