@@ -34,7 +34,6 @@ from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.audit.verify import KnownKey
 from gateway.config import Settings, effective_config
 from gateway.core.problems import (
-    PROBLEM_JSON,
     GatewayError,
     body_too_large,
     internal_error,
@@ -44,6 +43,7 @@ from gateway.core.problems import (
 from gateway.http.auditors import AuditApi
 from gateway.http.auditors import openapi_paths as audit_openapi_paths
 from gateway.http.partners import PartnerApi
+from gateway.http.problem import problem_response
 from gateway.http.windows import (
     BODY_READ_SECONDS,
     MAX_FORM_BYTES,
@@ -85,14 +85,6 @@ class Runtime:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
-
-
-def problem_response(error: GatewayError, request: web.Request | None = None) -> web.Response:
-    request_id = request.get("request_id") if request is not None else None
-    body = error.problem(
-        instance=request.path if request is not None else None, request_id=request_id
-    )
-    return web.Response(body=orjson.dumps(body), status=error.status, content_type=PROBLEM_JSON)
 
 
 def json_response(payload: object, status: int = 200) -> web.Response:

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field, create_model
 
 from adapters import soap11
 from gateway import __version__
-from gateway.core.problems import PROBLEM_JSON, GatewayError
+from gateway.core.problems import GatewayError
+from gateway.http.problem import problem_response
 from gateway.http.windows import BODY_REFUSALS, read_body
 from gateway.services.inbound import InboundRefused, InboundService
 from security import envelope as env
@@ -28,11 +29,7 @@ Operation = Callable[[env.Envelope], Awaitable[env.Envelope]]
 
 
 def _problem(code: str, message: str, status: int, request: web.Request) -> web.Response:
-    body = GatewayError(code, status, message).problem(request.path, request.get("request_id"))
-    headers = {"Retry-After": "60"} if status == 429 else None
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers
-    )
+    return problem_response(GatewayError(code, status, message), request)
 
 
 def forwarded_scheme(request: web.Request) -> str | None:
