@@ -211,32 +211,29 @@ def envelope_from_json(raw: bytes) -> Envelope:
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise malformed("envelope too large")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        # One parse that also refuses a repeated name: a parser that keeps the first of two
+        # would see a value nobody checked (each field is present exactly once, §3). UTF-8
+        # only, decoded strictly; NaN and the like are no strings and fail the field checks.
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_without_repeats)
+    except _Repeated as repeated:
+        raise malformed(f"field {repeated.name} appears more than once") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
         raise malformed("not valid JSON") from None
-    if isinstance(data, dict):
-        # orjson keeps the last of a repeated name; a parser that keeps the first would see
-        # a value nobody checked. Each field is present exactly once (§3).
-        repeated = _repeated_names(raw)
-        if repeated:
-            raise malformed(f"field {repeated} appears more than once")
     return envelope_from_mapping(data)
 
 
-def _repeated_names(raw: bytes) -> str | None:
-    """The first name repeated in the JSON object ``raw`` (at its top level), or None."""
-    found: list[str] = []
+class _Repeated(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name if _COMPILED["kind"].fullmatch(name) else "(a name not of ours)"
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+
+def _without_repeats(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(items)
+    if len(data) != len(items):
         names = [name for name, _ in items]
-        if len(set(names)) != len(names) and not found:
-            found.append(next(n for n in names if names.count(n) > 1))
-        return dict(items)
-
-    json.loads(raw, object_pairs_hook=pairs)
-    if not found:
-        return None
-    return found[0] if _COMPILED["kind"].fullmatch(found[0]) else "(a name not of ours)"
+        raise _Repeated(next(n for n in names if names.count(n) > 1))
+    return data
 
 
 @dataclass(frozen=True, repr=False)
