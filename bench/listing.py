@@ -9,6 +9,7 @@ from the small store. Cases are SAMPLE data written straight into a temporary st
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -19,15 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.storage.sqlite import Store
-from tests.test_store import _big_case
+from gateway.storage import Store, open_store
+from tests.test_store import _case as _big_case
 
 
-def fill(store: Store, count: int, form_bytes: int) -> None:
+async def fill(store: Store, count: int, form_bytes: int) -> None:
     template = _big_case(0, form_bytes)
     batch = 1000
     for start in range(0, count, batch):
-        with store.transaction() as db:
+        async with store.transaction() as tx:
             for n in range(start, min(count, start + batch)):
                 case = replace(
                     template,
@@ -35,17 +36,17 @@ def fill(store: Store, count: int, form_bytes: int) -> None:
                     created=f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:00:{n % 60:02d}.{n:07d}Z",
                     idem_key=f"key-{n}",
                 )
-                Store.insert_case(db, case)
+                await tx.insert_case(case)
         print(f"  filled {min(count, start + batch):,}/{count:,}", end="\r", file=sys.stderr)
     print(file=sys.stderr)
 
 
-def page_seconds(store: Store, where: dict[str, str], repeats: int) -> tuple[float, int]:
+async def page_seconds(store: Store, where: dict[str, str], repeats: int) -> tuple[float, int]:
     times = []
     tracemalloc.start()
     for _ in range(repeats):
         began = time.perf_counter()
-        page = store.list_cases(where, 50, None)
+        page = await store.list_cases(where, 50, None)
         times.append(time.perf_counter() - began)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
@@ -53,7 +54,7 @@ def page_seconds(store: Store, where: dict[str, str], repeats: int) -> tuple[flo
     return statistics.median(times), peak
 
 
-def main() -> None:
+async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--form-bytes", type=int, default=20_000)
@@ -63,10 +64,10 @@ def main() -> None:
     repeats = 5 if args.smoke else 50
     matter = _big_case(0, 0).plan[0].matter
     with tempfile.TemporaryDirectory() as folder:
-        small = Store(Path(folder) / "small.db")
-        fill(small, 1000, args.form_bytes)
+        small = await open_store(f"sqlite:///{Path(folder) / 'small.db'}")
+        await fill(small, 1000, args.form_bytes)
         reference = {
-            name: page_seconds(small, where, repeats)
+            name: await page_seconds(small, where, repeats)
             for name, where in (("all", {}), ("matter", {"matter": matter}))
         }
         print(
@@ -74,19 +75,20 @@ def main() -> None:
             f"by matter {reference['matter'][0] * 1000:.2f} ms"
         )
         for size in sizes:
-            store = Store(Path(folder) / f"{size}.db")
-            fill(store, size, args.form_bytes)
+            store = await open_store(f"sqlite:///{Path(folder) / f'{size}.db'}")
+            await fill(store, size, args.form_bytes)
             for name, where in (("all", {}), ("matter", {"matter": matter})):
-                seconds, peak = page_seconds(store, where, repeats)
+                seconds, peak = await page_seconds(store, where, repeats)
                 ratio = seconds / reference[name][0]
                 print(
                     f"{size:>9,} cases, {name:<6}: {seconds * 1000:.2f} ms a page "
                     f"({ratio:.2f}x the small store's; target <= 2), peak {peak / 1024:.0f} KiB"
                 )
-            store.close()
+            await store.close()
+        await small.close()
     if args.smoke:
         print("(smoke run: figures are not meaningful)")
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

@@ -17,7 +17,7 @@ from adapters.rate_limit import RateLimiter
 from adapters.redis_leases import RedisLeases
 from gateway.audit.log import AuditLog, AuditWriter, hmac_key_bytes
 from gateway.config import Settings
-from gateway.keystore import backend_for, load_data_keys, load_trust
+from gateway.keystore import backend_for, load_trust
 from gateway.logs import get_logger
 from gateway.partners import (
     Endpoint,
@@ -30,7 +30,7 @@ from gateway.partners import (
 from gateway.services.cases import CaseService
 from gateway.services.delivery import PartnerClient, Worker
 from gateway.services.inbound import InboundService
-from gateway.storage.sqlite import Store
+from gateway.storage import Store
 from mappings.registry import Registry, load_registry, packaged_data_dir
 from security.backend import CryptoBackend
 from security.keypool import ContentKeyPool
@@ -59,7 +59,8 @@ def _wsdl_path(endpoint: Endpoint) -> str:
     return str(Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL)
 
 
-def assemble(settings: Settings) -> Parts:
+def assemble(settings: Settings, store: Store) -> Parts:
+    """Everything but the store (opened on the loop: ``gateway.storage.open_store``)."""
     trust = load_trust(settings)
     partners = load_partners(settings.effective_partners_file)
     if settings.redis_url is not None:
@@ -96,7 +97,7 @@ def assemble(settings: Settings) -> Parts:
         trust,
         registry_for(settings),
         partners,
-        Store(settings.database, group_commit=True, data_keys=load_data_keys(settings)),
+        store,
         open_audit_log(settings),
         lambda: trust.signing_key(datetime.now(UTC)),
         partner_messages,

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="SQLite files, generated sample keys")
     host: str = Field("127.0.0.1", description="address `xgw serve` listens on")
     port: int = Field(8080, ge=0, le=65535, description="port `xgw serve` listens on (0: any)")
+    database_url: SecretStr | None = Field(
+        None,
+        description="where cases, the outbox and tokens live: sqlite:///path (default: "
+        "gateway.sqlite3 in data_dir) or postgresql://user@host:port/db (several nodes)",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, le=200, description="connections each node keeps to PostgreSQL"
+    )
     redis_url: SecretStr | None = Field(
         None, description="shared state for several instances (nonces, leases, rate limits)"
     )
@@ -152,7 +160,14 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> Path:
+        """The embedded store's file (used when ``database_url`` is not set)."""
         return self.data_dir / "gateway.sqlite3"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.database}"
 
     @property
     def audit_database(self) -> Path:
@@ -179,6 +194,15 @@ class Settings(BaseSettings):
     @property
     def effective_keys_dir(self) -> Path:
         return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in {"sqlite", "postgresql", "postgres"}:
+                raise ValueError("must be a sqlite:///path or postgresql:// URL")
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -91,6 +91,47 @@ def redis_url() -> Iterator[str]:
     client.close()
 
 
+POSTGRES_ADMIN_URL = os.environ.get(
+    "XGW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _postgres_admin(sql: str) -> None:
+    """One statement on the server's maintenance database (CREATE/DROP DATABASE)."""
+    import asyncio
+    import concurrent.futures
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    # in a thread of its own: the caller may be inside an event loop (an async fixture)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the real PostgreSQL (127.0.0.1:5432), dropped afterwards. In
+    CI its absence fails the run, never skips."""
+    import uuid
+
+    name = f"xgw_test_{uuid.uuid4().hex[:12]}"
+    try:
+        _postgres_admin(f'CREATE DATABASE "{name}"')
+    except OSError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def eventually(
     check: Callable[[], T | None], what: str, timeout: float = 30.0, every: float = 0.05
 ) -> T:

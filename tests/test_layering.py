@@ -136,3 +136,24 @@ def test_adapters_import_mappings_only_with_a_reason_written() -> None:
         text = path.read_text(encoding="utf-8")
         if any(n.split(".")[0] == "mappings" for n, _ in _imports(path)):
             assert "mappings-import-reason:" in text, f"{path.relative_to(ROOT)}: why mappings?"
+
+
+# Who may speak SQL: the storage room; the exchange log's own SQLite file until it moves into
+# storage (see docs/deployment.md); the simulator's ledger (a fake partner's own records).
+DATABASE_DRIVERS = {"sqlite3", "asyncpg", "psycopg"}
+DRIVER_USERS = {"gateway/storage", "gateway/audit/log.py", "gateway/devtools/simulator.py"}
+
+
+def test_only_the_store_imports_a_database_driver() -> None:
+    wrong = []
+    for package in ("gateway", "adapters", "mappings", "security", "rules"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if any(relative == user or relative.startswith(user + "/") for user in DRIVER_USERS):
+                continue
+            wrong += [
+                f"{relative}:{line} imports {name}"
+                for name, line in _imports(path)
+                if name.split(".")[0] in DATABASE_DRIVERS
+            ]
+    assert not wrong, "\n".join(wrong)

@@ -7,12 +7,14 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
 from gateway.cli.datadir import embedded_setup
 from gateway.config import Settings
-from gateway.storage.sqlite import Store
+from gateway.storage import AlreadyThere, OutboxMessage, Store, StoreError, open_store
 from rules.text import is_code, text_problem
 
 
@@ -29,18 +31,40 @@ def _hall(value: str) -> str:
     return value
 
 
+@asynccontextmanager
+async def _opened(settings: Settings, migrate: bool = True) -> AsyncIterator[Store]:
+    """The configured store, for one command (with the data keys: a replay re-reads what the
+    gateway sealed)."""
+    from gateway.keystore import load_data_keys
+
+    store = await open_store(
+        settings.effective_database_url,
+        data_keys=load_data_keys(settings),
+        pool_size=2,
+        migrate=migrate,
+    )
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
     if args.role == "window" and not args.hall:
         print("a window token needs --hall (the service hall whose cases it sees)", file=sys.stderr)
         return 2
-    store = Store(settings.database)
-    try:
-        token = store.create_token(args.name, args.role, args.hall)
-    except Exception:
+
+    async def create() -> str | None:
+        async with _opened(settings) as store:
+            try:
+                return await store.create_token(args.name, args.role, args.hall)
+            except AlreadyThere:
+                return None
+
+    token = asyncio.run(create())
+    if token is None:
         print(f"a token named {args.name} already exists", file=sys.stderr)
         return 1
-    finally:
-        store.close()
     from gateway.assembly import open_audit_log
     from gateway.audit.log import AuditEvent
 
@@ -56,18 +80,24 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tokens_list(_args: argparse.Namespace, settings: Settings) -> int:
-    store = Store(settings.database)
-    for token in store.tokens():
+    async def listing() -> list[dict[str, object]]:
+        async with _opened(settings) as store:
+            return await store.tokens()
+
+    for token in asyncio.run(listing()):
         print(
-            f"{token['name']:<30} {token['role']:<8} {token['hall'] or '':<20} {token['created']} "
-            f"{'revoked' if token['revoked'] else ''}"
+            f"{token['name']!s:<30} {token['role']!s:<8} {token['hall'] or ''!s:<20} "
+            f"{token['created']} {'revoked' if token['revoked'] else ''}"
         )
     return 0
 
 
 def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    store = Store(settings.database)
-    if not store.revoke_token(args.name):
+    async def revoke() -> bool:
+        async with _opened(settings) as store:
+            return await store.revoke_token(args.name)
+
+    if not asyncio.run(revoke()):
         print(f"no token named {args.name}", file=sys.stderr)
         return 1
     from gateway.assembly import open_audit_log
@@ -81,8 +111,12 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = Store(settings.database)
-    messages = store.outbox(None if args.status == "all" else args.status, args.limit)
+    async def listing() -> tuple[list[OutboxMessage], dict[str, int]]:
+        async with _opened(settings) as store:
+            status = None if args.status == "all" else args.status
+            return await store.outbox(status, args.limit), await store.counts()
+
+    messages, counts = asyncio.run(listing())
     print(
         f"{'MESSAGE':<34} {'STATUS':<10} {'PARTNER':<8} {'MATTER':<12} {'TRIES':>5}  {'AGE':>8}  LAST ERROR"
     )
@@ -92,8 +126,47 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{m.msg_id:<34} {m.status:<10} {m.partner:<8} {m.matter:<12} {m.attempts:>5}  "
             f"{int(now - m.created):>7}s  {m.last_error_code or ''} {m.last_error or ''}"
         )
-    counts = store.counts()
     print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "outbox empty")
+    return 0
+
+
+def cmd_db_status(_args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.storage.schema import LATEST
+
+    async def status() -> tuple[str, int]:
+        async with _opened(settings, migrate=False) as store:
+            return store.description, await store.schema_version()
+
+    try:
+        where, version = asyncio.run(status())
+    except StoreError as exc:
+        print(f"the database cannot be read: {exc}", file=sys.stderr)
+        return 1
+    state = "up to date" if version == LATEST else "needs `xgw db migrate`"
+    if version > LATEST:
+        state = "newer than this gateway: upgrade it"
+    print(f"{where}: schema version {version}, this gateway's {LATEST} ({state})")
+    return 0 if version == LATEST else 1
+
+
+def cmd_db_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.storage.schema import LATEST
+
+    async def migrate() -> tuple[str, int]:
+        async with _opened(settings, migrate=False) as store:
+            before = await store.schema_version()
+        async with _opened(settings, migrate=True) as store:  # under the migration lock
+            return store.description, before
+
+    try:
+        where, before = asyncio.run(migrate())
+    except StoreError as exc:
+        print(f"not migrated: {exc}", file=sys.stderr)
+        return 1
+    if before == LATEST:
+        print(f"{where}: already at schema version {LATEST}")
+    else:
+        print(f"{where}: migrated from schema version {before} to {LATEST}")
     return 0
 
 
@@ -103,17 +176,24 @@ def cmd_outbox_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    async with _opened(settings) as store:
+        return await _replay_in(args, settings, store)
+
+
+async def _replay_in(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from gateway.assembly import assemble, build_services
     from gateway.audit.log import AuditWriter
     from security.replay import MemoryNonceStore
     from security.sealing import Opener
 
-    parts = await asyncio.to_thread(assemble, settings)
+    parts = await asyncio.to_thread(assemble, settings, store)
     opener = Opener(parts.trust, parts.backend, MemoryNonceStore())
     audit = AuditWriter(parts.audit, parts.signer, parts.backend)
     services = build_services(parts, audit, opener, None, "cli", None)
     targets = (
-        [m.msg_id for m in parts.store.outbox("dead", 100_000)] if args.all_dead else [args.msg_id]
+        [m.msg_id for m in await parts.store.outbox("dead", 100_000)]
+        if args.all_dead
+        else [args.msg_id]
     )
     if not targets or targets == [None]:
         print("nothing to replay (give a message id or --all-dead)", file=sys.stderr)
@@ -192,6 +272,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("msg_id", nargs="?")
     replay.add_argument("--all-dead", action="store_true")
     replay.set_defaults(handler=cmd_outbox_replay)
+
+    database = commands.add_parser("db", help="the store's schema (database_url)")
+    db_actions = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_actions.add_parser(
+        "status", help="the schema version the database holds and this gateway's"
+    ).set_defaults(handler=cmd_db_status)
+    db_actions.add_parser(
+        "migrate", help="bring the schema up to this gateway's (once, however many nodes run it)"
+    ).set_defaults(handler=cmd_db_migrate)
 
     simulate = commands.add_parser(
         "simulate-partner", help="run the partner simulator (新野, 襄十随神)"

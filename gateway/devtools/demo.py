@@ -11,21 +11,21 @@ from typing import Any
 import aiohttp
 
 from gateway.config import Settings
-from gateway.storage.sqlite import Store
+from gateway.storage import open_store
 from mappings.examples import applicant_of, bundle_form
 
 DEMO_HALL = "襄州区政务服务中心"
 
 
-def demo_token(settings: Settings) -> str:
+async def demo_token(settings: Settings) -> str:
     path = settings.data_dir / "demo-window.token"
     if path.exists():
         return path.read_text(encoding="ascii").strip()
-    store = Store(settings.database)
+    store = await open_store(settings.effective_database_url)
     try:
-        token = store.create_token(f"demo-window-{uuid.uuid4().hex[:6]}", "window", DEMO_HALL)
+        token = await store.create_token(f"demo-window-{uuid.uuid4().hex[:6]}", "window", DEMO_HALL)
     finally:
-        store.close()
+        await store.close()
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
         handle.write(token + "\n")
@@ -77,7 +77,7 @@ async def follow(
 
 
 async def run_demo(settings: Settings, base: str, timeout: float) -> int:
-    token = demo_token(settings)
+    token = await demo_token(settings)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
         cases = await asyncio.gather(
             *(follow(session, base, code, timeout) for code in ("YJS-SBZR", "YJS-YLBX"))

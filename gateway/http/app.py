@@ -12,12 +12,10 @@ import logging
 import os
 import re
 import socket
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -51,10 +49,11 @@ from gateway.http.windows import (
     authenticate,
     openapi_document,
 )
+from gateway.keystore import load_data_keys
 from gateway.logs import get_logger
 from gateway.services.cases import CaseService
 from gateway.services.delivery import Worker
-from gateway.storage.sqlite import Store
+from gateway.storage import Store, StoreError, StoreUnavailable, open_store
 from security.digest import sm3_hex
 from security.keypool import ContentKeyPool
 from security.replay import MemoryNonceStore, NonceStore
@@ -78,10 +77,6 @@ class Runtime:
     service: CaseService | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[None] | None = None
-
-    @property
-    def database_path(self) -> Path:
-        return self.settings.database
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -107,7 +102,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if request.method not in ("GET", "HEAD") and store is not None:
             try:
                 await store.durable()  # what the answer acknowledges is on disk before it leaves
-            except (sqlite3.OperationalError, OSError) as exc:  # not on disk: acknowledge nothing
+            except StoreUnavailable as exc:  # not durable: acknowledge nothing
                 response = _store_unavailable(request, exc)
     finally:
         structlog.contextvars.clear_contextvars()
@@ -157,7 +152,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem_response(
             GatewayError("CLIENT_GONE", 400, "The connection was closed mid-request"), request
         )
-    except (sqlite3.OperationalError, OSError) as exc:  # a full disk, a locked or lost store
+    except (StoreUnavailable, OSError) as exc:  # a full disk, a lost database
         return _store_unavailable(request, exc)
     except Exception as exc:
         # Never a stack trace or payload in the answer; the log gets the exception type only.
@@ -226,7 +221,7 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
     if request.path.startswith("/api/") and request.path != "/api/v1/openapi.json":
         runtime = request.app[RUNTIME]
         assert runtime.store is not None
-        request["token"] = authenticate(runtime.store, request)
+        request["token"] = await authenticate(runtime.store, request)
     return await handler(request)
 
 
@@ -235,25 +230,21 @@ async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok", "version": __version__})
 
 
-def _database_ok(path: Path) -> bool:
-    try:
-        with sqlite3.connect(path, timeout=1.0) as connection:
-            connection.execute("SELECT 1").fetchone()
-        return True
-    except sqlite3.Error:
-        return False
-
-
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the store opens, the delivery loop runs and its claims (writes to the store
     every moment) work, and, when configured, Redis answers PING."""
     runtime = request.app[RUNTIME]
-    checks: dict[str, str] = {"database": "ok" if _database_ok(runtime.database_path) else "down"}
+    checks: dict[str, str] = {}
     if runtime.store is not None:
         try:
-            await asyncio.to_thread(runtime.store.probe_write, runtime.settings.node_id)
+            await runtime.store.schema_version()
+            checks["database"] = "ok"
+        except StoreError:
+            checks["database"] = "down"
+        try:
+            await runtime.store.probe_write(runtime.settings.node_id)
             checks["store_writes"] = "ok"
-        except (sqlite3.Error, OSError) as exc:
+        except StoreError as exc:
             checks["store_writes"] = f"failing: {type(exc).__name__}"
     if runtime.worker_task is not None:
         worker = runtime.worker
@@ -280,8 +271,15 @@ async def _open_runtime(app: web.Application) -> None:
         runtime.redis = redis_client.connect(
             settings.redis_url.get_secret_value(), socket_timeout=2.0
         )
-    parts = await asyncio.to_thread(assemble, settings)  # WSDLs, mappings, keys: off the loop
-    runtime.store = parts.store
+    runtime.store = await open_store(
+        settings.effective_database_url,
+        group_commit=True,
+        data_keys=await asyncio.to_thread(load_data_keys, settings),
+        pool_size=settings.database_pool_size,
+    )
+    log.info("store.opened", database=runtime.store.description)
+    # WSDLs, mappings, keys: off the loop
+    parts = await asyncio.to_thread(assemble, settings, runtime.store)
     runtime.audit = AuditWriter(
         parts.audit,
         parts.signer,
@@ -403,7 +401,7 @@ async def _close_runtime(app: web.Application) -> None:
     if runtime.audit is not None:
         await runtime.audit.close()
     if runtime.store is not None:
-        runtime.store.close()
+        await runtime.store.close()
     if runtime.redis is not None:
         await runtime.redis.aclose()
 

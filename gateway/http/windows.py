@@ -32,7 +32,7 @@ from gateway.core.problems import (
     not_found,
 )
 from gateway.services.cases import CaseService, Filing, request_hash
-from gateway.storage.sqlite import CaseRow, CaseSummary, Store, Token
+from gateway.storage import CaseRow, CaseSummary, Store, Token
 from mappings import identifiers
 from rules.text import check_text, first_text_problem, is_code
 
@@ -425,14 +425,14 @@ async def parse_body(
 # -- authentication --------------------------------------------------------------------------
 
 
-def authenticate(store: Store, request: web.Request) -> Token:
+async def authenticate(store: Store, request: web.Request) -> Token:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value:
         raise GatewayError(
             "UNAUTHENTICATED", 401, "Authentication required", "send Authorization: Bearer <token>"
         )
-    token = store.token(value.strip())
+    token = await store.token(value.strip())
     if token is None:
         raise GatewayError(
             "UNAUTHENTICATED", 401, "Authentication failed", "the token is unknown or revoked"
@@ -488,10 +488,10 @@ class CasesApi:
     def __init__(self, service: CaseService, store: Store) -> None:
         self.service, self.store = service, store
 
-    def _case(self, request: web.Request) -> CaseRow:
+    async def _case(self, request: web.Request) -> CaseRow:
         token = require(request, "window", "admin")
         case_id = case_id_of(request)
-        case = self.store.case(case_id) if case_id is not None else None
+        case = await self.store.case(case_id) if case_id is not None else None
         if case is None or not _visible(token, case.hall):
             raise not_found("case")  # a window never learns that another hall's case exists
         return case
@@ -524,12 +524,12 @@ class CasesApi:
             token.name,
         )
         case, created = await self.service.file(filing, f"{token.name}:{key}", request_hash(raw))
-        response = self._case_response(case, 201 if created else 200)
+        response = await self._case_response(case, 201 if created else 200)
         response.headers["Location"] = f"/api/v1/cases/{case.id}"
         return response
 
-    def _case_response(self, case: CaseRow, status: int = 200) -> web.Response:
-        timeline = self.store.timeline(case.id)
+    async def _case_response(self, case: CaseRow, status: int = 200) -> web.Response:
+        timeline = await self.store.timeline(case.id)
         response = json(case_view(case, timeline), status=status)
         response.headers["ETag"] = _etag((case.version, timeline[-1]["seq"] if timeline else 0))
         return response
@@ -541,12 +541,12 @@ class CasesApi:
         if if_none_match is not None:
             token = require(request, "window", "admin")
             case_id = case_id_of(request)
-            head = self.store.case_head(case_id) if case_id is not None else None
+            head = await self.store.case_head(case_id) if case_id is not None else None
             if head is not None and _visible(token, head[0]):
                 etag = _etag(head[1])
                 if _matches(if_none_match, etag):
                     return web.Response(status=304, headers={"ETag": etag})
-        return self._case_response(self._case(request))
+        return await self._case_response(await self._case(request))
 
     async def list(self, request: web.Request) -> web.Response:
         token = require(request, "window", "admin")
@@ -554,7 +554,7 @@ class CasesApi:
         where = {"status": query.status, "bundle": query.bundle, "matter": query.matter}
         where["hall"] = (token.hall or "") if token.role == "window" else query.hall
         cases, cursor = query.page(
-            self.store.list_cases(
+            await self.store.list_cases(
                 {k: v for k, v in where.items() if v is not None},
                 query.limit + 1,
                 query.after(),
@@ -566,16 +566,16 @@ class CasesApi:
         return json(CaseList(items=[case_view(c, None) for c in cases], next=cursor))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        case = self._case(request)
+        case = await self._case(request)
         return json(case_view(await self.service.cancel(case, request["token"].name), None))
 
     async def retry(self, request: web.Request) -> web.Response:
-        case = self._case(request)
+        case = await self._case(request)
         updated = await self.service.retry(case, _sub_id_of(request), request["token"].name)
         return json(case_view(updated, None))
 
     async def complete(self, request: web.Request) -> web.Response:
-        case = self._case(request)
+        case = await self._case(request)
         body, _ = await parse_body(request, LocalResult)
         updated = await self.service.complete_local(
             case, _sub_id_of(request), body.result, request["token"].name

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,11 +21,19 @@ from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers, lifecycle
 from gateway.core import cases as casecore
 from gateway.core.cases import CaseInvalid, PlannedSub, Reply, SubState
-from gateway.core.lifecycle import HAND_OVER, QUERY, RESULT, InboundEvent, Msg, MsgEvent
+from gateway.core.lifecycle import HAND_OVER, QUERY, RESULT, InboundEvent, MsgEvent
 from gateway.core.problems import GatewayError
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerRegistry
-from gateway.storage.sqlite import CaseRow, OutboxMessage, Store, iso_now
+from gateway.storage import (
+    AlreadyThere,
+    CaseRow,
+    Increment,
+    OutboxMessage,
+    Store,
+    Transaction,
+    iso_now,
+)
 from mappings.registry import Registry
 from mappings.transform import TransformError
 from security import envelope as env
@@ -82,6 +89,7 @@ class Queued:
     sent: list[tuple[PlannedSub, env.Envelope]] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
     states: list[SubState] = field(default_factory=list)  # the case's states after queuing
+    steps: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # "queued" steps
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,7 @@ class CaseService:
 
     async def file(self, filing: Filing, idem_key: str, body_hash: str) -> tuple[CaseRow, bool]:
         """(case, created). The same key and body return the same case; another body is 409."""
-        existing = self.store.case_by_idem(idem_key)
+        existing = await self.store.case_by_idem(idem_key)
         if existing is not None:
             if existing.request_hash != body_hash:
                 raise GatewayError(
@@ -195,26 +203,28 @@ class CaseService:
             version=1,
         )
         try:
-            with self.store.transaction() as db:
-                Store.add_step(
-                    db, case_id, "filed", detail={"bundle": bundle.code, "hall": filing.hall}
+            async with self.store.transaction() as tx:
+                # the case row first: its timeline's steps are numbered under its lock
+                queued = await self._queue_ready(tx, case, states, hold=True, save=False)
+                case.states = queued.states
+                case.status = casecore.case_status(queued.states)
+                await tx.insert_case(case)  # one write of the row, with the states as queued
+                await tx.add_step(
+                    case_id, "filed", detail={"bundle": bundle.code, "hall": filing.hall}
                 )
                 for planned in plan:
                     if planned.local:
-                        Store.add_step(
-                            db,
+                        await tx.add_step(
                             case_id,
                             "awaiting_local_office",
                             planned.sub_id,
                             {"matter": planned.matter},
                         )
-                queued = self._queue_ready(db, case, states, hold=True, save=False)
-                case.states = queued.states
-                case.status = casecore.case_status(queued.states)
-                Store.insert_case(db, case)  # one write of the row, with the states as queued
-        except sqlite3.IntegrityError:
+                for sub_id, detail in queued.steps:
+                    await tx.add_step(case_id, "queued", sub_id, detail)
+        except AlreadyThere:
             # Two requests with one key raced: the other one won; answer as it would.
-            winner = self.store.case_by_idem(idem_key)
+            winner = await self.store.case_by_idem(idem_key)
             if winner is None or winner.request_hash != body_hash:
                 raise GatewayError(
                     "IDEMPOTENCY_CONFLICT",
@@ -245,12 +255,12 @@ class CaseService:
             # window would file again, perhaps changed, and the partner would hold an orphan.
             await self.store.durable()
             if any(m.lease_owner is None for m in queued.messages):  # held: release them
-                with self.store.transaction(volatile=True) as db:
-                    Store.release_hold(db, case_id)
+                async with self.store.transaction(volatile=True) as tx:
+                    await tx.release_hold(case_id)
             hand_over(self.dispatcher, queued.messages)
         finally:
             await logged
-        stored = self.store.case(case_id)
+        stored = await self.store.case(case_id)
         assert stored is not None
         return stored, True
 
@@ -271,19 +281,19 @@ class CaseService:
         )
         return msg_id, payload, envelope
 
-    def _queue_ready(
+    async def _queue_ready(
         self,
-        db: sqlite3.Connection,
+        tx: Transaction,
         case: CaseRow,
         states: list[SubState],
         hold: bool = False,
         save: bool = True,
     ) -> Queued:
-        """Seal and enqueue every sub-matter that has become ready; save the new states (``save``
-        False: the caller writes them with the case). A message this instance can send at once
-        is leased to it in the same write (no claim needed); ``hold``: the others wait for
-        ``Store.release_hold`` (a filing not yet on disk). After the commit, ``hand_over`` sets
-        them going."""
+        """Seal and enqueue every sub-matter that has become ready; save the new states and
+        write the "queued" steps (``save`` False: the caller writes the case, then the steps).
+        A message this instance can send at once is leased to it in the same write (no claim
+        needed); ``hold``: the others wait for ``release_hold`` (a filing not yet on disk).
+        After the commit, ``hand_over`` sets them going."""
         ready = casecore.ready(states)
         attempts = {s.sub_id: s.attempts for s in states}
         queued = Queued()
@@ -294,8 +304,7 @@ class CaseService:
             msg_id, payload, envelope = self._seal_request(case, planned, partner, attempts[sub_id])
             domain = self.registry.matter(self.region, planned.matter).domain
             lease = self.dispatcher.lease_for(partner.region)
-            message = Store.enqueue(
-                db,
+            message = await tx.enqueue(
                 msg_id=msg_id,
                 case_id=case.id,
                 sub_id=sub_id,
@@ -308,18 +317,23 @@ class CaseService:
                 held=hold and lease is None,
                 lease=lease,
             )
-            Store.add_step(
-                db,
-                case.id,
-                "queued",
-                sub_id,
-                {"partner": partner.region, "matter": planned.partner_code, "message_id": msg_id},
+            queued.steps.append(
+                (
+                    sub_id,
+                    {
+                        "partner": partner.region,
+                        "matter": planned.partner_code,
+                        "message_id": msg_id,
+                    },
+                )
             )
             queued.sent.append((planned, envelope))
             queued.messages.append(message)
         queued.states = casecore.mark_queued(states, ready)
         if save:
-            Store.save_states(db, case, queued.states, casecore.case_status(queued.states))
+            for sub_id, detail in queued.steps:
+                await tx.add_step(case.id, "queued", sub_id, detail)
+            await tx.save_states(case, queued.states, casecore.case_status(queued.states))
         return queued
 
     @staticmethod
@@ -345,7 +359,7 @@ class CaseService:
 
     # -- replies and failures from delivery ------------------------------------------------------
 
-    def reseal(self, message: OutboxMessage) -> env.Envelope:
+    async def reseal(self, message: OutboxMessage) -> env.Envelope:
         """A fresh seal (new nonce and time) for the same message id: the partner's idempotency
         key stays, the replay window is satisfied again."""
         old = env.envelope_from_record(message.envelope)
@@ -357,11 +371,8 @@ class CaseService:
             idem_key=old.idem_key,
             msg_id=old.msg_id,
         )
-        with self.store.transaction() as db:
-            db.execute(
-                "UPDATE outbox SET envelope = ? WHERE msg_id = ?",
-                (envelope.to_json(), message.msg_id),
-            )
+        async with self.store.transaction() as tx:
+            await tx.set_envelope(message.msg_id, envelope.to_json())
         return envelope
 
     async def open_reply(self, message: OutboxMessage, envelope: env.Envelope) -> Reply:
@@ -378,9 +389,9 @@ class CaseService:
         self, message: OutboxMessage, reply: Reply, reply_envelope: env.Envelope
     ) -> None:
         if message.kind == RESULT:  # the result of an inbound case reached its partner
-            with self.store.transaction() as db:
-                Store.finish(db, message.msg_id)
-                Store.move_inbound_case(db, message.case_id, InboundEvent.RESULT_DELIVERED)
+            async with self.store.transaction() as tx:
+                await tx.finish(message.msg_id)
+                await tx.move_inbound_case(message.case_id, InboundEvent.RESULT_DELIVERED)
             await self.audit.append(
                 _answer_event("message.delivered", message, reply, reply_envelope)
             )
@@ -389,24 +400,26 @@ class CaseService:
             await self._query_answered(message, reply, reply_envelope)
             return
         chase: list[OutboxMessage] = []
-        with self.store.transaction() as db:
-            if not Store.finish(db, message.msg_id):
+        async with self.store.transaction() as tx:
+            if not await tx.finish(message.msg_id):
                 return  # another worker finished it first
-            case = Store.load_case(db, message.case_id)
+            case = await tx.load_case(message.case_id)
             assert case is not None
             planned = case.plan_of(message.sub_id)
             effective, local_result = self._map_answer(planned, reply)
             if not casecore.takes_answer(case.states, message.sub_id, effective):
                 # its sub-matter moved on meanwhile (cancelled, answered through a resend):
                 # the answer is kept on the timeline and in the log, and changes nothing
-                Store.add_step(
-                    db, case.id, "answer_not_applied", message.sub_id, {"code": effective.code}
+                await tx.add_step(
+                    case.id, "answer_not_applied", message.sub_id, {"code": effective.code}
                 )
                 queued = Queued()
             else:
                 states = casecore.apply_reply(case.states, message.sub_id, effective, local_result)
                 if effective.accepted and effective.pending:  # ask, should its report be lost
-                    chase.append(self._enqueue_query(db, message, asked=0, accepted_at=time.time()))
+                    chase.append(
+                        await self._enqueue_query(tx, message, asked=0, accepted_at=time.time())
+                    )
                 step = (
                     "accepted_result_pending"
                     if effective.accepted and effective.pending
@@ -414,8 +427,7 @@ class CaseService:
                     if effective.accepted
                     else "rejected_by_partner"
                 )
-                Store.add_step(
-                    db,
+                await tx.add_step(
                     case.id,
                     step,
                     message.sub_id,
@@ -425,7 +437,7 @@ class CaseService:
                         "message": effective.message,
                     },
                 )
-                queued = self._queue_ready(db, case, states)  # saves the states too
+                queued = await self._queue_ready(tx, case, states)  # saves the states too
         hand_over(self.dispatcher, queued.messages + chase)
         event = "message.delivered" if effective.accepted else "message.refused"
         await self._audit_answer(event, message, planned, effective, reply_envelope, queued.sent)
@@ -477,8 +489,8 @@ class CaseService:
     ) -> bool:
         """A result for the sub-matter ``message`` was for, reported or asked for: applied if
         it still awaits one (its queries still to come are then withdrawn). False if not."""
-        with self.store.transaction() as db:
-            case = Store.load_case(db, message.case_id)
+        async with self.store.transaction() as tx:
+            case = await tx.load_case(message.case_id)
             if case is None:
                 return False
             planned = case.plan_of(message.sub_id)
@@ -487,25 +499,24 @@ class CaseService:
                 states = casecore.apply_result(case.states, message.sub_id, effective, local_result)
             except ValueError:  # not awaiting a result: the caller notes the report
                 return False
-            Store.add_step(
-                db,
+            await tx.add_step(
                 case.id,
                 "done" if effective.accepted else "rejected_by_partner",
                 message.sub_id,
                 {"reported": True, "code": effective.code, "message": effective.message},
             )
-            Store.move_messages(
-                db, MsgEvent.CANCEL, case_id=case.id, sub_id=message.sub_id, kind=QUERY
+            await tx.move_messages(
+                MsgEvent.CANCEL, {"case_id": case.id, "sub_id": message.sub_id, "kind": QUERY}
             )
-            queued = self._queue_ready(db, case, states)  # saves the states too
+            queued = await self._queue_ready(tx, case, states)  # saves the states too
         hand_over(self.dispatcher, queued.messages)
         await self._audit_answer(event, message, planned, effective, envelope, queued.sent)
         return True
 
     # -- asking for results not reported ----------------------------------------------------------
 
-    def _enqueue_query(
-        self, db: sqlite3.Connection, message: OutboxMessage, asked: int, accepted_at: float
+    async def _enqueue_query(
+        self, tx: Transaction, message: OutboxMessage, asked: int, accepted_at: float
     ) -> OutboxMessage:
         """The next query for the result of ``message`` (ours, answered "pending"), due after
         ``casecore.result_query_delay``. ``message`` may be an earlier query: the original id
@@ -524,8 +535,7 @@ class CaseService:
             idem_key=original,
             msg_id=msg_id,
         )
-        return Store.enqueue(
-            db,
+        return await tx.enqueue(
             msg_id=msg_id,
             case_id=message.case_id,
             sub_id=message.sub_id,
@@ -543,16 +553,16 @@ class CaseService:
     ) -> None:
         """The partner answered our query: a result settles the sub-matter; "pending" again
         means ask later, and past ``result_overdue`` flag it (an alert line)."""
-        with self.store.transaction() as db:
-            if not Store.finish(db, message.msg_id):
+        async with self.store.transaction() as tx:
+            if not await tx.finish(message.msg_id):
                 return
         if not reply.pending:
             await self._settle_result(message, reply, envelope, "result.queried")
             return
         about = orjson.loads(message.payload)
         overdue = casecore.result_overdue(about["accepted_at"], time.time(), self.result_overdue)
-        with self.store.transaction() as db:
-            case = Store.load_case(db, message.case_id)
+        async with self.store.transaction() as tx:
+            case = await tx.load_case(message.case_id)
             if case is None:
                 return
             current = next(s for s in case.states if s.sub_id == message.sub_id)
@@ -561,9 +571,9 @@ class CaseService:
             flagged = overdue and current.error_code != casecore.RESULT_OVERDUE
             if flagged:
                 states = casecore.mark_result_overdue(case.states, message.sub_id)
-                Store.add_step(db, case.id, "result_overdue", message.sub_id, {})
-                Store.save_states(db, case, states, casecore.case_status(states))
-            chase = self._enqueue_query(db, message, about["asked"], about["accepted_at"])
+                await tx.add_step(case.id, "result_overdue", message.sub_id, {})
+                await tx.save_states(case, states, casecore.case_status(states))
+            chase = await self._enqueue_query(tx, message, about["asked"], about["accepted_at"])
         hand_over(self.dispatcher, [chase])
         if flagged:
             # The alert line operators watch for: a result that never came is never forgotten.
@@ -587,20 +597,22 @@ class CaseService:
         """Back to pending after ``delay``. ``counts``: an attempt was made (not so when the
         partner's circuit was open and nothing was sent); ``reached``: the partner may have
         acted on it."""
-        with self.store.transaction() as db:
+        async with self.store.transaction() as tx:
             if reached:
-                self._maybe_delivered(db, message)
-            Store.move_messages(
-                db,
+                await self._maybe_delivered(tx, message)
+            await tx.move_messages(
                 MsgEvent.RETRY,
-                also="attempts = attempts + ?, next_attempt_at = ?, lease_owner = NULL, "
-                "lease_until = NULL, last_error_code = ?, last_error = ?",
-                also_params=(1 if counts else 0, time.time() + delay, code, text),
-                msg_id=message.msg_id,
+                {"msg_id": message.msg_id},
+                attempts=Increment(1 if counts else 0),
+                next_attempt_at=time.time() + delay,
+                lease_owner=None,
+                lease_until=None,
+                last_error_code=code,
+                last_error=text,
             )
             if lifecycle.writes_retry_step(message.kind, message.attempts, counts):
-                Store.add_step(
-                    db, message.case_id, "delivery_retrying", message.sub_id, {"code": code}
+                await tx.add_step(
+                    message.case_id, "delivery_retrying", message.sub_id, {"code": code}
                 )
         if not counts:
             return
@@ -619,28 +631,30 @@ class CaseService:
         )
 
     @staticmethod
-    def _maybe_delivered(db: sqlite3.Connection, message: OutboxMessage) -> None:
+    async def _maybe_delivered(tx: Transaction, message: OutboxMessage) -> None:
         if message.kind in lifecycle.NOT_A_REQUEST:
             return
-        case = Store.load_case(db, message.case_id)
+        case = await tx.load_case(message.case_id)
         if case is not None:
             states = casecore.mark_maybe_delivered(case.states, message.sub_id)
-            Store.save_states(db, case, states, casecore.case_status(states))
+            await tx.save_states(case, states, casecore.case_status(states))
 
     async def dead(
         self, message: OutboxMessage, code: str, text: str, reached: bool = False
     ) -> None:
-        with self.store.transaction() as db:
-            died = Store.move_messages(
-                db,
+        async with self.store.transaction() as tx:
+            died = await tx.move_messages(
                 MsgEvent.DIE,
-                also="attempts = attempts + 1, finished_at = strftime('%s','now'), "
-                "lease_owner = NULL, lease_until = NULL, last_error_code = ?, last_error = ?",
-                also_params=(code, text),
-                msg_id=message.msg_id,
+                {"msg_id": message.msg_id},
+                attempts=Increment(1),
+                finished_at=time.time(),
+                lease_owner=None,
+                lease_until=None,
+                last_error_code=code,
+                last_error=text,
             )
             if died:  # else it moved on meanwhile (answered, cancelled): no dead letter
-                self._message_died(db, message, code, text, reached)
+                await self._message_died(tx, message, code, text, reached)
         if not died:
             return
         # The alert line operators watch for: exhausted retries never go unnoticed.
@@ -666,17 +680,17 @@ class CaseService:
         )
 
     @staticmethod
-    def _message_died(
-        db: sqlite3.Connection, message: OutboxMessage, code: str, text: str, reached: bool
+    async def _message_died(
+        tx: Transaction, message: OutboxMessage, code: str, text: str, reached: bool
     ) -> None:
         """What a dead letter means for what it was about, in the dead letter's transaction."""
         if message.kind in lifecycle.FOR_INBOUND_CASE:
             event = (
                 InboundEvent.OFFICE_DEAD if message.kind == HAND_OVER else InboundEvent.RESULT_DEAD
             )
-            Store.move_inbound_case(db, message.case_id, event)
+            await tx.move_inbound_case(message.case_id, event)
             return
-        case = Store.load_case(db, message.case_id)
+        case = await tx.load_case(message.case_id)
         assert case is not None
         if message.kind == QUERY:  # we could not ask: the result is overdue, not failed
             states = casecore.mark_result_overdue(case.states, message.sub_id)
@@ -684,44 +698,43 @@ class CaseService:
             states = casecore.apply_dead(case.states, message.sub_id, code, text)  # queued
             if reached:
                 states = casecore.mark_maybe_delivered(states, message.sub_id)
-            Store.add_step(
-                db, case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
+            await tx.add_step(
+                case.id, "dead_letter", message.sub_id, {"code": code, "message": text}
             )
-        Store.save_states(db, case, states, casecore.case_status(states))
+        await tx.save_states(case, states, casecore.case_status(states))
 
     async def replay(self, msg_id: str, actor: str) -> bool:
         """Send a dead letter again (operator action): same message id, fresh attempts."""
-        with self.store.transaction() as db:
-            row = db.execute(
-                "SELECT case_id, sub_id, status FROM outbox WHERE msg_id = ?", (msg_id,)
-            ).fetchone()
-            if row is None or row[2] not in lifecycle.MESSAGE.sources(MsgEvent.REPLAY):
+        async with self.store.transaction() as tx:
+            message = await tx.message(msg_id)
+            if message is None or message.status not in lifecycle.MESSAGE.sources(MsgEvent.REPLAY):
                 return False
-            self._requeue_dead(db, msg_id, row[0], row[1], actor)
-        await self._audit_replayed(row[0], msg_id, actor)
+            await self._requeue_dead(tx, msg_id, message.case_id, message.sub_id, actor)
+        await self._audit_replayed(message.case_id, msg_id, actor)
         return True
 
     @staticmethod
-    def _requeue_dead(
-        db: sqlite3.Connection, msg_id: str, case_id: str, sub_id: str, actor: str
+    async def _requeue_dead(
+        tx: Transaction, msg_id: str, case_id: str, sub_id: str, actor: str
     ) -> None:
         now = time.time()
-        Store.move_messages(
-            db,
+        await tx.move_messages(
             MsgEvent.REPLAY,
-            also="attempts = 0, created = ?, next_attempt_at = ?, finished_at = NULL",
-            also_params=(now, now),
-            msg_id=msg_id,
+            {"msg_id": msg_id},
+            attempts=0,
+            created=now,
+            next_attempt_at=now,
+            finished_at=None,
         )
-        case = Store.load_case(db, case_id)
+        case = await tx.load_case(case_id)
         if case is None:  # an inbound case's hand-over or result: the message alone goes again
             return
         if casecore.sub_allows_resend(case.states, sub_id):  # a query leaves its sub as it is
             states = casecore.resend(case.states, sub_id)
         else:
             states = case.states
-        Store.add_step(db, case.id, "replayed", sub_id, {"message_id": msg_id, "by": actor})
-        Store.save_states(db, case, states, casecore.case_status(states))
+        await tx.add_step(case.id, "replayed", sub_id, {"message_id": msg_id, "by": actor})
+        await tx.save_states(case, states, casecore.case_status(states))
 
     async def _audit_replayed(self, case_id: str, msg_id: str, actor: str) -> None:
         await self.audit.append(
@@ -738,26 +751,23 @@ class CaseService:
     # -- window actions --------------------------------------------------------------------------
 
     async def cancel(self, case: CaseRow, actor: str) -> CaseRow:
-        with self.store.transaction() as db:
-            current = Store.load_case(db, case.id)
+        async with self.store.transaction() as tx:
+            current = await tx.load_case(case.id)
             assert current is not None
-            under_way = db.execute(
-                "SELECT COUNT(*) FROM outbox WHERE case_id = ? AND status = ?",
-                (case.id, Msg.IN_FLIGHT),
-            ).fetchone()[0]
+            under_way = await tx.in_flight_count(case.id)
             refusal = casecore.cancel_refusal(current.states, under_way)
             if refusal is not None:
                 raise GatewayError(
                     "CASE_NOT_CANCELLABLE", 409, "The case cannot be cancelled", refusal
                 )
-            Store.move_messages(db, MsgEvent.CANCEL, case_id=case.id)
+            await tx.move_messages(MsgEvent.CANCEL, {"case_id": case.id})
             states = casecore.cancel(current.states)
-            Store.add_step(db, case.id, "cancelled", detail={"by": actor})
-            Store.save_states(db, current, states, casecore.case_status(states))
+            await tx.add_step(case.id, "cancelled", detail={"by": actor})
+            await tx.save_states(current, states, casecore.case_status(states))
         await self.audit.append(
             AuditEvent("case.cancelled", "internal", "ok", case_id=case.id, actor=actor)
         )
-        updated = self.store.case(case.id)
+        updated = await self.store.case(case.id)
         assert updated is not None
         return updated
 
@@ -766,8 +776,8 @@ class CaseService:
         is sent again (the same id: had the partner acted on an attempt that timed out, it
         answers from its records instead of acting twice); after a partner's refusal, a new
         message."""
-        with self.store.transaction() as db:
-            current = Store.load_case(db, case.id)
+        async with self.store.transaction() as tx:
+            current = await tx.load_case(case.id)
             assert current is not None
             try:
                 states = casecore.retry_failed(current.states, sub_id)
@@ -775,32 +785,28 @@ class CaseService:
                 raise GatewayError(
                     "SUB_MATTER_NOT_RETRYABLE", 409, "Nothing to retry", str(exc)
                 ) from None
-            Store.add_step(db, case.id, "retry_requested", sub_id, {"by": actor})
-            last = db.execute(
-                "SELECT msg_id, status FROM outbox WHERE case_id = ? AND sub_id = ? "
-                "ORDER BY created DESC LIMIT 1",
-                (case.id, sub_id),
-            ).fetchone()
+            await tx.add_step(case.id, "retry_requested", sub_id, {"by": actor})
+            last = await tx.last_message(case.id, sub_id)
             dead = last[0] if last is not None and lifecycle.retry_resends(last[1]) else None
             if dead is not None:
-                self._requeue_dead(db, dead, case.id, sub_id, actor)
+                await self._requeue_dead(tx, dead, case.id, sub_id, actor)
             else:
-                queued = self._queue_ready(db, current, states)
+                queued = await self._queue_ready(tx, current, states)
         if dead is not None:
             self.dispatcher.wake()
             await self._audit_replayed(case.id, dead, actor)
         else:
             hand_over(self.dispatcher, queued.messages)
             await self.audit.append_all(self._queued_events(case.id, queued.sent))
-        updated = self.store.case(case.id)
+        updated = await self.store.case(case.id)
         assert updated is not None
         return updated
 
     async def complete_local(
         self, case: CaseRow, sub_id: str, result: dict[str, Any] | None, actor: str
     ) -> CaseRow:
-        with self.store.transaction() as db:
-            current = Store.load_case(db, case.id)
+        async with self.store.transaction() as tx:
+            current = await tx.load_case(case.id)
             assert current is not None
             try:
                 states = casecore.complete_local(current.states, sub_id, result)
@@ -808,8 +814,8 @@ class CaseService:
                 raise GatewayError(
                     "SUB_MATTER_NOT_LOCAL", 409, "Not a local sub-matter", str(exc)
                 ) from None
-            Store.add_step(db, case.id, "done_locally", sub_id, {"by": actor})
-            queued = self._queue_ready(db, current, states)
+            await tx.add_step(case.id, "done_locally", sub_id, {"by": actor})
+            queued = await self._queue_ready(tx, current, states)
         hand_over(self.dispatcher, queued.messages)
         await self.audit.append_all(
             [
@@ -824,7 +830,7 @@ class CaseService:
                 *self._queued_events(case.id, queued.sent),
             ]
         )
-        updated = self.store.case(case.id)
+        updated = await self.store.case(case.id)
         assert updated is not None
         return updated
 

@@ -41,7 +41,7 @@ from gateway.logs import get_logger
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
-from gateway.storage.sqlite import OutboxMessage, Store
+from gateway.storage import OutboxMessage, Store
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -206,7 +206,7 @@ class Worker:
         for a later claim to take it again."""
         try:
             if self._stopping:  # shutting down: no new send starts
-                self.store.release([message.msg_id], self.owner)
+                await self.store.release([message.msg_id], self.owner)
                 return
             if self.leases is not None:
                 try:
@@ -220,7 +220,7 @@ class Worker:
                     )
                     return
                 if not leased:
-                    self.store.release([message.msg_id], self.owner)
+                    await self.store.release([message.msg_id], self.owner)
                     return
             await self._deliver(message)
         except asyncio.CancelledError:
@@ -239,7 +239,7 @@ class Worker:
         not ready meanwhile; the loop never ends on an error."""
         while not self._stopping:
             try:
-                messages = self._claim()
+                messages = await self._claim()
             except Exception as exc:
                 self.claim_failures += 1
                 self.claim_error = type(exc).__name__
@@ -261,11 +261,11 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
-    def _claim(self) -> list[OutboxMessage]:
+    async def _claim(self) -> list[OutboxMessage]:
         capacity = max(0, MAX_IN_FLIGHT - len(self._tasks))
         if not capacity:
             return []
-        return self.store.claim(
+        return await self.store.claim(
             self.owner,
             capacity,
             self.settings.delivery_lease_seconds,
@@ -279,7 +279,7 @@ class Worker:
         now, lease = time.time(), self.settings.delivery_lease_seconds
         if message.lease_until is not None and message.lease_until - now > lease / 2:
             return True  # taken moments ago (the usual case): nobody else can have it yet
-        if not self.store.renew_lease(message.msg_id, self.owner, now + lease):
+        if not await self.store.renew_lease(message.msg_id, self.owner, now + lease):
             return False
         if self.leases is None:
             return True
@@ -295,7 +295,7 @@ class Worker:
         except DeliveryError as exc:
             await self._failed(message, exc)
         except asyncio.CancelledError:
-            self.store.release([message.msg_id], self.owner)
+            await self.store.release([message.msg_id], self.owner)
             raise
         except Exception as exc:  # never lose a message to a bug: reschedule it
             log.error(
@@ -331,7 +331,7 @@ class Worker:
         try:
             async with lane.limit:
                 if self._stopping:  # shutting down: no new send starts; a later start sends it
-                    self.store.release([message.msg_id], self.owner)
+                    await self.store.release([message.msg_id], self.owner)
                     return
                 if not await self._still_ours(message):
                     return  # its lease ran out while it waited, and another worker has it now
@@ -340,7 +340,7 @@ class Worker:
                 envelope = env.envelope_from_record(message.envelope)
                 age = (env.now_utc() - envelope.created_at).total_seconds()
                 if age > self.settings.replay_window_seconds / 2:
-                    envelope = self.service.reseal(message)
+                    envelope = await self.service.reseal(message)
                 try:
                     sent = await self._send(
                         client, endpoint.url, envelope, partner.timeout_seconds, message
@@ -390,7 +390,7 @@ class Worker:
                 if attempt.retry_state.attempt_number > 1:
                     if not await self._still_ours(message):
                         return None
-                    state["envelope"] = self.service.reseal(message)
+                    state["envelope"] = await self.service.reseal(message)
                 return await client.send(url, state["envelope"], timeout)
         raise AssertionError("unreachable")
 

@@ -25,7 +25,7 @@ from gateway.core.lifecycle import HAND_OVER, INBOUND, RESULT, Inbound, InboundE
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
-from gateway.storage.sqlite import OutboxMessage, Store, iso_now
+from gateway.storage import InboundCase, OutboxMessage, Store, iso_now
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
@@ -136,13 +136,8 @@ class InboundService:
             )
         if not await self.limiter.allow(partner.region, partner.rate_limit_per_minute):
             raise InboundRefused("RATE_LIMITED", "too many messages this minute", envelope)
-        rows = self.store.read(
-            "SELECT xgw_open('inbound_message.reply', partner || '/' || msg_id, reply) AS reply "
-            "FROM inbound_message WHERE partner = ? AND msg_id = ?",
-            (partner.region, envelope.msg_id),
-        )
-        if rows:  # a resend: the first answer again, re-sealed; no second effect
-            cached = orjson.loads(rows[0]["reply"])
+        cached = await self.store.inbound_reply(partner.region, envelope.msg_id)
+        if cached is not None:  # a resend: the first answer again, re-sealed; no second effect
             return partner, None, self._seal(partner, envelope, cached)
         opened = await self.opener.unseal(envelope, sender)
         try:
@@ -182,12 +177,12 @@ class InboundService:
         finally:
             await logged
 
-    def _remember(
+    async def _remember(
         self, partner: Partner, envelope: env.Envelope, case_id: str | None, reply: dict[str, Any]
     ) -> None:
-        with self.store.transaction() as db:
-            Store.remember_inbound(
-                db, partner.region, envelope.msg_id, envelope.kind, case_id, reply
+        async with self.store.transaction() as tx:
+            await tx.remember_inbound(
+                partner.region, envelope.msg_id, envelope.kind, case_id, reply
             )
 
     async def _audit(
@@ -301,36 +296,31 @@ class InboundService:
         case_id = f"IN-{partner.region}-{message_id(partner.region, envelope.idem_key)[:20]}"
         receipt = {"status": "accepted", "receipt_no": case_id, "matter": resolution.local_code}
         handed: OutboxMessage | None = None
-        with self.store.transaction() as db:
-            existing = db.execute(
-                "SELECT id FROM inbound_case WHERE partner = ? AND partner_ref = ?",
-                (partner.region, envelope.idem_key),
-            ).fetchone()
+        async with self.store.transaction() as tx:
+            existing = await tx.inbound_case_of(partner.region, envelope.idem_key)
             if existing is not None:  # the same case filed again under a new message id
-                receipt["receipt_no"] = case_id = existing[0]
+                receipt["receipt_no"] = case_id = existing
             else:
                 now = iso_now()
-                db.execute(
-                    "INSERT INTO inbound_case VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                    "xgw_seal('inbound_case.form', ?1, ?10), NULL)",
-                    (
-                        case_id,
-                        partner.region,
-                        envelope.idem_key,
-                        envelope.matter,
-                        resolution.local_code,
-                        domain,
-                        now,
-                        now,
-                        Inbound.IN_OFFICE.value,
-                        orjson.dumps(form),
-                    ),
+                await tx.insert_inbound_case(
+                    InboundCase(
+                        id=case_id,
+                        partner=partner.region,
+                        partner_ref=envelope.idem_key,
+                        partner_matter=envelope.matter,
+                        local_matter=resolution.local_code,
+                        domain=domain,
+                        created=now,
+                        updated=now,
+                        status=Inbound.IN_OFFICE.value,
+                        form=form,
+                        result=None,
+                    )
                 )
                 body = orjson.dumps(
                     {"case_id": case_id, "matter": resolution.local_code, "form": form}
                 )
-                handed = Store.enqueue(
-                    db,
+                handed = await tx.enqueue(
                     msg_id=f"local-{case_id}",
                     case_id=case_id,
                     sub_id=HAND_OVER,
@@ -342,8 +332,8 @@ class InboundService:
                     envelope=b"",
                     lease=self.dispatcher.lease_for("local"),
                 )
-            Store.remember_inbound(
-                db, partner.region, envelope.msg_id, envelope.kind, case_id, receipt
+            await tx.remember_inbound(
+                partner.region, envelope.msg_id, envelope.kind, case_id, receipt
             )
         if handed is not None:
             hand_over(self.dispatcher, [handed])
@@ -356,7 +346,7 @@ class InboundService:
     ) -> env.Envelope:
         """A valid, authentic message we cannot act on: a sealed business refusal (not a fault)."""
         reply = {"status": "rejected", "code": code, "message": message}
-        self._remember(partner, envelope, None, reply)
+        await self._remember(partner, envelope, None, reply)
         return await self._answer(partner, envelope, reply, "rejected", code=code)
 
     async def report(self, envelope: env.Envelope) -> env.Envelope:
@@ -364,7 +354,7 @@ class InboundService:
         partner, payload, cached = await self._open(envelope, "result")
         if cached is not None:
             return cached
-        message = self.store.message(envelope.idem_key)
+        message = await self.store.message(envelope.idem_key)
         if message is None or message.partner != partner.region or message.partner == "local":
             raise InboundRefused(
                 "MESSAGE_NOT_YOURS", "no message of ours to you has this id", envelope
@@ -374,10 +364,9 @@ class InboundService:
         except answers.AnswerMalformed as exc:
             raise InboundRefused("RESULT_MALFORMED", str(exc), envelope) from None
         applied = await self.cases.result_reported(message, answer, envelope)
-        with self.store.transaction() as db:
+        async with self.store.transaction() as tx:
             if not applied:  # noted on the case, by its digest: the body is in the log
-                Store.add_step(
-                    db,
+                await tx.add_step(
                     message.case_id,
                     "partner_reported_result",
                     message.sub_id,
@@ -388,8 +377,7 @@ class InboundService:
                         "digest": envelope.digest,
                     },
                 )
-            Store.remember_inbound(
-                db,
+            await tx.remember_inbound(
                 partner.region,
                 envelope.msg_id,
                 envelope.kind,
@@ -410,28 +398,22 @@ class InboundService:
             raise InboundRefused(
                 "PAYLOAD_MALFORMED", f'a status query holds {{"receipt_no": "…"}}: {exc}', envelope
             ) from None
-        rows = self.store.read(
-            "SELECT id, partner, status, local_matter, "
-            "xgw_open('inbound_case.result', id, result) AS result, updated "
-            "FROM inbound_case WHERE id = ?",
-            (reference,),
-        )
-        if not rows or rows[0]["partner"] != partner.region:
+        filed = await self.store.inbound_case(reference)
+        if filed is None or filed.partner != partner.region:
             # another partner's case and no case at all look the same from outside
             raise InboundRefused(
                 "CASE_NOT_YOURS", "you filed no case with this receipt number", envelope
             )
-        row = rows[0]
         answer = {
             "status": "accepted",
-            "receipt_no": row["id"],
-            "case_status": row["status"],
-            "matter": row["local_matter"],
-            "updated": row["updated"],
-            "result": orjson.loads(row["result"]) if row["result"] else None,
+            "receipt_no": filed.id,
+            "case_status": filed.status,
+            "matter": filed.local_matter,
+            "updated": filed.updated,
+            "result": filed.result,
         }
-        self._remember(partner, envelope, row["id"], answer)
-        return await self._answer(partner, envelope, answer, "accepted", row["id"])
+        await self._remember(partner, envelope, filed.id, answer)
+        return await self._answer(partner, envelope, answer, "accepted", filed.id)
 
     # -- our back office's answer, and the result back to the partner -------------------------
 
@@ -439,16 +421,12 @@ class InboundService:
         """The back office decided an inbound case: record it, send the result to the partner."""
         outcome = "done" if answer.get("status") == "done" else "rejected"
         result = answer.get("result") if isinstance(answer.get("result"), dict) else {}
-        rows = self.store.read(
-            "SELECT partner, partner_ref, partner_matter, domain FROM inbound_case WHERE id = ?",
-            (message.case_id,),
-        )
-        if not rows:
-            with self.store.transaction() as db:
-                Store.finish(db, message.msg_id)
+        filed = await self.store.inbound_case(message.case_id)
+        if filed is None:
+            async with self.store.transaction() as tx:
+                await tx.finish(message.msg_id)
             return
-        row = tuple(rows[0])
-        partner = self.partners.get(row[0])
+        partner = self.partners.get(filed.partner)
         payload = orjson.dumps(
             {
                 "receipt_no": message.case_id,
@@ -463,35 +441,27 @@ class InboundService:
             payload,
             receiver=env.Party(partner.region, partner.node),
             kind="result",
-            matter=row[2],
-            idem_key=row[1],
+            matter=filed.partner_matter,
+            idem_key=filed.partner_ref,
             msg_id=msg_id,
         )
-        with self.store.transaction() as db:
-            status = db.execute(
-                "SELECT status FROM inbound_case WHERE id = ?", (message.case_id,)
-            ).fetchone()
-            Store.finish(db, message.msg_id)
+        async with self.store.transaction() as tx:
+            current = await tx.inbound_case(message.case_id)  # locked until the commit
+            await tx.finish(message.msg_id)
             event = (
                 InboundEvent.DECIDED_DONE if outcome == "done" else InboundEvent.DECIDED_REJECTED
             )
-            if status is None or not INBOUND.allows(status[0], event):
+            if current is None or not INBOUND.allows(current.status, event):
                 return  # decided already (a resend of the hand-over)
-            Store.move_inbound_case(db, message.case_id, event)
-            db.execute(
-                "UPDATE inbound_case SET result = xgw_seal('inbound_case.result', ?2, ?1) "
-                "WHERE id = ?2",
-                (orjson.dumps(result), message.case_id),
-            )
-            result_message = Store.enqueue(
-                db,
+            await tx.move_inbound_case(message.case_id, event, result)
+            result_message = await tx.enqueue(
                 msg_id=msg_id,
                 case_id=message.case_id,
                 sub_id=RESULT,
                 partner=partner.region,
-                domain=row[3],
+                domain=filed.domain,
                 kind=RESULT,
-                matter=row[2],
+                matter=filed.partner_matter,
                 payload=payload,
                 envelope=sealed.to_json(),
                 lease=self.dispatcher.lease_for(partner.region),
@@ -505,7 +475,7 @@ class InboundService:
                     outcome,
                     case_id=message.case_id,
                     local_matter=message.matter,
-                    partner=row[0],
+                    partner=filed.partner,
                 ),
                 AuditEvent(
                     "message.queued",
@@ -513,8 +483,8 @@ class InboundService:
                     "queued",
                     case_id=message.case_id,
                     message_id=msg_id,
-                    partner=row[0],
-                    partner_matter=row[2],
+                    partner=filed.partner,
+                    partner_matter=filed.partner_matter,
                     actor=sealed.sender_key_id,
                     envelope=sealed.as_dict(),
                 ),

@@ -1,0 +1,778 @@
+"""The store's interface and the SQL both databases share.
+
+The gateway keeps cases and their timelines, the transactional outbox, inbound records and
+tokens through ``Store`` (reads, claims, leases) and ``Transaction`` (one atomic change). Two
+implementations stand behind them: ``gateway.storage.sqlite`` (the embedded default) and
+``gateway.storage.postgres`` (several nodes). The statements here are written once, in the
+SQL both understand, with ``$n`` parameters (each connection renders them for its driver);
+an implementation supplies the connection, the transactions and what differs (row locks,
+durability, schema).
+
+Concurrency is explicit rather than a property of one writer:
+- a case's transaction reads it with ``lock`` (PostgreSQL: ``FOR UPDATE``), so two nodes
+  changing one case take turns, and its timeline's next step number is safe to compute;
+- ``save_states`` writes only over the version it read (a ``Conflict`` otherwise);
+- claims skip rows another node is claiming (``FOR UPDATE SKIP LOCKED``);
+- a duplicate idempotency key or message id is the store's own ``AlreadyThere``.
+
+Personal data (forms, payloads, partners' answers) is sealed at rest (``security.atrest``)
+here, in Python, as it is written and opened as it is read: the same bytes in either database.
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+import time
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+from functools import lru_cache
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.core.cases import PlannedSub, SubState
+from gateway.core.lifecycle import INBOUND, MESSAGE, InboundEvent, Msg, MsgEvent
+from gateway.storage.records import (
+    CaseRow,
+    CaseSummary,
+    Conflict,
+    InboundCase,
+    Increment,
+    OutboxMessage,
+    Token,
+    iso_now,
+    iso_now_ms,
+    token_hash,
+)
+from security.atrest import DataKeys
+
+PENDING, IN_FLIGHT = Msg.PENDING.value, Msg.IN_FLIGHT.value
+HOLD_SECONDS = 5.0  # a held message's due time, should its release be lost (a crash)
+
+Row = Mapping[str, Any]
+
+
+class Connection(Protocol):
+    """One database connection as the shared code uses it (``$n`` parameters)."""
+
+    async def fetch(self, sql: str, *args: Any) -> Sequence[Row]: ...
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run a statement; how many rows it changed."""
+        ...
+
+
+CASE_COLUMNS = (
+    "id, created, updated, status, hall, clerk, token_name, bundle, title, filed_on, idem_key, "
+    "request_hash, person, form, plan, states, version"
+)
+SUMMARY_COLUMNS = (
+    "cases.id, cases.created, cases.updated, cases.status, cases.hall, cases.clerk, "
+    "cases.token_name, cases.bundle, cases.title, cases.filed_on, cases.idem_key, "
+    "cases.request_hash, cases.person, cases.routing AS plan, cases.states, cases.version"
+)
+OUTBOX_COLUMNS = (
+    "msg_id, case_id, sub_id, partner, domain, kind, matter, payload, envelope, status, "
+    "attempts, created, next_attempt_at, lease_owner, lease_until, last_error_code, last_error, "
+    "finished_at"
+)
+INBOUND_COLUMNS = (
+    "id, partner, partner_ref, partner_matter, local_matter, domain, created, updated, status, "
+    "form, result"
+)
+# Columns a message transition may also set, besides its status.
+MESSAGE_CHANGES = frozenset(
+    {
+        "attempts",
+        "next_attempt_at",
+        "lease_owner",
+        "lease_until",
+        "last_error_code",
+        "last_error",
+        "finished_at",
+        "created",
+    }
+)
+MESSAGE_KEYS = frozenset({"msg_id", "case_id", "sub_id", "kind", "lease_owner"})
+
+
+def placeholders(start: int, count: int) -> str:
+    """``$start, …`` for ``count`` values."""
+    return ", ".join(f"${n}" for n in range(start, start + count))
+
+
+def routing(plan: list[PlannedSub]) -> bytes:
+    """A plan without its payloads: what a listing reads."""
+    return orjson.dumps([replace(p, payload=None) for p in plan])
+
+
+def planned_subs(data: bytes) -> list[PlannedSub]:
+    return [PlannedSub(**{**p, "depends_on": tuple(p["depends_on"])}) for p in orjson.loads(data)]
+
+
+def sub_states(data: bytes) -> list[SubState]:
+    return [SubState(**{**s, "depends_on": tuple(s["depends_on"])}) for s in orjson.loads(data)]
+
+
+def matter_codes(plan: list[PlannedSub]) -> list[str]:
+    """Every matter code a case's sub-matters carry (ours and the partners'), for ?matter=."""
+    return sorted({p.matter for p in plan} | {p.partner_code for p in plan if p.partner_code})
+
+
+class Sealing:
+    """Sealing at rest of one store's personal data, bound to where a value lives (its place
+    and row), so a sealed value moved to another row does not open."""
+
+    def __init__(self, keys: DataKeys | None) -> None:
+        self.keys = keys
+
+    def seal(self, place: str, row: str, value: bytes | None) -> bytes | None:
+        if value is None or self.keys is None:
+            return value
+        return self.keys.seal(value, f"{place}:{row}".encode())
+
+    def open(self, place: str, row: str, value: bytes | None) -> bytes | None:
+        if value is None or self.keys is None:
+            return value
+        return self.keys.open(bytes(value), f"{place}:{row}".encode())
+
+    def case(self, row: Row) -> CaseRow:
+        case_id = row["id"]
+        form = self.open("cases.form", case_id, row["form"])
+        plan = self.open("cases.plan", case_id, row["plan"])
+        states = self.open("cases.states", case_id, row["states"])
+        assert form is not None and plan is not None and states is not None
+        return CaseRow(
+            **{
+                **{k: row[k] for k in _SUMMARY_FIELDS},
+                "plan": planned_subs(plan),
+                "states": sub_states(states),
+                "form": orjson.loads(form),
+            }
+        )
+
+    def summary(self, row: Row) -> CaseSummary:
+        states = self.open("cases.states", row["id"], row["states"])
+        assert states is not None
+        return CaseSummary(
+            **{k: row[k] for k in _SUMMARY_FIELDS},
+            plan=planned_subs(row["plan"]),
+            states=sub_states(states),
+        )
+
+    def message(self, row: Row) -> OutboxMessage:
+        data = dict(row)
+        data["payload"] = self.open("outbox.payload", data["msg_id"], data["payload"])
+        data["envelope"] = bytes(data["envelope"])
+        return OutboxMessage(**data)
+
+    def inbound_case(self, row: Row) -> InboundCase:
+        data = dict(row)
+        form = self.open("inbound_case.form", data["id"], data["form"])
+        result = self.open("inbound_case.result", data["id"], data["result"])
+        data["form"] = orjson.loads(form) if form else {}
+        data["result"] = orjson.loads(result) if result else None
+        return InboundCase(**data)
+
+
+_SUMMARY_FIELDS = (
+    "id",
+    "created",
+    "updated",
+    "status",
+    "hall",
+    "clerk",
+    "token_name",
+    "bundle",
+    "title",
+    "filed_on",
+    "idem_key",
+    "request_hash",
+    "person",
+    "version",
+)
+
+
+@lru_cache(maxsize=128)
+def _move_statement(
+    event: MsgEvent, where: tuple[str, ...], changes: tuple[tuple[str, bool], ...]
+) -> tuple[str, str, tuple[str, ...]]:
+    """(SQL, target state, source states) of a message transition: made once per shape.
+    ``changes``: (column, adds) pairs — ``adds`` for ``column = column + value``."""
+    assert where and set(where) <= MESSAGE_KEYS, where
+    assert {name for name, _ in changes} <= MESSAGE_CHANGES, changes
+    sources = MESSAGE.sources(event)
+    sets = ["status = $1"]
+    for n, (name, adds) in enumerate(changes, start=2):
+        sets.append(f"{name} = {name} + ${n}" if adds else f"{name} = ${n}")
+    first = len(changes) + 2
+    conditions = [f"{name} = ${n}" for n, name in enumerate(where, start=first)]
+    conditions.append(f"status IN ({placeholders(first + len(where), len(sources))})")
+    sql = f"UPDATE outbox SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"  # noqa: S608 - names checked above
+    return sql, MESSAGE.target(event).value, sources
+
+
+class Transaction:
+    """One atomic change, committed when its ``async with`` block ends without an error.
+
+    Inside a transaction await only its own methods: the embedded store holds its one
+    connection for the whole block."""
+
+    def __init__(self, db: Connection, sealing: Sealing, lock_clause: str) -> None:
+        self.db, self.sealing, self._lock_clause = db, sealing, lock_clause
+        self._locked: set[str] = set()
+
+    # -- cases ---------------------------------------------------------------------------------
+
+    async def load_case(self, case_id: str) -> CaseRow | None:
+        """The case, locked until the transaction ends (other nodes wait to change it)."""
+        row = await self.db.fetchrow(
+            f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1{self._lock_clause}",  # noqa: S608
+            case_id,
+        )
+        if row is None:
+            return None
+        self._locked.add(case_id)
+        return self.sealing.case(row)
+
+    async def _lock_case(self, case_id: str) -> None:
+        if self._lock_clause and case_id not in self._locked:
+            await self.db.fetchrow(
+                f"SELECT id FROM cases WHERE id = $1{self._lock_clause}",  # noqa: S608
+                case_id,
+            )
+            self._locked.add(case_id)
+
+    async def insert_case(self, case: CaseRow) -> None:
+        """A new case; ``AlreadyThere`` if its idempotency key was taken meanwhile."""
+        seal = self.sealing.seal
+        await self.db.execute(
+            "INSERT INTO cases (id, created, updated, status, hall, clerk, token_name, bundle, "  # noqa: S608 - placeholders only
+            "title, filed_on, idem_key, request_hash, person, form, plan, states, version, routing) "
+            f"VALUES ({placeholders(1, 18)})",
+            case.id,
+            case.created,
+            case.updated,
+            case.status,
+            case.hall,
+            case.clerk,
+            case.token_name,
+            case.bundle,
+            case.title,
+            case.filed_on,
+            case.idem_key,
+            case.request_hash,
+            case.person,
+            seal("cases.form", case.id, orjson.dumps(case.form)),
+            seal("cases.plan", case.id, orjson.dumps(case.plan)),  # orjson writes dataclasses
+            seal("cases.states", case.id, orjson.dumps(case.states)),
+            case.version,
+            routing(case.plan),
+        )
+        self._locked.add(case.id)
+        for code in matter_codes(case.plan):
+            await self.db.execute(
+                "INSERT INTO case_matter (matter, created, case_id) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                code,
+                case.created,
+                case.id,
+            )
+
+    async def save_states(self, case: CaseRow, states: list[SubState], status: str) -> None:
+        """New sub-matter states over the version ``case`` was read at (``Conflict`` if another
+        writer moved it meanwhile)."""
+        saved = await self.db.execute(
+            "UPDATE cases SET states = $1, status = $2, updated = $3, version = version + 1 "
+            "WHERE id = $4 AND version = $5",
+            self.sealing.seal("cases.states", case.id, orjson.dumps(states)),
+            status,
+            iso_now(),
+            case.id,
+            case.version,
+        )
+        if saved != 1:
+            raise Conflict(f"case {case.id} changed since it was read")
+        case.version += 1
+
+    async def add_step(
+        self,
+        case_id: str,
+        step: str,
+        sub_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """A step on the case's timeline, numbered after the last (the case row is locked)."""
+        await self._lock_case(case_id)
+        await self.db.execute(
+            "INSERT INTO timeline (case_id, seq, time, step, sub_id, detail) VALUES ($1, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE case_id = $1), $2, $3, $4, $5)",
+            case_id,
+            iso_now_ms(),
+            step,
+            sub_id,
+            orjson.dumps(detail) if detail else None,
+        )
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        *,
+        msg_id: str,
+        case_id: str,
+        sub_id: str,
+        partner: str,
+        domain: str,
+        kind: str,
+        matter: str,
+        payload: bytes,
+        envelope: bytes,
+        held: bool = False,
+        lease: tuple[str, float] | None = None,
+        due: float | None = None,
+    ) -> OutboxMessage:
+        """``lease``: (owner, until) — in flight for that worker at once, as if it had claimed
+        it; ``held``: not due until ``release_hold`` (or, should that never come, a little
+        later); ``due``: not sent before this time. ``AlreadyThere`` if the id is taken."""
+        now = time.time()
+        message = OutboxMessage(
+            msg_id=msg_id,
+            case_id=case_id,
+            sub_id=sub_id,
+            partner=partner,
+            domain=domain,
+            kind=kind,
+            matter=matter,
+            payload=payload,
+            envelope=envelope,
+            status=IN_FLIGHT if lease else PENDING,
+            attempts=0,
+            created=now,
+            next_attempt_at=due if due is not None else now + HOLD_SECONDS if held else now,
+            lease_owner=lease[0] if lease else None,
+            lease_until=lease[1] if lease else None,
+            last_error_code=None,
+            last_error=None,
+            finished_at=None,
+        )
+        await self.db.execute(
+            "INSERT INTO outbox (msg_id, case_id, sub_id, partner, domain, kind, matter, payload, "  # noqa: S608 - placeholders only
+            "envelope, status, attempts, created, next_attempt_at, lease_owner, lease_until) "
+            f"VALUES ({placeholders(1, 15)})",
+            msg_id,
+            case_id,
+            sub_id,
+            partner,
+            domain,
+            kind,
+            matter,
+            self.sealing.seal("outbox.payload", msg_id, payload),
+            envelope,
+            message.status,
+            0,
+            message.created,
+            message.next_attempt_at,
+            message.lease_owner,
+            message.lease_until,
+        )
+        return message
+
+    async def release_hold(self, case_id: str) -> None:
+        now = time.time()
+        await self.db.execute(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE case_id = $2 AND status = $3 "
+            "AND attempts = 0 AND next_attempt_at > $1",
+            now,
+            case_id,
+            PENDING,
+        )
+
+    async def move_messages(self, event: MsgEvent, where: Mapping[str, str], **changes: Any) -> int:
+        """Apply ``event`` to the messages ``where`` names (by msg_id, case_id, sub_id, kind,
+        lease_owner) that are in a state the lifecycle table allows it from, setting the
+        ``changes`` too (an ``Increment`` adds to the column). How many moved."""
+        shape = tuple((name, isinstance(value, Increment)) for name, value in changes.items())
+        sql, target, sources = _move_statement(event, tuple(where), shape)
+        values = [v.by if isinstance(v, Increment) else v for v in changes.values()]
+        return await self.db.execute(sql, target, *values, *where.values(), *sources)
+
+    async def finish(self, msg_id: str) -> bool:
+        """The message reached its destination: delivered, lease dropped. False if it was
+        not pending or in flight (another worker finished it first)."""
+        moved = await self.move_messages(
+            MsgEvent.DELIVER,
+            {"msg_id": msg_id},
+            finished_at=time.time(),
+            lease_owner=None,
+            lease_until=None,
+        )
+        return moved > 0
+
+    async def message(self, msg_id: str) -> OutboxMessage | None:
+        row = await self.db.fetchrow(
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE msg_id = $1",  # noqa: S608
+            msg_id,
+        )
+        return self.sealing.message(row) if row else None
+
+    async def in_flight_count(self, case_id: str) -> int:
+        row = await self.db.fetchrow(
+            "SELECT COUNT(*) AS n FROM outbox WHERE case_id = $1 AND status = $2",
+            case_id,
+            IN_FLIGHT,
+        )
+        return int(row["n"]) if row else 0
+
+    async def last_message(self, case_id: str, sub_id: str) -> tuple[str, str] | None:
+        """(message id, status) of the last message made for a sub-matter."""
+        row = await self.db.fetchrow(
+            "SELECT msg_id, status FROM outbox WHERE case_id = $1 AND sub_id = $2 "
+            "ORDER BY created DESC LIMIT 1",
+            case_id,
+            sub_id,
+        )
+        return (row["msg_id"], row["status"]) if row else None
+
+    async def set_envelope(self, msg_id: str, envelope: bytes) -> None:
+        await self.db.execute("UPDATE outbox SET envelope = $1 WHERE msg_id = $2", envelope, msg_id)
+
+    # -- what partners send us -----------------------------------------------------------------
+
+    async def remember_inbound(
+        self, partner: str, msg_id: str, kind: str, case_id: str | None, reply: dict[str, Any]
+    ) -> None:
+        """A partner's message and our answer to it, for answering a resend the same way."""
+        await self.db.execute(
+            "INSERT INTO inbound_message (partner, msg_id, kind, received, case_id, reply) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            partner,
+            msg_id,
+            kind,
+            iso_now(),
+            case_id,
+            self.sealing.seal("inbound_message.reply", f"{partner}/{msg_id}", orjson.dumps(reply)),
+        )
+
+    async def inbound_case_of(self, partner: str, partner_ref: str) -> str | None:
+        """Our id of the case a partner filed under its reference, if it did."""
+        row = await self.db.fetchrow(
+            "SELECT id FROM inbound_case WHERE partner = $1 AND partner_ref = $2",
+            partner,
+            partner_ref,
+        )
+        return row["id"] if row else None
+
+    async def insert_inbound_case(self, case: InboundCase) -> None:
+        await self.db.execute(
+            f"INSERT INTO inbound_case ({INBOUND_COLUMNS}) VALUES ({placeholders(1, 11)})",  # noqa: S608
+            case.id,
+            case.partner,
+            case.partner_ref,
+            case.partner_matter,
+            case.local_matter,
+            case.domain,
+            case.created,
+            case.updated,
+            case.status,
+            self.sealing.seal("inbound_case.form", case.id, orjson.dumps(case.form)),
+            None,
+        )
+
+    async def inbound_case(self, case_id: str) -> InboundCase | None:
+        row = await self.db.fetchrow(
+            f"SELECT {INBOUND_COLUMNS} FROM inbound_case WHERE id = $1{self._lock_clause}",  # noqa: S608
+            case_id,
+        )
+        return self.sealing.inbound_case(row) if row else None
+
+    async def move_inbound_case(
+        self, case_id: str, event: InboundEvent, result: dict[str, Any] | None = None
+    ) -> bool:
+        """Apply ``event`` to an inbound case if the lifecycle table allows it from its state;
+        ``result``: the back office's decision, kept with it."""
+        sources = INBOUND.sources(event)
+        moved = await self.db.execute(
+            "UPDATE inbound_case SET status = $1, updated = $2, "  # noqa: S608 - placeholders only
+            "result = COALESCE($3, result) "
+            f"WHERE id = $4 AND status IN ({placeholders(5, len(sources))})",
+            INBOUND.target(event).value,
+            iso_now(),
+            self.sealing.seal("inbound_case.result", case_id, orjson.dumps(result))
+            if result is not None
+            else None,
+            case_id,
+            *sources,
+        )
+        return bool(moved)
+
+
+class Store(abc.ABC):
+    """The gateway's durable state, shared by every node that opens the same database."""
+
+    sealing: Sealing
+    # How a transaction locks the rows it will change (PostgreSQL's FOR UPDATE; nothing where
+    # one writer at a time holds the whole database).
+    lock_clause = ""
+    skip_locked_clause = ""
+
+    @property
+    def data_keys(self) -> DataKeys | None:
+        return self.sealing.keys
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """Which database, for logs and ``xgw db status`` (never a password)."""
+
+    @abc.abstractmethod
+    def transaction(self, volatile: bool = False) -> AbstractAsyncContextManager[Transaction]:
+        """One atomic change. ``volatile``: nobody need wait for this one to be durable
+        (losing it changes only when something happens), so ``durable()`` does not wait for
+        it alone."""
+
+    @abc.abstractmethod
+    def reading(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads outside a transaction."""
+
+    @abc.abstractmethod
+    async def durable(self) -> None:
+        """Return once what this task committed is durable (a window's 201 and a partner's
+        receipt wait for it)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int:
+        """The schema version the database holds."""
+
+    async def probe_write(self, node: str) -> None:
+        """A small write, for readiness: raises ``StoreUnavailable`` when the store cannot
+        take writes though it may still read (a full disk, a read-only replica)."""
+        async with self.transaction(volatile=True) as tx:
+            await tx.db.execute(
+                "INSERT INTO write_probe (node, at) VALUES ($1, $2) "
+                "ON CONFLICT (node) DO UPDATE SET at = excluded.at",
+                node,
+                time.time(),
+            )
+
+    async def _rows(self, sql: str, *args: Any) -> Sequence[Row]:
+        async with self.reading() as db:
+            return await db.fetch(sql, *args)
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    async def create_token(self, name: str, role: str, hall: str | None) -> str:
+        """A new API token (``AlreadyThere`` if the name is taken); only its hash is kept."""
+        token = "xgw_" + secrets.token_urlsafe(32)
+        async with self.transaction() as tx:
+            await tx.db.execute(
+                "INSERT INTO tokens (name, role, hall, hash, created, revoked) "
+                "VALUES ($1, $2, $3, $4, $5, 0)",
+                name,
+                role,
+                hall,
+                token_hash(token),
+                iso_now(),
+            )
+        return token
+
+    async def revoke_token(self, name: str) -> bool:
+        async with self.transaction() as tx:
+            return await tx.db.execute("UPDATE tokens SET revoked = 1 WHERE name = $1", name) > 0
+
+    async def token(self, token: str) -> Token | None:
+        rows = await self._rows(
+            "SELECT name, role, hall FROM tokens WHERE hash = $1 AND revoked = 0",
+            token_hash(token),
+        )
+        return Token(rows[0]["name"], rows[0]["role"], rows[0]["hall"]) if rows else None
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT name, role, hall, created, revoked FROM tokens ORDER BY created"
+        )
+        return [dict(r) for r in rows]
+
+    # -- cases ---------------------------------------------------------------------------------
+
+    async def case_by_idem(self, idem_key: str) -> CaseRow | None:
+        rows = await self._rows(
+            f"SELECT {CASE_COLUMNS} FROM cases WHERE idem_key = $1",  # noqa: S608
+            idem_key,
+        )
+        return self.sealing.case(rows[0]) if rows else None
+
+    async def case(self, case_id: str) -> CaseRow | None:
+        rows = await self._rows(
+            f"SELECT {CASE_COLUMNS} FROM cases WHERE id = $1",  # noqa: S608
+            case_id,
+        )
+        return self.sealing.case(rows[0]) if rows else None
+
+    async def case_head(self, case_id: str) -> tuple[str, tuple[int, int]] | None:
+        """(hall, (version, last timeline step)): enough to tell whether a case changed."""
+        rows = await self._rows(
+            "SELECT hall, version, (SELECT COALESCE(MAX(seq), 0) FROM timeline "
+            "WHERE case_id = cases.id) AS last_step FROM cases WHERE id = $1",
+            case_id,
+        )
+        if not rows:
+            return None
+        return rows[0]["hall"], (rows[0]["version"], rows[0]["last_step"])
+
+    async def list_cases(
+        self,
+        where: dict[str, str],
+        limit: int,
+        after: tuple[str, str] | None,
+        created_from: str | None = None,
+        created_to: str | None = None,
+    ) -> list[CaseSummary]:
+        """A page of cases in (created, id) order, each read through an index and without its
+        form or payloads."""
+        allowed = ("status", "hall", "bundle")
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        # By matter (any sub-matter's, ours or the partner's), the matter index leads, in the
+        # page's order: the page is full and its cursor right however the matches are spread.
+        source, order = "cases", ("cases.created", "cases.id")
+        if "matter" in where:
+            source = "case_matter AS m JOIN cases ON cases.id = m.case_id"
+            order = ("m.created", "m.case_id")
+            clauses.append(f"m.matter = {bind(where['matter'])}")
+        clauses += [f"cases.{k} = {bind(where[k])}" for k in allowed if k in where]
+        if created_from:
+            clauses.append(f"{order[0]} >= {bind(created_from)}")
+        if created_to:
+            clauses.append(f"{order[0]} < {bind(created_to)}")
+        if after:
+            clauses.append(f"({order[0]}, {order[1]}) > ({bind(after[0])}, {bind(after[1])})")
+        # clauses name only the columns above; every value is a bound parameter
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM {source}" + (  # noqa: S608
+            " WHERE " + " AND ".join(clauses) if clauses else ""
+        )
+        sql += f" ORDER BY {order[0]}, {order[1]} LIMIT {bind(limit)}"
+        return [self.sealing.summary(r) for r in await self._rows(sql, *params)]
+
+    async def timeline(self, case_id: str) -> list[dict[str, Any]]:
+        rows = await self._rows(
+            "SELECT seq, time, step, sub_id, detail FROM timeline WHERE case_id = $1 ORDER BY seq",
+            case_id,
+        )
+        return [
+            {**dict(r), "detail": orjson.loads(r["detail"]) if r["detail"] else None} for r in rows
+        ]
+
+    # -- the outbox ----------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        skip_partners: Collection[str] = (),
+    ) -> list[OutboxMessage]:
+        """Take up to ``limit`` due messages for ``owner`` until the lease runs out, oldest due
+        first, none for ``skip_partners`` (skipped in the query itself: a backlog for a partner
+        that is down must not hide the messages behind it). Rows another node is claiming at
+        the same moment are skipped, not waited for."""
+        now = time.time()
+        claimable = MESSAGE.sources(MsgEvent.CLAIM)
+        skipped = sorted(skip_partners)
+        first_skipped = 6 + len(claimable)
+        not_for = (
+            f"AND partner NOT IN ({placeholders(first_skipped, len(skipped))}) " if skipped else ""
+        )
+        sql = (
+            "UPDATE outbox SET status = $1, lease_owner = $2, lease_until = $3 "  # noqa: S608
+            "WHERE msg_id IN (SELECT msg_id FROM outbox "
+            f"WHERE status IN ({placeholders(6, len(claimable))}) AND next_attempt_at <= $4 "
+            f"AND (lease_until IS NULL OR lease_until < $4) {not_for}"
+            f"ORDER BY next_attempt_at LIMIT $5{self.skip_locked_clause}) "
+            f"RETURNING {OUTBOX_COLUMNS}"
+        )
+        async with self.transaction() as tx:
+            rows = await tx.db.fetch(
+                sql, IN_FLIGHT, owner, now + lease_seconds, now, limit, *claimable, *skipped
+            )
+        messages = [self.sealing.message(r) for r in rows]
+        return sorted(messages, key=lambda m: m.next_attempt_at)
+
+    async def renew_lease(self, msg_id: str, owner: str, until: float) -> bool:
+        """Extend ``owner``'s lease on an in-flight message; False if it is no longer theirs."""
+        async with self.transaction(volatile=True) as tx:
+            renewed = await tx.db.execute(
+                "UPDATE outbox SET lease_until = $1 "
+                "WHERE msg_id = $2 AND lease_owner = $3 AND status = $4",
+                until,
+                msg_id,
+                owner,
+                IN_FLIGHT,
+            )
+        return renewed == 1
+
+    async def release(self, msg_ids: list[str], owner: str) -> None:
+        """Give back leases of messages not finished (shutdown): another worker may send them."""
+        async with self.transaction() as tx:
+            for msg_id in msg_ids:
+                await tx.move_messages(
+                    MsgEvent.RELEASE,
+                    {"msg_id": msg_id, "lease_owner": owner},
+                    lease_owner=None,
+                    lease_until=None,
+                )
+
+    async def outbox(self, status: str | None = None, limit: int = 200) -> list[OutboxMessage]:
+        if status:
+            rows = await self._rows(
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE status = $1 "  # noqa: S608
+                "ORDER BY created LIMIT $2",
+                status,
+                limit,
+            )
+        else:
+            rows = await self._rows(
+                f"SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY created LIMIT $1",  # noqa: S608
+                limit,
+            )
+        return [self.sealing.message(r) for r in rows]
+
+    async def message(self, msg_id: str) -> OutboxMessage | None:
+        async with self.reading() as db:
+            return await Transaction(db, self.sealing, "").message(msg_id)
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._rows("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    # -- what partners send us -----------------------------------------------------------------
+
+    async def inbound_reply(self, partner: str, msg_id: str) -> dict[str, Any] | None:
+        """Our answer to a partner's message, if we answered it already."""
+        rows = await self._rows(
+            "SELECT reply FROM inbound_message WHERE partner = $1 AND msg_id = $2",
+            partner,
+            msg_id,
+        )
+        if not rows:
+            return None
+        reply = self.sealing.open("inbound_message.reply", f"{partner}/{msg_id}", rows[0]["reply"])
+        assert reply is not None
+        parsed: dict[str, Any] = orjson.loads(reply)
+        return parsed
+
+    async def inbound_case(self, case_id: str) -> InboundCase | None:
+        async with self.reading() as db:
+            return await Transaction(db, self.sealing, "").inbound_case(case_id)
