@@ -15,6 +15,11 @@ _RENEW = (
     "if held == false or held == ARGV[1] then "
     "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0"
 )
+_TAKE = (
+    "local held = redis.call('get', KEYS[1]) "
+    "if held == false or held == ARGV[3] then "
+    "redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end return 0"
+)
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
@@ -24,12 +29,19 @@ class RedisLeases:
     def __init__(self, client: aioredis.Redis, owner: str, prefix: str = "xgw:lease:") -> None:
         self._client, self._owner, self._prefix = client, owner, prefix
 
-    async def take(self, msg_id: str, seconds: float) -> bool:
-        """The lease, if nobody holds it. Raises the client's errors (Redis away)."""
+    async def take(self, msg_id: str, seconds: float, from_dead: str | None = None) -> bool:
+        """The lease, if nobody holds it — or if ``from_dead`` does, an owner the store found
+        dead (it stopped beating): its lease would otherwise hold the message for the rest of
+        its time. Raises the client's errors (Redis away)."""
         key = self._prefix + msg_id
-        return bool(
-            await self._client.set(key, self._owner.encode(), nx=True, px=int(seconds * 1000))
+        if from_dead is None:
+            return bool(
+                await self._client.set(key, self._owner.encode(), nx=True, px=int(seconds * 1000))
+            )
+        taken = await self._client.eval(
+            _TAKE, 1, key, self._owner, str(int(seconds * 1000)), from_dead
         )
+        return bool(taken)
 
     async def renew(self, msg_id: str, seconds: float) -> bool:
         """Extend our lease (or take it, if it ran out and nobody took it); False if another

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "XGW_"
@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     delivery_lease_seconds: float = Field(
         30.0, gt=0, description="a claimed message is another worker's after this long"
     )
+    node_heartbeat_seconds: float = Field(
+        2.0, gt=0, description="how often each gateway process tells the store it is alive"
+    )
+    node_dead_after_seconds: float = Field(
+        6.0,
+        gt=0,
+        description="a process silent this long is dead: the other nodes take over the "
+        "messages it held at their next claim, without waiting out its leases",
+    )
     instance_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
@@ -194,6 +203,17 @@ class Settings(BaseSettings):
     @property
     def effective_keys_dir(self) -> Path:
         return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
+
+    @field_validator("node_dead_after_seconds")
+    @classmethod
+    def _dead_after_beats(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("node_heartbeat_seconds")
+        if beat is not None and value < 2 * beat:
+            raise ValueError(
+                f"must be at least twice node_heartbeat_seconds ({beat}): one late beat is "
+                "not a dead node"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

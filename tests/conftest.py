@@ -57,6 +57,7 @@ KINDS = {
         "test_security_cli",
         "test_hardening",
         "test_mappings_lint",
+        "test_nodes",
     },
 }
 

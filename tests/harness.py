@@ -183,8 +183,7 @@ class Deployment:
             self.data,
             XGW_SIMULATOR_PORT=str(self.sim_port),
             XGW_PARTNERS_FILE=str(self.partners_file),
-            **FAST,
-            **(extra_env or {}),
+            **{**FAST, **(extra_env or {})},
         )
         self.sim_url = f"http://127.0.0.1:{self.sim_port}"
         self.simulator: Process | None = None

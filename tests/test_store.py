@@ -389,3 +389,28 @@ async def test_a_store_made_before_schema_versions_is_adopted_once(tmp_path: Pat
     listed = await store.list_cases({"matter": case.plan[0].matter}, 10, None)
     assert [c.id for c in listed] == [case.id] and listed[0].plan[0].payload is None
     await store.close()
+
+
+async def test_a_node_that_stopped_beating_loses_its_leases_at_once(open_new: Opener) -> None:
+    """Messages leased to a node whose heartbeat is older than ``dead_after`` go to the next
+    claim, without waiting out their leases; a live node's leases hold; a node that stopped
+    cleanly is forgotten, not dead."""
+    alive, dead, survivor = await open_new(), await open_new(), await open_new()
+    await _enqueue(alive, "held-by-alive", lease=("alive", time.time() + 30))
+    await _enqueue(dead, "held-by-dead", lease=("dead", time.time() + 30))
+    await dead.heartbeat("dead", "node-2", time.time() - 60)
+    await alive.heartbeat("alive", "node-1", time.time())
+    assert await survivor.claim("survivor", 10, 30, dead_after=5) == []  # both beat just now
+    async with dead.transaction() as tx:  # node-2 was killed 10 s ago: its beats stopped
+        await tx.db.execute(
+            "UPDATE node_heartbeat SET seen = $1 WHERE owner = $2", time.time() - 10, "dead"
+        )
+    taken = await survivor.claim("survivor", 10, 30, dead_after=5)
+    assert [(m.msg_id, m.taken_from, m.lease_owner) for m in taken] == [
+        ("held-by-dead", "dead", "survivor")
+    ]
+    assert await survivor.claim("survivor", 10, 30, dead_after=5) == []  # now the survivor's
+    beats = {b["owner"]: b["node"] for b in await survivor.heartbeats()}
+    assert beats == {"alive": "node-1", "dead": "node-2"}
+    await alive.forget_owner("alive")
+    assert [b["owner"] for b in await survivor.heartbeats()] == ["dead"]

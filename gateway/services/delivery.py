@@ -142,6 +142,8 @@ class Worker:
     # The claim loop's health, for /readyz: the error type while claims fail, else None.
     claim_error: str | None = None
     claim_failures: int = 0  # in a row; reset by a claim that works
+    _started: float = field(default_factory=time.time)
+    _last_beat: float = 0.0  # time.monotonic() of this owner's last heartbeat in the store
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _rng: random.Random = field(default_factory=random.Random)
 
@@ -211,7 +213,7 @@ class Worker:
             if self.leases is not None:
                 try:
                     leased = await self.leases.take(
-                        message.msg_id, self.settings.delivery_lease_seconds
+                        message.msg_id, self.settings.delivery_lease_seconds, message.taken_from
                     )
                 except RedisError as exc:  # this attempt failed; the message is retried
                     await self._failed(
@@ -239,6 +241,7 @@ class Worker:
         not ready meanwhile; the loop never ends on an error."""
         while not self._stopping:
             try:
+                await self._heartbeat()
                 messages = await self._claim()
             except Exception as exc:
                 self.claim_failures += 1
@@ -255,11 +258,25 @@ class Worker:
             if self.claim_failures:
                 log.info("delivery.claim_recovered", failures=self.claim_failures)
             self.claim_failures, self.claim_error = 0, None
+            dead = sorted({m.taken_from for m in messages if m.taken_from is not None})
+            if dead:  # another process stopped beating with these in hand
+                log.warning(
+                    "delivery.taken_over",
+                    dead_owners=dead,
+                    messages=sum(m.taken_from is not None for m in messages),
+                )
             self.dispatch(messages)
             if not messages:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _heartbeat(self) -> None:
+        """Tell the other nodes we are alive, every ``node_heartbeat_seconds``: one that stops
+        beating for ``node_dead_after_seconds`` loses its leases to the others' next claim."""
+        if time.monotonic() - self._last_beat >= self.settings.node_heartbeat_seconds:
+            await self.store.heartbeat(self.owner, self.settings.node_id, self._started)
+            self._last_beat = time.monotonic()
 
     async def _claim(self) -> list[OutboxMessage]:
         capacity = max(0, MAX_IN_FLIGHT - len(self._tasks))
@@ -270,6 +287,7 @@ class Worker:
             capacity,
             self.settings.delivery_lease_seconds,
             skip_partners=[r for r in self.lanes if not self._circuit_allows_claim(r)],
+            dead_after=self.settings.node_dead_after_seconds,
         )
 
     async def _still_ours(self, message: OutboxMessage) -> bool:
@@ -442,3 +460,7 @@ class Worker:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        try:  # a clean stop: not a dead node (its leases are given back)
+            await self.store.forget_owner(self.owner)
+        except Exception as exc:  # its heartbeat ages out instead
+            log.warning("delivery.forget_failed", error_type=type(exc).__name__)

@@ -683,32 +683,86 @@ class Store(abc.ABC):
         limit: int,
         lease_seconds: float,
         skip_partners: Collection[str] = (),
+        dead_after: float | None = None,
     ) -> list[OutboxMessage]:
         """Take up to ``limit`` due messages for ``owner`` until the lease runs out, oldest due
         first, none for ``skip_partners`` (skipped in the query itself: a backlog for a partner
         that is down must not hide the messages behind it). Rows another node is claiming at
-        the same moment are skipped, not waited for."""
+        the same moment are skipped, not waited for. ``dead_after``: a message leased to an
+        owner whose heartbeat is older than this is taken over at once, without waiting out
+        its lease (``taken_from`` names that owner)."""
         now = time.time()
         claimable = MESSAGE.sources(MsgEvent.CLAIM)
         skipped = sorted(skip_partners)
-        first_skipped = 6 + len(claimable)
-        not_for = (
-            f"AND partner NOT IN ({placeholders(first_skipped, len(skipped))}) " if skipped else ""
+        args: list[Any] = [now, limit]
+
+        def bind(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        states = ", ".join(bind(state) for state in claimable)
+        not_for = f"AND partner NOT IN ({', '.join(bind(p) for p in skipped)}) " if skipped else ""
+        dead = (
+            "OR lease_owner IN (SELECT owner FROM node_heartbeat "  # noqa: S608 - placeholders only
+            f"WHERE seen < {bind(now - dead_after)}) "
+            if dead_after is not None
+            else ""
         )
         sql = (
-            "UPDATE outbox SET status = $1, lease_owner = $2, lease_until = $3 "  # noqa: S608
-            "WHERE msg_id IN (SELECT msg_id FROM outbox "
-            f"WHERE status IN ({placeholders(6, len(claimable))}) AND next_attempt_at <= $4 "
-            f"AND (lease_until IS NULL OR lease_until < $4) {not_for}"
-            f"ORDER BY next_attempt_at LIMIT $5{self.skip_locked_clause}) "
-            f"RETURNING {OUTBOX_COLUMNS}"
+            f"SELECT {OUTBOX_COLUMNS} FROM outbox "  # noqa: S608 - placeholders only
+            f"WHERE status IN ({states}) AND next_attempt_at <= $1 "
+            f"AND (lease_until IS NULL OR lease_until < $1 {dead}) {not_for}"
+            f"ORDER BY next_attempt_at LIMIT $2{self.skip_locked_clause}"
         )
+        until = now + lease_seconds
         async with self.transaction() as tx:
-            rows = await tx.db.fetch(
-                sql, IN_FLIGHT, owner, now + lease_seconds, now, limit, *claimable, *skipped
+            rows = await tx.db.fetch(sql, *args)
+            if rows:
+                ids = [row["msg_id"] for row in rows]
+                await tx.db.execute(
+                    "UPDATE outbox SET status = $1, lease_owner = $2, lease_until = $3 "  # noqa: S608
+                    f"WHERE msg_id IN ({placeholders(4, len(ids))})",
+                    IN_FLIGHT,
+                    owner,
+                    until,
+                    *ids,
+                )
+        messages = []
+        for row in rows:
+            message = self.sealing.message(row)
+            if message.lease_until is not None and message.lease_until >= now:
+                message.taken_from = message.lease_owner  # leased still, to a dead node
+            message.status, message.lease_owner, message.lease_until = IN_FLIGHT, owner, until
+            messages.append(message)
+        return messages
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    async def heartbeat(self, owner: str, node: str, started: float) -> None:
+        """``owner`` (one process of ``node``) is alive; owners silent for a day are forgotten."""
+        now = time.time()
+        async with self.transaction(volatile=True) as tx:
+            await tx.db.execute(
+                "INSERT INTO node_heartbeat (owner, node, started, seen) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (owner) DO UPDATE SET seen = excluded.seen",
+                owner,
+                node,
+                started,
+                now,
             )
-        messages = [self.sealing.message(r) for r in rows]
-        return sorted(messages, key=lambda m: m.next_attempt_at)
+            await tx.db.execute("DELETE FROM node_heartbeat WHERE seen < $1", now - 86400)
+
+    async def forget_owner(self, owner: str) -> None:
+        """``owner`` stopped cleanly (its leases given back): not a dead node."""
+        async with self.transaction(volatile=True) as tx:
+            await tx.db.execute("DELETE FROM node_heartbeat WHERE owner = $1", owner)
+
+    async def heartbeats(self) -> list[dict[str, Any]]:
+        """Every process that beat in the last day: owner, node, started, seen."""
+        rows = await self._rows(
+            "SELECT owner, node, started, seen FROM node_heartbeat ORDER BY node, owner"
+        )
+        return [dict(r) for r in rows]
 
     async def renew_lease(self, msg_id: str, owner: str, until: float) -> bool:
         """Extend ``owner``'s lease on an in-flight message; False if it is no longer theirs."""

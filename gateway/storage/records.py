@@ -110,6 +110,8 @@ class OutboxMessage:
     last_error_code: str | None
     last_error: str | None
     finished_at: float | None
+    # Not stored: the lease owner a claim took this message over from, a node found dead.
+    taken_from: str | None = None
 
 
 @dataclass

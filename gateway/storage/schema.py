@@ -20,7 +20,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-SQLITE_MIGRATIONS = (
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "cases, timeline, outbox, inbound records, tokens",
@@ -70,8 +70,20 @@ SQLITE_MIGRATIONS = (
     ),
 )
 
+SQLITE_MIGRATIONS += (
+    Migration(
+        2,
+        "node heartbeats: a node that stopped beating loses its leases at once",
+        (
+            """CREATE TABLE IF NOT EXISTS node_heartbeat (
+                owner TEXT PRIMARY KEY, node TEXT NOT NULL, started REAL NOT NULL,
+                seen REAL NOT NULL)""",
+        ),
+    ),
+)
+
 # The same tables in plain PostgreSQL (see docs/deployment.md for the features relied on).
-POSTGRES_MIGRATIONS = (
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "cases, timeline, outbox, inbound records, tokens",
@@ -118,6 +130,18 @@ POSTGRES_MIGRATIONS = (
                 created TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0)""",
             """CREATE TABLE IF NOT EXISTS write_probe (
                 node TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL)""",
+        ),
+    ),
+)
+
+POSTGRES_MIGRATIONS += (
+    Migration(
+        2,
+        "node heartbeats: a node that stopped beating loses its leases at once",
+        (
+            """CREATE TABLE IF NOT EXISTS node_heartbeat (
+                owner TEXT PRIMARY KEY, node TEXT NOT NULL, started DOUBLE PRECISION NOT NULL,
+                seen DOUBLE PRECISION NOT NULL)""",
         ),
     ),
 )
