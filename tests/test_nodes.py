@@ -37,14 +37,15 @@ class Nodes(Deployment):
 
     def add_node(self, number: int) -> Process:
         keys = self.data / "keys"
-        return self.add_gateway(
-            XGW_DATA_DIR=str(self.tmp / f"node-{number}"),
-            XGW_NODE_ID=f"node-{number}",
-            XGW_KEYS_DIR=str(keys),
-            XGW_KEY_PASSPHRASE_FILE=str(keys / "passphrase"),
-            XGW_AUDIT_HMAC_KEY_FILE=str(keys / "audit-hmac.key"),
+        env = {
             **self.shared,
-        )
+            "XGW_DATA_DIR": str(self.tmp / f"node-{number}"),
+            "XGW_NODE_ID": f"node-{number}",
+            "XGW_KEYS_DIR": str(keys),
+            "XGW_KEY_PASSPHRASE_FILE": str(keys / "passphrase"),
+            "XGW_AUDIT_HMAC_KEY_FILE": str(keys / "audit-hmac.key"),
+        }
+        return self.add_gateway(False, **env)
 
 
 @pytest.fixture
@@ -72,12 +73,11 @@ def test_a_node_killed_mid_load_loses_nothing_and_its_work_is_taken_over(nodes: 
     first.kill()  # SIGKILL: no shutdown, its leases (30 s) left behind
     killed = time.monotonic()
     nodes.faults({"411329": {"latency_ms": 0}})
-    for case_id in ids:
-        eventually(
-            lambda case_id=case_id: nodes.case(case_id, url=second.url)["status"] == "done",
-            f"{case_id} done through the surviving node",
-            timeout=60,
-        )
+
+    def all_done() -> bool:
+        return all(nodes.case(c, url=second.url)["status"] == "done" for c in ids)
+
+    eventually(all_done, "every case done through the surviving node", timeout=60)
     # taken over once its heartbeat was 6 s old, well before its 30 s leases ran out
     assert time.monotonic() - killed < 20
     assert "delivery.taken_over" in second.log()
