@@ -139,3 +139,78 @@ def test_the_database_restarted_mid_load_503_meanwhile_nothing_acknowledged_lost
     stats = nodes.stats()["411329"]
     assert stats["applied_twice"] == []  # sends repeated after the outage were answered
     assert stats["applied"] == 4 * 4 + 2 * 2  # from the partner's records, applied once
+
+
+def test_serve_with_workers_shares_one_socket_and_restarts_a_dead_worker(tmp_path: Path) -> None:
+    """`xgw serve --workers 2` on the embedded store: two gateway processes behind one port,
+    each beating and delivering; one killed is started again and the service goes on."""
+    import os
+    import signal
+    import sqlite3
+    import uuid
+
+    from mappings.examples import applicant_of, bundle_form
+    from tests.conftest import free_port, xgw_env
+
+    port = free_port()
+    env = xgw_env(tmp_path / "var", XGW_SIMULATOR_PORT=str(free_port()), XGW_PORT=str(port))
+    served = Process(
+        ["serve", "--workers", "2", "--with-simulator"],
+        env,
+        f"http://127.0.0.1:{port}",
+        tmp_path / "workers.log",
+    )
+    database = tmp_path / "var" / "gateway.sqlite3"
+
+    def live_workers() -> set[int]:
+        with sqlite3.connect(database) as db:
+            rows = db.execute(
+                "SELECT owner FROM node_heartbeat WHERE seen > ?", (time.time() - 4,)
+            ).fetchall()
+        return {int(owner.rsplit("-", 1)[1]) for (owner,) in rows}
+
+    def file_and_finish(count: int) -> None:
+        ids = []
+        for _ in range(count):
+            form = bundle_form("YJS-SBZR")
+            status, case = http(
+                "POST",
+                f"{served.url}/api/v1/cases",
+                {"bundle": "YJS-SBZR", "applicant": applicant_of(form), "form": form},
+                token,
+                {"Idempotency-Key": uuid.uuid4().hex},
+            )
+            assert status == 201, (status, case)
+            ids.append(case["id"])
+        for case_id in ids:
+            eventually(
+                lambda case_id=case_id: (
+                    http(  # type: ignore[misc]
+                        "GET", f"{served.url}/api/v1/cases/{case_id}", token=token
+                    )[1]["status"]
+                    == "done"
+                ),
+                f"{case_id} done",
+            )
+
+    try:
+        token = (
+            run_xgw(
+                "tokens", "create", "--role", "window", "--name", "w", "--hall", "襄州", env=env
+            )
+            .stdout.decode()
+            .strip()
+        )
+        workers = eventually(lambda: live_workers() if len(live_workers()) == 2 else None, "2")
+        file_and_finish(6)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        eventually(lambda: len(live_workers() - {victim}) == 2, "the dead worker started again", 30)
+        workers |= live_workers()
+        file_and_finish(2)
+        assert "gateway.worker_died" in served.log()
+    finally:
+        assert served.stop() == 0
+    assert len(workers) == 3 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    with sqlite3.connect(database) as db:  # stopped cleanly: forgotten, not dead
+        assert db.execute("SELECT COUNT(*) FROM node_heartbeat").fetchone()[0] == 1  # the victim

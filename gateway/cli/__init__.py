@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.cli import audit as cli_audit
-from gateway.cli import datadir, memory
+from gateway.cli import datadir, memory, workers
 from gateway.cli import mappings as cli_mappings
 from gateway.cli import ops as cli_ops
 from gateway.cli import security as cli_security
@@ -32,8 +33,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-async def serve_forever(settings: Settings, with_simulator: bool = False) -> None:
-    """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up."""
+async def serve_forever(
+    settings: Settings, with_simulator: bool = False, listen_fd: int | None = None
+) -> None:
+    """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up.
+    ``listen_fd``: serve on this inherited listening socket (a worker of ``--workers``)."""
     simulator: web.AppRunner | None = None
     await asyncio.to_thread(datadir.embedded_setup, settings)
     if with_simulator:
@@ -48,9 +52,17 @@ async def serve_forever(settings: Settings, with_simulator: bool = False) -> Non
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(
-        runner, settings.host, settings.port, shutdown_timeout=settings.shutdown_grace_seconds
-    )
+    site: web.BaseSite
+    if listen_fd is not None:
+        site = web.SockSite(
+            runner,
+            socket.socket(fileno=listen_fd),
+            shutdown_timeout=settings.shutdown_grace_seconds,
+        )
+    else:
+        site = web.TCPSite(
+            runner, settings.host, settings.port, shutdown_timeout=settings.shutdown_grace_seconds
+        )
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,7 +92,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     datadir.ensure_private_dir(settings.data_dir)
     for path, mode in datadir.loose_paths(settings.data_dir):
         log.warning("data_dir.loose_mode", path=str(path), mode=mode, expected="0600/0700")
-    asyncio.run(serve_forever(settings, args.with_simulator))
+    if args.workers > 1:
+        return workers.supervise(settings, args.workers, args.with_simulator, args.config)
+    asyncio.run(serve_forever(settings, args.with_simulator, args.listen_fd))
     return 0
 
 
@@ -104,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run the bundled partner simulator (the demo setup)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="N worker processes on one listening socket (one core each), over the same store",
+    )
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's socket
     serve.set_defaults(handler=cmd_serve)
 
     config = commands.add_parser("config", help="inspect the configuration")
