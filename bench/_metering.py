@@ -196,8 +196,11 @@ class BenchServer:
         rate_limit_per_minute: int = 10_000_000,
         separate_simulator: bool = False,
         cpu: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
-        """``cpu``: the gateway process (all its threads) runs on that one CPU only."""
+        """``cpu``: the gateway process (all its threads) runs on that one CPU only;
+        ``extra_env``: more settings (XGW_*); ``serve_args``: more ``xgw serve`` options."""
         import tempfile
 
         self.folder = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
@@ -213,6 +216,7 @@ class BenchServer:
                 "XGW_LOG_LEVEL": "info",  # few lines; at stop, what sealing at rest cost
                 "XGW_LOG_FORMAT": "json",
                 "XGW_PARTNERS_FILE": str(partners),
+                **(extra_env or {}),
             }
         )
         self.url = f"http://127.0.0.1:{self.port}"
@@ -239,6 +243,7 @@ class BenchServer:
                 "gateway.cli",
                 "serve",
                 *([] if separate_simulator else ["--with-simulator"]),
+                *serve_args,
             ],
             env=self.env,
             cwd=ROOT,

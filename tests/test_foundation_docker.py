@@ -91,3 +91,20 @@ def test_readme_and_docs_document_every_subcommand_and_configuration_key() -> No
     assert "docs/configuration.md" in readme
     for key in Settings.model_fields:
         assert f"`{key}`" in configuration, key
+
+
+def test_the_compose_pair_shares_database_and_redis_and_differs_in_node() -> None:
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+    nodes = {n: s for n, s in compose["services"].items() if n.startswith("node-")}
+    assert len(nodes) >= 2  # 双机热备: two nodes at least
+    settings = [
+        load_settings(DOCKER / "xgw.yaml", environ=dict(service["environment"]))
+        for service in nodes.values()
+    ]
+    assert len({s.node_id for s in settings}) == len(settings)
+    assert len({s.effective_database_url for s in settings}) == 1
+    assert len({s.redis_url.get_secret_value() for s in settings if s.redis_url}) == 1
+    assert all(s.redis_url is not None for s in settings)
+    assert settings[0].effective_database_url.startswith("postgresql://")
+    upstreams = (DOCKER / "balancer.conf").read_text(encoding="utf-8")
+    assert all(f"server {name}:8080" in upstreams for name in nodes)

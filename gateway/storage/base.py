@@ -274,14 +274,15 @@ class Transaction:
             routing(case.plan),
         )
         self._locked.add(case.id)
-        for code in matter_codes(case.plan):
-            await self.db.execute(
-                "INSERT INTO case_matter (matter, created, case_id) VALUES ($1, $2, $3) "
-                "ON CONFLICT DO NOTHING",
-                code,
-                case.created,
-                case.id,
-            )
+        codes = matter_codes(case.plan)
+        rows = ", ".join(f"(${n}, $1, $2)" for n in range(3, len(codes) + 3))
+        await self.db.execute(
+            f"INSERT INTO case_matter (matter, created, case_id) VALUES {rows} "  # noqa: S608 - placeholders only
+            "ON CONFLICT DO NOTHING",
+            case.created,
+            case.id,
+            *codes,
+        )
 
     async def save_states(self, case: CaseRow, states: list[SubState], status: str) -> None:
         """New sub-matter states over the version ``case`` was read at (``Conflict`` if another
@@ -715,7 +716,8 @@ class Store(abc.ABC):
             f"ORDER BY next_attempt_at LIMIT $2{self.skip_locked_clause}"
         )
         until = now + lease_seconds
-        async with self.transaction() as tx:
+        # volatile: a claim lost to a crash only sends the message again, de-duplicated
+        async with self.transaction(volatile=True) as tx:
             rows = await tx.db.fetch(sql, *args)
             if rows:
                 ids = [row["msg_id"] for row in rows]

@@ -178,7 +178,12 @@ class PostgresStore(Store):
 
     @asynccontextmanager
     async def transaction(self, volatile: bool = False) -> AsyncIterator[Transaction]:
+        """``volatile``: its commit does not wait for the WAL flush (``synchronous_commit``
+        off for it alone) — a claim, a lease, a heartbeat: lost to a crash, they only make
+        something happen again, as their own loss would."""
         async with _translated(), self.pool.acquire() as conn, conn.transaction():
+            if volatile:
+                await conn.execute("SET LOCAL synchronous_commit TO OFF")
             yield Transaction(_Connection(conn), self.sealing, self.lock_clause)
 
     @asynccontextmanager
