@@ -12,6 +12,9 @@ deployments run (KingbaseES, openGauss, 瀚高) serve too; docs/deployment.md li
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -75,6 +78,9 @@ async def _translated() -> AsyncIterator[None]:
         raise StoreError(f"{type(exc).__name__}: {exc}") from None
 
 
+_BEGIN_VOLATILE = "BEGIN; SET LOCAL synchronous_commit TO OFF"
+
+
 def _rowcount(status: str) -> int:
     """'UPDATE 3', 'INSERT 0 1', 'DELETE 0' → the last number."""
     last = status.rsplit(" ", 1)[-1]
@@ -127,11 +133,103 @@ async def _version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
 
 
+class _Pool:
+    """Open connections for the store's short transactions and reads: a free list and the
+    tasks waiting for one. asyncpg's own pool does more work per use (holders, timeouts,
+    set-up and reset hooks) than a statement of ~100 µs can afford — a third of a read's CPU
+    here (``bench/store_drivers.py``). A connection that broke, or whose use was interrupted
+    mid-statement, is closed, not given to the next user; a new one replaces it on demand."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url, self.size = url, size
+        self._free: list[asyncpg.Connection] = []
+        self._waiting: collections.deque[asyncio.Future[asyncpg.Connection]] = collections.deque()
+        self._open = 0  # connections made and not closed (free or in use)
+        self._closed = False
+
+    async def _connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.url, timeout=10, command_timeout=30)
+
+    async def _take(self) -> asyncpg.Connection:
+        if self._closed:
+            raise asyncpg.InterfaceError("the store is closed")
+        if self._free:
+            return self._free.pop()
+        if self._open < self.size:
+            self._open += 1
+            try:
+                return await self._connect()
+            except BaseException:
+                self._open -= 1
+                raise
+        waiter: asyncio.Future[asyncpg.Connection] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give(waiter.result())  # handed to us as we were cancelled: pass it on
+            raise
+
+    def _give(self, conn: asyncpg.Connection) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._free.append(conn)
+
+    def _drop(self, conn: asyncpg.Connection) -> None:
+        self._open -= 1
+        conn.terminate()
+        while self._waiting and self._waiting[0].done():
+            self._waiting.popleft()
+        if self._waiting and not self._closed:  # a waiter would wait for a connection forever
+            asyncio.get_running_loop().create_task(self._replace())
+
+    async def _replace(self) -> None:
+        self._open += 1
+        try:
+            conn = await self._connect()
+        except Exception:  # the next user who finds no free connection tries again
+            self._open -= 1
+            return
+        self._give(conn)
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = await self._take()
+        try:
+            yield conn
+        except BaseException as exc:
+            interrupted = isinstance(exc, asyncio.CancelledError)  # perhaps mid-statement
+            if interrupted or conn.is_closed() or conn.is_in_transaction() or self._closed:
+                self._drop(conn)
+            else:
+                self._give(conn)
+            raise
+        if conn.is_closed() or self._closed:
+            self._drop(conn)
+        else:
+            self._give(conn)
+
+    async def close(self) -> None:
+        self._closed = True
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.cancel()
+        free, self._free = self._free, []
+        for conn in free:
+            self._open -= 1
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=5)
+
+
 class PostgresStore(Store):
     lock_clause = " FOR UPDATE"
     skip_locked_clause = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, url: str, pool: asyncpg.Pool, data_keys: DataKeys | None) -> None:
+    def __init__(self, url: str, pool: _Pool, data_keys: DataKeys | None) -> None:
         self.url, self.pool, self.sealing = url, pool, Sealing(data_keys)
 
     @classmethod
@@ -144,13 +242,10 @@ class PostgresStore(Store):
     ) -> PostgresStore:
         """Connect (``StoreUnavailable`` if the server does not answer) and, with ``migrate``,
         bring the schema up to date; without, refuse a schema that is not this code's."""
-        async with _translated():
-            pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=pool_size, command_timeout=30, timeout=10
-            )
+        pool = _Pool(url, pool_size)
         store = cls(url, pool, data_keys)
         try:
-            async with store.pool.acquire() as conn:
+            async with _translated(), store.pool.acquire() as conn:
                 if migrate:
                     await migrate_postgres(conn)
                 else:
@@ -180,11 +275,17 @@ class PostgresStore(Store):
     async def transaction(self, volatile: bool = False) -> AsyncIterator[Transaction]:
         """``volatile``: its commit does not wait for the WAL flush (``synchronous_commit``
         off for it alone) — a claim, a lease, a heartbeat: lost to a crash, they only make
-        something happen again, as their own loss would."""
-        async with _translated(), self.pool.acquire() as conn, conn.transaction():
-            if volatile:
-                await conn.execute("SET LOCAL synchronous_commit TO OFF")
-            yield Transaction(_Connection(conn), self.sealing, self.lock_clause)
+        something happen again, as their own loss would. BEGIN and that setting go in one
+        round trip."""
+        async with _translated(), self.pool.acquire() as conn:
+            await conn.execute(_BEGIN_VOLATILE if volatile else "BEGIN")
+            try:
+                yield Transaction(_Connection(conn), self.sealing, self.lock_clause)
+            except BaseException:
+                with contextlib.suppress(Exception):  # a lost connection rolled back itself
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[_Connection]:
