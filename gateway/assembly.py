@@ -31,6 +31,7 @@ from gateway.services.cases import CaseService
 from gateway.services.delivery import PartnerClient, Worker
 from gateway.services.inbound import InboundService
 from gateway.storage import Store
+from gateway.storage.logtables import open_log_tables
 from mappings.registry import Registry, load_registry, packaged_data_dir
 from security.backend import CryptoBackend
 from security.keypool import ContentKeyPool
@@ -116,7 +117,8 @@ def registry_for(settings: Settings) -> Registry:
 def open_audit_log(settings: Settings) -> AuditLog:
     create = settings.audit_hmac_key_file is None  # the sample key is made on first use
     secret = hmac_key_bytes(settings.effective_audit_hmac_key_file, create=create)
-    return AuditLog(settings.audit_database, settings.node_id, secret)
+    tables = open_log_tables(settings.effective_database_url, settings.audit_database)
+    return AuditLog(tables, settings.node_id, secret)
 
 
 # A partner protocol is a client behind one interface (adapters): its name in partners.yaml,

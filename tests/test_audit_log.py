@@ -407,3 +407,57 @@ async def test_one_entry_that_cannot_be_written_fails_only_itself(tmp_path: Path
     assert len(log.audit.query({}, limit=100)) == 20
     await writer.close()
     assert log.verify().ok
+
+
+def test_nodes_chains_in_postgresql_append_concurrently_and_verify_together(
+    postgres_url: str,
+) -> None:
+    """Several nodes' chains in one PostgreSQL database: each node's appends (here from two
+    threads each, as a node's workers do) stay one unbroken chain; the verifier reads every
+    node's chain from the database, and finds an entry changed in one of them."""
+    import threading
+
+    from gateway.audit.verify import verify_log
+    from gateway.storage.logtables import open_log_tables
+    from tests.security_helpers import new_key
+
+    key = new_key()
+    # two processes of each node (own connections), as `--workers 2` runs them
+    logs = {
+        (node, worker): AuditLog(open_log_tables(postgres_url, Path("unused")), node, b"k" * 32)
+        for node in ("gw-1", "gw-2")
+        for worker in (1, 2)
+    }
+
+    def write(node: str, worker: int) -> None:
+        for i in range(40):
+            logs[node, worker].append_many(
+                [AuditEvent("message.sent", "outbound", "sent", case_id=f"c-{worker}-{i}")]
+            )
+            if i % 10 == 9:
+                logs[node, worker].checkpoint(key, NATIVE)
+
+    threads = [threading.Thread(target=write, args=pair) for pair in logs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for log in logs.values():
+        log.checkpoint(key, NATIVE)
+    reader = AuditLog(open_log_tables(postgres_url, Path("unused")), "auditor", b"k" * 32)
+    helper = Log.__new__(Log)  # its keys() for this key
+    helper.key = key
+    result = verify_log(reader, helper.keys(), NATIVE)
+    assert result.ok, result.all_findings()
+    assert sorted(reader.nodes()) == ["gw-1", "gw-2"]
+    assert [reader.count(node) for node in ("gw-1", "gw-2")] == [80, 80]
+    assert [reader.head(node)[0] for node in ("gw-1", "gw-2")] == [80, 80]
+    reader.tables.db.execute(
+        "UPDATE audit_entry SET body = $1 WHERE node = 'gw-2' AND seq = 33",
+        b'{"forged": true}',
+    )
+    failures = [f for f in verify_log(reader, helper.keys(), NATIVE).all_findings() if f.fatal]
+    assert ("modified", "gw-2", 33) in {(f.kind, f.node, f.seq) for f in failures}
+    assert all(f.node == "gw-2" for f in failures)
+    for log in (*logs.values(), reader):
+        log.close()

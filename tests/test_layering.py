@@ -138,10 +138,10 @@ def test_adapters_import_mappings_only_with_a_reason_written() -> None:
             assert "mappings-import-reason:" in text, f"{path.relative_to(ROOT)}: why mappings?"
 
 
-# Who may speak SQL: the storage room; the exchange log's own SQLite file until it moves into
-# storage (see docs/deployment.md); the simulator's ledger (a fake partner's own records).
+# Who may speak SQL: the storage room, and the simulator's ledger (a fake partner's own
+# records, not the gateway's).
 DATABASE_DRIVERS = {"sqlite3", "asyncpg", "psycopg"}
-DRIVER_USERS = {"gateway/storage", "gateway/audit/log.py", "gateway/devtools/simulator.py"}
+DRIVER_USERS = {"gateway/storage", "gateway/devtools/simulator.py"}
 
 
 def test_only_the_store_imports_a_database_driver() -> None:

@@ -1,10 +1,12 @@
-"""The exchange log store (SQLite): append-only hash chains per node, checkpoints, archives.
+"""The exchange log: append-only hash chains per node, checkpoints, archives.
 
-The integrity rules are ``security.auditchain`` (pure); this module only stores and reads.
-Appends take SQLite's write lock (``BEGIN IMMEDIATE``) and read the node's head inside it, so
-concurrent writers (threads or processes) keep one consistent chain; a commit is atomic (WAL,
-``synchronous=FULL``), so a crash never leaves a torn or unchained entry, and the chain resumes
-from the last committed entry. ``AuditWriter`` groups concurrent appends into one commit.
+The integrity rules are ``security.auditchain`` (pure); the tables and their SQL are
+``gateway.storage.logtables`` (the node's own SQLite file, or PostgreSQL shared by the nodes).
+Appends lock the node's chain (SQLite's write lock, or an advisory lock per node) and read its
+head inside, so concurrent writers (threads, processes, workers of one node) keep one
+consistent chain; a commit is atomic, so a crash never leaves a torn or unchained entry, and
+the chain resumes from the last committed entry. ``AuditWriter`` groups concurrent appends
+into one commit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from typing import Any
 import orjson
 
 from gateway.logs import get_logger, mask_text
-from gateway.storage.sqlite import open_sqlite, rollback
+from gateway.storage.logschema import COLUMNS
+from gateway.storage.logtables import LogTables, SqliteLogConnection
 from security import auditchain
 from security.auditchain import GENESIS, Checkpoint
 from security.backend import CryptoBackend
@@ -33,55 +35,7 @@ from security.keys import PrivateKey
 
 log = get_logger("gateway.audit.log")
 
-COLUMNS = (
-    "time",
-    "event",
-    "case_id",
-    "message_id",
-    "partner",
-    "local_matter",
-    "partner_matter",
-    "direction",
-    "outcome",
-    "error_code",
-    "actor",
-    "person",
-)
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS audit_entry (
-    node TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    {", ".join(f"{c} TEXT" for c in COLUMNS)},
-    body BLOB NOT NULL,
-    hash TEXT NOT NULL,
-    PRIMARY KEY (node, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audit_by_case ON audit_entry (case_id);
-CREATE INDEX IF NOT EXISTS audit_by_message ON audit_entry (message_id);
-CREATE INDEX IF NOT EXISTS audit_by_partner_time ON audit_entry (partner, time);
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entry (time);
-CREATE INDEX IF NOT EXISTS audit_by_person ON audit_entry (person);
-CREATE TABLE IF NOT EXISTS audit_checkpoint (
-    node TEXT NOT NULL, to_seq INTEGER NOT NULL, from_seq INTEGER NOT NULL, head TEXT NOT NULL,
-    root TEXT NOT NULL, time TEXT NOT NULL, prev TEXT NOT NULL, key_id TEXT NOT NULL,
-    signature TEXT NOT NULL, PRIMARY KEY (node, to_seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit_archive (
-    node TEXT NOT NULL, to_seq INTEGER NOT NULL, from_seq INTEGER NOT NULL,
-    file TEXT NOT NULL, digest TEXT NOT NULL, head TEXT NOT NULL, created TEXT NOT NULL,
-    PRIMARY KEY (node, to_seq)
-) WITHOUT ROWID;
-"""
 DIRECTIONS = ("outbound", "inbound", "internal")
-# Column names come from COLUMNS above, never from input; values are always bound parameters.
-_INSERT = (
-    f"INSERT INTO audit_entry (node, seq, {', '.join(COLUMNS)}, body, hash) "  # noqa: S608
-    f"VALUES ({', '.join('?' * (len(COLUMNS) + 4))})"
-)
-_ROWS = (
-    f"SELECT seq, body, hash, {', '.join(COLUMNS)} FROM audit_entry "  # noqa: S608
-    "WHERE node = ? AND seq > ? ORDER BY seq"
-)
 
 
 @dataclass
@@ -129,17 +83,17 @@ def now_iso() -> str:
 
 
 class AuditLog:
-    """One SQLite file; any number of node chains. Thread-safe for one process."""
+    """One node's writing, and every node's reading. Thread-safe."""
 
-    def __init__(self, path: Path, node: str, hmac_key: bytes) -> None:
-        self.path, self.node, self._hmac_key = path, node, hmac_key
-        self._db = open_sqlite(path)
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, where: Path | LogTables, node: str, hmac_key: bytes) -> None:
+        """``where``: the log's tables, or the SQLite file that holds them."""
+        self.tables = (
+            where if isinstance(where, LogTables) else LogTables(SqliteLogConnection(where))
+        )
+        self.node, self._hmac_key = node, hmac_key
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.tables.close()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -164,166 +118,96 @@ class AuditLog:
         }
 
     def head(self, node: str | None = None) -> tuple[int, str]:
-        row = self._db.execute(
-            "SELECT seq, hash FROM audit_entry WHERE node = ? ORDER BY seq DESC LIMIT 1",
-            (node or self.node,),
-        ).fetchone()
-        if row is not None:
-            return int(row[0]), str(row[1])
-        archived = self._db.execute(
-            "SELECT to_seq, head FROM audit_archive WHERE node = ? ORDER BY to_seq DESC LIMIT 1",
-            (node or self.node,),
-        ).fetchone()
-        return (int(archived[0]), str(archived[1])) if archived else (0, GENESIS)
+        """(seq, hash) the node's next entry chains to: its last entry, or where its last
+        archive ended, or the genesis."""
+        node = node or self.node
+        return self.tables.head(node) or self.tables.last_archive(node) or (0, GENESIS)
 
     def append_many(self, events: list[AuditEvent]) -> list[int]:
-        """Append in one transaction (one fsync); returns the sequence numbers."""
+        """Append in one transaction (one commit); returns the sequence numbers."""
         stamp = now_iso()
         prepared = [self._fields(e, stamp) for e in events]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seq, prev = self.head()
-                rows, seqs = [], []
-                for fields in prepared:
-                    seq += 1
-                    body = auditchain.entry_body(fields, seq, self.node, prev)
-                    prev = auditchain.entry_hash(body)
-                    rows.append((self.node, seq, *(fields[c] for c in COLUMNS), body, prev))
-                    seqs.append(seq)
-                self._db.executemany(_INSERT, rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                rollback(self._db)
-                raise
+        with self.tables.transaction(self.node):
+            seq, prev = self.head()
+            rows, seqs = [], []
+            for fields in prepared:
+                seq += 1
+                body = auditchain.entry_body(fields, seq, self.node, prev)
+                prev = auditchain.entry_hash(body)
+                rows.append((self.node, seq, *(fields[c] for c in COLUMNS), body, prev))
+                seqs.append(seq)
+            self.tables.insert_entries(rows)
         return seqs
 
     def append(self, event: AuditEvent) -> int:
         return self.append_many([event])[0]
 
     def last_checkpoint(self, node: str | None = None) -> Checkpoint | None:
-        row = self._db.execute(
-            "SELECT node, from_seq, to_seq, head, root, time, prev, key_id, signature "
-            "FROM audit_checkpoint WHERE node = ? ORDER BY to_seq DESC LIMIT 1",
-            (node or self.node,),
-        ).fetchone()
+        row = self.tables.last_checkpoint(node or self.node)
         return Checkpoint(*row) if row else None
 
     def unsigned_count(self) -> int:
-        with self._lock:  # the connection is shared with the writer thread
-            last = self.last_checkpoint()
-            head, _ = self.head()
-            return head - (last.to_seq if last else self._archived_to())
-
-    def _archived_to(self) -> int:
-        row = self._db.execute(
-            "SELECT MAX(to_seq) FROM audit_archive WHERE node = ?", (self.node,)
-        ).fetchone()
-        return int(row[0] or 0)
+        last = self.last_checkpoint()
+        head, _ = self.head()
+        return head - (last.to_seq if last else self.tables.archived_to(self.node))
 
     def checkpoint(
         self, signer: PrivateKey, backend: CryptoBackend, limit: int | None = None
     ) -> Checkpoint | None:
         """Sign what was appended since the last checkpoint (at most ``limit`` entries; None if
         nothing is new)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                last = self.last_checkpoint()
-                start = last.to_seq if last else self._archived_to()
-                hashes = [
-                    str(r[0])
-                    for r in self._db.execute(
-                        "SELECT hash FROM audit_entry WHERE node = ? AND seq > ? ORDER BY seq LIMIT ?",
-                        (self.node, start, -1 if limit is None else limit),
-                    )
-                ]
-                if not hashes:
-                    self._db.execute("ROLLBACK")
-                    return None
-                made = auditchain.sign_checkpoint(
-                    self.node,
-                    start,
-                    start + len(hashes),
-                    hashes,
-                    now_iso(),
-                    last.hash if last else GENESIS,
-                    signer.scalar,
-                    signer.public.point,
-                    signer.key_id,
-                    backend,
+        with self.tables.transaction(self.node):
+            last = self.last_checkpoint()
+            start = last.to_seq if last else self.tables.archived_to(self.node)
+            hashes = self.tables.hashes_after(self.node, start, limit)
+            if not hashes:
+                return None
+            made = auditchain.sign_checkpoint(
+                self.node,
+                start,
+                start + len(hashes),
+                hashes,
+                now_iso(),
+                last.hash if last else GENESIS,
+                signer.scalar,
+                signer.public.point,
+                signer.key_id,
+                backend,
+            )
+            self.tables.insert_checkpoint(
+                (
+                    made.node,
+                    made.from_seq,
+                    made.to_seq,
+                    made.head,
+                    made.root,
+                    made.time,
+                    made.prev,
+                    made.key_id,
+                    made.signature,
                 )
-                self._db.execute(
-                    "INSERT INTO audit_checkpoint VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        made.node,
-                        made.to_seq,
-                        made.from_seq,
-                        made.head,
-                        made.root,
-                        made.time,
-                        made.prev,
-                        made.key_id,
-                        made.signature,
-                    ),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            )
         return made
 
     # -- reading -------------------------------------------------------------------------------
 
     def nodes(self) -> list[str]:
-        return [
-            str(r[0])
-            for r in self._db.execute(
-                "SELECT DISTINCT node FROM audit_entry UNION SELECT DISTINCT node FROM audit_archive"
-            )
-        ]
+        return self.tables.nodes()
 
     def rows(self, node: str, from_seq: int = 0) -> Iterator[tuple[Any, ...]]:
-        cursor = self._db.execute(_ROWS, (node, from_seq))
-        while batch := cursor.fetchmany(4096):
-            yield from batch
+        return self.tables.rows(node, from_seq)
 
     def count(self, node: str) -> int:
-        return int(
-            self._db.execute("SELECT COUNT(*) FROM audit_entry WHERE node = ?", (node,)).fetchone()[
-                0
-            ]
-        )
+        return self.tables.count(node)
 
     def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
-        with self._lock:
-            return [
-                (int(r[0]), bytes(r[1]), str(r[2]))
-                for r in self._db.execute(
-                    "SELECT seq, body, hash FROM audit_entry WHERE node = ? AND case_id = ? ORDER BY seq",
-                    (node, case_id),
-                )
-            ]
+        return self.tables.case_rows(node, case_id)
 
     def checkpoints(self, node: str) -> list[Checkpoint]:
-        return [
-            Checkpoint(*r)
-            for r in self._db.execute(
-                "SELECT node, from_seq, to_seq, head, root, time, prev, key_id, signature "
-                "FROM audit_checkpoint WHERE node = ? ORDER BY to_seq",
-                (node,),
-            )
-        ]
+        return [Checkpoint(*row) for row in self.tables.checkpoints(node)]
 
     def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
-        return [
-            (int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]))
-            for r in self._db.execute(
-                "SELECT from_seq, to_seq, file, digest, head FROM audit_archive "
-                "WHERE node = ? ORDER BY to_seq",
-                (node,),
-            )
-        ]
+        return self.tables.archives(node)
 
     def query(
         self,
@@ -334,32 +218,8 @@ class AuditLog:
         time_to: str | None = None,
     ) -> list[dict[str, Any]]:
         """Entries matching column filters, newest last, merged across nodes; keyset-paginated."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in filters.items():
-            if column not in COLUMNS:
-                raise ValueError(f"cannot filter on {column}")
-            clauses.append(f"{column} = ?")
-            params.append(value)
-        if time_from:
-            clauses.append("time >= ?")
-            params.append(time_from)
-        if time_to:
-            clauses.append("time < ?")
-            params.append(time_to)
-        if after is not None:
-            clauses.append("(time, node, seq) > (?, ?, ?)")
-            params.extend(after)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         result = []
-        # `where` holds only column names checked against COLUMNS and "?" placeholders.
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT body, hash FROM audit_entry {where} "  # noqa: S608
-                "ORDER BY time, node, seq LIMIT ?",
-                (*params, limit),
-            ).fetchall()
-        for body, digest in found:
+        for body, digest in self.tables.query(filters, limit, after, time_from, time_to):
             entry = orjson.loads(body)
             entry["hash"] = digest
             result.append(entry)
@@ -380,16 +240,12 @@ class AuditLog:
         last = self.last_checkpoint()
         if last is None:
             return None
-        row = self._db.execute(
-            "SELECT MAX(seq) FROM audit_entry WHERE node = ? AND time < ? AND seq <= ?",
-            (self.node, before, last.to_seq),
-        ).fetchone()
-        candidate = int(row[0] or 0)
+        candidate = self.tables.last_seq_before(self.node, before, last.to_seq)
         boundaries = [c.to_seq for c in self.checkpoints(self.node) if c.to_seq <= candidate]
         if not boundaries:
             return None
         to_seq = max(boundaries)  # archive whole checkpoint batches only
-        from_seq = self._archived_to()
+        from_seq = self.tables.archived_to(self.node)
         if to_seq <= from_seq:
             return None
         previous = self.archives(self.node)
@@ -424,20 +280,7 @@ class AuditLog:
             os.fsync(handle.fileno())
         os.replace(temporary, target)
         digest = sm3_hex(target.read_bytes())
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO audit_archive VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (self.node, to_seq, from_seq, target.name, digest, head, now_iso()),
-                )
-                self._db.execute(
-                    "DELETE FROM audit_entry WHERE node = ? AND seq <= ?", (self.node, to_seq)
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        self.tables.archived(self.node, to_seq, from_seq, target.name, digest, head, now_iso())
         return target
 
 

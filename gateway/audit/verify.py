@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.log import COLUMNS, AuditLog, now_iso
+from gateway.audit.log import AuditLog, now_iso
+from gateway.storage.logschema import COLUMNS
 from security import auditchain
 from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding
 from security.backend import CryptoBackend

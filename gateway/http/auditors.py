@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.audit.log import COLUMNS, AuditLog
+from gateway.audit.log import AuditLog
 from gateway.audit.verify import KnownKey, export_case
 from gateway.core.problems import GatewayError, not_found
 from gateway.http.windows import (
@@ -23,6 +23,7 @@ from gateway.http.windows import (
     query_parameters,
     require,
 )
+from gateway.storage.logschema import COLUMNS
 from mappings import identifiers
 
 FILTERS = (

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.storage.logschema import POSTGRES_LOG_SCHEMA
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -144,6 +146,13 @@ POSTGRES_MIGRATIONS += (
                 seen DOUBLE PRECISION NOT NULL)""",
         ),
     ),
+)
+
+# The exchange log's tables: in PostgreSQL's database, beside the rest; the embedded gateway
+# keeps them in each node's own file (data_dir/audit.sqlite3, gateway.storage.logtables).
+SQLITE_MIGRATIONS += (Migration(3, "the exchange log: in its own file (nothing here)", ()),)
+POSTGRES_MIGRATIONS += (
+    Migration(3, "the exchange log: entries, checkpoints, archives", POSTGRES_LOG_SCHEMA),
 )
 
 LATEST = SQLITE_MIGRATIONS[-1].version

@@ -1,0 +1,383 @@
+"""The exchange log's tables: entries (one hash chain per node), checkpoints, archive links.
+
+The log's interface is synchronous: its callers run it in threads (the group-commit writer,
+the auditors' queries) or in the CLI (verification over millions of entries). Its statements
+are written once here, ``$n``-style, over a ``LogConnection`` of either database:
+- SQLite: the node's own file (``data_dir/audit.sqlite3``), ``BEGIN IMMEDIATE`` serializing
+  appends across processes;
+- PostgreSQL: the store's database, every node's chain in one table; asyncpg runs on an
+  event loop of the log's own thread (one driver for the whole gateway), and a node's appends
+  are serialized by an advisory lock named after the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import threading
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from gateway.storage.base import Row, placeholders
+from gateway.storage.logschema import COLUMNS, SQLITE_LOG_SCHEMA
+from gateway.storage.records import StoreError
+
+T = TypeVar("T")
+CHECKPOINT_COLUMNS = "node, from_seq, to_seq, head, root, time, prev, key_id, signature"
+_ENTRY_COLUMNS = f"node, seq, {', '.join(COLUMNS)}, body, hash"
+
+
+class LogConnection(Protocol):
+    """A synchronous connection, ``$n`` parameters."""
+
+    def fetch(self, sql: str, *args: Any) -> Sequence[Row]: ...
+
+    def execute(self, sql: str, *args: Any) -> int: ...
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
+    def transaction(self, node: str) -> contextlib.AbstractContextManager[None]:
+        """One atomic change; ``node``'s chain is written by one writer at a time inside."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteLogConnection:
+    def __init__(self, path: Path) -> None:
+        from gateway.storage.sqlite import _sqlite_sql, _translated, open_sqlite, rollback
+
+        self._sql, self._translated, self._rollback = _sqlite_sql, _translated, rollback
+        self.path = path
+        self._db = _translated(lambda: open_sqlite(path))
+        for statement in SQLITE_LOG_SCHEMA:
+            self._db.execute(statement)
+        self._lock = threading.RLock()  # the connection is shared by the writer's threads
+
+    def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        import sqlite3
+
+        with self._lock:
+            self._db.row_factory = sqlite3.Row
+            return self._translated(lambda: self._db.execute(self._sql(sql), args).fetchall())
+
+    def execute(self, sql: str, *args: Any) -> int:
+        with self._lock:
+            return self._translated(lambda: self._db.execute(self._sql(sql), args).rowcount)
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._translated(lambda: self._db.executemany(self._sql(sql), rows))
+
+    @contextmanager
+    def transaction(self, node: str) -> Iterator[None]:
+        with self._lock:
+            self._translated(lambda: self._db.execute("BEGIN IMMEDIATE"))
+            try:
+                yield
+                self._translated(lambda: self._db.execute("COMMIT"))
+            except BaseException:
+                self._rollback(self._db)
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def node_lock_key(node: str) -> int:
+    """A node's advisory-lock key: 63 bits of a hash of its name (any PostgreSQL has the
+    bigint form of ``pg_advisory_xact_lock``)."""
+    return int.from_bytes(hashlib.sha256(b"xgw-log:" + node.encode()).digest()[:8], "big") >> 1
+
+
+class PostgresLogConnection:
+    """asyncpg on an event loop of this object's own thread, behind synchronous methods (which
+    may be called from any other thread)."""
+
+    def __init__(self, url: str) -> None:
+        import asyncpg
+
+        self._asyncpg = asyncpg
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="xgw-log-db", daemon=True
+        )
+        self._thread.start()
+        self._lock = threading.RLock()  # one statement at a time on the one connection
+        self.url = url
+        self._conn: Any = None
+        try:
+            with self._lock:
+                self._connected()
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _connected(self) -> Any:
+        """The connection, made again if the last one was lost (a database restart)."""
+        if self._conn is None or self._conn.is_closed():
+            from gateway.storage.postgres import migrate_postgres
+
+            async def connect() -> Any:
+                conn = await self._asyncpg.connect(self.url, timeout=10, command_timeout=60)
+                await migrate_postgres(conn)
+                return conn
+
+            self._conn = None
+            self._conn = self._run(connect())
+        return self._conn
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        from gateway.storage.postgres import _translated
+
+        async def translated() -> T:
+            async with _translated():
+                return await work
+
+        return asyncio.run_coroutine_threadsafe(translated(), self._loop).result()
+
+    def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
+        with self._lock:
+            rows: Sequence[Row] = self._run(self._connected().fetch(sql, *args))
+            return rows
+
+    def execute(self, sql: str, *args: Any) -> int:
+        from gateway.storage.postgres import _rowcount
+
+        with self._lock:
+            return _rowcount(self._run(self._connected().execute(sql, *args)))
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._run(self._connected().executemany(sql, rows))
+
+    @contextmanager
+    def transaction(self, node: str) -> Iterator[None]:
+        with self._lock:
+            self.execute("BEGIN")
+            try:
+                self.execute("SELECT pg_advisory_xact_lock($1)", node_lock_key(node))
+                yield
+                self.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(StoreError):
+                    self.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._run(self._conn.close(timeout=5))
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
+class LogTables:
+    """Every statement of the exchange log, over either database's connection."""
+
+    def __init__(self, db: LogConnection) -> None:
+        self.db = db
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self, node: str) -> contextlib.AbstractContextManager[None]:
+        return self.db.transaction(node)
+
+    # -- a node's chain --------------------------------------------------------------------
+
+    def head(self, node: str) -> tuple[int, str] | None:
+        """(seq, hash) of the node's last entry still in the table, if any."""
+        rows = self.db.fetch(
+            "SELECT seq, hash FROM audit_entry WHERE node = $1 ORDER BY seq DESC LIMIT 1", node
+        )
+        return (int(rows[0]["seq"]), str(rows[0]["hash"])) if rows else None
+
+    def last_archive(self, node: str) -> tuple[int, str] | None:
+        """(to_seq, head hash) of the node's last archive, if any."""
+        rows = self.db.fetch(
+            "SELECT to_seq, head FROM audit_archive WHERE node = $1 ORDER BY to_seq DESC LIMIT 1",
+            node,
+        )
+        return (int(rows[0]["to_seq"]), str(rows[0]["head"])) if rows else None
+
+    def insert_entries(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows of (node, seq, *COLUMNS, body, hash)."""
+        self.db.executemany(
+            f"INSERT INTO audit_entry ({_ENTRY_COLUMNS}) "  # noqa: S608 - constant columns
+            f"VALUES ({placeholders(1, len(COLUMNS) + 4)})",
+            rows,
+        )
+
+    def last_checkpoint(self, node: str) -> tuple[Any, ...] | None:
+        rows = self.db.fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoint WHERE node = $1 "  # noqa: S608
+            "ORDER BY to_seq DESC LIMIT 1",
+            node,
+        )
+        return tuple(rows[0]) if rows else None
+
+    def archived_to(self, node: str) -> int:
+        rows = self.db.fetch("SELECT MAX(to_seq) AS n FROM audit_archive WHERE node = $1", node)
+        return int(rows[0]["n"] or 0)
+
+    def hashes_after(self, node: str, start: int, limit: int | None) -> list[str]:
+        if limit is None:
+            rows = self.db.fetch(
+                "SELECT hash FROM audit_entry WHERE node = $1 AND seq > $2 ORDER BY seq",
+                node,
+                start,
+            )
+        else:
+            rows = self.db.fetch(
+                "SELECT hash FROM audit_entry WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                node,
+                start,
+                limit,
+            )
+        return [str(r["hash"]) for r in rows]
+
+    def insert_checkpoint(self, values: tuple[Any, ...]) -> None:
+        """``values`` in CHECKPOINT_COLUMNS' order."""
+        self.db.execute(
+            f"INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMNS}) VALUES ({placeholders(1, 9)})",  # noqa: S608
+            *values,
+        )
+
+    def checkpoints(self, node: str) -> list[tuple[Any, ...]]:
+        rows = self.db.fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoint WHERE node = $1 "  # noqa: S608
+            "ORDER BY to_seq",
+            node,
+        )
+        return [tuple(r) for r in rows]
+
+    def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
+        rows = self.db.fetch(
+            "SELECT from_seq, to_seq, file, digest, head FROM audit_archive WHERE node = $1 "
+            "ORDER BY to_seq",
+            node,
+        )
+        return [
+            (int(r["from_seq"]), int(r["to_seq"]), str(r["file"]), str(r["digest"]), str(r["head"]))
+            for r in rows
+        ]
+
+    def archived(
+        self, node: str, to_seq: int, from_seq: int, file: str, digest: str, head: str, at: str
+    ) -> None:
+        """An archive file holds the node's entries up to ``to_seq``: link it, drop them."""
+        with self.db.transaction(node):
+            self.db.execute(
+                "INSERT INTO audit_archive (node, to_seq, from_seq, file, digest, head, created) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                node,
+                to_seq,
+                from_seq,
+                file,
+                digest,
+                head,
+                at,
+            )
+            self.db.execute("DELETE FROM audit_entry WHERE node = $1 AND seq <= $2", node, to_seq)
+
+    def last_seq_before(self, node: str, before: str, upto: int) -> int:
+        rows = self.db.fetch(
+            "SELECT MAX(seq) AS n FROM audit_entry WHERE node = $1 AND time < $2 AND seq <= $3",
+            node,
+            before,
+            upto,
+        )
+        return int(rows[0]["n"] or 0)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def nodes(self) -> list[str]:
+        rows = self.db.fetch(
+            "SELECT DISTINCT node FROM audit_entry UNION SELECT DISTINCT node FROM audit_archive"
+        )
+        return [str(r["node"]) for r in rows]
+
+    def rows(self, node: str, from_seq: int = 0, batch: int = 4096) -> Iterator[tuple[Any, ...]]:
+        """(seq, body, hash, *COLUMNS) of the node's entries after ``from_seq``, in order, a
+        batch at a time (keyset: no cursor held between batches)."""
+        after = from_seq
+        while True:
+            found = self.db.fetch(
+                f"SELECT seq, body, hash, {', '.join(COLUMNS)} FROM audit_entry "  # noqa: S608
+                "WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                node,
+                after,
+                batch,
+            )
+            for row in found:
+                yield tuple(row)  # as stored: a body tampered into text stays text
+            if len(found) < batch:
+                return
+            after = int(found[-1]["seq"])
+
+    def count(self, node: str) -> int:
+        rows = self.db.fetch("SELECT COUNT(*) AS n FROM audit_entry WHERE node = $1", node)
+        return int(rows[0]["n"])
+
+    def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
+        rows = self.db.fetch(
+            "SELECT seq, body, hash FROM audit_entry WHERE node = $1 AND case_id = $2 ORDER BY seq",
+            node,
+            case_id,
+        )
+        return [(int(r["seq"]), bytes(r["body"]), str(r["hash"])) for r in rows]
+
+    def query(
+        self,
+        filters: dict[str, str],
+        limit: int,
+        after: tuple[str, str, int] | None,
+        time_from: str | None,
+        time_to: str | None,
+    ) -> list[tuple[bytes, str]]:
+        """(body, hash) of entries matching column filters, in (time, node, seq) order."""
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        for column, value in filters.items():
+            if column not in COLUMNS:
+                raise ValueError(f"cannot filter on {column}")
+            clauses.append(f"{column} = {bind(value)}")
+        if time_from:
+            clauses.append(f"time >= {bind(time_from)}")
+        if time_to:
+            clauses.append(f"time < {bind(time_to)}")
+        if after is not None:
+            clauses.append(
+                f"(time, node, seq) > ({bind(after[0])}, {bind(after[1])}, {bind(after[2])})"
+            )
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        # `where` holds only column names checked against COLUMNS and placeholders
+        found = self.db.fetch(
+            f"SELECT body, hash FROM audit_entry {where} "  # noqa: S608
+            f"ORDER BY time, node, seq LIMIT {bind(limit)}",
+            *params,
+        )
+        return [(bytes(r["body"]), str(r["hash"])) for r in found]
+
+
+def open_log_tables(url: str, sqlite_file: Path) -> LogTables:
+    """The exchange log's tables: in PostgreSQL's database when ``url`` is one, else in the
+    node's own SQLite file."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return LogTables(PostgresLogConnection(url))
+    return LogTables(SqliteLogConnection(sqlite_file))
