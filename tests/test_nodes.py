@@ -215,3 +215,47 @@ def test_serve_with_workers_shares_one_socket_and_restarts_a_dead_worker(tmp_pat
     assert len(workers) == 3 and not any(Path(f"/proc/{pid}").exists() for pid in workers)
     with sqlite3.connect(database) as db:  # stopped cleanly: forgotten, not dead
         assert db.execute("SELECT COUNT(*) FROM node_heartbeat").fetchone()[0] == 1  # the victim
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_db_status_and_migrate_and_a_gateway_older_than_its_database(
+    tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    import asyncio
+
+    from gateway.storage import open_store
+    from gateway.storage.schema import LATEST
+    from tests.conftest import xgw_env
+
+    url = (
+        f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    env = xgw_env(tmp_path / "var", XGW_DATABASE_URL=url)
+    status = run_xgw("db", "status", env=env)
+    assert status.returncode == 1, status
+    assert f"schema version 0, this gateway's {LATEST} (needs `xgw db migrate`)" in (
+        status.stdout.decode()
+    )
+    assert "password" not in status.stdout.decode()
+    migrated = run_xgw("db", "migrate", env=env)
+    assert migrated.returncode == 0
+    assert f"migrated from schema version 0 to {LATEST}" in migrated.stdout.decode()
+    again = run_xgw("db", "migrate", env=env)
+    assert f"already at schema version {LATEST}" in again.stdout.decode()
+    assert run_xgw("db", "status", env=env).returncode == 0
+
+    async def newer() -> None:  # a newer gateway's migration
+        store = await open_store(url)
+        async with store.transaction() as tx:
+            await tx.db.execute("INSERT INTO schema_version (version) VALUES ($1)", LATEST + 1)
+        await store.close()
+
+    asyncio.run(newer())
+    status = run_xgw("db", "status", env=env)
+    assert status.returncode == 1 and "newer than this gateway" in status.stdout.decode()
+    served = run_xgw("serve", "--port", "0", env=env, timeout=60)
+    assert served.returncode == 78, served
+    assert f"newer than this gateway's {LATEST}" in served.stderr.decode()
+    assert "Traceback" not in served.stderr.decode()

@@ -22,6 +22,7 @@ from gateway.cli import security as cli_security
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.http.app import build_app
 from gateway.logs import configure_logging, get_logger
+from gateway.storage import SchemaTooNew, StoreUnavailable
 from mappings.source import MappingDataError
 from security.errors import SecurityError
 
@@ -168,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MappingDataError as exc:  # every problem in the mapping data, located
         cli_mappings.print_problems(exc.problems)
         return 1
+    except SchemaTooNew as exc:  # a newer gateway migrated the database: upgrade this one
+        sys.stderr.write(f"xgw: {exc}\n")
+        return 78
+    except StoreUnavailable as exc:  # the database does not answer (yet)
+        sys.stderr.write(f"xgw: the database is unavailable: {exc}\n")
+        return 69  # EX_UNAVAILABLE
     except OSError as exc:  # e.g. the port is taken, a file unreadable: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         sys.stderr.write(f"xgw: cannot {args.command}: {where}{exc.strerror or exc}\n")

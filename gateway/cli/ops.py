@@ -14,7 +14,14 @@ from aiohttp import web
 
 from gateway.cli.datadir import embedded_setup
 from gateway.config import Settings
-from gateway.storage import AlreadyThere, OutboxMessage, Store, StoreError, open_store
+from gateway.storage import (
+    AlreadyThere,
+    OutboxMessage,
+    SchemaTooNew,
+    Store,
+    StoreError,
+    open_store,
+)
 from rules.text import is_code, text_problem
 
 
@@ -139,6 +146,9 @@ def cmd_db_status(_args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         where, version = asyncio.run(status())
+    except SchemaTooNew as exc:
+        print(f"{exc} (upgrade this gateway)")
+        return 1
     except StoreError as exc:
         print(f"the database cannot be read: {exc}", file=sys.stderr)
         return 1

@@ -60,14 +60,15 @@ async def open_store(
     pool_size: int = 10,
     migrate: bool = True,
 ) -> Store:
-    """The store at ``url``, its schema brought up to date (``migrate``; the embedded store
-    always migrates: it has no operator to run ``xgw db migrate``). ``group_commit``: see
+    """The store at ``url``, its schema brought up to date (``migrate``: what the gateway
+    does as it starts, so that the embedded default needs no ``xgw db migrate``); a schema
+    newer than this code's is ``SchemaTooNew`` either way. ``group_commit``: see
     ``gateway.storage.sqlite``."""
     path = sqlite_path(url)
     if path is not None:
         from gateway.storage.sqlite import SqliteStore
 
-        return SqliteStore(path, group_commit=group_commit, data_keys=data_keys)
+        return SqliteStore(path, group_commit=group_commit, data_keys=data_keys, migrate=migrate)
     if url.startswith(("postgresql://", "postgres://")):
         from gateway.storage.postgres import PostgresStore
 

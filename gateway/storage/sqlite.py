@@ -151,16 +151,27 @@ class SqliteStore(Store):
     ``group_commit=True`` (the serving gateway): see the module's note."""
 
     def __init__(
-        self, path: Path, group_commit: bool = False, data_keys: DataKeys | None = None
+        self,
+        path: Path,
+        group_commit: bool = False,
+        data_keys: DataKeys | None = None,
+        migrate: bool = True,
     ) -> None:
         """``data_keys``: personal data is sealed at rest under them (the gateway always gives
-        them; without, values are written in clear, and only clear ones read)."""
+        them; without, values are written in clear, and only clear ones read). ``migrate``
+        False: leave the schema as it is (``xgw db status``), refusing only a newer one."""
         self.path = path
         self.group_commit = group_commit
         self.sealing = Sealing(data_keys)
         self._db = _translated(lambda: open_sqlite(path, "NORMAL" if group_commit else "FULL"))
         self._db.row_factory = sqlite3.Row
-        _translated(lambda: migrate_sqlite(self._db, self.sealing))
+        if migrate:
+            _translated(lambda: migrate_sqlite(self._db, self.sealing))
+        elif _version(self._db) > LATEST:
+            raise SchemaTooNew(
+                f"the store is at schema version {_version(self._db)}, newer than this "
+                f"gateway's {LATEST}"
+            )
         self._connection = _Connection(self._db)
         self._lock = threading.RLock()  # probe_write runs in a thread
         self._turn = asyncio.Lock()  # one transaction at a time on the one connection
@@ -187,7 +198,7 @@ class SqliteStore(Store):
 
     async def schema_version(self) -> int:
         with self._lock:
-            return _version(self._db)
+            return max(_version(self._db), 0)  # a store from before versions: 0
 
     @asynccontextmanager
     async def transaction(self, volatile: bool = False) -> AsyncIterator[Transaction]:
