@@ -9,7 +9,9 @@ Every run has the partner simulator in its own process; PostgreSQL is the one on
    it (closed loop, each refreshing its case every 0.5 s, as bench/e2e.py drives it), rounds
    alternating. 256, not e2e.py's 128: a PostgreSQL commit takes longer than SQLite's, so a
    case is in flight longer, and 128 windows left the PostgreSQL node short of a full core.
-   Target: PostgreSQL >= 0.8 of SQLite's.
+   On a machine of two CPUs or more the gateway runs on the first alone and PostgreSQL, the
+   simulator and the windows on the others, as in service where the database has its own
+   host (--all-cores: all share every CPU). Target: PostgreSQL >= 0.8 of SQLite's.
 2. Cases/s with `xgw serve --workers 1` and `--workers 2` (PostgreSQL, the simulator beside),
    each as a ratio to the crypto-only bound of all a case's crypto (ours and the simulator's,
    bench/e2e.py's `crypto_bound`) on the cores in use — the CPUs this machine has, at most
@@ -24,19 +26,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
-from bench._metering import BenchServer
+from bench._metering import BenchServer, gateway_cpu
 from bench.e2e import crypto_bound, drive, steady_rate
 from gateway.storage import Store, open_store
 
@@ -67,11 +70,47 @@ class Database:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
 
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("postgres"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@contextlib.contextmanager
+def postgres_on(cpus: set[int]) -> Iterator[bool]:
+    """The local PostgreSQL's processes (and the backends its postmaster forks meanwhile) on
+    ``cpus`` only, for the block; False if this process may not move them."""
+    everything = set(range(os.cpu_count() or 1))
+    try:
+        for pid in _postgres_pids():
+            os.sched_setaffinity(pid, cpus)
+    except (PermissionError, ProcessLookupError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        for pid in _postgres_pids():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, everything)
+
+
 def saturated(
-    clients: int, seconds: float, env: dict[str, str], serve_args: tuple[str, ...] = ()
+    clients: int,
+    seconds: float,
+    env: dict[str, str],
+    serve_args: tuple[str, ...] = (),
+    cpu: int | None = None,
 ) -> float:
-    """Cases/s of one gateway (its simulator in its own process), every window busy."""
-    server = BenchServer(separate_simulator=True, extra_env=env, serve_args=serve_args)
+    """Cases/s of one gateway (its simulator in its own process), every window busy;
+    ``cpu``: the gateway on that CPU alone."""
+    server = BenchServer(separate_simulator=True, extra_env=env, serve_args=serve_args, cpu=cpu)
     try:
         token = server.token()
         asyncio.run(drive(server.url, token, 2, 0.5, 0.01))  # warm up
@@ -82,12 +121,25 @@ def saturated(
 
 
 def databases(args: argparse.Namespace) -> None:
+    """The gateway on the first CPU; the simulator, the windows and PostgreSQL on the others
+    (as in service, where the database has a host of its own): either way the node's own
+    core is what runs out, and the comparison is what each store costs the node."""
     sqlite, postgres = [], []
-    for _ in range(args.rounds):
-        sqlite.append(saturated(args.clients, args.seconds, {}))
-        with Database() as url:
-            postgres.append(saturated(args.clients, args.seconds, {"XGW_DATABASE_URL": url}))
-        print(f"  round: SQLite {sqlite[-1]:.1f} cases/s, PostgreSQL {postgres[-1]:.1f} cases/s")
+    gateway_on = gateway_cpu(args.all_cores)
+    others = set(os.sched_getaffinity(0))
+    with postgres_on(others) if gateway_on is not None else contextlib.nullcontext(False) as moved:
+        if gateway_on is not None and not moved:
+            print("  (PostgreSQL could not be moved off the gateway's CPU: it shares it)")
+        for _ in range(args.rounds):
+            sqlite.append(saturated(args.clients, args.seconds, {}, cpu=gateway_on))
+            with Database() as url:
+                postgres.append(
+                    saturated(args.clients, args.seconds, {"XGW_DATABASE_URL": url}, cpu=gateway_on)
+                )
+            print(
+                f"  round: SQLite {sqlite[-1]:.1f} cases/s, PostgreSQL {postgres[-1]:.1f} cases/s"
+            )
+    os.sched_setaffinity(0, others | ({gateway_on} if gateway_on is not None else set()))
     ratio = statistics.median(postgres) / statistics.median(sqlite)
     print(
         f"1. one node: SQLite {statistics.median(sqlite):.1f} cases/s, PostgreSQL "
@@ -254,6 +306,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,1000000")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--bound-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--all-cores",
+        action="store_true",
+        help="part 1 unpinned: the gateway, PostgreSQL, the simulator and the windows share "
+        "every CPU (on a small machine PostgreSQL's own work then takes the node's CPU)",
+    )
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", choices=("databases", "workers", "growth"))
     args = parser.parse_args()
