@@ -123,8 +123,11 @@ def update_partner(path: Path, region: str, **fields: Any) -> None:
 
 
 class Process:
-    def __init__(self, args: list[str], env: dict[str, str], url: str, log: Path) -> None:
-        self.args, self.env, self.url, self.log_path = args, env, url, log
+    def __init__(
+        self, args: list[str], env: dict[str, str], url: str, log: Path, cwd: Path = ROOT
+    ) -> None:
+        """``cwd``: the source tree it runs (another revision's, for an upgrade)."""
+        self.args, self.env, self.url, self.log_path, self.cwd = args, env, url, log, cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -135,7 +138,7 @@ class Process:
             env=self.env,
             stdout=handle,
             stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            cwd=self.cwd,
         )
         wait_for_http(
             self.url + "/healthz" if "serve" in self.args else self.url + "/_sim/stats",

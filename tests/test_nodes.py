@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,161 @@ def test_db_status_and_migrate_and_a_gateway_older_than_its_database(
     assert served.returncode == 78, served
     assert f"newer than this gateway's {LATEST}" in served.stderr.decode()
     assert "Traceback" not in served.stderr.decode()
+
+
+# The first revision with several nodes on PostgreSQL (schema 2, node heartbeats): the "old
+# code" of a rolling upgrade to this one (schema 3, the exchange log in the database).
+OLD_REVISION = "92c8a6111e7fcc3e9a90d32644c38e48ac64e339"
+
+
+def _old_tree(tmp: Path) -> Path:
+    """The old revision's source, from this repository's history."""
+    from tests.harness import ROOT
+
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{OLD_REVISION}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    if known.returncode != 0:
+        pytest.skip(f"this checkout has no history back to {OLD_REVISION[:10]} (a shallow clone)")
+    tree = tmp / "old-code"
+    tree.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", OLD_REVISION], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Old nodes run while the first new one migrates the database; both kinds serve side by
+    side, then the old one is restarted as new. An old node started after the migration
+    refuses the newer schema."""
+    import uuid
+
+    from mappings.examples import applicant_of, bundle_form
+    from tests.conftest import free_port, xgw_env
+    from tests.harness import write_partners
+
+    old_code = _old_tree(tmp_path)
+    sim_port = free_port()
+    partners = tmp_path / "partners.yaml"
+    write_partners(partners, sim_port, "mixed")
+    base = xgw_env(
+        tmp_path / "var",
+        XGW_DATABASE_URL=postgres_url,
+        XGW_REDIS_URL=redis_url,
+        XGW_PARTNERS_FILE=str(partners),
+        XGW_SIMULATOR_PORT=str(sim_port),
+        XGW_DELIVERY_LEASE_SECONDS="6",
+    )
+    from gateway.audit.log import hmac_key_bytes
+    from gateway.config import load_settings
+    from gateway.devtools.sample_setup import ensure_sample_setup
+
+    ensure_sample_setup(load_settings(environ=base))  # the jurisdiction's SAMPLE keys
+    keys = tmp_path / "var" / "keys"
+    hmac_key_bytes(keys / "audit-hmac.key", create=True)
+
+    def node_env(name: str, old: bool) -> dict[str, str]:
+        env = {
+            **base,
+            "XGW_DATA_DIR": str(tmp_path / name),
+            "XGW_NODE_ID": name,
+            "XGW_KEYS_DIR": str(keys),
+            "XGW_KEY_PASSPHRASE_FILE": str(keys / "passphrase"),
+            "XGW_AUDIT_HMAC_KEY_FILE": str(keys / "audit-hmac.key"),
+        }
+        if old:
+            env["PYTHONPATH"] = str(old_code)
+        return env
+
+    def start(name: str, old: bool) -> Process:
+        port = free_port()
+        return Process(
+            ["serve", "--port", str(port)],
+            node_env(name, old),
+            f"http://127.0.0.1:{port}",
+            tmp_path / f"{name}-{'old' if old else 'new'}.log",
+            cwd=old_code if old else Path(__file__).resolve().parent.parent,
+        )
+
+    simulator = Process(
+        ["simulate-partner", "--seed", "7"],
+        base,
+        f"http://127.0.0.1:{sim_port}",
+        tmp_path / "sim.log",
+    )
+    running: list[Process] = [simulator]
+    try:
+        old_node = start("node-a", old=True)  # the database at schema 2
+        running.append(old_node)
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "tokens",
+                "create",
+                "--role",
+                "window",
+                "--name",
+                "w",
+                "--hall",
+                "襄州",
+            ],
+            env=node_env("node-a", old=True),
+            cwd=old_code,
+            capture_output=True,
+            check=True,
+        )
+        token = made.stdout.decode().strip()
+
+        def file(node: Process) -> str:
+            form = bundle_form("YJS-YLBX")
+            status, case = http(
+                "POST",
+                f"{node.url}/api/v1/cases",
+                {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": form},
+                token,
+                {"Idempotency-Key": uuid.uuid4().hex},
+            )
+            assert status == 201, (status, case)
+            return str(case["id"])
+
+        ids = [file(old_node) for _ in range(3)]
+        new_node = start("node-b", old=False)  # migrates to schema 3 beside the old node
+        running.append(new_node)
+        for n in range(8):  # side by side: both take filings, both deliver
+            ids.append(file((old_node, new_node)[n % 2]))
+
+        def all_done() -> bool:
+            return all(
+                http("GET", f"{new_node.url}/api/v1/cases/{c}", token=token)[1]["status"] == "done"
+                for c in ids
+            )
+
+        eventually(all_done, "every case done, old and new nodes side by side", timeout=60)
+        old_node.stop()
+        running.remove(old_node)
+        refused = subprocess.run(  # the old code again: the schema is newer than it knows
+            [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
+            env=node_env("node-a", old=True),
+            cwd=old_code,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert refused.returncode != 0 and b"newer than this gateway" in refused.stderr
+        upgraded = start("node-a", old=False)  # the upgrade: node-a with the new code
+        running.append(upgraded)
+        ids.append(file(upgraded))
+        eventually(all_done, "the upgraded node's case done", timeout=60)
+        stats = http("GET", f"{simulator.url}/_sim/stats")[1]["411329"]
+        assert stats["applied_twice"] == []
+    finally:
+        for process in reversed(running):
+            process.stop()
