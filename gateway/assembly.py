@@ -19,6 +19,7 @@ from gateway.audit.log import AuditLog, AuditWriter, hmac_key_bytes
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
 from gateway.logs import get_logger
+from gateway.metrics import MeteredSealer, Metrics
 from gateway.partners import (
     Endpoint,
     Partner,
@@ -36,7 +37,7 @@ from mappings.registry import Registry, load_registry, packaged_data_dir
 from security.backend import CryptoBackend
 from security.keypool import ContentKeyPool
 from security.keys import PrivateKey
-from security.sealing import Opener, Sealer
+from security.sealing import Opener
 from security.trust import TrustStore
 
 log = get_logger(__name__)
@@ -157,10 +158,12 @@ def build_services(
     key_pool: ContentKeyPool | None,
     owner: str,
     redis: aioredis.Redis | None,
+    metrics: Metrics | None = None,
 ) -> Services:
     """The services and the delivery worker, connected: the one place they are built (the
     HTTP app and the CLI's replay alike). Needs the loop (the clients' pools)."""
     settings = parts.settings
+    metrics = metrics or Metrics()
     worker = Worker(
         settings,
         parts.store,
@@ -169,12 +172,13 @@ def build_services(
         owner,
         LocalSystemClient(),
         RedisLeases(redis, owner) if redis is not None else None,
+        metrics=metrics,
     )
     cases = CaseService(
         parts.store,
         parts.registry,
         parts.partners,
-        Sealer(parts.trust, parts.backend, key_pool),
+        MeteredSealer(metrics, parts.trust, parts.backend, key_pool),
         opener,
         audit,
         settings.region_code,
@@ -187,13 +191,14 @@ def build_services(
         parts.registry,
         parts.partners,
         opener,
-        Sealer(parts.trust, parts.backend, key_pool),
+        MeteredSealer(metrics, parts.trust, parts.backend, key_pool),
         audit,
         settings.region_code,
         RateLimiter(redis),
         cases,
         dispatcher=worker,
         refusals_per_minute=settings.inbound_refusals_per_minute,
+        metrics=metrics,
     )
     worker.attach(cases, inbound)
     return Services(cases, inbound, worker)

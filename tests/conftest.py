@@ -58,6 +58,7 @@ KINDS = {
         "test_hardening",
         "test_mappings_lint",
         "test_nodes",
+        "test_operations",
     },
 }
 

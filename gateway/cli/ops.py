@@ -259,7 +259,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     tokens = commands.add_parser("tokens", help="API tokens (stored hashed)")
     actions = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="issue a token; printed once")
-    create.add_argument("--role", choices=("window", "auditor", "admin"), required=True)
+    create.add_argument("--role", choices=("window", "auditor", "admin", "monitor"), required=True)
     create.add_argument("--name", required=True, type=_token_name)
     create.add_argument("--hall", type=_hall, help="window tokens: the hall whose cases it sees")
     create.set_defaults(handler=cmd_tokens_create)

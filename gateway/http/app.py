@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,12 +24,13 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from adapters import redis_client
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
 from gateway.assembly import assemble, build_services
-from gateway.audit.log import AuditEvent, AuditWriter
+from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
 from gateway.audit.verify import KnownKey
 from gateway.config import Settings, effective_config
 from gateway.core.problems import (
@@ -51,13 +53,14 @@ from gateway.http.windows import (
 )
 from gateway.keystore import load_data_keys
 from gateway.logs import get_logger
+from gateway.metrics import MeteredOpener, Metrics
 from gateway.services.cases import CaseService
 from gateway.services.delivery import Worker
 from gateway.storage import Store, StoreError, StoreUnavailable, open_store
 from security.digest import sm3_hex
 from security.keypool import ContentKeyPool
 from security.replay import MemoryNonceStore, NonceStore
-from security.sealing import Opener
+from security.trust import TrustStore
 
 log = get_logger("gateway.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,6 +80,7 @@ class Runtime:
     service: CaseService | None = None
     worker: Worker | None = None
     worker_task: asyncio.Task[None] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -96,6 +100,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request["request_id"] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    began = time.perf_counter()
     try:
         response = await _answer(request, handler)
         store = request.app[RUNTIME].store
@@ -107,6 +112,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         structlog.contextvars.clear_contextvars()
     response.headers[REQUEST_ID_HEADER] = request_id
+    route = request.match_info.route.resource
+    request.app[RUNTIME].metrics.http_seconds.labels(
+        route.canonical if route is not None else "unmatched", request.method, response.status
+    ).observe(time.perf_counter() - began)
     return response
 
 
@@ -291,7 +300,10 @@ async def _open_runtime(app: web.Application) -> None:
     nonces: NonceStore = (
         RedisNonceStore(runtime.redis) if runtime.redis is not None else MemoryNonceStore()
     )
-    opener = Opener(parts.trust, parts.backend, nonces, settings.replay_window_seconds)
+    metrics = runtime.metrics
+    opener = MeteredOpener(
+        metrics, parts.trust, parts.backend, nonces, settings.replay_window_seconds
+    )
     # Our seals' content keys, wrapped for partners while the CPU is idle (security.keypool).
     key_pool = ContentKeyPool(
         parts.backend,
@@ -323,7 +335,8 @@ async def _open_runtime(app: web.Application) -> None:
 
     runtime.closers.append(report_sealing)
     owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    services = build_services(parts, runtime.audit, opener, key_pool, owner, runtime.redis)
+    services = build_services(parts, runtime.audit, opener, key_pool, owner, runtime.redis, metrics)
+    _measure_levels(runtime, parts.store, parts.audit, parts.trust)
     runtime.service, runtime.worker = services.cases, services.worker
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
     app[CASES_API] = CasesApi(services.cases, parts.store)
@@ -441,6 +454,60 @@ async def openapi(_request: web.Request) -> web.Response:
     return json_response(document)
 
 
+def _measure_levels(runtime: Runtime, store: Store, audit: AuditLog, trust: TrustStore) -> None:
+    """Levels a scrape reads when it comes, and the event-loop lag measured meanwhile."""
+    metrics = runtime.metrics
+
+    async def refresh() -> None:
+        for status, count in (await store.counts()).items():
+            metrics.outbox.labels(status).set(count)
+        oldest = await store.oldest_pending()
+        metrics.oldest_pending.set(round(time.time() - oldest, 3) if oldest is not None else 0)
+        unsigned, last = await asyncio.to_thread(
+            lambda: (audit.unsigned_count(), audit.last_checkpoint())
+        )
+        metrics.audit_unsigned.set(unsigned)
+        metrics.audit_checkpoint_age.set(
+            round(time.time() - _epoch(last.time), 1) if last is not None else -1
+        )
+        for own in trust.own:
+            metrics.set_key_expiry("ours", own.key.key_id, own.validity.not_after)
+        for key_id, partner in trust.partners.items():
+            metrics.set_key_expiry(partner.region, key_id, partner.validity.not_after)
+        if runtime.worker is not None:
+            for region, is_open in runtime.worker.circuits().items():
+                metrics.circuit_open.labels(region).set(1 if is_open else 0)
+
+    metrics.on_scrape(refresh)
+    watcher = asyncio.create_task(metrics.watch_loop(), name="loop-lag")
+
+    async def stop_watcher() -> None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+    runtime.closers.append(stop_watcher)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus exposition, for a token of role ``monitor`` or ``admin``."""
+    runtime = request.app[RUNTIME]
+    assert runtime.store is not None
+    try:
+        token = await authenticate(runtime.store, request)
+        if token.role not in ("monitor", "admin"):
+            raise GatewayError("FORBIDDEN", 403, "Not allowed", "this needs the role monitor")
+    except GatewayError as error:
+        return problem_response(error, request)
+    return web.Response(
+        body=await runtime.metrics.exposition(),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
 async def _server_banner(_request: web.Request, response: web.StreamResponse) -> None:
     # aiohttp would name itself and Python with their versions: a scanner's first question.
     response.headers["Server"] = "xgw"
@@ -462,6 +529,7 @@ def build_app(settings: Settings) -> web.Application:
     app.on_cleanup.append(_close_runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/cases", _api("create"))
     app.router.add_get("/api/v1/cases", _api("list"))

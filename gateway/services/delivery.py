@@ -38,6 +38,7 @@ from adapters.redis_leases import RedisLeases
 from gateway.config import Settings
 from gateway.core import lifecycle
 from gateway.logs import get_logger
+from gateway.metrics import Metrics
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
@@ -133,6 +134,7 @@ class Worker:
     owner: str
     local_client: LocalSystemClient
     leases: RedisLeases | None = None  # shared with other instances, when configured
+    metrics: Metrics = field(default_factory=Metrics)
     poll_seconds: float = 0.1
     _service: CaseService | None = None
     _inbound: InboundService | None = None
@@ -345,6 +347,7 @@ class Worker:
             )
             return
         probe = lane.breaker.opened_at is not None  # let through a half-open circuit
+        protocol, began = "", time.perf_counter()
         outcome = ""  # "answered" (even with a refusal: the partner is up) or "failed"
         try:
             async with lane.limit:
@@ -354,11 +357,13 @@ class Worker:
                 if not await self._still_ours(message):
                     return  # its lease ran out while it waited, and another worker has it now
                 endpoint = partner.endpoint(message.domain)
-                client = self.clients[(message.partner, endpoint.protocol)]
+                protocol = endpoint.protocol
+                client = self.clients[(message.partner, protocol)]
                 envelope = env.envelope_from_record(message.envelope)
                 age = (env.now_utc() - envelope.created_at).total_seconds()
                 if age > self.settings.replay_window_seconds / 2:
                     envelope = await self.service.reseal(message)
+                began = time.perf_counter()
                 try:
                     sent = await self._send(
                         client, endpoint.url, envelope, partner.timeout_seconds, message
@@ -371,8 +376,11 @@ class Worker:
                     # A reply we cannot trust is no answer: retry (the partner de-duplicates).
                     raise DeliveryError(exc.code, exc.message, transient=True) from None
             outcome = "answered"
+            self._record_send(message.partner, protocol, began, "answered")
         except DeliveryError as exc:
             outcome = "failed" if exc.transient else "answered"
+            if protocol:
+                self._record_send(message.partner, protocol, began, exc.code)
             raise
         finally:
             if outcome == "failed":
@@ -412,6 +420,19 @@ class Worker:
                 return await client.send(url, state["envelope"], timeout)
         raise AssertionError("unreachable")
 
+    def _record_send(self, partner: str, protocol: str, began: float, outcome: str) -> None:
+        self.metrics.partner_seconds.labels(partner, protocol).observe(time.perf_counter() - began)
+        self.metrics.partner_outcomes.labels(partner, protocol, outcome).inc()
+
+    def circuits(self) -> dict[str, bool]:
+        """Each partner's circuit: open (True) or not, as of now."""
+        now = time.time()
+        return {
+            region: not lane.breaker.may_claim(now)
+            for region, lane in self.lanes.items()
+            if region != LOCAL
+        }
+
     async def _failed(self, message: OutboxMessage, error: DeliveryError) -> None:
         age = time.time() - message.created
         attempts = message.attempts + 1
@@ -434,6 +455,7 @@ class Worker:
             self.settings.delivery_max_age_seconds,
         ):
             await self.service.dead(message, error.code, error.message, error.reached)
+            self.metrics.dead_letters.labels(message.partner).inc()
             return
         delay = backoff(
             attempts,
@@ -445,6 +467,7 @@ class Worker:
         await self.service.retry_scheduled(
             message, error.code, error.message, delay, reached=error.reached
         )
+        self.metrics.retries.labels(message.partner, error.code).inc()
 
     async def close_clients(self) -> None:
         for client in self.clients.values():

@@ -23,6 +23,7 @@ from gateway.core import answers
 from gateway.core.cases import message_id
 from gateway.core.lifecycle import HAND_OVER, INBOUND, RESULT, Inbound, InboundEvent
 from gateway.logs import get_logger
+from gateway.metrics import Metrics
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
 from gateway.storage import InboundCase, OutboxMessage, Store, iso_now
@@ -107,9 +108,11 @@ class InboundService:
         cases: CaseService,
         dispatcher: Dispatcher | None = None,
         refusals_per_minute: int = 60,
+        metrics: Metrics | None = None,
     ) -> None:
         """``cases``: applies a result a partner reports to the sub-matter awaiting it;
         ``dispatcher``: sets messages going (the delivery worker)."""
+        self.metrics = metrics or Metrics()
         self.store, self.registry, self.partners = store, registry, partners
         self.opener, self.sealer, self.audit, self.region = opener, sealer, audit, region
         self.limiter, self.refusals_per_minute = limiter, refusals_per_minute
@@ -223,6 +226,7 @@ class InboundService:
         — anyone's, unauthenticated — keeps only its ``fingerprint`` and counts against its
         source address (``source_throttled``)."""
         authenticated = isinstance(error, InboundRefused) and error.authenticated
+        self.metrics.refusals.labels(error.code).inc()
         details: dict[str, Any] = {"operation": operation}
         if not authenticated:
             details["fingerprint"] = fingerprint(raw, envelope)

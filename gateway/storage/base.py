@@ -809,6 +809,14 @@ class Store(abc.ABC):
         async with self.reading() as db:
             return await Transaction(db, self.sealing, "").message(msg_id)
 
+    async def oldest_pending(self) -> float | None:
+        """When the oldest message still waiting to be sent was made (None: none waits)."""
+        rows = await self._rows(
+            "SELECT MIN(created) AS oldest FROM outbox WHERE status = $1", PENDING
+        )
+        oldest = rows[0]["oldest"] if rows else None
+        return float(oldest) if oldest is not None else None
+
     async def counts(self) -> dict[str, int]:
         rows = await self._rows("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}

@@ -1,0 +1,101 @@
+"""What an operator watches: /metrics scraped from a running gateway after real traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import Deployment, http, http_exchange
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    deployed = Deployment(tmp_path)
+    try:
+        yield deployed
+    finally:
+        deployed.close()
+
+
+def _scrape(deployment: Deployment, token: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    status, headers, body = http_exchange("GET", f"{deployment.url}/metrics", token=token)
+    assert status == 200, body
+    assert headers["Content-Type"].startswith("text/plain")
+    series: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            series.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return series
+
+
+def _value(
+    series: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    return sum(v for found, v in series.get(name, []) if labels.items() <= found.items())
+
+
+def test_metrics_after_traffic_show_every_series_with_sensible_values(
+    deployment: Deployment,
+) -> None:
+    ids = [deployment.file("YJS-SBZR")["id"], deployment.file("YJS-YLBX")["id"]]
+    deployment.wait(ids)
+    # a partner's message we refuse, and a window's request we refuse
+    assert http("POST", f"{deployment.url}/partner/v1/cases", raw=b"{not json")[0] == 400
+    assert (
+        http("GET", f"{deployment.url}/api/v1/cases/no-such-case", token=deployment.token)[0] == 404
+    )
+    monitor = deployment.xgw("tokens", "create", "--role", "monitor", "--name", "prom").strip()
+    # not for anyone: no token, or a window's, is refused
+    assert http("GET", f"{deployment.url}/metrics")[0] == 401
+    assert http("GET", f"{deployment.url}/metrics", token=deployment.token)[0] == 403
+    series = _scrape(deployment, monitor)
+
+    # deliveries: 4 + 2 messages to 新野 (SOAP and REST), each answered once
+    sent = _value(series, "xgw_partner_requests_total", partner="411329", outcome="answered")
+    assert sent == 6
+    assert {labels["protocol"] for labels, _ in series["xgw_partner_requests_total"]} == {
+        "soap",
+        "rest",
+    }
+    assert _value(series, "xgw_partner_request_seconds_count", partner="411329") == 6
+    assert 0 < _value(series, "xgw_partner_request_seconds_sum", partner="411329") < 60
+    assert _value(series, "xgw_outbox_messages", status="delivered") >= 6
+    assert _value(series, "xgw_outbox_oldest_pending_seconds") == 0  # nothing waits
+    assert _value(series, "xgw_partner_circuit_open", partner="411329") == 0
+    assert "xgw_dead_letters_total" not in series or _value(series, "xgw_dead_letters_total") == 0
+    # refusals by our own code; the windows' API by route template, never by case id
+    assert _value(series, "xgw_inbound_refusals_total") >= 1
+    filed = _value(
+        series,
+        "xgw_http_request_seconds_count",
+        route="/api/v1/cases",
+        method="POST",
+        status="201",
+    )
+    assert filed == 2
+    routes = {labels["route"] for labels, _ in series["xgw_http_request_seconds_count"]}
+    assert "/api/v1/cases/{case_id}" in routes
+    assert not any(case_id in route for route in routes for case_id in ids)
+    # sealing and opening, the exchange log, keys, the loop, the build
+    assert _value(series, "xgw_envelope_seconds_count", operation="seal") >= 6
+    assert _value(series, "xgw_envelope_seconds_count", operation="authenticate") >= 6
+    assert _value(series, "xgw_audit_unsigned_entries") >= 0
+    assert _value(series, "xgw_audit_seconds_since_checkpoint") >= -1
+    expiry = series["xgw_key_expiry_days"]
+    assert {labels["owner"] for labels, _ in expiry} >= {"ours", "411329"}
+    assert all(0 < days < 366 * 5 for _, days in expiry)  # SAMPLE keys: valid for a while yet
+    assert 0 <= _value(series, "xgw_event_loop_lag_seconds") < 5
+    assert series["xgw_build_info"][0][0]["version"]
+    # nothing personal in any label
+    from mappings.examples import applicant_of, bundle_form
+
+    person = applicant_of(bundle_form("YJS-SBZR"))["id_number"]
+    assert all(
+        person not in value
+        for samples in series.values()
+        for labels, _ in samples
+        for value in labels.values()
+    )
