@@ -102,6 +102,9 @@ class Metrics:
         self.loop_lag = Gauge(
             "xgw_event_loop_lag_seconds", "How late the event loop ran a timer, lately", registry=r
         )
+        self.ready = Gauge(
+            "xgw_ready", "1 when the node is ready (/readyz's checks all pass)", registry=r
+        )
         Info("xgw_build", "The gateway's version", registry=r).info({"version": __version__})
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
 

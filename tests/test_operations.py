@@ -99,3 +99,59 @@ def test_metrics_after_traffic_show_every_series_with_sensible_values(
         for labels, _ in samples
         for value in labels.values()
     )
+
+
+def _promtool() -> str:
+    import shutil
+
+    from tests.conftest import IN_CI
+
+    found = shutil.which("promtool")
+    if found is None:
+        if IN_CI:
+            pytest.fail("promtool missing in CI (.ci/run installs Debian's prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    return found
+
+
+def test_alert_rules_pass_promtool_and_their_unit_tests() -> None:
+    import subprocess
+
+    from tests.harness import ROOT
+
+    rules = ROOT / "docker" / "prometheus"
+    promtool = _promtool()
+    checked = subprocess.run(
+        [promtool, "check", "rules", "alerts.yml"], cwd=rules, capture_output=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=rules, capture_output=True, check=False
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_alerts_and_the_dashboard_name_only_series_the_gateway_exposes() -> None:
+    import json
+    import re
+
+    import yaml
+
+    from gateway.metrics import Metrics
+    from tests.harness import ROOT
+
+    exposed = {"up"}
+    for family in Metrics().registry.collect():
+        exposed |= {sample.name for sample in family.samples} | {family.name}
+        exposed |= {f"{family.name}_{suffix}" for suffix in ("bucket", "count", "sum", "total")}
+    rules = yaml.safe_load((ROOT / "docker" / "prometheus" / "alerts.yml").read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((ROOT / "docker" / "grafana" / "xgw-dashboard.json").read_text())
+    expressions += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    functions = {"sum", "max", "min", "count", "rate", "increase", "histogram_quantile", "by"}
+    for expression in expressions:
+        for name in set(re.findall(r"\b(xgw_[a-z_]+|up)\b", expression)) - functions:
+            assert name in exposed, (name, expression)
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    assert all(f"`{alert}`" in operations for alert in alerts)  # each has its runbook entry

@@ -242,7 +242,16 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the store opens, the delivery loop runs and its claims (writes to the store
     every moment) work, and, when configured, Redis answers PING."""
-    runtime = request.app[RUNTIME]
+    checks = await readiness(request.app[RUNTIME])
+    ready = all(state == "ok" for state in checks.values())
+    return json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def readiness(runtime: Runtime) -> dict[str, str]:
+    """Each check's state: "ok", or what is wrong."""
     checks: dict[str, str] = {}
     if runtime.store is not None:
         try:
@@ -265,11 +274,7 @@ async def readyz(request: web.Request) -> web.Response:
             checks["delivery"] = "ok"
     if runtime.redis is not None:
         checks["redis"] = "ok" if await redis_client.ping(runtime.redis) else "down"
-    ready = all(state == "ok" for state in checks.values())
-    return json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+    return checks
 
 
 async def _open_runtime(app: web.Application) -> None:
@@ -477,6 +482,8 @@ def _measure_levels(runtime: Runtime, store: Store, audit: AuditLog, trust: Trus
         if runtime.worker is not None:
             for region, is_open in runtime.worker.circuits().items():
                 metrics.circuit_open.labels(region).set(1 if is_open else 0)
+        checks = await readiness(runtime)
+        metrics.ready.set(1 if all(state == "ok" for state in checks.values()) else 0)
 
     metrics.on_scrape(refresh)
     watcher = asyncio.create_task(metrics.watch_loop(), name="loop-lag")
