@@ -89,6 +89,14 @@ def test_metrics_after_traffic_show_every_series_with_sensible_values(
     assert all(0 < days < 366 * 5 for _, days in expiry)  # SAMPLE keys: valid for a while yet
     assert 0 <= _value(series, "xgw_event_loop_lag_seconds") < 5
     assert series["xgw_build_info"][0][0]["version"]
+    # the operator's one screen agrees
+    status = deployment.xgw("status")
+    assert "attention  nothing" in status, status
+    lines = {line.split()[0] for line in status.splitlines()}
+    assert lines >= {"database", "node", "outbox", "partner", "key", "log", "attention"}
+    assert "delivered 6" in status.replace(",", "")
+    xinye = next(line for line in status.splitlines() if line.startswith("partner    411329"))
+    assert "新野县" in xinye and "last delivered never" not in xinye and "dead 0" in xinye
     # nothing personal in any label
     from mappings.examples import applicant_of, bundle_form
 
@@ -155,3 +163,65 @@ def test_alerts_and_the_dashboard_name_only_series_the_gateway_exposes() -> None
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     assert all(f"`{alert}`" in operations for alert in alerts)  # each has its runbook entry
+
+
+def test_a_backup_taken_while_serving_restores_and_resumes_without_sending_twice(
+    tmp_path: Path,
+) -> None:
+    """A backup taken mid-traffic (deliveries in the partner's hands), restored into an empty
+    data folder and served from there: the log verifies, and the messages that were still on
+    their way go out again — answered from the partner's records, applied once."""
+    from tests.conftest import eventually
+
+    deployment = Deployment(tmp_path, separate_simulator=True)
+    try:
+        # slow enough (the partner timeout is 3 s) that sends are still out as the backup runs
+        deployment.faults({"411329": {"latency_ms": 2000}})
+        ids = [deployment.file("YJS-SBZR")["id"] for _ in range(3)]
+        eventually(
+            lambda: deployment.stats()["411329"]["in_flight"] >= 1, "sends in the partner's hands"
+        )
+        backup = tmp_path / "backup"
+        out = deployment.xgw("backup", "--out", str(backup))
+        assert "files in" in out
+        deployment.faults({"411329": {"latency_ms": 0}})
+        deployment.wait(ids)
+        before = deployment.stats()["411329"]
+        applied, answered_again = before["applied"], before["duplicates_answered"]
+        deployment.gateways[0].stop()
+        # the disk is lost: the backup goes into a new data folder, served by a new gateway
+        restored = tmp_path / "restored"
+        env = {**deployment.env, "XGW_DATA_DIR": str(restored)}
+        from tests.conftest import run_xgw
+
+        result = run_xgw("restore", str(backup), env=env)
+        assert result.returncode == 0, result.stderr
+        again = run_xgw("restore", str(backup), env=env)  # never over a store
+        assert again.returncode == 1 and b"already holds a store" in again.stderr
+        deployment.gateways.clear()
+        gateway = deployment.add_gateway(XGW_DATA_DIR=str(restored))
+        deployment.wait(ids)  # those the backup saw unfinished are sent again and finish
+        stats = deployment.stats()["411329"]
+        assert stats["applied_twice"] == []
+        assert stats["applied"] == applied  # nothing applied a second time
+        assert stats["duplicates_answered"] > answered_again  # what the backup saw unsent
+        verified = run_xgw("audit", "verify", env={**gateway.env})
+        assert verified.returncode == 0 and verified.stdout.decode().strip().endswith(
+            "log verifies"
+        ), verified
+    finally:
+        deployment.close()
+
+
+def test_a_backup_that_changed_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from gateway.storage import StoreError
+    from gateway.storage.backup import back_up, restore
+
+    data = tmp_path / "var"
+    (data / "keys").mkdir(parents=True)
+    (data / "keys" / "k.pem").write_text("SAMPLE key")
+    back_up(data, tmp_path / "b", progress=lambda _line: None)
+    (tmp_path / "b" / "keys" / "k.pem").write_text("changed")
+    with pytest.raises(StoreError, match="changed since the backup"):
+        restore(tmp_path / "b", tmp_path / "new", progress=lambda _line: None)
+    assert not (tmp_path / "new").exists()

@@ -22,7 +22,7 @@ from gateway.cli import security as cli_security
 from gateway.config import ConfigError, Settings, effective_config, load_settings
 from gateway.http.app import build_app
 from gateway.logs import configure_logging, get_logger
-from gateway.storage import SchemaTooNew, StoreUnavailable
+from gateway.storage import SchemaTooNew, StoreError, StoreUnavailable
 from mappings.source import MappingDataError
 from security.errors import SecurityError
 
@@ -175,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:  # the database does not answer (yet)
         sys.stderr.write(f"xgw: the database is unavailable: {exc}\n")
         return 69  # EX_UNAVAILABLE
+    except StoreError as exc:  # e.g. a backup that does not check out
+        sys.stderr.write(f"xgw: {exc}\n")
+        return 1
     except OSError as exc:  # e.g. the port is taken, a file unreadable: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         sys.stderr.write(f"xgw: cannot {args.command}: {where}{exc.strerror or exc}\n")

@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -134,6 +136,137 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{int(now - m.created):>7}s  {m.last_error_code or ''} {m.last_error or ''}"
         )
     print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "outbox empty")
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
+    """One screen for the operator: the database, the nodes, the outbox by partner, keys,
+    and the exchange log. Exit 1 when something needs attention."""
+    from datetime import UTC, datetime
+
+    from gateway.assembly import open_audit_log
+    from gateway.keystore import load_trust
+    from gateway.partners import load_partners
+    from gateway.storage.schema import LATEST
+
+    async def read() -> tuple[str, int, list[dict[str, Any]], dict[str, int], float | None, Any]:
+        async with _opened(settings, migrate=False) as store:
+            return (
+                store.description,
+                await store.schema_version(),
+                await store.heartbeats(),
+                await store.counts(),
+                await store.oldest_pending(),
+                await store.by_partner(),
+            )
+
+    where, version, beats, counts, oldest, partners = asyncio.run(read())
+    now = time.time()
+    attention: list[str] = []
+    print(
+        f"database   {where}  schema {version}" + ("" if version == LATEST else " (needs migrate)")
+    )
+    if version != LATEST:
+        attention.append("schema")
+    for beat in beats:
+        silent = now - float(beat["seen"]) > settings.node_dead_after_seconds
+        print(
+            f"node       {beat['node']:<20} {beat['owner']:<24} seen {_ago(now - float(beat['seen']))}"
+            f", up since {_ago(now - float(beat['started']))}"
+            + ("  SILENT (its work goes to the others)" if silent else "")
+        )
+        if silent:
+            attention.append(f"node {beat['node']}")
+    if not beats:
+        print("node       none running (no heartbeat in the last day)")
+    waiting = f", oldest pending {_ago(now - oldest)}" if oldest is not None else ""
+    print(
+        "outbox     "
+        + (", ".join(f"{status} {n:,}" for status, n in sorted(counts.items())) or "empty")
+        + waiting
+    )
+    registry = load_partners(settings.effective_partners_file)
+    for region, partner in sorted(registry.partners.items()):
+        seen = partners.get(region, {"counts": {}, "last_delivered": None})
+        dead = seen["counts"].get("dead", 0)
+        last = seen["last_delivered"]
+        print(
+            f"partner    {region} {partner.name:<10} last delivered "
+            f"{_ago(now - last) if last is not None else 'never'}; "
+            f"pending {seen['counts'].get('pending', 0)}, dead {dead}"
+        )
+        if dead:
+            attention.append(f"dead letters to {region}")
+    trust = load_trust(settings)
+    moment = datetime.now(UTC)
+    for key in trust.listing(moment):
+        days = (key.not_after - moment).total_seconds() / 86400
+        soon = days < 14
+        print(
+            f"key        {key.owner:<10} {key.region} {key.key_id[:16]}  {key.status}, "
+            f"{days:,.0f} days left" + ("  EXPIRES SOON" if soon else "")
+        )
+        if soon or key.status != "valid":
+            attention.append(f"key {key.key_id[:16]}")
+    audit = open_audit_log(settings)
+    try:
+        for node in sorted(audit.nodes()):
+            last_checkpoint = audit.last_checkpoint(node)
+            head, _ = audit.head(node)
+            unsigned = head - (last_checkpoint.to_seq if last_checkpoint else 0)
+            checked = (
+                _ago(
+                    now
+                    - datetime.fromisoformat(
+                        last_checkpoint.time.replace("Z", "+00:00")
+                    ).timestamp()
+                )
+                if last_checkpoint
+                else "never"
+            )
+            print(
+                f"log        {node:<20} {head:,} entries, {unsigned:,} unsigned, "
+                f"last checkpoint {checked}"
+            )
+    finally:
+        audit.close()
+    if attention:
+        print("attention  " + "; ".join(attention))
+        return 1
+    print("attention  nothing")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.storage.backup import back_up
+
+    print(f"backing up {settings.data_dir} to {args.out}", file=sys.stderr)
+    manifest = back_up(settings.data_dir, args.out, lambda line: print(line, file=sys.stderr))
+    files = manifest["files"]
+    assert isinstance(files, list)
+    print(f"{len(files)} files in {args.out} (manifest: xgw-backup.json)")
+    if not settings.effective_database_url.startswith("sqlite:"):
+        print(
+            "the database itself is PostgreSQL: back it up with pg_dump (docs/operations.md)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.storage.backup import restore
+
+    count = restore(args.source, settings.data_dir, lambda line: print(line, file=sys.stderr))
+    print(f"restored {count} files into {settings.data_dir}")
     return 0
 
 
@@ -282,6 +415,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("msg_id", nargs="?")
     replay.add_argument("--all-dead", action="store_true")
     replay.set_defaults(handler=cmd_outbox_replay)
+
+    commands.add_parser(
+        "status", help="one screen: database, nodes, outbox by partner, keys, exchange log"
+    ).set_defaults(handler=cmd_status)
+    backup = commands.add_parser(
+        "backup", help="a consistent copy of the data folder, while the gateway serves"
+    )
+    backup.add_argument("--out", type=Path, required=True, help="a new folder")
+    backup.set_defaults(handler=cmd_backup)
+    restore = commands.add_parser("restore", help="a backup into an empty data folder")
+    restore.add_argument("source", type=Path, help="the backup's folder")
+    restore.set_defaults(handler=cmd_restore)
 
     database = commands.add_parser("db", help="the store's schema (database_url)")
     db_actions = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -817,6 +817,20 @@ class Store(abc.ABC):
         oldest = rows[0]["oldest"] if rows else None
         return float(oldest) if oldest is not None else None
 
+    async def by_partner(self) -> dict[str, dict[str, Any]]:
+        """Per destination: messages by status, and when the last one was delivered."""
+        rows = await self._rows(
+            "SELECT partner, status, COUNT(*) AS n, MAX(finished_at) AS last FROM outbox "
+            "GROUP BY partner, status"
+        )
+        found: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            entry = found.setdefault(row["partner"], {"counts": {}, "last_delivered": None})
+            entry["counts"][row["status"]] = int(row["n"])
+            if row["status"] == Msg.DELIVERED.value and row["last"] is not None:
+                entry["last_delivered"] = float(row["last"])
+        return found
+
     async def counts(self) -> dict[str, int]:
         rows = await self._rows("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
