@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(
         10, ge=1, le=200, description="connections each node keeps to PostgreSQL"
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the listeners; with tls_key_file, they speak "
+        "TLS 1.2 or newer only",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
     redis_url: SecretStr | None = Field(
         None, description="shared state for several instances (nonces, leases, rate limits)"
     )
@@ -203,6 +209,13 @@ class Settings(BaseSettings):
     @property
     def effective_keys_dir(self) -> Path:
         return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("tls_cert_file") is None):
+            raise ValueError("set tls_cert_file and tls_key_file together, or neither")
+        return value
 
     @field_validator("node_dead_after_seconds")
     @classmethod

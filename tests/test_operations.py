@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import eventually
 from tests.harness import Deployment, http, http_exchange
 
 
@@ -171,8 +173,6 @@ def test_a_backup_taken_while_serving_restores_and_resumes_without_sending_twice
     """A backup taken mid-traffic (deliveries in the partner's hands), restored into an empty
     data folder and served from there: the log verifies, and the messages that were still on
     their way go out again — answered from the partner's records, applied once."""
-    from tests.conftest import eventually
-
     deployment = Deployment(tmp_path, separate_simulator=True)
     try:
         # slow enough (the partner timeout is 3 s) that sends are still out as the backup runs
@@ -225,3 +225,80 @@ def test_a_backup_that_changed_is_refused_before_anything_is_written(tmp_path: P
     with pytest.raises(StoreError, match="changed since the backup"):
         restore(tmp_path / "b", tmp_path / "new", progress=lambda _line: None)
     assert not (tmp_path / "new").exists()
+
+
+def test_listeners_speak_tls_only_when_configured_and_refuse_a_bad_certificate(
+    tmp_path: Path,
+) -> None:
+    import ssl
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import free_port, run_xgw, xgw_env
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    env = xgw_env(
+        tmp_path / "var",
+        XGW_PORT=str(port),
+        XGW_TLS_CERT_FILE=str(cert),
+        XGW_TLS_KEY_FILE=str(key),
+    )
+    log = open(tmp_path / "tls.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
+    )
+    trusting = ssl.create_default_context(cafile=str(cert))
+    try:
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/healthz", context=trusting, timeout=2
+                ) as response:
+                    return bool(response.status == 200)
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, (tmp_path / "tls.log").read_text()
+                return False
+
+        eventually(answers, "the gateway answering over TLS")
+        with pytest.raises((urllib.error.URLError, ConnectionError, http_client_errors())):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)  # plain HTTP
+
+        # a client able to speak TLS 1.1 (lowered security level) is refused; 1.2 is served
+        def handshake(version: str) -> str:
+            return subprocess.run(
+                ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", version,
+                 "-cipher", "DEFAULT@SECLEVEL=0"],
+                input=b"", capture_output=True, timeout=30, check=False,
+            ).stdout.decode(errors="replace")  # fmt: skip
+
+        assert "New, (NONE), Cipher is (NONE)" in handshake("-tls1_1")
+        assert "New, TLSv1.2, Cipher is" in handshake("-tls1_2")
+        assert b'"tls":true' in (tmp_path / "tls.log").read_bytes().replace(b" ", b"")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    # a certificate that does not load stops the start, naming the keys, before anything opens
+    key.write_text("not a key")
+    started = time.monotonic()
+    refused = run_xgw("serve", env=env, timeout=60)
+    assert refused.returncode == 78, refused
+    assert b"tls_cert_file / tls_key_file" in refused.stderr
+    assert b"Traceback" not in refused.stderr
+    assert time.monotonic() - started < 30
+
+
+def http_client_errors() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException

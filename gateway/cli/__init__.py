@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,12 +35,29 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The listeners' TLS (1.2 or newer, the library's default ciphers), if configured."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"tls_cert_file / tls_key_file: cannot be loaded ({type(exc).__name__}: "
+            f"{getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    return context
+
+
 async def serve_forever(
     settings: Settings, with_simulator: bool = False, listen_fd: int | None = None
 ) -> None:
     """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up.
     ``listen_fd``: serve on this inherited listening socket (a worker of ``--workers``)."""
     simulator: web.AppRunner | None = None
+    tls = tls_context(settings)  # a bad certificate stops the start before anything opens
     await asyncio.to_thread(datadir.embedded_setup, settings)
     if with_simulator:
         from gateway.devtools.simulator import build_simulator_app
@@ -59,10 +77,15 @@ async def serve_forever(
             runner,
             socket.socket(fileno=listen_fd),
             shutdown_timeout=settings.shutdown_grace_seconds,
+            ssl_context=tls,
         )
     else:
         site = web.TCPSite(
-            runner, settings.host, settings.port, shutdown_timeout=settings.shutdown_grace_seconds
+            runner,
+            settings.host,
+            settings.port,
+            shutdown_timeout=settings.shutdown_grace_seconds,
+            ssl_context=tls,
         )
     await site.start()
     stop = asyncio.Event()
@@ -74,6 +97,7 @@ async def serve_forever(
     log.info(
         "gateway.listening",
         address=[f"{h}:{p}" for h, p, *_ in bound],
+        tls=tls is not None,
         node_id=settings.node_id,
         redis=settings.redis_url is not None,
     )
