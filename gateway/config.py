@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         "TLS 1.2 or newer only",
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks of front proxies (nginx) whose X-Forwarded-For "
+        "names the client; from anyone else the header is ignored",
+    )
     redis_url: SecretStr | None = Field(
         None, description="shared state for several instances (nonces, leases, rate limits)"
     )
@@ -209,6 +214,26 @@ class Settings(BaseSettings):
     @property
     def effective_keys_dir(self) -> Path:
         return self.keys_dir if self.keys_dir is not None else self.data_dir / "keys"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        """From the environment: addresses separated by commas."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or network") from None
+        return value
 
     @field_validator("tls_key_file")
     @classmethod

@@ -238,13 +238,7 @@ def test_listeners_speak_tls_only_when_configured_and_refuse_a_bad_certificate(
 
     from tests.conftest import free_port, run_xgw, xgw_env
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = _certificate(tmp_path)
     port = free_port()
     env = xgw_env(
         tmp_path / "var",
@@ -302,3 +296,139 @@ def http_client_errors() -> type[Exception]:
     import http.client
 
     return http.client.HTTPException
+
+
+def _nginx() -> str:
+    import shutil
+
+    from tests.conftest import IN_CI
+
+    found = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if found is None:
+        if IN_CI:
+            pytest.fail("nginx missing in CI (.ci/run installs Debian's nginx)")
+        pytest.skip("nginx not installed (Debian package nginx)")
+    return found
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    import subprocess
+
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_behind_the_shipped_nginx_slow_headers_are_cut_off_and_clients_stay_apart(
+    tmp_path: Path,
+) -> None:
+    """docker/nginx/xgw-front.conf.template in front of a gateway: a client trickling its
+    headers is cut off at the header deadline; the gateway, trusting the proxy, counts refusals
+    per real client — one client throttled does not throttle another."""
+    import http.client
+    import re
+    import socket
+    import ssl
+    import subprocess
+    import time
+
+    from tests.conftest import free_port
+    from tests.harness import ROOT
+
+    nginx = _nginx()
+    deployment = Deployment(
+        tmp_path,
+        extra_env={
+            "XGW_TRUSTED_PROXIES": "127.0.0.1",
+            "XGW_INBOUND_REFUSALS_PER_MINUTE": "3",
+        },
+    )
+    cert, key = _certificate(tmp_path)
+    port = free_port()
+    values = {
+        "XGW_RATE_PER_SECOND": "50",
+        "XGW_RATE_BURST": "100",
+        "XGW_UPSTREAM": deployment.url.removeprefix("http://"),
+        "XGW_LISTEN": f"127.0.0.1:{port}",
+        "XGW_TLS_CERT": str(cert),
+        "XGW_TLS_KEY": str(key),
+        "XGW_HEADER_TIMEOUT": "2s",
+    }
+    template = (ROOT / "docker" / "nginx" / "xgw-front.conf.template").read_text()
+    server = re.sub(r"\$\{(XGW_[A-Z_]+)\}", lambda m: values[m.group(1)], template)
+    prefix = tmp_path / "nginx"
+    prefix.mkdir(mode=0o777)
+    (prefix / "front.conf").write_text(server)
+    (prefix / "nginx.conf").write_text(
+        f"worker_processes 1;\nerror_log {prefix}/error.log;\npid {prefix}/nginx.pid;\n"
+        "events { worker_connections 64; }\n"
+        "http {\n  access_log off;\n"
+        + "".join(f"  {kind}_temp_path {prefix}/{kind};\n" for kind in ("client_body", "proxy"))
+        + "".join(f"  {kind}_temp_path {prefix}/{kind};\n" for kind in ("fastcgi", "uwsgi", "scgi"))
+        + f"  include {prefix}/front.conf;\n}}\n"
+    )
+    proxy = subprocess.Popen(
+        [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.PIPE,
+    )
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    def post_from(source: str) -> int:
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, context=trusting, timeout=10, source_address=(source, 0)
+        )
+        try:
+            connection.request(
+                "POST",
+                "/partner/v1/cases",
+                body=b"{not json",
+                headers={"Content-Type": "application/json"},
+            )
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+
+        def answering() -> bool:
+            try:
+                return post_from("127.0.0.9") in (400, 429)
+            except OSError:
+                assert proxy.poll() is None, proxy.stderr.read() if proxy.stderr else ""
+                return False
+
+        eventually(answering, "the gateway answering through nginx")
+        # slowloris: a header line, then a byte every half second — cut off at the deadline
+        raw = socket.create_connection(("127.0.0.1", port))
+        slow = trusting.wrap_socket(raw, server_hostname="127.0.0.1")
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        began, closed_after = time.monotonic(), None
+        slow.settimeout(0.5)
+        while time.monotonic() - began < 10:
+            try:
+                slow.sendall(b"X")
+                if slow.recv(4096) == b"":
+                    closed_after = time.monotonic() - began
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - began
+                break
+        slow.close()
+        assert closed_after is not None and 1.5 <= closed_after <= 4.5, closed_after
+        # per real client: 127.0.0.2 is throttled after 3 refusals; 127.0.0.3 is not
+        statuses = [post_from("127.0.0.2") for _ in range(5)]
+        assert statuses[:3] == [400, 400, 400] and statuses[-1] == 429, statuses
+        assert post_from("127.0.0.3") == 400
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        deployment.close()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, create_model
 from adapters import soap11
 from gateway import __version__
 from gateway.core.problems import GatewayError
+from gateway.http.clients import client_address
 from gateway.http.problem import problem_response
 from gateway.http.windows import BODY_REFUSALS, read_body
 from gateway.services.inbound import InboundRefused, InboundService
@@ -83,7 +84,7 @@ class PartnerApi:
         envelope: env.Envelope | None = None
         operation = "unknown"
         raw: bytes | None = None
-        if await self.service.source_throttled(request.remote):
+        if await self.service.source_throttled(client_address(request)):
             fault = soap11.fault_for(THROTTLED.code, THROTTLED.message, GATEWAY_NS)
             return _soap(fault, 429, {"Retry-After": "60"})
         try:
@@ -101,11 +102,15 @@ class PartnerApi:
             reply = await self._run(OPERATIONS[operation], envelope)
         except soap11.SoapError as exc:
             await self.service.refused(
-                InboundRefused(exc.code, exc.message), envelope, operation, raw, request.remote
+                InboundRefused(exc.code, exc.message),
+                envelope,
+                operation,
+                raw,
+                client_address(request),
             )
             return _soap(soap11.fault_xml(exc, GATEWAY_NS), exc.status)
         except (SecurityError, InboundRefused) as exc:
-            await self.service.refused(exc, envelope, operation, raw, request.remote)
+            await self.service.refused(exc, envelope, operation, raw, client_address(request))
             return _soap(soap11.fault_for(exc.code, exc.message, GATEWAY_NS), 500)
         body = soap11.envelope_response(f"{{{GATEWAY_NS}}}{operation}Response", reply)
         return _soap(body)
@@ -116,7 +121,7 @@ class PartnerApi:
         name = REST_PATHS[request.match_info["operation"]]
         envelope: env.Envelope | None = None
         raw: bytes | None = None
-        if await self.service.source_throttled(request.remote):
+        if await self.service.source_throttled(client_address(request)):
             return _problem(THROTTLED.code, THROTTLED.message, 429, request)
         try:
             try:
@@ -126,10 +131,10 @@ class PartnerApi:
             envelope = env.envelope_from_json(raw)
             reply = await self._run(name, envelope)
         except InboundRefused as exc:
-            await self.service.refused(exc, envelope, name, raw, request.remote)
+            await self.service.refused(exc, envelope, name, raw, client_address(request))
             return _problem(exc.code, exc.message, exc.status, request)
         except SecurityError as exc:
-            await self.service.refused(exc, envelope, name, raw, request.remote)
+            await self.service.refused(exc, envelope, name, raw, client_address(request))
             return _problem(exc.code, exc.message, InboundRefused(exc.code, "").status, request)
         return web.Response(body=reply.to_json(), content_type="application/json")
 
