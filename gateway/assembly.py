@@ -31,6 +31,7 @@ from gateway.partners import (
 from gateway.services.cases import CaseService
 from gateway.services.delivery import PartnerClient, Worker
 from gateway.services.inbound import InboundService
+from gateway.services.records import Recorder
 from gateway.storage import Store
 from gateway.storage.logtables import open_log_tables
 from mappings.registry import Registry, load_registry, packaged_data_dir
@@ -159,6 +160,7 @@ def build_services(
     owner: str,
     redis: aioredis.Redis | None,
     metrics: Metrics | None = None,
+    recorder: Recorder | None = None,
 ) -> Services:
     """The services and the delivery worker, connected: the one place they are built (the
     HTTP app and the CLI's replay alike). Needs the loop (the clients' pools)."""
@@ -173,6 +175,7 @@ def build_services(
         LocalSystemClient(),
         RedisLeases(redis, owner) if redis is not None else None,
         metrics=metrics,
+        recorder=recorder,
     )
     cases = CaseService(
         parts.store,

@@ -432,3 +432,41 @@ def test_behind_the_shipped_nginx_slow_headers_are_cut_off_and_clients_stay_apar
         proxy.terminate()
         proxy.wait(timeout=30)
         deployment.close()
+
+
+def test_operational_records_of_each_exchange_by_time_range(deployment: Deployment) -> None:
+    """Each send to a partner and each message a partner sent: when it passed, how big, how
+    it ended — for auditors and admins, by time range, paged."""
+    import time as clock
+
+    began = clock.strftime("%Y-%m-%dT%H:%M:%S", clock.gmtime(clock.time() - 1))
+    deployment.wait([deployment.file("YJS-YLBX")["id"]])
+    status, refusal = http("POST", f"{deployment.url}/partner/v1/cases", raw=b"{not json")
+    assert status == 400
+    auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "a").strip()
+    url = f"{deployment.url}/api/v1/operations/records?from={began}"
+    assert http("GET", url, token=deployment.token)[0] == 403  # not a window's
+
+    def records() -> list[dict[str, object]]:
+        status, body = http("GET", url, token=auditor)
+        assert status == 200, body
+        return list(body["items"])
+
+    found = eventually(lambda: records() if len(records()) >= 3 else None, "records written")
+    outbound = [r for r in found if r["direction"] == "outbound"]
+    assert len(outbound) == 2 and {r["outcome"] for r in outbound} == {"answered"}
+    for record in outbound:
+        assert record["partner"] == "411329" and record["message_id"]
+        assert str(record["request_at"]) <= str(record["response_at"])
+        assert int(record["request_bytes"]) > 0 and int(record["response_bytes"]) > 0  # type: ignore[call-overload]
+    refused = [r for r in found if r["direction"] == "inbound"]
+    assert [(r["outcome"], r["protocol"]) for r in refused] == [(refusal["code"], "rest")]
+    assert refused[0]["request_bytes"] == len(b"{not json")
+    # filtered and paged: one a page, the cursor leads to the next
+    status, page = http("GET", url + "&direction=outbound&limit=1", token=auditor)
+    assert status == 200 and len(page["items"]) == 1 and page["next"]
+    status, rest = http(
+        "GET", url + f"&direction=outbound&limit=1&cursor={page['next']}", token=auditor
+    )
+    assert [r["id"] for r in rest["items"]] != [r["id"] for r in page["items"]]
+    assert http("GET", url + "&direction=sideways", token=auditor)[0] == 400

@@ -40,7 +40,7 @@ from gateway.core.problems import (
     not_found,
     store_unavailable,
 )
-from gateway.http.auditors import AuditApi
+from gateway.http.auditors import AuditApi, RecordsApi
 from gateway.http.auditors import openapi_paths as audit_openapi_paths
 from gateway.http.clients import TRUSTED_PROXIES, networks
 from gateway.http.partners import PartnerApi
@@ -57,6 +57,7 @@ from gateway.logs import get_logger
 from gateway.metrics import MeteredOpener, Metrics
 from gateway.services.cases import CaseService
 from gateway.services.delivery import Worker
+from gateway.services.records import Recorder
 from gateway.storage import Store, StoreError, StoreUnavailable, open_store
 from security.digest import sm3_hex
 from security.keypool import ContentKeyPool
@@ -341,13 +342,19 @@ async def _open_runtime(app: web.Application) -> None:
 
     runtime.closers.append(report_sealing)
     owner = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
-    services = build_services(parts, runtime.audit, opener, key_pool, owner, runtime.redis, metrics)
+    recorder = Recorder(parts.store)
+    recorder.start()
+    runtime.closers.append(recorder.close)
+    services = build_services(
+        parts, runtime.audit, opener, key_pool, owner, runtime.redis, metrics, recorder
+    )
     _measure_levels(runtime, parts.store, parts.audit, parts.trust)
     runtime.service, runtime.worker = services.cases, services.worker
     runtime.worker_task = asyncio.create_task(runtime.worker.run(), name="delivery-worker")
     app[CASES_API] = CasesApi(services.cases, parts.store)
     inbound = services.inbound
-    app[PARTNER_API] = PartnerApi(inbound)
+    app[PARTNER_API] = PartnerApi(inbound, recorder, settings.node_id)
+    app[RECORDS_API] = RecordsApi(parts.store)
     keys = [KnownKey.of_own(own) for own in parts.trust.own]
     app[AUDIT_API] = AuditApi(parts.audit, keys, settings.effective_audit_archive_dir)
     # Configuration, keys and mapping sets in force, so that changes show between starts.
@@ -428,6 +435,7 @@ async def _close_runtime(app: web.Application) -> None:
 CASES_API = web.AppKey("cases_api", CasesApi)
 PARTNER_API = web.AppKey("partner_api", PartnerApi)
 AUDIT_API = web.AppKey("audit_api", AuditApi)
+RECORDS_API = web.AppKey("records_api", RecordsApi)
 
 
 def _delegate(key: web.AppKey[Any], method: str) -> Handler:
@@ -548,6 +556,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/v1/cases/{case_id}/sub-matters/{sub_id}/complete", _api("complete"))
     app.router.add_get("/api/v1/audit/entries", _audit("entries"))
     app.router.add_post("/api/v1/audit/search", _audit("search"))
+    app.router.add_get("/api/v1/operations/records", _delegate(RECORDS_API, "records"))
     app.router.add_get("/api/v1/audit/cases/{case_id}/evidence", _audit("evidence"))
     app.router.add_get("/soap/v1", _partner("soap_get"))
     app.router.add_post("/soap/v1", _partner("soap_post"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -23,6 +23,7 @@ from gateway.http.windows import (
     query_parameters,
     require,
 )
+from gateway.storage import Store
 from gateway.storage.logschema import COLUMNS
 from mappings import identifiers
 
@@ -195,3 +196,44 @@ def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
         },
     }
     return paths, schemas
+
+
+class RecordQuery(PagedQuery[tuple[str, int]]):
+    """``GET /api/v1/operations/records``: exchanges in a time range, oldest first."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    TIME_LAYOUT = "%Y-%m-%dT%H:%M:%S.000Z"  # the records' times, to the millisecond
+    CURSOR = (str, int)  # (time, id)
+
+    partner: str | None = Field(None, pattern=r"^[0-9]{6}$", description="a partner's region")
+    direction: Literal["inbound", "outbound"] | None = None
+    outcome: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_]{1,64}$", description="accepted, answered, or a code"
+    )
+    limit: int = Field(100, ge=1, le=1000, description="records per page")
+
+
+class RecordsApi:
+    """Operational records of exchanges (when each leg passed, sizes, outcome), for auditors
+    and admins: what crossed the border, and how fast, in a time range."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def records(self, request: web.Request) -> web.Response:
+        require(request, "auditor", "admin")
+        query = parse_query(RecordQuery, request.query)
+        where = {
+            name: value
+            for name in ("partner", "direction", "outcome")
+            if (value := getattr(query, name)) is not None
+        }
+        rows, cursor = query.page(
+            await self.store.exchange_records(
+                where, query.limit + 1, query.after(), query.from_, query.to
+            ),
+            lambda row: [row["time"], row["id"]],
+        )
+        return web.Response(
+            body=orjson.dumps({"items": rows, "next": cursor}), content_type="application/json"
+        )

@@ -4,6 +4,7 @@ a SOAP Fault or problem+json with its stable code, and an audit entry."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from gateway.http.clients import client_address
 from gateway.http.problem import problem_response
 from gateway.http.windows import BODY_REFUSALS, read_body
 from gateway.services.inbound import InboundRefused, InboundService
+from gateway.services.records import Recorder, stamp
+from gateway.storage import ExchangeRecord
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -56,9 +59,44 @@ THROTTLED = InboundRefused("RATE_LIMITED", "too many refused messages from this 
 
 
 class PartnerApi:
-    def __init__(self, service: InboundService) -> None:
-        self.service = service
+    def __init__(
+        self, service: InboundService, recorder: Recorder | None = None, node: str = ""
+    ) -> None:
+        """``recorder``: an operational record of each message a partner sends (``node``:
+        this node's id, in it)."""
+        self.service, self.recorder, self.node = service, recorder, node
         self._wsdl = WSDL.read_text(encoding="utf-8")
+
+    def _record(
+        self,
+        began: float,
+        protocol: str,
+        operation: str,
+        envelope: env.Envelope | None,
+        raw: bytes | None,
+        response: web.Response,
+        outcome: str,
+    ) -> web.Response:
+        if self.recorder is not None:
+            body = response.body
+            self.recorder.add(
+                ExchangeRecord(
+                    node=self.node,
+                    direction="inbound",
+                    partner=envelope.sender_region if envelope is not None else None,
+                    protocol=protocol,
+                    operation=operation,
+                    matter=envelope.matter if envelope is not None else None,
+                    message_id=envelope.msg_id if envelope is not None else None,
+                    time=stamp(began),
+                    request_at=stamp(began),
+                    response_at=stamp(),
+                    request_bytes=len(raw) if raw is not None else None,
+                    response_bytes=len(body) if isinstance(body, bytes) else None,
+                    outcome=outcome,
+                )
+            )
+        return response
 
     async def _run(self, name: str, envelope: env.Envelope) -> env.Envelope:
         operation: Operation = getattr(self.service, name)
@@ -84,9 +122,11 @@ class PartnerApi:
         envelope: env.Envelope | None = None
         operation = "unknown"
         raw: bytes | None = None
+        began = time.time()
         if await self.service.source_throttled(client_address(request)):
             fault = soap11.fault_for(THROTTLED.code, THROTTLED.message, GATEWAY_NS)
-            return _soap(fault, 429, {"Retry-After": "60"})
+            throttled = _soap(fault, 429, {"Retry-After": "60"})
+            return self._record(began, "soap", operation, None, None, throttled, THROTTLED.code)
         try:
             try:
                 raw = await read_body(request)
@@ -108,12 +148,14 @@ class PartnerApi:
                 raw,
                 client_address(request),
             )
-            return _soap(soap11.fault_xml(exc, GATEWAY_NS), exc.status)
+            refused = _soap(soap11.fault_xml(exc, GATEWAY_NS), exc.status)
+            return self._record(began, "soap", operation, envelope, raw, refused, exc.code)
         except (SecurityError, InboundRefused) as exc:
             await self.service.refused(exc, envelope, operation, raw, client_address(request))
-            return _soap(soap11.fault_for(exc.code, exc.message, GATEWAY_NS), 500)
+            refused = _soap(soap11.fault_for(exc.code, exc.message, GATEWAY_NS), 500)
+            return self._record(began, "soap", operation, envelope, raw, refused, exc.code)
         body = soap11.envelope_response(f"{{{GATEWAY_NS}}}{operation}Response", reply)
-        return _soap(body)
+        return self._record(began, "soap", operation, envelope, raw, _soap(body), "accepted")
 
     # -- REST ---------------------------------------------------------------------------------
 
@@ -121,8 +163,10 @@ class PartnerApi:
         name = REST_PATHS[request.match_info["operation"]]
         envelope: env.Envelope | None = None
         raw: bytes | None = None
+        began = time.time()
         if await self.service.source_throttled(client_address(request)):
-            return _problem(THROTTLED.code, THROTTLED.message, 429, request)
+            throttled = _problem(THROTTLED.code, THROTTLED.message, 429, request)
+            return self._record(began, "rest", name, None, None, throttled, THROTTLED.code)
         try:
             try:
                 raw = await read_body(request)
@@ -132,11 +176,15 @@ class PartnerApi:
             reply = await self._run(name, envelope)
         except InboundRefused as exc:
             await self.service.refused(exc, envelope, name, raw, client_address(request))
-            return _problem(exc.code, exc.message, exc.status, request)
+            refused = _problem(exc.code, exc.message, exc.status, request)
+            return self._record(began, "rest", name, envelope, raw, refused, exc.code)
         except SecurityError as exc:
             await self.service.refused(exc, envelope, name, raw, client_address(request))
-            return _problem(exc.code, exc.message, InboundRefused(exc.code, "").status, request)
-        return web.Response(body=reply.to_json(), content_type="application/json")
+            status = InboundRefused(exc.code, "").status
+            refused = _problem(exc.code, exc.message, status, request)
+            return self._record(began, "rest", name, envelope, raw, refused, exc.code)
+        answer = web.Response(body=reply.to_json(), content_type="application/json")
+        return self._record(began, "rest", name, envelope, raw, answer, "accepted")
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(partner_openapi()), content_type="application/json")

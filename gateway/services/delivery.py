@@ -42,7 +42,8 @@ from gateway.metrics import Metrics
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
-from gateway.storage import OutboxMessage, Store
+from gateway.services.records import Recorder, stamp
+from gateway.storage import ExchangeRecord, OutboxMessage, Store
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -135,6 +136,7 @@ class Worker:
     local_client: LocalSystemClient
     leases: RedisLeases | None = None  # shared with other instances, when configured
     metrics: Metrics = field(default_factory=Metrics)
+    recorder: Recorder | None = None  # operational records of each send
     poll_seconds: float = 0.1
     _service: CaseService | None = None
     _inbound: InboundService | None = None
@@ -347,7 +349,8 @@ class Worker:
             )
             return
         probe = lane.breaker.opened_at is not None  # let through a half-open circuit
-        protocol, began = "", time.perf_counter()
+        protocol, began, sent_at = "", time.perf_counter(), time.time()
+        reply_bytes: int | None = None
         outcome = ""  # "answered" (even with a refusal: the partner is up) or "failed"
         try:
             async with lane.limit:
@@ -363,7 +366,7 @@ class Worker:
                 age = (env.now_utc() - envelope.created_at).total_seconds()
                 if age > self.settings.replay_window_seconds / 2:
                     envelope = await self.service.reseal(message)
-                began = time.perf_counter()
+                began, sent_at = time.perf_counter(), time.time()
                 try:
                     sent = await self._send(
                         client, endpoint.url, envelope, partner.timeout_seconds, message
@@ -371,16 +374,17 @@ class Worker:
                     if sent is None:
                         return  # as above, before its second send
                     reply_envelope = sent
+                    reply_bytes = len(reply_envelope.to_json())
                     reply = await self.service.open_reply(message, reply_envelope)
                 except SecurityError as exc:
                     # A reply we cannot trust is no answer: retry (the partner de-duplicates).
                     raise DeliveryError(exc.code, exc.message, transient=True) from None
             outcome = "answered"
-            self._record_send(message.partner, protocol, began, "answered")
+            self._record_send(message, protocol, began, sent_at, "answered", reply_bytes)
         except DeliveryError as exc:
             outcome = "failed" if exc.transient else "answered"
             if protocol:
-                self._record_send(message.partner, protocol, began, exc.code)
+                self._record_send(message, protocol, began, sent_at, exc.code, reply_bytes)
             raise
         finally:
             if outcome == "failed":
@@ -420,9 +424,36 @@ class Worker:
                 return await client.send(url, state["envelope"], timeout)
         raise AssertionError("unreachable")
 
-    def _record_send(self, partner: str, protocol: str, began: float, outcome: str) -> None:
+    def _record_send(
+        self,
+        message: OutboxMessage,
+        protocol: str,
+        began: float,
+        sent_at: float,
+        outcome: str,
+        reply_bytes: int | None,
+    ) -> None:
+        partner = message.partner
         self.metrics.partner_seconds.labels(partner, protocol).observe(time.perf_counter() - began)
         self.metrics.partner_outcomes.labels(partner, protocol, outcome).inc()
+        if self.recorder is not None:
+            self.recorder.add(
+                ExchangeRecord(
+                    node=self.settings.node_id,
+                    direction="outbound",
+                    partner=partner,
+                    protocol=protocol,
+                    operation=message.kind,
+                    matter=message.matter,
+                    message_id=message.msg_id,
+                    time=stamp(sent_at),
+                    request_at=stamp(sent_at),
+                    response_at=stamp(),
+                    request_bytes=len(message.envelope),
+                    response_bytes=reply_bytes,
+                    outcome=outcome,
+                )
+            )
 
     def circuits(self) -> dict[str, bool]:
         """Each partner's circuit: open (True) or not, as of now."""

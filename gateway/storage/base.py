@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
+from dataclasses import fields, replace
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -38,6 +38,7 @@ from gateway.storage.records import (
     CaseRow,
     CaseSummary,
     Conflict,
+    ExchangeRecord,
     InboundCase,
     Increment,
     OutboxMessage,
@@ -63,6 +64,10 @@ class Connection(Protocol):
 
     async def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; how many rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """One statement for each row (sent together where the driver can)."""
         ...
 
 
@@ -98,6 +103,8 @@ MESSAGE_CHANGES = frozenset(
     }
 )
 MESSAGE_KEYS = frozenset({"msg_id", "case_id", "sub_id", "kind", "lease_owner"})
+RECORD_FIELDS = tuple(f.name for f in fields(ExchangeRecord))
+RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
 
 
 def placeholders(start: int, count: int) -> str:
@@ -808,6 +815,51 @@ class Store(abc.ABC):
     async def message(self, msg_id: str) -> OutboxMessage | None:
         async with self.reading() as db:
             return await Transaction(db, self.sealing, "").message(msg_id)
+
+    async def record_exchanges(self, records: Sequence[ExchangeRecord]) -> None:
+        """Operational records, a batch in one volatile write (losing the last second's to a
+        crash loses no case, message or log entry)."""
+        if not records:
+            return
+        async with self.transaction(volatile=True) as tx:
+            await tx.db.executemany(
+                f"INSERT INTO exchange_record ({RECORD_COLUMNS}) "  # noqa: S608 - constant columns
+                f"VALUES ({placeholders(1, len(RECORD_FIELDS))})",
+                [tuple(getattr(r, name) for name in RECORD_FIELDS) for r in records],
+            )
+
+    async def exchange_records(
+        self,
+        where: dict[str, str],
+        limit: int,
+        after: tuple[str, int] | None,
+        time_from: str | None = None,
+        time_to: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records in (time, id) order, filtered by partner, direction, outcome."""
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def bind(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        clauses += [
+            f"{name} = {bind(where[name])}"
+            for name in ("partner", "direction", "outcome", "node")
+            if name in where
+        ]
+        if time_from:
+            clauses.append(f"time >= {bind(time_from)}")
+        if time_to:
+            clauses.append(f"time < {bind(time_to)}")
+        if after:
+            clauses.append(f"(time, id) > ({bind(after[0])}, {bind(after[1])})")
+        sql = f"SELECT id, {RECORD_COLUMNS} FROM exchange_record" + (  # noqa: S608 - names above
+            " WHERE " + " AND ".join(clauses) if clauses else ""
+        )
+        sql += f" ORDER BY time, id LIMIT {bind(limit)}"
+        return [dict(r) for r in await self._rows(sql, *params)]
 
     async def oldest_pending(self) -> float | None:
         """When the oldest message still waiting to be sent was made (None: none waits)."""

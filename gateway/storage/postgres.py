@@ -105,6 +105,10 @@ class _Connection:
         async with _translated():
             return _rowcount(await self.raw.execute(sql, *args))
 
+    async def executemany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        async with _translated():
+            await self.raw.executemany(sql, rows)
+
 
 async def migrate_postgres(conn: asyncpg.Connection) -> tuple[int, int]:
     """Bring the database's schema to this code's, under an advisory lock. (before, after)."""

@@ -132,6 +132,26 @@ class InboundCase:
 
 
 @dataclass(frozen=True)
+class ExchangeRecord:
+    """One exchange with a partner, as operators and auditors look it up by time: who, what,
+    when each leg passed this node (ISO 8601 UTC, ms), how big, how it ended."""
+
+    node: str
+    direction: str  # outbound (we asked) | inbound (they asked)
+    partner: str | None
+    protocol: str | None
+    operation: str | None
+    matter: str | None
+    message_id: str | None
+    time: str  # when the exchange began here
+    request_at: str | None  # inbound: request in; outbound: request out
+    response_at: str | None  # inbound: response out; outbound: response in
+    request_bytes: int | None
+    response_bytes: int | None
+    outcome: str  # answered / accepted, or the code it failed or was refused with
+
+
+@dataclass(frozen=True)
 class Increment:
     """A column change that adds to the stored value (``attempts = attempts + n``)."""
 

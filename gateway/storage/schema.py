@@ -155,5 +155,33 @@ POSTGRES_MIGRATIONS += (
     Migration(3, "the exchange log: entries, checkpoints, archives", POSTGRES_LOG_SCHEMA),
 )
 
+# Operational records, one per exchange with a partner (in the spirit of X-Road's operational
+# monitoring): when the request came in or went out, when the answer did, sizes, outcome.
+_RECORD_COLUMNS = """node TEXT NOT NULL, direction TEXT NOT NULL, partner TEXT,
+    protocol TEXT, operation TEXT, matter TEXT, message_id TEXT, time TEXT NOT NULL,
+    request_at TEXT, response_at TEXT, request_bytes INTEGER, response_bytes INTEGER,
+    outcome TEXT NOT NULL"""
+SQLITE_MIGRATIONS += (
+    Migration(
+        4,
+        "operational records of each exchange",
+        (
+            "CREATE TABLE IF NOT EXISTS exchange_record "
+            f"(id INTEGER PRIMARY KEY AUTOINCREMENT, {_RECORD_COLUMNS})",
+            "CREATE INDEX IF NOT EXISTS exchange_record_by_time ON exchange_record (time, id)",
+        ),
+    ),
+)
+POSTGRES_MIGRATIONS += (
+    Migration(
+        4,
+        "operational records of each exchange",
+        (
+            f"CREATE TABLE IF NOT EXISTS exchange_record (id BIGSERIAL PRIMARY KEY, {_RECORD_COLUMNS})",
+            "CREATE INDEX IF NOT EXISTS exchange_record_by_time ON exchange_record (time, id)",
+        ),
+    ),
+)
+
 LATEST = SQLITE_MIGRATIONS[-1].version
 assert POSTGRES_MIGRATIONS[-1].version == LATEST, "both databases at one schema version"

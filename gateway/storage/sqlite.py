@@ -69,6 +69,9 @@ class _Connection:
     async def execute(self, sql: str, *args: Any) -> int:
         return _translated(lambda: self.raw.execute(_sqlite_sql(sql), args).rowcount)
 
+    async def executemany(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        _translated(lambda: self.raw.executemany(_sqlite_sql(sql), rows))
+
 
 def open_sqlite(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     """A WAL-mode connection usable from worker threads (callers serialize writes). FULL: every
