@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
-from aiohttp import web
 
 from gateway import __version__
 from gateway.cli import audit as cli_audit
@@ -21,7 +20,6 @@ from gateway.cli import mappings as cli_mappings
 from gateway.cli import ops as cli_ops
 from gateway.cli import security as cli_security
 from gateway.config import ConfigError, Settings, effective_config, load_settings
-from gateway.http.app import build_app
 from gateway.logs import configure_logging, get_logger
 from gateway.storage import SchemaTooNew, StoreError, StoreUnavailable
 from mappings.source import MappingDataError
@@ -56,6 +54,10 @@ async def serve_forever(
 ) -> None:
     """Run the HTTP service until SIGTERM/SIGINT, then stop taking work and clean up.
     ``listen_fd``: serve on this inherited listening socket (a worker of ``--workers``)."""
+    from aiohttp import web
+
+    from gateway.http.app import build_app  # the service itself: only when serving
+
     simulator: web.AppRunner | None = None
     tls = tls_context(settings)  # a bad certificate stops the start before anything opens
     await asyncio.to_thread(datadir.embedded_setup, settings)

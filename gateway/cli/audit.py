@@ -10,12 +10,18 @@ from typing import Any
 
 import orjson
 
-from gateway.assembly import open_audit_log
+from gateway.audit.log import AuditLog
 from gateway.audit.verify import KnownKey, export_case, verify_log, verify_package
 from gateway.cli.progress import Progress
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
 from security.keys import load_public_key
+
+
+def _audit_log(settings: Settings) -> AuditLog:
+    from gateway.assembly import open_audit_log  # the wiring (heavy): only when a log is read
+
+    return open_audit_log(settings)
 
 
 def known_keys(settings: Settings, public_keys: list[Path]) -> list[KnownKey]:
@@ -30,7 +36,7 @@ def known_keys(settings: Settings, public_keys: list[Path]) -> list[KnownKey]:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    audit = open_audit_log(settings)
+    audit = _audit_log(settings)
     keys = known_keys(settings, args.public_key or [])
     total = sum(audit.count(node) for node in audit.nodes())
     progress = Progress("verifying", total) if total > 10_000 or args.progress else None
@@ -76,7 +82,7 @@ def cmd_verify_package(args: argparse.Namespace, _settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    audit = open_audit_log(settings)
+    audit = _audit_log(settings)
     if not args.public_key:  # sign the tail first, so that every entry comes with its proof
         audit.checkpoint(load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings))
     package = export_case(
@@ -131,7 +137,7 @@ def _table(entries: list[dict[str, Any]]) -> str:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    audit = open_audit_log(settings)
+    audit = _audit_log(settings)
     filters = {
         k: v
         for k, v in (
@@ -149,7 +155,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_checkpoint(_args: argparse.Namespace, settings: Settings) -> int:
-    audit = open_audit_log(settings)
+    audit = _audit_log(settings)
     made = audit.checkpoint(
         load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings)
     )
@@ -162,7 +168,7 @@ def cmd_checkpoint(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
-    audit = open_audit_log(settings)
+    audit = _audit_log(settings)
     days = settings.audit_live_days if args.older_than_days is None else args.older_than_days
     before = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     target = audit.archive(before, settings.effective_audit_archive_dir)

@@ -9,9 +9,9 @@ import sys
 import tempfile
 from datetime import date
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from gateway.assembly import mappings_dir, open_audit_log, registry_for
 from gateway.cli.progress import Progress
 from gateway.config import Settings
 from mappings.catalogue import Matter, iter_catalogue_csv, render_catalogue_csv
@@ -23,6 +23,13 @@ from mappings.transform import Rule, TransformError
 from security.digest import sm3_hex
 
 
+def _assembly() -> ModuleType:
+    """The wiring (heavy: every adapter), imported when a command needs it, not at start."""
+    import gateway.assembly
+
+    return gateway.assembly
+
+
 def print_problems(problems: list[Problem]) -> None:
     for problem in problems:
         print(problem)
@@ -30,7 +37,7 @@ def print_problems(problems: list[Problem]) -> None:
 
 
 def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
-    root = args.dir or mappings_dir(settings)
+    root = args.dir or _assembly().mappings_dir(settings)
     overlay = None if args.dir else settings.mappings_overlay_dir
     registry, problems = build_registry(root, overlay)
     if problems or registry is None:
@@ -64,7 +71,7 @@ def _describe_rule(rule: Rule, indent: str = "    ") -> list[str]:
 
 def _example(settings: Settings, transform: str) -> Any:
     try:
-        return example(transform, mappings_dir(settings))
+        return example(transform, _assembly().mappings_dir(settings))
     except (OSError, KeyError, TypeError):  # none for this transform, or not a SAMPLE form
         return None
 
@@ -134,7 +141,7 @@ def _explain_partner(registry: Registry, matter: Matter, on: date) -> None:
 
 
 def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
-    registry = registry_for(settings)
+    registry = _assembly().registry_for(settings)
     matters = registry.find_matter(args.code)
     if not matters:
         print(f"matter {args.code} is in no catalogue", file=sys.stderr)
@@ -197,7 +204,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         for existing in overlay.glob("*.csv"):
             (staged / existing.name).write_bytes(existing.read_bytes())
         (staged / f"{args.region}.csv").write_text(render_catalogue_csv(matters), encoding="utf-8")
-        _registry, problems = build_registry(mappings_dir(settings), Path(staging))
+        _registry, problems = build_registry(_assembly().mappings_dir(settings), Path(staging))
         if problems:
             print("the mapping data would break with this catalogue; nothing was imported:")
             print_problems(problems)
@@ -206,7 +213,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         os.replace(staged / f"{args.region}.csv", target)
     from gateway.audit.log import AuditEvent
 
-    open_audit_log(settings).append(
+    _assembly().open_audit_log(settings).append(
         AuditEvent(
             "mappings.catalogue_imported",
             actor="cli",

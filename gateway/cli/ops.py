@@ -12,8 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.cli.datadir import embedded_setup
 from gateway.config import Settings
 from gateway.storage import (
@@ -358,6 +356,8 @@ async def _replay_in(args: argparse.Namespace, settings: Settings, store: Store)
 
 
 async def _simulate(settings: Settings, port: int, seed: int | None) -> None:
+    from aiohttp import web
+
     from gateway.devtools.simulator import build_simulator_app
 
     await asyncio.to_thread(embedded_setup, settings)
