@@ -163,3 +163,121 @@ def load_data_keys(settings: Settings) -> DataKeys:
         raise SecurityError(
             TRUST_CONFIG_INVALID, f"{folder}: a data key cannot be read ({type(exc).__name__})"
         ) from None
+
+
+# -- rotation of our signing key, and partners' key bundles -----------------------------------
+
+BUNDLE_FORMAT = "xgw-trust-bundle/1"
+
+
+def _write_trust(settings: Settings, document: dict[str, Any]) -> None:
+    header = SAMPLE_BANNER if settings.keys_dir is None else ""
+    trust_path(settings).write_text(
+        header + yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+
+
+def _bundle_bytes(bundle: dict[str, Any]) -> bytes:
+    """What a bundle's signature covers: everything but the signature, canonical JSON."""
+    import orjson
+
+    unsigned = {k: v for k, v in bundle.items() if k != "signature"}
+    return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
+
+
+def rotate_own_key(
+    settings: Settings, starts_in: timedelta, overlap: timedelta, valid: timedelta
+) -> dict[str, Any]:
+    """A new signing key beside the current one: it signs from ``now + starts_in`` (time for
+    partners to import it); the current one stays valid ``overlap`` after that (what it
+    signed meanwhile, and until each node restarts, still verifies) and is then retired.
+    Returns the trust bundle for partners: the new public key with its validity, signed by
+    the current key."""
+    from security.curve import DEFAULT_DISTID
+
+    trust = load_trust(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    current = trust.signing_key(now)
+    secret = passphrase(settings)
+    assert secret is not None  # load_trust required it
+    backend = backend_for(settings)
+    key = generate_private_key(backend)
+    keys_dir = settings.effective_keys_dir
+    key_file = f"own-{key.key_id[:12]}.key.pem"
+    write_private_key(keys_dir / key_file, key, secret)
+    (keys_dir / f"own-{key.key_id[:12]}.pub.pem").write_bytes(key.public.to_pem())
+    starts = now + starts_in
+    retires = starts + overlap
+    document = yaml.safe_load(trust_path(settings).read_text(encoding="utf-8"))
+    for entry, own in zip(document["own"]["keys"], trust.own, strict=True):
+        if own.key.key_id == current.key_id and own.validity.not_after > retires:
+            entry["not_after"] = retires
+    document["own"]["keys"].append(
+        {"file": key_file, "not_before": starts, "not_after": starts + valid}
+    )
+    bundle: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "region": trust.region,
+        "keys": [
+            {
+                "key_id": key.key_id,
+                "pem": key.public.to_pem().decode(),
+                "not_before": starts.isoformat(),
+                "not_after": (starts + valid).isoformat(),
+            }
+        ],
+        "signed_by": current.key_id,
+    }
+    bundle["signature"] = backend.sm2_sign(
+        current.scalar, current.public.point, _bundle_bytes(bundle), DEFAULT_DISTID
+    ).hex()
+    _write_trust(settings, document)
+    return bundle
+
+
+def import_partner_bundle(settings: Settings, bundle: dict[str, Any], name: str) -> list[str]:
+    """A partner's new keys, with their validity, from a bundle signed by a key we already
+    trust for that region (``SecurityError`` otherwise). Returns the key ids added."""
+    from security.curve import DEFAULT_DISTID
+    from security.errors import KEY_UNKNOWN
+    from security.keys import load_public_key
+
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise SecurityError(TRUST_CONFIG_INVALID, f"not an {BUNDLE_FORMAT} bundle")
+    trust = load_trust(settings)
+    region = str(bundle.get("region"))
+    signer = trust.partners.get(str(bundle.get("signed_by")))
+    if signer is None or signer.region != region:
+        raise SecurityError(KEY_UNKNOWN, f"the bundle is not signed by a key we trust for {region}")
+    try:
+        signature = bytes.fromhex(str(bundle.get("signature")))
+    except ValueError:
+        signature = b""
+    if not backend_for(settings).sm2_verify(
+        signer.key.point, _bundle_bytes(bundle), signature, DEFAULT_DISTID
+    ):
+        raise SecurityError(KEY_UNKNOWN, "the bundle's signature does not verify")
+    document = yaml.safe_load(trust_path(settings).read_text(encoding="utf-8"))
+    partners_dir = settings.effective_keys_dir / "partners"
+    partners_dir.mkdir(parents=True, exist_ok=True)
+    added = []
+    for offered in bundle["keys"]:
+        public = load_public_key(str(offered["pem"]).encode())
+        if public.key_id in trust.partners:
+            continue
+        file_name = f"{region}-{public.key_id[:12]}.pub.pem"
+        (partners_dir / file_name).write_bytes(public.to_pem())
+        entry = {
+            "file": f"partners/{file_name}",
+            "not_before": datetime.fromisoformat(str(offered["not_before"])),
+            "not_after": datetime.fromisoformat(str(offered["not_after"])),
+        }
+        for partner in document.setdefault("partners", []):
+            if partner["region"] == region:
+                partner["keys"].append(entry)
+                break
+        else:
+            document["partners"].append({"name": name, "region": region, "keys": [entry]})
+        added.append(public.key_id)
+    _write_trust(settings, document)
+    return added

@@ -470,3 +470,83 @@ def test_operational_records_of_each_exchange_by_time_range(deployment: Deployme
     )
     assert [r["id"] for r in rest["items"]] != [r["id"] for r in page["items"]]
     assert http("GET", url + "&direction=sideways", token=auditor)[0] == 400
+
+
+def test_keys_rotate_on_both_sides_with_signed_bundles_and_old_evidence_still_verifies(
+    tmp_path: Path,
+) -> None:
+    """We and 新野 each rotate our signing key and import the other's signed bundle; after
+    the restarts both sign with the new keys, cases go through, and the log and a case's
+    evidence package signed before the rotation still verify."""
+    import json
+
+    from tests.conftest import run_xgw
+
+    deployment = Deployment(tmp_path, separate_simulator=True)
+    try:
+        first = deployment.file("YJS-YLBX")["id"]
+        deployment.wait([first])
+        ours, theirs = tmp_path / "ours.json", tmp_path / "theirs.json"
+        # the new keys sign at once here (partners import them right away); the old ones
+        # stay valid a day: what they sign until each side restarts still verifies
+        rotation = ("keys", "rotate", "--starts-in-days", "0", "--overlap-days", "1")
+        deployment.xgw(*rotation, "--bundle", str(ours))
+        our_new = json.loads(ours.read_text())["keys"][0]["key_id"]
+
+        def partner_env(region: str) -> dict[str, str]:
+            folder = deployment.data / "simulator" / region
+            return {
+                **deployment.env,
+                "XGW_KEYS_DIR": str(folder),
+                "XGW_KEY_PASSPHRASE_FILE": str(folder / "passphrase"),
+                "XGW_REGION_CODE": region,
+            }
+
+        for region in ("411329", "420300", "421300", "429021"):  # every partner imports ours
+            imported = run_xgw(
+                "keys", "import-bundle", str(ours), "--name", "襄州区", env=partner_env(region)
+            )
+            assert imported.returncode == 0 and our_new in imported.stdout.decode(), imported
+        rotated = run_xgw(*rotation, "--bundle", str(theirs), env=partner_env("411329"))
+        assert rotated.returncode == 0, rotated
+        their_new = json.loads(theirs.read_text())["keys"][0]["key_id"]
+        deployment.xgw("keys", "import-bundle", str(theirs), "--name", "新野县")
+        # a bundle changed on the way is refused
+        forged = json.loads(theirs.read_text())
+        forged["keys"][0]["not_after"] = "2099-01-01T00:00:00+00:00"
+        (tmp_path / "forged.json").write_text(json.dumps(forged))
+        refused = run_xgw(
+            "keys",
+            "import-bundle",
+            str(tmp_path / "forged.json"),
+            "--name",
+            "x",
+            env=deployment.env,
+        )
+        assert refused.returncode == 1 and b"does not verify" in refused.stderr, refused
+        assert deployment.simulator is not None
+        deployment.simulator.stop()
+        deployment.simulator.start()
+        deployment.gateways[0].stop()
+        deployment.gateways[0].start()
+
+        second = deployment.file("YJS-YLBX")["id"]
+        deployment.wait([second])
+        auditor = deployment.xgw("tokens", "create", "--role", "auditor", "--name", "a").strip()
+        status, page = http(
+            "GET",
+            f"{deployment.url}/api/v1/audit/entries?case_id={second}&limit=100",
+            token=auditor,
+        )
+        assert status == 200
+        actors = {(e["event"], e["actor"]) for e in page["items"]}
+        assert ("message.queued", our_new) in actors  # we sign with the new key
+        assert ("message.delivered", their_new) in actors  # 新野 answers with its new one
+        verified = run_xgw("audit", "verify", env=deployment.env)
+        assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+        package = tmp_path / "first.json"
+        deployment.xgw("audit", "export", first, "--out", str(package))
+        checked = run_xgw("audit", "verify-package", str(package), env=deployment.env)
+        assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    finally:
+        deployment.close()

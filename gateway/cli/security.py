@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -99,6 +100,43 @@ def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
     write_private_key(private_path, key, secret)
     public_path.write_bytes(key.public.to_pem())
     print(f"key id  {key.key_id}\nprivate {private_path}\npublic  {public_path}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from gateway.keystore import rotate_own_key
+
+    if min(args.starts_in_days, args.overlap_days) < 0 or args.valid_days <= 0:
+        print("the days must be >= 0 (--valid-days > 0)", file=sys.stderr)
+        return 2
+    bundle = rotate_own_key(
+        settings,
+        timedelta(days=args.starts_in_days),
+        timedelta(days=args.overlap_days),
+        timedelta(days=args.valid_days),
+    )
+    args.bundle.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    new = bundle["keys"][0]
+    print(
+        f"new key {new['key_id']}: signs from {new['not_before']} (restart the gateway by "
+        f"then); the current one retires {args.overlap_days:g} days later. Send {args.bundle} "
+        "to every partner: it is signed by the current key."
+    )
+    return 0
+
+
+def cmd_keys_import_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.keystore import import_partner_bundle
+
+    try:
+        bundle = orjson.loads(args.file.read_bytes())
+    except orjson.JSONDecodeError:
+        print(f"{args.file}: not JSON", file=sys.stderr)
+        return 1
+    added = import_partner_bundle(settings, bundle, args.name)
+    print(f"{len(added)} key(s) added for {bundle.get('region')}: {', '.join(added) or 'none new'}")
     return 0
 
 
@@ -272,6 +310,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a new data key seals personal data at rest from the next start; older ones still open",
     )
     rotate.set_defaults(handler=cmd_rotate_data_key)
+    rotate_own = key_commands.add_parser(
+        "rotate",
+        help="a new signing key beside ours: it signs after --starts-in-days, the current one "
+        "retires --overlap-days later; writes the signed trust bundle for partners",
+    )
+    rotate_own.add_argument(
+        "--starts-in-days", type=float, default=14.0, help="time for partners to import it"
+    )
+    rotate_own.add_argument(
+        "--overlap-days", type=float, default=14.0, help="the current key's life after that"
+    )
+    rotate_own.add_argument("--valid-days", type=float, default=730.0)
+    rotate_own.add_argument("--bundle", type=Path, required=True, help="file to write")
+    rotate_own.set_defaults(handler=cmd_keys_rotate)
+    bundle = key_commands.add_parser(
+        "import-bundle",
+        help="a partner's new keys, with their validity, from a bundle signed by a key we trust",
+    )
+    bundle.add_argument("file", type=Path)
+    bundle.add_argument("--name", required=True, help="the partner's name, for a new region")
+    bundle.set_defaults(handler=cmd_keys_import_bundle)
     show = key_commands.add_parser("show", help="kind, key id and public point of a key file")
     show.add_argument("file", type=Path)
     _add_passphrase_options(show)
