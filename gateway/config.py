@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         "TLS 1.2 or newer only",
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="mutual TLS for partners: the CA bundle their client certificates are "
+        "checked against; each partner's certificate fingerprints are in partners.yaml",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="addresses or networks of front proxies (nginx) whose X-Forwarded-For "
@@ -240,6 +245,13 @@ class Settings(BaseSettings):
     def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if (value is None) != (info.data.get("tls_cert_file") is None):
             raise ValueError("set tls_cert_file and tls_key_file together, or neither")
+        return value
+
+    @field_validator("tls_client_ca_file")
+    @classmethod
+    def _client_ca_needs_tls(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("tls_cert_file") is None:
+            raise ValueError("mutual TLS needs TLS: set tls_cert_file and tls_key_file too")
         return value
 
     @field_validator("node_dead_after_seconds")

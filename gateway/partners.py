@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.config import ConfigError
 
@@ -58,6 +58,18 @@ class Partner(BaseModel):
     breaker_reset_seconds: float = Field(15.0, gt=0)
     inbound_matters: list[str] = ["*"]
     rate_limit_per_minute: int = Field(600, ge=1)
+    # With mutual TLS (tls_client_ca_file): SHA-256 fingerprints (hex) of the client
+    # certificates this partner's messages may come with; one of another partner's is refused.
+    client_certificates: list[str] = Field(default_factory=list)
+
+    @field_validator("client_certificates")
+    @classmethod
+    def _fingerprints(cls, value: list[str]) -> list[str]:
+        cleaned = [v.lower().replace(":", "") for v in value]
+        for fingerprint in cleaned:
+            if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+                raise ValueError(f"{fingerprint[:20]}…: not a SHA-256 fingerprint (64 hex digits)")
+        return cleaned
 
     def endpoint(self, domain: str) -> Endpoint:
         for endpoint in self.endpoints:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,10 +94,10 @@ def test_metrics_after_traffic_show_every_series_with_sensible_values(
     assert 0 <= _value(series, "xgw_event_loop_lag_seconds") < 5
     assert series["xgw_build_info"][0][0]["version"]
     # the operator's one screen agrees
-    status = deployment.xgw("status")
-    assert "attention  nothing" in status, status
+    status = deployment.xgw("status", "--verify")
+    assert "attention  nothing" in status and "verified   the log verifies" in status, status
     lines = {line.split()[0] for line in status.splitlines()}
-    assert lines >= {"database", "node", "outbox", "partner", "key", "log", "attention"}
+    assert lines >= {"database", "node", "outbox", "partner", "key", "log", "verified"}
     assert "delivered 6" in status.replace(",", "")
     xinye = next(line for line in status.splitlines() if line.startswith("partner    411329"))
     assert "新野县" in xinye and "last delivered never" not in xinye and "dead 0" in xinye
@@ -550,3 +552,111 @@ def test_keys_rotate_on_both_sides_with_signed_bundles_and_old_evidence_still_ve
         assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     finally:
         deployment.close()
+
+
+def test_mutual_tls_binds_each_partners_certificate_to_its_jurisdiction(tmp_path: Path) -> None:
+    """With tls_client_ca_file, a partner's message must come with a client certificate
+    partners.yaml lists for the region it claims: 新野's goes through with 新野's certificate;
+    with 十堰's, or none, it is refused (403) and the refusal is in the exchange log; a
+    certificate the CA did not issue does not get past the handshake. Windows need none."""
+    import ssl
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import free_port, run_xgw, xgw_env
+    from tests.harness import update_partner, write_partners
+    from tests.partner_helpers import Partner, contact_letter
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=SAMPLE partners CA")  # fmt: skip
+    (tmp_path / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name, subject in (
+        ("server", "/CN=127.0.0.1"),
+        ("xinye", "/CN=xinye-gw"),
+        ("shiyan", "/CN=shiyan-gw"),
+    ):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "stranger.key", "-out", "stranger.pem", "-days", "2", "-subj", "/CN=stranger")  # fmt: skip
+
+    def fingerprint(name: str) -> str:
+        pem = (tmp_path / f"{name}.pem").read_text()
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+    partners = tmp_path / "partners.yaml"
+    write_partners(partners, free_port(), "rest")
+    update_partner(partners, "411329", client_certificates=[fingerprint("xinye")])
+    update_partner(partners, "420300", client_certificates=[fingerprint("shiyan")])
+    port = free_port()
+    env = xgw_env(
+        tmp_path / "var",
+        XGW_PORT=str(port),
+        XGW_PARTNERS_FILE=str(partners),
+        XGW_TLS_CERT_FILE=str(tmp_path / "server.pem"),
+        XGW_TLS_KEY_FILE=str(tmp_path / "server.key"),
+        XGW_TLS_CLIENT_CA_FILE=str(tmp_path / "ca.pem"),
+    )
+    log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
+    )
+
+    def client(certificate: str | None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        if certificate is not None:
+            context.load_cert_chain(
+                tmp_path / f"{certificate}.pem", tmp_path / f"{certificate}.key"
+            )
+        return context
+
+    def send(certificate: str | None, body: bytes) -> tuple[int, dict[str, object]]:
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/partner/v1/cases",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, context=client(certificate), timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/healthz", context=client(None), timeout=2
+                ) as answer:
+                    return bool(answer.status == 200)  # no client certificate: not needed here
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
+                return False
+
+        eventually(healthy, "the gateway answering over TLS")
+        xinye = Partner(tmp_path / "var")
+
+        def message(reference: str) -> bytes:
+            return xinye.seal(contact_letter(), idem_key=reference).to_json()
+
+        assert send("xinye", message("XY-MTLS-1"))[0] == 200
+        status, refused = send("shiyan", message("XY-MTLS-2"))
+        assert (status, refused["code"]) == (403, "CLIENT_CERT_WRONG_JURISDICTION")
+        status, refused = send(None, message("XY-MTLS-3"))
+        assert (status, refused["code"]) == (403, "CLIENT_CERT_REQUIRED")
+        with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
+            send("stranger", message("XY-MTLS-4"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    shown = run_xgw("audit", "show", "--limit", "50", env=env).stdout.decode()
+    assert "CLIENT_CERT_WRONG_JURISDICTION" in shown and "CLIENT_CERT_REQUIRED" in shown

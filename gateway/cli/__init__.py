@@ -46,6 +46,16 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
             f"tls_cert_file / tls_key_file: cannot be loaded ({type(exc).__name__}: "
             f"{getattr(exc, 'strerror', None) or exc})"
         ) from None
+    if settings.tls_client_ca_file is not None:
+        # Asked of every client, required of none at the handshake: windows and auditors have
+        # tokens; the partner API refuses a message whose certificate is not its sender's.
+        try:
+            context.load_verify_locations(cafile=settings.tls_client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"tls_client_ca_file: cannot be loaded ({type(exc).__name__})"
+            ) from None
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 

@@ -146,7 +146,7 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """One screen for the operator: the database, the nodes, the outbox by partner, keys,
     and the exchange log. Exit 1 when something needs attention."""
     from datetime import UTC, datetime
@@ -235,6 +235,29 @@ def cmd_status(_args: argparse.Namespace, settings: Settings) -> int:
                 f"log        {node:<20} {head:,} entries, {unsigned:,} unsigned, "
                 f"last checkpoint {checked}"
             )
+        if args.verify:  # the whole chain of every node, checkpoints and archives: may be long
+            from gateway.audit.verify import verify_log
+            from gateway.cli.audit import known_keys
+            from gateway.keystore import backend_for
+
+            result = verify_log(
+                audit,
+                known_keys(settings, []),
+                backend_for(settings),
+                archive_dir=settings.effective_audit_archive_dir,
+                unsigned_tail_limit=settings.audit_checkpoint_entries * 2,
+            )
+            fatal = [f for f in result.all_findings() if f.fatal]
+            print(
+                "verified   "
+                + (
+                    "the log verifies"
+                    if result.ok
+                    else f"LOG DOES NOT VERIFY ({len(fatal)} findings)"
+                )
+            )
+            if not result.ok:
+                attention.append("the exchange log (xgw audit verify)")
     finally:
         audit.close()
     if attention:
@@ -416,9 +439,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("--all-dead", action="store_true")
     replay.set_defaults(handler=cmd_outbox_replay)
 
-    commands.add_parser(
+    status = commands.add_parser(
         "status", help="one screen: database, nodes, outbox by partner, keys, exchange log"
-    ).set_defaults(handler=cmd_status)
+    )
+    status.add_argument(
+        "--verify", action="store_true", help="also verify the exchange log (every node's chain)"
+    )
+    status.set_defaults(handler=cmd_status)
     backup = commands.add_parser(
         "backup", help="a consistent copy of the data folder, while the gateway serves"
     )

@@ -42,7 +42,7 @@ from gateway.core.problems import (
 )
 from gateway.http.auditors import AuditApi, RecordsApi
 from gateway.http.auditors import openapi_paths as audit_openapi_paths
-from gateway.http.clients import TRUSTED_PROXIES, networks
+from gateway.http.clients import MUTUAL_TLS, TRUSTED_PROXIES, networks
 from gateway.http.partners import PartnerApi
 from gateway.http.problem import problem_response
 from gateway.http.windows import (
@@ -541,6 +541,7 @@ def build_app(settings: Settings) -> web.Application:
     app[BODY_READ_SECONDS] = settings.body_read_seconds
     app[MAX_FORM_BYTES] = min(settings.max_form_bytes, settings.max_body_bytes)
     app[TRUSTED_PROXIES] = networks(settings.trusted_proxies)
+    app[MUTUAL_TLS] = settings.tls_client_ca_file is not None
     app.on_startup.append(_open_runtime)
     app.on_response_prepare.append(_server_banner)
     app.on_cleanup.append(_close_runtime)

@@ -42,3 +42,15 @@ def client_address(request: web.Request) -> str | None:
         if not _trusted(hop, trusted):
             return hop
     return remote
+
+
+MUTUAL_TLS = web.AppKey("mutual_tls", bool)
+
+
+def client_certificate(request: web.Request) -> str | None:
+    """SHA-256 (hex) of the client certificate the TLS handshake verified, if any."""
+    import hashlib
+
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    return hashlib.sha256(der).hexdigest() if der else None

@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field, create_model
 from adapters import soap11
 from gateway import __version__
 from gateway.core.problems import GatewayError
-from gateway.http.clients import client_address
+from gateway.http.clients import MUTUAL_TLS, client_address, client_certificate
 from gateway.http.problem import problem_response
 from gateway.http.windows import BODY_REFUSALS, read_body
+from gateway.partners import PartnerConfigError
 from gateway.services.inbound import InboundRefused, InboundService
 from gateway.services.records import Recorder, stamp
 from gateway.storage import ExchangeRecord
@@ -98,6 +99,26 @@ class PartnerApi:
             )
         return response
 
+    def _check_certificate(self, request: web.Request, envelope: env.Envelope) -> None:
+        """With mutual TLS, the client certificate must be one partners.yaml lists for the
+        region the envelope claims: a partner's certificate cannot carry another's message."""
+        if not request.app.get(MUTUAL_TLS, False):
+            return
+        fingerprint = client_certificate(request)
+        if fingerprint is None:
+            raise InboundRefused(
+                "CLIENT_CERT_REQUIRED", "a partner's client certificate is required"
+            )
+        try:
+            listed = self.service.partners.get(envelope.sender_region).client_certificates
+        except PartnerConfigError:
+            listed = []
+        if fingerprint not in listed:
+            raise InboundRefused(
+                "CLIENT_CERT_WRONG_JURISDICTION",
+                f"this client certificate is not one of {envelope.sender_region}'s",
+            )
+
     async def _run(self, name: str, envelope: env.Envelope) -> env.Envelope:
         operation: Operation = getattr(self.service, name)
         return await operation(envelope)
@@ -139,6 +160,7 @@ class PartnerApi:
                 {op: f"{{{GATEWAY_NS}}}{op}Request" for op in OPERATIONS},
             )
             envelope = soap11.carried_envelope(element)
+            self._check_certificate(request, envelope)
             reply = await self._run(OPERATIONS[operation], envelope)
         except soap11.SoapError as exc:
             await self.service.refused(
@@ -173,6 +195,7 @@ class PartnerApi:
             except GatewayError as exc:
                 raise InboundRefused(exc.code, exc.detail or exc.title, status=exc.status) from None
             envelope = env.envelope_from_json(raw)
+            self._check_certificate(request, envelope)
             reply = await self._run(name, envelope)
         except InboundRefused as exc:
             await self.service.refused(exc, envelope, name, raw, client_address(request))

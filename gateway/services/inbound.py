@@ -38,6 +38,8 @@ from security.sealing import Opener, Sealer
 log = get_logger("gateway.services.inbound")
 # HTTP status of each refusal (REST); SOAP answers every refusal as a Fault with the same code.
 STATUS = {
+    "CLIENT_CERT_REQUIRED": 403,
+    "CLIENT_CERT_WRONG_JURISDICTION": 403,
     "ENVELOPE_MALFORMED": 400,
     "JSON_MALFORMED": 400,
     "NOT_FOR_US": 400,
