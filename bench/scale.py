@@ -37,37 +37,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg
 
 from bench._metering import BenchServer, gateway_cpu
 from bench.e2e import crypto_bound, drive, steady_rate
 from gateway.storage import Store, open_store
+from tests.conftest import scratch_database
 
 SMALL = 200  # the reference store: pages' worth by matter too, so every page read is full
 ADMIN = os.environ.get("XGW_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-class Database:
+def bench_database() -> contextlib.AbstractContextManager[str]:
     """A PostgreSQL database for one measurement, dropped afterwards."""
-
-    def __init__(self) -> None:
-        self.name = f"xgw_bench_{uuid.uuid4().hex[:10]}"
-        self.url = ADMIN.rsplit("/", 1)[0] + f"/{self.name}"
-
-    def __enter__(self) -> str:
-        asyncio.run(_admin(f'CREATE DATABASE "{self.name}"'))
-        return self.url
-
-    def __exit__(self, *_exc: object) -> None:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+    return scratch_database(ADMIN, "xgw_bench")
 
 
 def _postgres_pids() -> list[int]:
@@ -132,7 +114,7 @@ def databases(args: argparse.Namespace) -> None:
             print("  (PostgreSQL could not be moved off the gateway's CPU: it shares it)")
         for _ in range(args.rounds):
             sqlite.append(saturated(args.clients, args.seconds, {}, cpu=gateway_on))
-            with Database() as url:
+            with bench_database() as url:
                 postgres.append(
                     saturated(args.clients, args.seconds, {"XGW_DATABASE_URL": url}, cpu=gateway_on)
                 )
@@ -154,7 +136,7 @@ def workers(args: argparse.Namespace) -> None:
     rates: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(args.rounds):
         for count in (1, 2):
-            with Database() as url:
+            with bench_database() as url:
                 rates[count].append(
                     saturated(
                         args.clients,
@@ -284,7 +266,7 @@ def growth(args: argparse.Namespace, folder: Path) -> None:
                 growth_on(f"sqlite:///{folder / 'growth.sqlite3'}", sizes, args.repeats)
             )
         else:
-            with Database() as url:
+            with bench_database() as url:
                 results = asyncio.run(growth_on(url, sizes, args.repeats))
         empty = results[SMALL]
         for size in sizes:

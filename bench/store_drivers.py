@@ -15,7 +15,6 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -24,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import asyncpg
 import psycopg
 import psycopg_pool
+
+from tests.conftest import scratch_database
 
 ADMIN = os.environ.get("XGW_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCHEMA = (
@@ -106,17 +107,6 @@ async def _timed(one: Callable[[int], Awaitable[None]], count: int, concurrency:
     return count / (time.perf_counter() - began)
 
 
-async def _database(name: str, create: bool) -> None:
-    conn = await asyncpg.connect(ADMIN)
-    try:
-        if create:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def _reset(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
@@ -130,35 +120,34 @@ async def _reset(url: str) -> None:
         await conn.close()
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     count = 100 if args.smoke else args.transactions
-    name = f"xgw_bench_{uuid.uuid4().hex[:10]}"
-    await _database(name, create=True)
-    url = ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        results: dict[tuple[str, int], float] = {}
-        for concurrency in (1, args.concurrency):
-            # alternating, each on fresh tables, so neither driver gets the warmer database
-            for driver, run in (("psycopg", with_psycopg), ("asyncpg", with_asyncpg)):
-                await _reset(url)
-                results[driver, concurrency] = await run(url, count, concurrency)
-            ratio = results["asyncpg", concurrency] / results["psycopg", concurrency]
-            print(
-                f"{concurrency:>3} at a time: asyncpg {results['asyncpg', concurrency]:,.0f} tx/s, "
-                f"psycopg {results['psycopg', concurrency]:,.0f} tx/s "
-                f"(asyncpg/psycopg {ratio:.2f}; psycopg {psycopg.__version__}, "
-                f"asyncpg {asyncpg.__version__})"
-            )
-    finally:
-        await _database(name, create=False)
+    with scratch_database(ADMIN, "xgw_bench") as url:
+        asyncio.run(compare(url, count, args.concurrency))
     if args.smoke:
         print("(smoke run: figures are not meaningful)")
 
 
+async def compare(url: str, count: int, concurrency_most: int) -> None:
+    results: dict[tuple[str, int], float] = {}
+    for concurrency in (1, concurrency_most):
+        # alternating, each on fresh tables, so neither driver gets the warmer database
+        for driver, run in (("psycopg", with_psycopg), ("asyncpg", with_asyncpg)):
+            await _reset(url)
+            results[driver, concurrency] = await run(url, count, concurrency)
+        ratio = results["asyncpg", concurrency] / results["psycopg", concurrency]
+        print(
+            f"{concurrency:>3} at a time: asyncpg {results['asyncpg', concurrency]:,.0f} tx/s, "
+            f"psycopg {results['psycopg', concurrency]:,.0f} tx/s "
+            f"(asyncpg/psycopg {ratio:.2f}; psycopg {psycopg.__version__}, "
+            f"asyncpg {asyncpg.__version__})"
+        )
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

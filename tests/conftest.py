@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -98,7 +99,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
-def _postgres_admin(sql: str) -> None:
+def postgres_admin(sql: str, admin_url: str = POSTGRES_ADMIN_URL) -> None:
     """One statement on the server's maintenance database (CREATE/DROP DATABASE)."""
     import asyncio
     import concurrent.futures
@@ -106,7 +107,7 @@ def _postgres_admin(sql: str) -> None:
     import asyncpg
 
     async def run() -> None:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        conn = await asyncpg.connect(admin_url, timeout=5)
         try:
             await conn.execute(sql)
         finally:
@@ -117,21 +118,31 @@ def _postgres_admin(sql: str) -> None:
         pool.submit(asyncio.run, run()).result()
 
 
+@contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on that server (its URL), dropped afterwards (tests, benches)."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    postgres_admin(f'CREATE DATABASE "{name}"', admin_url)
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_url)
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty database on the real PostgreSQL (127.0.0.1:5432), dropped afterwards. In
     CI its absence fails the run, never skips."""
-    import uuid
-
-    name = f"xgw_test_{uuid.uuid4().hex[:12]}"
     try:
-        _postgres_admin(f'CREATE DATABASE "{name}"')
+        postgres_admin("SELECT 1")
     except OSError as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} in CI: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(POSTGRES_ADMIN_URL, "xgw_test") as url:
+        yield url
 
 
 def eventually(

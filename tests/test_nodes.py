@@ -21,6 +21,18 @@ from tests.harness import Deployment, Process, http
 pytestmark = pytest.mark.redis
 
 
+def node_env(folder: Path, node: str, keys: Path) -> dict[str, str]:
+    """A node's own settings: its data folder and id, and the jurisdiction's keys from
+    ``keys`` (the signing key, the data keys, the audit HMAC key)."""
+    return {
+        "XGW_DATA_DIR": str(folder),
+        "XGW_NODE_ID": node,
+        "XGW_KEYS_DIR": str(keys),
+        "XGW_KEY_PASSPHRASE_FILE": str(keys / "passphrase"),
+        "XGW_AUDIT_HMAC_KEY_FILE": str(keys / "audit-hmac.key"),
+    }
+
+
 class Nodes(Deployment):
     """A first node set up as the sample deployment, more nodes beside it: each its own data
     folder (its own exchange-log chain), all with the jurisdiction's keys (one signing key,
@@ -39,15 +51,8 @@ class Nodes(Deployment):
         self.gateways[0].start()
 
     def add_node(self, number: int) -> Process:
-        keys = self.data / "keys"
-        env = {
-            **self.shared,
-            "XGW_DATA_DIR": str(self.tmp / f"node-{number}"),
-            "XGW_NODE_ID": f"node-{number}",
-            "XGW_KEYS_DIR": str(keys),
-            "XGW_KEY_PASSPHRASE_FILE": str(keys / "passphrase"),
-            "XGW_AUDIT_HMAC_KEY_FILE": str(keys / "audit-hmac.key"),
-        }
+        name = f"node-{number}"
+        env = {**self.shared, **node_env(self.tmp / name, name, self.data / "keys")}
         return self.add_gateway(False, **env)
 
 
@@ -326,15 +331,8 @@ def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
     keys = tmp_path / "var" / "keys"
     hmac_key_bytes(keys / "audit-hmac.key", create=True)
 
-    def node_env(name: str, old: bool) -> dict[str, str]:
-        env = {
-            **base,
-            "XGW_DATA_DIR": str(tmp_path / name),
-            "XGW_NODE_ID": name,
-            "XGW_KEYS_DIR": str(keys),
-            "XGW_KEY_PASSPHRASE_FILE": str(keys / "passphrase"),
-            "XGW_AUDIT_HMAC_KEY_FILE": str(keys / "audit-hmac.key"),
-        }
+    def env_of(name: str, old: bool) -> dict[str, str]:
+        env = {**base, **node_env(tmp_path / name, name, keys)}
         if old:
             env["PYTHONPATH"] = str(old_code)
         return env
@@ -343,7 +341,7 @@ def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
         port = free_port()
         return Process(
             ["serve", "--port", str(port)],
-            node_env(name, old),
+            env_of(name, old),
             f"http://127.0.0.1:{port}",
             tmp_path / f"{name}-{'old' if old else 'new'}.log",
             cwd=old_code if old else Path(__file__).resolve().parent.parent,
@@ -373,7 +371,7 @@ def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
                 "--hall",
                 "襄州",
             ],
-            env=node_env("node-a", old=True),
+            env=env_of("node-a", old=True),
             cwd=old_code,
             capture_output=True,
             check=True,
@@ -409,7 +407,7 @@ def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
         running.remove(old_node)
         refused = subprocess.run(  # the old code again: the schema is newer than it knows
             [sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())],
-            env=node_env("node-a", old=True),
+            env=env_of("node-a", old=True),
             cwd=old_code,
             capture_output=True,
             timeout=60,

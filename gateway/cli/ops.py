@@ -20,6 +20,7 @@ from gateway.storage import (
     SchemaTooNew,
     Store,
     StoreError,
+    epoch_of,
     open_store,
 )
 from rules.text import is_code, text_problem
@@ -221,16 +222,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             last_checkpoint = audit.last_checkpoint(node)
             head, _ = audit.head(node)
             unsigned = head - (last_checkpoint.to_seq if last_checkpoint else 0)
-            checked = (
-                _ago(
-                    now
-                    - datetime.fromisoformat(
-                        last_checkpoint.time.replace("Z", "+00:00")
-                    ).timestamp()
-                )
-                if last_checkpoint
-                else "never"
-            )
+            checked = _ago(now - epoch_of(last_checkpoint.time)) if last_checkpoint else "never"
             print(
                 f"log        {node:<20} {head:,} entries, {unsigned:,} unsigned, "
                 f"last checkpoint {checked}"

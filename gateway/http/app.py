@@ -58,7 +58,7 @@ from gateway.metrics import MeteredOpener, Metrics
 from gateway.services.cases import CaseService
 from gateway.services.delivery import Worker
 from gateway.services.records import Recorder
-from gateway.storage import Store, StoreError, StoreUnavailable, open_store
+from gateway.storage import Store, StoreError, StoreUnavailable, epoch_of, open_store
 from security.digest import sm3_hex
 from security.keypool import ContentKeyPool
 from security.replay import MemoryNonceStore, NonceStore
@@ -482,7 +482,7 @@ def _measure_levels(runtime: Runtime, store: Store, audit: AuditLog, trust: Trus
         )
         metrics.audit_unsigned.set(unsigned)
         metrics.audit_checkpoint_age.set(
-            round(time.time() - _epoch(last.time), 1) if last is not None else -1
+            round(time.time() - epoch_of(last.time), 1) if last is not None else -1
         )
         for own in trust.own:
             metrics.set_key_expiry("ours", own.key.key_id, own.validity.not_after)
@@ -502,10 +502,6 @@ def _measure_levels(runtime: Runtime, store: Store, audit: AuditLog, trust: Trus
         await asyncio.gather(watcher, return_exceptions=True)
 
     runtime.closers.append(stop_watcher)
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -21,8 +21,8 @@ from gateway.http.problem import problem_response
 from gateway.http.windows import BODY_REFUSALS, read_body
 from gateway.partners import PartnerConfigError
 from gateway.services.inbound import InboundRefused, InboundService
-from gateway.services.records import Recorder, stamp
-from gateway.storage import ExchangeRecord
+from gateway.services.records import Recorder
+from gateway.storage import ExchangeRecord, iso_ms
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -89,9 +89,9 @@ class PartnerApi:
                     operation=operation,
                     matter=envelope.matter if envelope is not None else None,
                     message_id=envelope.msg_id if envelope is not None else None,
-                    time=stamp(began),
-                    request_at=stamp(began),
-                    response_at=stamp(),
+                    time=iso_ms(began),
+                    request_at=iso_ms(began),
+                    response_at=iso_ms(),
                     request_bytes=len(raw) if raw is not None else None,
                     response_bytes=len(body) if isinstance(body, bytes) else None,
                     outcome=outcome,

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 from gateway.logs import get_logger
 from gateway.storage import ExchangeRecord, Store
 
 log = get_logger("gateway.services.records")
-
-
-def stamp(moment: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds, as the records keep times."""
-    now = time.time() if moment is None else moment
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
 class Recorder:

@@ -23,6 +23,8 @@ from gateway.storage.records import (
     StoreError,
     StoreUnavailable,
     Token,
+    epoch_of,
+    iso_ms,
     iso_now,
 )
 from security.atrest import DataKeys
@@ -42,6 +44,8 @@ __all__ = [
     "StoreUnavailable",
     "Token",
     "Transaction",
+    "epoch_of",
+    "iso_ms",
     "iso_now",
     "open_store",
     "sqlite_path",

@@ -43,8 +43,8 @@ from gateway.storage.records import (
     Increment,
     OutboxMessage,
     Token,
+    iso_ms,
     iso_now,
-    iso_now_ms,
     token_hash,
 )
 from security.atrest import DataKeys
@@ -103,6 +103,10 @@ MESSAGE_CHANGES = frozenset(
     }
 )
 MESSAGE_KEYS = frozenset({"msg_id", "case_id", "sub_id", "kind", "lease_owner"})
+PROBE_WRITE = (
+    "INSERT INTO write_probe (node, at) VALUES ($1, $2) "
+    "ON CONFLICT (node) DO UPDATE SET at = excluded.at"
+)
 RECORD_FIELDS = tuple(f.name for f in fields(ExchangeRecord))
 RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
 
@@ -320,7 +324,7 @@ class Transaction:
             "INSERT INTO timeline (case_id, seq, time, step, sub_id, detail) VALUES ($1, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE case_id = $1), $2, $3, $4, $5)",
             case_id,
-            iso_now_ms(),
+            iso_ms(),
             step,
             sub_id,
             orjson.dumps(detail) if detail else None,
@@ -563,12 +567,7 @@ class Store(abc.ABC):
         """A small write, for readiness: raises ``StoreUnavailable`` when the store cannot
         take writes though it may still read (a full disk, a read-only replica)."""
         async with self.transaction(volatile=True) as tx:
-            await tx.db.execute(
-                "INSERT INTO write_probe (node, at) VALUES ($1, $2) "
-                "ON CONFLICT (node) DO UPDATE SET at = excluded.at",
-                node,
-                time.time(),
-            )
+            await tx.db.execute(PROBE_WRITE, node, time.time())
 
     async def _rows(self, sql: str, *args: Any) -> Sequence[Row]:
         async with self.reading() as db:

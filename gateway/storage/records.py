@@ -39,9 +39,17 @@ def iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def iso_now_ms() -> str:
-    now = time.time()
+def iso_ms(moment: float | None = None) -> str:
+    """ISO 8601 UTC to the millisecond (timeline steps, exchange records): now, or ``moment``."""
+    now = time.time() if moment is None else moment
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def epoch_of(iso: str) -> float:
+    """Seconds since the epoch of a stored ISO 8601 UTC time ("…Z")."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def token_hash(token: str) -> str:

@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -26,7 +27,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.storage.base import Row, Sealing, Store, Transaction, planned_subs, routing
+from gateway.storage.base import (
+    PROBE_WRITE,
+    Row,
+    Sealing,
+    Store,
+    Transaction,
+    planned_subs,
+    routing,
+)
 from gateway.storage.records import AlreadyThere, SchemaTooNew, StoreError, StoreUnavailable
 from gateway.storage.schema import LATEST, SQLITE_MIGRATIONS
 from security.atrest import DataKeys
@@ -170,10 +179,9 @@ class SqliteStore(Store):
         self._db.row_factory = sqlite3.Row
         if migrate:
             _translated(lambda: migrate_sqlite(self._db, self.sealing))
-        elif _version(self._db) > LATEST:
+        elif (version := _version(self._db)) > LATEST:
             raise SchemaTooNew(
-                f"the store is at schema version {_version(self._db)}, newer than this "
-                f"gateway's {LATEST}"
+                f"the store is at schema version {version}, newer than this gateway's {LATEST}"
             )
         self._connection = _Connection(self._db)
         self._lock = threading.RLock()  # probe_write runs in a thread
@@ -265,18 +273,10 @@ class SqliteStore(Store):
         await asyncio.to_thread(self._probe_write, node)
 
     def _probe_write(self, node: str) -> None:
-        import time
-
         with self._lock:
             _translated(lambda: self._db.execute("BEGIN IMMEDIATE"))
             try:
-                _translated(
-                    lambda: self._db.execute(
-                        "INSERT INTO write_probe (node, at) VALUES (?, ?) "
-                        "ON CONFLICT (node) DO UPDATE SET at = excluded.at",
-                        (node, time.time()),
-                    )
-                )
+                _translated(lambda: self._db.execute(_sqlite_sql(PROBE_WRITE), (node, time.time())))
                 _translated(lambda: self._db.execute("COMMIT"))
             except BaseException:
                 rollback(self._db)
