@@ -33,6 +33,7 @@ from gateway.storage.base import (
     Sealing,
     Store,
     Transaction,
+    matter_codes,
     planned_subs,
     routing,
 )
@@ -126,10 +127,9 @@ def _adopt_unversioned(db: sqlite3.Connection, sealing: Sealing) -> None:
         assert plan is not None
         planned = planned_subs(plan)
         db.execute("UPDATE cases SET routing = ? WHERE id = ?", (routing(planned), case_id))
-        codes = {p.matter for p in planned} | {p.partner_code for p in planned if p.partner_code}
         db.executemany(
             "INSERT OR IGNORE INTO case_matter VALUES (?, ?, ?)",
-            [(code, created, case_id) for code in sorted(codes)],
+            [(code, created, case_id) for code in matter_codes(planned)],
         )
 
 
