@@ -177,8 +177,9 @@ def test_a_backup_taken_while_serving_restores_and_resumes_without_sending_twice
     their way go out again — answered from the partner's records, applied once."""
     deployment = Deployment(tmp_path, separate_simulator=True)
     try:
-        # slow enough (the partner timeout is 3 s) that sends are still out as the backup runs
-        deployment.faults({"411329": {"latency_ms": 2000}})
+        # slower than the partner's 3 s timeout: no send is answered until the latency is
+        # lifted, so the backup finds them unfinished however long it takes to run
+        deployment.faults({"411329": {"latency_ms": 5000}})
         ids = [deployment.file("YJS-SBZR")["id"] for _ in range(3)]
         eventually(
             lambda: deployment.stats()["411329"]["in_flight"] >= 1, "sends in the partner's hands"
