@@ -21,7 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.storage import Store, open_store
+from tests.test_store import FILED_AT
 from tests.test_store import _case as _big_case
+
+YEAR = 365 * 86400
 
 
 async def fill(store: Store, count: int, form_bytes: int) -> None:
@@ -33,7 +36,7 @@ async def fill(store: Store, count: int, form_bytes: int) -> None:
                 case = replace(
                     template,
                     id=f"case-{n:07d}",
-                    created=f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:00:{n % 60:02d}.{n:07d}Z",
+                    created=FILED_AT - (n * 7919) % YEAR,  # spread over a year
                     idem_key=f"key-{n}",
                 )
                 await tx.insert_case(case)

@@ -8,7 +8,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
@@ -20,6 +20,7 @@ from gateway.storage import (
     AlreadyThere,
     CaseRow,
     Conflict,
+    ExchangeRecord,
     SchemaTooNew,
     Store,
     StoreUnavailable,
@@ -85,6 +86,9 @@ async def _enqueue(
         )
 
 
+FILED_AT = datetime(2026, 11, 28, 8, tzinfo=UTC).timestamp()  # SAMPLE time of the first case
+
+
 def _case(n: int, form_bytes: int = 10) -> CaseRow:
     form = bundle_form("YJS-YLBX")
     plan = casecore.plan_case(
@@ -93,8 +97,8 @@ def _case(n: int, form_bytes: int = 10) -> CaseRow:
     form["attachment_text"] = "x" * form_bytes  # SAMPLE filler: a large form
     return CaseRow(
         id=f"case-{n:04d}",
-        created=f"2026-11-28T08:{n // 60:02d}:{n % 60:02d}Z",
-        updated="2026-11-28T09:00:00Z",
+        created=FILED_AT + n,  # one a second, in order
+        updated=FILED_AT + 3600,
         status="in_progress",
         hall="hall-1",
         clerk=None,
@@ -280,6 +284,47 @@ async def test_a_listing_reads_neither_forms_nor_payloads(store: Store) -> None:
     assert [c.id for c in page + following] == [f"case-{n:04d}" for n in range(60)]
 
 
+async def test_every_time_is_seconds_since_the_epoch_and_comes_back_as_given(
+    store: Store,
+) -> None:
+    """One time representation at the store's interface, whatever each column keeps inside:
+    cases, timelines, messages and exchange records give back the floats they were given (to
+    their column's precision), and a time range's bound inside a second is honoured."""
+    for n in range(3):
+        await _insert(store, _case(n))
+    case = await store.case("case-0001")
+    assert case is not None and (case.created, case.updated) == (FILED_AT + 1, FILED_AT + 3600)
+    # a bound inside a second: the case filed at FILED_AT + 1 is after FILED_AT + 0.5
+    later = await store.list_cases({}, 50, None, created_from=FILED_AT + 0.5)
+    assert [c.id for c in later] == ["case-0001", "case-0002"]
+    before = await store.list_cases({}, 50, None, created_to=FILED_AT + 1.5)
+    assert [c.id for c in before] == ["case-0000", "case-0001"]
+    page = await store.list_cases({}, 1, (case.created, case.id))
+    assert [c.id for c in page] == ["case-0002"]
+
+    began = time.time()
+    async with store.transaction() as tx:
+        await tx.add_step(case.id, "sample_step")
+    [step] = await store.timeline(case.id)
+    assert isinstance(step["time"], float) and abs(step["time"] - began) < 5
+
+    await _enqueue(store, "m-time")
+    stored = await store.message("m-time")
+    assert stored is not None and isinstance(stored.created, float)
+    assert abs(stored.created - began) < 5
+
+    at = FILED_AT + 7.123  # exchange records keep the millisecond
+    record = ExchangeRecord(
+        node="n1", direction="outbound", partner="411323", protocol="rest", operation="apply",
+        matter="M", message_id="m-time", time=at, request_at=at, response_at=None,
+        request_bytes=1, response_bytes=None, outcome="answered",
+    )  # fmt: skip
+    await store.record_exchanges([record])
+    [found] = await store.exchange_records({}, 10, None, time_from=FILED_AT + 7.1225)
+    assert abs(found["time"] - at) < 1e-6 and found["response_at"] is None
+    assert await store.exchange_records({}, 10, None, time_from=FILED_AT + 7.1235) == []
+
+
 async def test_schema_is_migrated_once_and_a_newer_one_refused(open_new: Opener) -> None:
     stores = await asyncio.gather(*(open_new() for _ in range(3)))  # three nodes start at once
     assert [await s.schema_version() for s in stores] == [LATEST] * 3
@@ -380,6 +425,7 @@ async def test_a_store_made_before_schema_versions_is_adopted_once(tmp_path: Pat
         columns = [r[1] for r in db.execute("PRAGMA table_info(cases)")]
         row = {**case.__dict__, "form": orjson.dumps(case.form)}
         row["plan"], row["states"] = orjson.dumps(case.plan), orjson.dumps(case.states)
+        row["created"] = row["updated"] = "2026-11-28T08:00:01Z"  # as v1 wrote times: text
         db.execute(
             f"INSERT INTO cases ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             [row[c] for c in columns],

@@ -15,6 +15,7 @@ from gateway.audit.verify import KnownKey, export_case
 from gateway.core.problems import GatewayError, not_found
 from gateway.http.windows import (
     BODY_REFUSALS,
+    EXACT_TIME,
     PagedQuery,
     case_id_of,
     error_responses,
@@ -23,7 +24,7 @@ from gateway.http.windows import (
     query_parameters,
     require,
 )
-from gateway.storage import Store
+from gateway.storage import RECORD_TIMES, Store, iso_of
 from gateway.storage.logschema import COLUMNS
 from mappings import identifiers
 
@@ -198,12 +199,12 @@ def openapi_paths() -> tuple[dict[str, Any], dict[str, Any]]:
     return paths, schemas
 
 
-class RecordQuery(PagedQuery[tuple[str, int]]):
+class RecordQuery(PagedQuery[tuple[float, int]]):
     """``GET /api/v1/operations/records``: exchanges in a time range, oldest first."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    TIME_LAYOUT = "%Y-%m-%dT%H:%M:%S.000Z"  # the records' times, to the millisecond
-    CURSOR = (str, int)  # (time, id)
+    TIME_LAYOUT = EXACT_TIME
+    CURSOR = (float, int)  # (time, id)
 
     partner: str | None = Field(None, pattern=r"^[0-9]{6}$", description="a partner's region")
     direction: Literal["inbound", "outbound"] | None = None
@@ -229,11 +230,13 @@ class RecordsApi:
             if (value := getattr(query, name)) is not None
         }
         rows, cursor = query.page(
-            await self.store.exchange_records(
-                where, query.limit + 1, query.after(), query.from_, query.to
-            ),
+            await self.store.exchange_records(where, query.limit + 1, query.after(), *query.span()),
             lambda row: [row["time"], row["id"]],
         )
+        items = [
+            {**row, **{name: iso_of(row[name]) for name in RECORD_TIMES if row[name] is not None}}
+            for row in rows
+        ]
         return web.Response(
-            body=orjson.dumps({"items": rows, "next": cursor}), content_type="application/json"
+            body=orjson.dumps({"items": items, "next": cursor}), content_type="application/json"
         )

@@ -22,7 +22,7 @@ from gateway.http.windows import BODY_REFUSALS, read_body
 from gateway.partners import PartnerConfigError
 from gateway.services.inbound import InboundRefused, InboundService
 from gateway.services.records import Recorder
-from gateway.storage import ExchangeRecord, iso_ms
+from gateway.storage import ExchangeRecord
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -89,9 +89,9 @@ class PartnerApi:
                     operation=operation,
                     matter=envelope.matter if envelope is not None else None,
                     message_id=envelope.msg_id if envelope is not None else None,
-                    time=iso_ms(began),
-                    request_at=iso_ms(began),
-                    response_at=iso_ms(),
+                    time=began,
+                    request_at=began,
+                    response_at=time.time(),
                     request_bytes=len(raw) if raw is not None else None,
                     response_bytes=len(body) if isinstance(body, bytes) else None,
                     outcome=outcome,

@@ -32,7 +32,7 @@ from gateway.core.problems import (
     not_found,
 )
 from gateway.services.cases import CaseService, Filing, request_hash
-from gateway.storage import CaseRow, CaseSummary, Store, Token
+from gateway.storage import CaseRow, CaseSummary, Store, Token, epoch_of, iso_of
 from mappings import identifiers
 from rules.text import check_text, first_text_problem, is_code
 
@@ -192,6 +192,7 @@ _DATE_OR_TIME: dict[str, Any] = {  # null, as for every optional field: no bound
         {"type": "null"},
     ]
 }
+EXACT_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # a bound's time as given, to the microsecond
 Row = TypeVar("Row")
 Cursor = TypeVar("Cursor", bound=tuple[Any, ...])  # a listing's cursor values, typed
 
@@ -228,6 +229,11 @@ class PagedQuery(BaseModel, Generic[Cursor]):
             decode_cursor(value, cls.CURSOR)
         return value
 
+    def span(self) -> tuple[float | None, float | None]:
+        """The time range in seconds since the epoch, as the store takes times (with
+        ``TIME_LAYOUT`` = ``EXACT_TIME``)."""
+        return tuple(None if t is None else epoch_of(t) for t in (self.from_, self.to))  # type: ignore[return-value]
+
     def after(self) -> Cursor | None:
         """The last row's values of the page before, or None for the first page."""
         if self.cursor is None:
@@ -246,12 +252,12 @@ class PagedQuery(BaseModel, Generic[Cursor]):
         return rows, base64.urlsafe_b64encode(orjson.dumps(last(rows[-1]))).decode()
 
 
-class CaseListQuery(PagedQuery[tuple[str, str]]):
+class CaseListQuery(PagedQuery[tuple[float, str]]):
     """``GET /api/v1/cases``: every filter is checked, and all problems are told at once."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    TIME_LAYOUT = "%Y-%m-%dT%H:%M:%SZ"  # how the store writes a case's times (store.iso_now)
-    CURSOR = (str, str)  # (created, id)
+    TIME_LAYOUT = EXACT_TIME
+    CURSOR = (float, str)  # (created, id)
 
     status: CaseStatus | None = None
     bundle: str | None = Field(None, description="a bundle code, e.g. YJS-SBZR")
@@ -308,11 +314,13 @@ def case_view(case: CaseSummary, timeline: list[dict[str, Any]] | None) -> CaseV
         title=case.title,
         hall=case.hall,
         clerk=case.clerk,
-        created=case.created,
-        updated=case.updated,
+        created=iso_of(case.created, ms=False),
+        updated=iso_of(case.updated, ms=False),
         filed_on=case.filed_on,
         sub_matters=subs,
-        timeline=[Step(**t) for t in timeline] if timeline is not None else None,
+        timeline=[Step(**{**t, "time": iso_of(t["time"])}) for t in timeline]
+        if timeline is not None
+        else None,
     )
 
 
@@ -558,8 +566,7 @@ class CasesApi:
                 {k: v for k, v in where.items() if v is not None},
                 query.limit + 1,
                 query.after(),
-                query.from_,
-                query.to,
+                *query.span(),
             ),
             lambda case: [case.created, case.id],
         )

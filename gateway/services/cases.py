@@ -32,7 +32,6 @@ from gateway.storage import (
     OutboxMessage,
     Store,
     Transaction,
-    iso_now,
 )
 from mappings.registry import Registry
 from mappings.transform import TransformError
@@ -182,7 +181,7 @@ class CaseService:
             ) from None
         case_id = f"{self.region}-{filed_on:%Y%m%d}-{uuid.uuid4().hex[:12]}"
         states = casecore.initial_states(plan)
-        now = iso_now()
+        now = time.time()
         case = CaseRow(
             id=case_id,
             created=now,

@@ -43,7 +43,7 @@ from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
 from gateway.services.records import Recorder
-from gateway.storage import ExchangeRecord, OutboxMessage, Store, iso_ms
+from gateway.storage import ExchangeRecord, OutboxMessage, Store
 from security import envelope as env
 from security.errors import SecurityError
 
@@ -446,9 +446,9 @@ class Worker:
                     operation=message.kind,
                     matter=message.matter,
                     message_id=message.msg_id,
-                    time=iso_ms(sent_at),
-                    request_at=iso_ms(sent_at),
-                    response_at=iso_ms(),
+                    time=sent_at,
+                    request_at=sent_at,
+                    response_at=time.time(),
                     request_bytes=len(message.envelope),
                     response_bytes=reply_bytes,
                     outcome=outcome,

@@ -12,6 +12,7 @@ ever sees or touches what it sent or what was sent to it. Every acceptance and r
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
-from gateway.storage import InboundCase, OutboxMessage, Store, iso_now
+from gateway.storage import InboundCase, OutboxMessage, Store, iso_of
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
@@ -307,7 +308,7 @@ class InboundService:
             if existing is not None:  # the same case filed again under a new message id
                 receipt["receipt_no"] = case_id = existing
             else:
-                now = iso_now()
+                now = time.time()
                 await tx.insert_inbound_case(
                     InboundCase(
                         id=case_id,
@@ -415,7 +416,7 @@ class InboundService:
             "receipt_no": filed.id,
             "case_status": filed.status,
             "matter": filed.local_matter,
-            "updated": filed.updated,
+            "updated": iso_of(filed.updated, ms=False),
             "result": filed.result,
         }
         await self._remember(partner, envelope, filed.id, answer)

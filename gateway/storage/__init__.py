@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway.storage.base import Store, Transaction
 from gateway.storage.records import (
+    RECORD_TIMES,
     AlreadyThere,
     CaseRow,
     CaseSummary,
@@ -24,12 +25,12 @@ from gateway.storage.records import (
     StoreUnavailable,
     Token,
     epoch_of,
-    iso_ms,
-    iso_now,
+    iso_of,
 )
 from security.atrest import DataKeys
 
 __all__ = [
+    "RECORD_TIMES",
     "AlreadyThere",
     "CaseRow",
     "CaseSummary",
@@ -45,8 +46,7 @@ __all__ = [
     "Token",
     "Transaction",
     "epoch_of",
-    "iso_ms",
-    "iso_now",
+    "iso_of",
     "open_store",
     "sqlite_path",
 ]

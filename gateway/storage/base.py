@@ -22,6 +22,7 @@ here, in Python, as it is written and opened as it is read: the same bytes in ei
 from __future__ import annotations
 
 import abc
+import math
 import secrets
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -35,6 +36,9 @@ import orjson
 from gateway.core.cases import PlannedSub, SubState
 from gateway.core.lifecycle import INBOUND, MESSAGE, InboundEvent, Msg, MsgEvent
 from gateway.storage.records import (
+    MILLISECONDS,
+    RECORD_TIMES,
+    SECONDS,
     CaseRow,
     CaseSummary,
     Conflict,
@@ -42,9 +46,10 @@ from gateway.storage.records import (
     InboundCase,
     Increment,
     OutboxMessage,
+    TextTime,
     Token,
-    iso_ms,
-    iso_now,
+    epoch_of,
+    iso_of,
     token_hash,
 )
 from security.atrest import DataKeys
@@ -111,6 +116,26 @@ RECORD_FIELDS = tuple(f.name for f in fields(ExchangeRecord))
 RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
 
 
+def _record_row(record: ExchangeRecord) -> tuple[Any, ...]:
+    return tuple(
+        MILLISECONDS.column(getattr(record, name))
+        if name in RECORD_TIMES
+        else getattr(record, name)
+        for name in RECORD_FIELDS
+    )
+
+
+# A time range's bound as the text a column compares with ``>=`` and ``<`` as ``at`` would:
+# a bound inside a second (a millisecond) starts at the next one. Rounded to the microsecond
+# first, so a float's last bits do not move a bound that is exact in text.
+def _seconds_from(at: float) -> str:
+    return iso_of(math.ceil(round(at, 6)), ms=False)
+
+
+def _milliseconds_from(at: float) -> str:
+    return iso_of(math.ceil(round(at * 1000, 3)) / 1000)
+
+
 def placeholders(start: int, count: int) -> str:
     """``$start, …`` for ``count`` values."""
     return ", ".join(f"${n}" for n in range(start, start + count))
@@ -159,7 +184,7 @@ class Sealing:
         assert form is not None and plan is not None and states is not None
         return CaseRow(
             **{
-                **{k: row[k] for k in _SUMMARY_FIELDS},
+                **_summary_fields(row),
                 "plan": planned_subs(plan),
                 "states": sub_states(states),
                 "form": orjson.loads(form),
@@ -170,7 +195,7 @@ class Sealing:
         states = self.open("cases.states", row["id"], row["states"])
         assert states is not None
         return CaseSummary(
-            **{k: row[k] for k in _SUMMARY_FIELDS},
+            **_summary_fields(row),
             plan=planned_subs(row["plan"]),
             states=sub_states(states),
         )
@@ -179,6 +204,9 @@ class Sealing:
         data = dict(row)
         data["payload"] = self.open("outbox.payload", data["msg_id"], data["payload"])
         data["envelope"] = bytes(data["envelope"])
+        for name in ("created", "next_attempt_at", "lease_until", "finished_at"):
+            if data[name] is not None:  # SQLite gives back a whole number as an int
+                data[name] = float(data[name])
         return OutboxMessage(**data)
 
     def inbound_case(self, row: Row) -> InboundCase:
@@ -187,6 +215,7 @@ class Sealing:
         result = self.open("inbound_case.result", data["id"], data["result"])
         data["form"] = orjson.loads(form) if form else {}
         data["result"] = orjson.loads(result) if result else None
+        data["created"], data["updated"] = epoch_of(row["created"]), epoch_of(row["updated"])
         return InboundCase(**data)
 
 
@@ -206,6 +235,14 @@ _SUMMARY_FIELDS = (
     "person",
     "version",
 )
+
+
+def _summary_fields(row: Row) -> dict[str, Any]:
+    return {
+        **{k: row[k] for k in _SUMMARY_FIELDS},
+        "created": epoch_of(row["created"]),
+        "updated": epoch_of(row["updated"]),
+    }
 
 
 @lru_cache(maxsize=128)
@@ -266,8 +303,8 @@ class Transaction:
             "title, filed_on, idem_key, request_hash, person, form, plan, states, version, routing) "
             f"VALUES ({placeholders(1, 18)})",
             case.id,
-            case.created,
-            case.updated,
+            SECONDS.column(case.created),
+            SECONDS.column(case.updated),
             case.status,
             case.hall,
             case.clerk,
@@ -290,7 +327,7 @@ class Transaction:
         await self.db.execute(
             f"INSERT INTO case_matter (matter, created, case_id) VALUES {rows} "  # noqa: S608 - placeholders only
             "ON CONFLICT DO NOTHING",
-            case.created,
+            SECONDS.column(case.created),
             case.id,
             *codes,
         )
@@ -303,7 +340,7 @@ class Transaction:
             "WHERE id = $4 AND version = $5",
             self.sealing.seal("cases.states", case.id, orjson.dumps(states)),
             status,
-            iso_now(),
+            SECONDS.column(time.time()),
             case.id,
             case.version,
         )
@@ -324,7 +361,7 @@ class Transaction:
             "INSERT INTO timeline (case_id, seq, time, step, sub_id, detail) VALUES ($1, "
             "(SELECT COALESCE(MAX(seq), 0) + 1 FROM timeline WHERE case_id = $1), $2, $3, $4, $5)",
             case_id,
-            iso_ms(),
+            MILLISECONDS.column(time.time()),
             step,
             sub_id,
             orjson.dumps(detail) if detail else None,
@@ -465,7 +502,7 @@ class Transaction:
             partner,
             msg_id,
             kind,
-            iso_now(),
+            SECONDS.column(time.time()),
             case_id,
             self.sealing.seal("inbound_message.reply", f"{partner}/{msg_id}", orjson.dumps(reply)),
         )
@@ -488,8 +525,8 @@ class Transaction:
             case.partner_matter,
             case.local_matter,
             case.domain,
-            case.created,
-            case.updated,
+            SECONDS.column(case.created),
+            SECONDS.column(case.updated),
             case.status,
             self.sealing.seal("inbound_case.form", case.id, orjson.dumps(case.form)),
             None,
@@ -513,7 +550,7 @@ class Transaction:
             "result = COALESCE($3, result) "
             f"WHERE id = $4 AND status IN ({placeholders(5, len(sources))})",
             INBOUND.target(event).value,
-            iso_now(),
+            SECONDS.column(time.time()),
             self.sealing.seal("inbound_case.result", case_id, orjson.dumps(result))
             if result is not None
             else None,
@@ -586,7 +623,7 @@ class Store(abc.ABC):
                 role,
                 hall,
                 token_hash(token),
-                iso_now(),
+                SECONDS.column(time.time()),
             )
         return token
 
@@ -605,7 +642,7 @@ class Store(abc.ABC):
         rows = await self._rows(
             "SELECT name, role, hall, created, revoked FROM tokens ORDER BY created"
         )
-        return [dict(r) for r in rows]
+        return [{**dict(r), "created": epoch_of(r["created"])} for r in rows]
 
     # -- cases ---------------------------------------------------------------------------------
 
@@ -638,9 +675,9 @@ class Store(abc.ABC):
         self,
         where: dict[str, str],
         limit: int,
-        after: tuple[str, str] | None,
-        created_from: str | None = None,
-        created_to: str | None = None,
+        after: tuple[float, str] | None,
+        created_from: float | None = None,
+        created_to: float | None = None,
     ) -> list[CaseSummary]:
         """A page of cases in (created, id) order, each read through an index and without its
         form or payloads."""
@@ -660,12 +697,13 @@ class Store(abc.ABC):
             order = ("m.created", "m.case_id")
             clauses.append(f"m.matter = {bind(where['matter'])}")
         clauses += [f"cases.{k} = {bind(where[k])}" for k in allowed if k in where]
-        if created_from:
-            clauses.append(f"{order[0]} >= {bind(created_from)}")
-        if created_to:
-            clauses.append(f"{order[0]} < {bind(created_to)}")
+        if created_from is not None:
+            clauses.append(f"{order[0]} >= {bind(_seconds_from(created_from))}")
+        if created_to is not None:
+            clauses.append(f"{order[0]} < {bind(_seconds_from(created_to))}")
         if after:
-            clauses.append(f"({order[0]}, {order[1]}) > ({bind(after[0])}, {bind(after[1])})")
+            created = SECONDS.column(after[0])
+            clauses.append(f"({order[0]}, {order[1]}) > ({bind(created)}, {bind(after[1])})")
         # clauses name only the columns above; every value is a bound parameter
         sql = f"SELECT {SUMMARY_COLUMNS} FROM {source}" + (  # noqa: S608
             " WHERE " + " AND ".join(clauses) if clauses else ""
@@ -679,7 +717,12 @@ class Store(abc.ABC):
             case_id,
         )
         return [
-            {**dict(r), "detail": orjson.loads(r["detail"]) if r["detail"] else None} for r in rows
+            {
+                **dict(r),
+                "time": epoch_of(r["time"]),
+                "detail": orjson.loads(r["detail"]) if r["detail"] else None,
+            }
+            for r in rows
         ]
 
     # -- the outbox ----------------------------------------------------------------------------
@@ -824,16 +867,16 @@ class Store(abc.ABC):
             await tx.db.executemany(
                 f"INSERT INTO exchange_record ({RECORD_COLUMNS}) "  # noqa: S608 - constant columns
                 f"VALUES ({placeholders(1, len(RECORD_FIELDS))})",
-                [tuple(getattr(r, name) for name in RECORD_FIELDS) for r in records],
+                [_record_row(r) for r in records],
             )
 
     async def exchange_records(
         self,
         where: dict[str, str],
         limit: int,
-        after: tuple[str, int] | None,
-        time_from: str | None = None,
-        time_to: str | None = None,
+        after: tuple[float, int] | None,
+        time_from: float | None = None,
+        time_to: float | None = None,
     ) -> list[dict[str, Any]]:
         """Records in (time, id) order, filtered by partner, direction, outcome."""
         clauses: list[str] = []
@@ -848,17 +891,21 @@ class Store(abc.ABC):
             for name in ("partner", "direction", "outcome", "node")
             if name in where
         ]
-        if time_from:
-            clauses.append(f"time >= {bind(time_from)}")
-        if time_to:
-            clauses.append(f"time < {bind(time_to)}")
+        if time_from is not None:
+            clauses.append(f"time >= {bind(_milliseconds_from(time_from))}")
+        if time_to is not None:
+            clauses.append(f"time < {bind(_milliseconds_from(time_to))}")
         if after:
-            clauses.append(f"(time, id) > ({bind(after[0])}, {bind(after[1])})")
+            after_time = MILLISECONDS.column(after[0])
+            clauses.append(f"(time, id) > ({bind(after_time)}, {bind(after[1])})")
         sql = f"SELECT id, {RECORD_COLUMNS} FROM exchange_record" + (  # noqa: S608 - names above
             " WHERE " + " AND ".join(clauses) if clauses else ""
         )
         sql += f" ORDER BY time, id LIMIT {bind(limit)}"
-        return [dict(r) for r in await self._rows(sql, *params)]
+        return [
+            {**dict(r), **{name: TextTime.value(r[name]) for name in RECORD_TIMES}}
+            for r in await self._rows(sql, *params)
+        ]
 
     async def oldest_pending(self) -> float | None:
         """When the oldest message still waiting to be sent was made (None: none waits)."""

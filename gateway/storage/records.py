@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from gateway.core.cases import PlannedSub, SubState
@@ -35,21 +36,45 @@ class SchemaTooNew(StoreError):
     """The database was migrated by a newer gateway than this one."""
 
 
-def iso_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+# Times. The store's interface speaks of a time one way: seconds since the epoch, UTC, as a
+# float (what ``time.time()`` gives and the delivery loop computes with). Inside, columns of
+# schema v1 keep ISO 8601 UTC text (cases, timelines, inbound records, tokens: sortable as
+# text, readable in a database shell) and the outbox and heartbeats numbers; the store converts
+# at its edge (``TextTime``), so no caller knows which column is which. People see times
+# rendered by ``iso_of``.
 
 
-def iso_ms(moment: float | None = None) -> str:
-    """ISO 8601 UTC to the millisecond (timeline steps, exchange records): now, or ``moment``."""
-    now = time.time() if moment is None else moment
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+def iso_of(at: float, *, ms: bool = True) -> str:
+    """``at`` as ISO 8601 UTC text ("2026-12-07T06:09:56.123Z"; without ``ms``, to the second,
+    cut rather than rounded, as a clock shows it)."""
+    if not ms:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(at)))
+    # rounded: a time read back from "….123Z" is 0.123 only to a float's precision
+    seconds, milli = divmod(round(at * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milli:03d}Z"
 
 
 def epoch_of(iso: str) -> float:
-    """Seconds since the epoch of a stored ISO 8601 UTC time ("…Z")."""
-    from datetime import datetime
-
+    """Seconds since the epoch of an ISO 8601 UTC time ("…Z", any precision)."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class TextTime:
+    """How one ISO-text column writes a time: to the second or to the millisecond (each column
+    keeps the width it was created with, so that text order stays time order)."""
+
+    ms: bool
+
+    def column(self, at: float | None) -> str | None:
+        return None if at is None else iso_of(at, ms=self.ms)
+
+    @staticmethod
+    def value(text: str | None) -> float | None:
+        return None if text is None else epoch_of(text)
+
+
+SECONDS, MILLISECONDS = TextTime(ms=False), TextTime(ms=True)
 
 
 def token_hash(token: str) -> str:
@@ -69,8 +94,8 @@ class CaseSummary:
     """What a listing shows of a case: no form, and its plan without the payloads."""
 
     id: str
-    created: str
-    updated: str
+    created: float
+    updated: float
     status: str
     hall: str
     clerk: str | None
@@ -132,8 +157,8 @@ class InboundCase:
     partner_matter: str
     local_matter: str
     domain: str
-    created: str
-    updated: str
+    created: float
+    updated: float
     status: str
     form: dict[str, Any]
     result: dict[str, Any] | None
@@ -142,7 +167,7 @@ class InboundCase:
 @dataclass(frozen=True)
 class ExchangeRecord:
     """One exchange with a partner, as operators and auditors look it up by time: who, what,
-    when each leg passed this node (ISO 8601 UTC, ms), how big, how it ended."""
+    when each leg passed this node, how big, how it ended."""
 
     node: str
     direction: str  # outbound (we asked) | inbound (they asked)
@@ -151,12 +176,15 @@ class ExchangeRecord:
     operation: str | None
     matter: str | None
     message_id: str | None
-    time: str  # when the exchange began here
-    request_at: str | None  # inbound: request in; outbound: request out
-    response_at: str | None  # inbound: response out; outbound: response in
+    time: float  # when the exchange began here
+    request_at: float | None  # inbound: request in; outbound: request out
+    response_at: float | None  # inbound: response out; outbound: response in
     request_bytes: int | None
     response_bytes: int | None
     outcome: str  # answered / accepted, or the code it failed or was refused with
+
+
+RECORD_TIMES = ("time", "request_at", "response_at")  # an ExchangeRecord's times
 
 
 @dataclass(frozen=True)
