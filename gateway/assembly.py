@@ -32,6 +32,7 @@ from gateway.services.cases import CaseService
 from gateway.services.delivery import PartnerClient, Worker
 from gateway.services.inbound import InboundService
 from gateway.services.records import Recorder
+from gateway.services.witness import WitnessService
 from gateway.storage import Store
 from gateway.storage.logtables import open_log_tables
 from mappings.registry import Registry, load_registry, packaged_data_dir
@@ -177,6 +178,18 @@ def build_services(
         metrics=metrics,
         recorder=recorder,
     )
+    witnesses = WitnessService(
+        parts.store,
+        audit,
+        parts.partners,
+        MeteredSealer(metrics, parts.trust, parts.backend, key_pool),
+        parts.trust,
+        parts.backend,
+        settings.region_code,
+        settings.audit_witness,
+        metrics,
+        dispatcher=worker,
+    )
     cases = CaseService(
         parts.store,
         parts.registry,
@@ -188,6 +201,7 @@ def build_services(
         settings.result_query_after_seconds,
         settings.result_overdue_seconds,
         dispatcher=worker,
+        witnesses=witnesses,
     )
     inbound = InboundService(
         parts.store,
@@ -199,9 +213,11 @@ def build_services(
         settings.region_code,
         RateLimiter(redis),
         cases,
+        witnesses,
         dispatcher=worker,
         refusals_per_minute=settings.inbound_refusals_per_minute,
         metrics=metrics,
     )
     worker.attach(cases, inbound)
+    audit.attach(witnesses.ask)
     return Services(cases, inbound, worker)

@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(
         60.0, gt=0, description="…or after this many seconds, whichever comes first"
     )
+    audit_witness: str | None = Field(
+        None,
+        pattern=r"^[0-9]{6}$",
+        description="the partner (region) that witnesses a checkpoint whose batch holds no "
+        "partner's exchange; none: such checkpoints go unwitnessed",
+    )
     audit_live_days: int = Field(
         365, ge=1, description="entries older than this are archived out of the live store"
     )

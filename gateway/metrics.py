@@ -93,6 +93,23 @@ class Metrics:
             "Seconds since this node's last signed checkpoint (-1: none yet)",
             registry=r,
         )
+        self.audit_signing_refused = Gauge(
+            "xgw_audit_signing_refused",
+            "1 while this node refuses to sign: its exchange log no longer extends what it signed",
+            registry=r,
+        )
+        self.witness_refusals = Counter(
+            "xgw_audit_witness_refusals_total",
+            "Partners' refusals to countersign our checkpoints, by code",
+            ["partner", "code"],
+            registry=r,
+        )
+        self.witness_conflicts = Counter(
+            "xgw_audit_witness_conflicts_total",
+            "Partners' checkpoints we refused to countersign: they contradict ones we witnessed",
+            ["partner"],
+            registry=r,
+        )
         self.key_days = Gauge(
             "xgw_key_expiry_days",
             "Days until a key expires (negative: expired), ours and partners'",

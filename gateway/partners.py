@@ -19,6 +19,7 @@
         breaker_reset_seconds: 15        # then one probe after this long
         inbound_matters: ["*"]           # which of our matters it may file with us
         rate_limit_per_minute: 600
+        witness: true                    # countersigns our exchange log's checkpoints
     local_systems:                       # our own back office (部门业务系统), per domain
       "*": http://127.0.0.1:8090/local
 """
@@ -61,6 +62,9 @@ class Partner(BaseModel):
     # With mutual TLS (tls_client_ca_file): SHA-256 fingerprints (hex) of the client
     # certificates this partner's messages may come with; one of another partner's is refused.
     client_certificates: list[str] = Field(default_factory=list)
+    # It countersigns the checkpoints of our exchange log whose batches hold exchanges with it
+    # (docs/exchange-log.md, witnesses); false for a partner whose gateway cannot yet.
+    witness: bool = True
 
     @field_validator("client_certificates")
     @classmethod
@@ -70,6 +74,11 @@ class Partner(BaseModel):
             if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
                 raise ValueError(f"{fingerprint[:20]}…: not a SHA-256 fingerprint (64 hex digits)")
         return cleaned
+
+    @property
+    def witness_domain(self) -> str:
+        """The domain whose endpoint carries witness requests: the first endpoint's."""
+        return self.endpoints[0].domains[0]
 
     def endpoint(self, domain: str) -> Endpoint:
         for endpoint in self.endpoints:

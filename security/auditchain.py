@@ -1,16 +1,20 @@
-"""The exchange log's integrity core (XGW-AUDIT/1): hash chain, Merkle checkpoints, verification.
+"""The exchange log's integrity core (XGW-AUDIT/2, reading /1 too): hash chain, per-case
+links, Merkle checkpoints, witness countersignatures, verification.
 
-Pure functions over bytes; storage is the caller's. Format, for auditors' own tools:
+Pure functions over bytes; storage is the caller's. The format is specified for auditors' own
+tools in docs/exchange-log.md (with vectors under tests/vectors/audit/); in short:
 
-- An entry's **body** is canonical JSON (UTF-8, keys sorted, no spaces) holding every field,
-  including ``seq``, ``node`` and ``prev`` (the previous entry's hash, hex; 64 zeros for the
-  first entry of a node's chain). Its **hash** is SM3(body).
+- An entry's **body** is canonical JSON (``canonical``) holding every field, including ``seq``,
+  ``node``, ``prev`` (the previous entry's hash in the node's chain; 64 zeros for the first)
+  and, from /2, ``case_prev`` (the hash of the previous entry of the same case on the node; 64
+  zeros for the case's first; null for an entry of no case). Its **hash** is SM3(body).
 - A **checkpoint** covers entries ``(from_seq, to_seq]`` of one node: ``head`` is the hash of
-  entry ``to_seq``, ``root`` the RFC 6962 Merkle root (SM3; leaf = SM3(0x00‖hash), node =
-  SM3(0x01‖left‖right)) of their hashes, ``prev`` the previous checkpoint's hash. Its signed bytes
-  are ``name=value\\n`` lines (see ``checkpoint_bytes``), SM2-signed with the node's signing key.
-  One signature covers a whole batch, so signing cost does not grow with traffic (X-Road's batch
-  signatures); the Merkle root lets an evidence package prove single entries without the rest.
+  entry ``to_seq``, ``root`` a Merkle root over their hashes, ``prev`` the previous checkpoint's
+  hash (SM3 of its signed bytes followed by its signature text). /2 adds the interval the node
+  was configured with and ``flags`` (``oversize``, ``overdue``) for a batch signed late. One
+  signature covers a whole batch, so signing cost does not grow with traffic.
+- A **witness** countersigns a checkpoint's hash: a partner's statement that it saw that head
+  at that time; a witness refuses a checkpoint that conflicts with one it witnessed before.
 """
 
 from __future__ import annotations
@@ -25,17 +29,25 @@ from security.backend import CryptoBackend
 from security.curve import DEFAULT_DISTID
 from security.digest import sm3
 
-FORMAT = "XGW-AUDIT/1"
+FORMAT_1 = "XGW-AUDIT/1"
+FORMAT = "XGW-AUDIT/2"  # what this code writes
 GENESIS = "0" * 64
 RECENT = 4096
 
 
 def canonical(document: dict[str, Any]) -> bytes:
+    """Keys sorted by their UTF-8 bytes, no whitespace, non-ASCII as literal UTF-8, absent
+    values as ``null`` (every field is always present)."""
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
-def entry_body(fields: dict[str, Any], seq: int, node: str, prev: str) -> bytes:
-    return canonical({**fields, "seq": seq, "node": node, "prev": prev, "v": FORMAT})
+def entry_body(
+    fields: dict[str, Any], seq: int, node: str, prev: str, case_prev: str | None = None
+) -> bytes:
+    """An XGW-AUDIT/2 entry; ``case_prev``: see the module's notes (None: no case)."""
+    document = {**fields, "seq": seq, "node": node, "prev": prev, "v": FORMAT}
+    document["case_prev"] = case_prev
+    return canonical(document)
 
 
 def entry_hash(body: bytes) -> str:
@@ -130,6 +142,13 @@ class Checkpoint:
     prev: str  # hash of the previous checkpoint of this node (GENESIS for the first)
     key_id: str
     signature: str  # base64 DER
+    # From XGW-AUDIT/2: the interval the node signs at, and why a batch was signed late.
+    format: str = FORMAT_1
+    interval_entries: int | None = None
+    interval_ms: int | None = None
+    flags: str = (
+        ""  # comma-separated: oversize (> 2 × interval_entries), overdue (> 2 × interval_ms)
+    )
 
     def signed_bytes(self) -> bytes:
         return checkpoint_bytes(
@@ -141,7 +160,14 @@ class Checkpoint:
             self.time,
             self.prev,
             self.key_id,
+            self.interval if self.format != FORMAT_1 else None,
         )
+
+    @property
+    def interval(self) -> Interval | None:
+        if self.interval_entries is None or self.interval_ms is None:
+            return None
+        return Interval(self.interval_entries, self.interval_ms, self.flags)
 
     @property
     def hash(self) -> str:
@@ -151,13 +177,53 @@ class Checkpoint:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class Interval:
+    """What a /2 checkpoint records of how its node signs: every ``entries`` entries or
+    ``ms`` milliseconds, and ``flags`` when this batch broke that (see ``late_flags``)."""
+
+    entries: int
+    ms: int
+    flags: str = ""
+
+
+def late_flags(batch_size: int, oldest_age_seconds: float, entries: int, ms: int) -> str:
+    """Why a batch is being signed late: more than twice the entries, or its first entry
+    older than twice the time window, the node signs at. A rewrite of the log's end signs its
+    forged entries as such a batch; so do a long outage and a burst — the flag does not judge,
+    it makes the verifier say so."""
+    flags = []
+    if batch_size > 2 * entries:
+        flags.append("oversize")
+    if oldest_age_seconds * 1000 > 2 * ms:
+        flags.append("overdue")
+    return ",".join(flags)
+
+
 def checkpoint_bytes(
-    node: str, from_seq: int, to_seq: int, head: str, root: str, time: str, prev: str, key_id: str
+    node: str,
+    from_seq: int,
+    to_seq: int,
+    head: str,
+    root: str,
+    time: str,
+    prev: str,
+    key_id: str,
+    interval: Interval | None = None,
 ) -> bytes:
-    return (
-        f"{FORMAT} checkpoint\nnode={node}\nfrom={from_seq}\nto={to_seq}\nhead={head}\n"
-        f"root={root}\ntime={time}\nprev={prev}\nkey_id={key_id}\n"
-    ).encode()
+    """The signed bytes: ``name=value`` lines, each ending in LF (0x0A), in this order, after
+    the line naming the format; /1 (``interval`` None) ends at ``key_id``."""
+    text = (
+        f"{FORMAT if interval is not None else FORMAT_1} checkpoint\nnode={node}\n"
+        f"from={from_seq}\nto={to_seq}\nhead={head}\nroot={root}\ntime={time}\nprev={prev}\n"
+        f"key_id={key_id}\n"
+    )
+    if interval is not None:
+        text += (
+            f"interval_entries={interval.entries}\ninterval_ms={interval.ms}\n"
+            f"flags={interval.flags}\n"
+        )
+    return text.encode()
 
 
 def sign_checkpoint(
@@ -171,15 +237,28 @@ def sign_checkpoint(
     signer_point: bytes,
     key_id: str,
     backend: CryptoBackend,
+    interval: Interval,
     distid: bytes = DEFAULT_DISTID,
 ) -> Checkpoint:
     import base64
 
     head, root = hashes[-1], merkle_root(hashes)
-    message = checkpoint_bytes(node, from_seq, to_seq, head, root, time, prev, key_id)
+    message = checkpoint_bytes(node, from_seq, to_seq, head, root, time, prev, key_id, interval)
     signature = backend.sm2_sign(signer_scalar, signer_point, message, distid)
     return Checkpoint(
-        node, from_seq, to_seq, head, root, time, prev, key_id, base64.b64encode(signature).decode()
+        node,
+        from_seq,
+        to_seq,
+        head,
+        root,
+        time,
+        prev,
+        key_id,
+        base64.b64encode(signature).decode(),
+        FORMAT,
+        interval.entries,
+        interval.ms,
+        interval.flags,
     )
 
 
@@ -187,16 +266,176 @@ def checkpoint_signature_valid(
     checkpoint: Checkpoint,
     public_point: bytes,
     backend: CryptoBackend,
-    distid: bytes = DEFAULT_DISTID,
+) -> bool:
+    return _signature_valid(checkpoint.signature, checkpoint.signed_bytes(), public_point, backend)
+
+
+def _signature_valid(
+    signature_text: str, message: bytes, public_point: bytes, backend: CryptoBackend
 ) -> bool:
     import base64
     import binascii
 
     try:
-        signature = base64.b64decode(checkpoint.signature, validate=True)
+        signature = base64.b64decode(signature_text, validate=True)
     except binascii.Error:
         return False
-    return backend.sm2_verify(public_point, checkpoint.signed_bytes(), signature, distid)
+    return backend.sm2_verify(public_point, message, signature, DEFAULT_DISTID)
+
+
+# -- witnesses -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A witness's countersignature of one checkpoint: ``witness`` (a region code) saw the
+    checkpoint whose hash is ``checkpoint`` (node ``node``, up to ``to_seq``) at ``time``,
+    and signed that with its key ``key_id`` (its envelope signing key)."""
+
+    node: str
+    to_seq: int
+    checkpoint: str
+    witness: str
+    time: str
+    key_id: str
+    signature: str  # base64 DER
+
+    def signed_bytes(self) -> bytes:
+        return witness_bytes(
+            self.node, self.to_seq, self.checkpoint, self.witness, self.time, self.key_id
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def witness_bytes(
+    node: str, to_seq: int, checkpoint: str, witness: str, time: str, key_id: str
+) -> bytes:
+    return (
+        f"{FORMAT} witness\nnode={node}\nto={to_seq}\ncheckpoint={checkpoint}\n"
+        f"witness={witness}\ntime={time}\nkey_id={key_id}\n"
+    ).encode()
+
+
+def sign_witness(
+    checkpoint: Checkpoint,
+    witness: str,
+    time: str,
+    signer_scalar: int,
+    signer_point: bytes,
+    key_id: str,
+    backend: CryptoBackend,
+) -> Witness:
+    import base64
+
+    message = witness_bytes(
+        checkpoint.node, checkpoint.to_seq, checkpoint.hash, witness, time, key_id
+    )
+    signature = backend.sm2_sign(signer_scalar, signer_point, message, DEFAULT_DISTID)
+    return Witness(
+        checkpoint.node,
+        checkpoint.to_seq,
+        checkpoint.hash,
+        witness,
+        time,
+        key_id,
+        base64.b64encode(signature).decode(),
+    )
+
+
+def witness_signature_valid(witness: Witness, public_point: bytes, backend: CryptoBackend) -> bool:
+    return _signature_valid(witness.signature, witness.signed_bytes(), public_point, backend)
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """What a witness keeps of a checkpoint it countersigned: enough to refuse another
+    checkpoint that would rewrite the same part of the node's chain."""
+
+    node: str
+    from_seq: int
+    to_seq: int
+    checkpoint: str  # its hash
+    prev: str
+
+
+def witness_conflict(seen: list[Witnessed], candidate: Checkpoint) -> str | None:
+    """Why ``candidate`` contradicts a checkpoint of its node witnessed before (None: it does
+    not). Two checkpoints of one node conflict when they cover a common sequence number but
+    are not the same checkpoint, or when one starts where the other ends without linking to
+    it: either way the node's history was told twice, differently."""
+    mine = candidate.hash
+    for old in seen:
+        if old.node != candidate.node or old.checkpoint == mine:
+            continue
+        if old.from_seq < candidate.to_seq and candidate.from_seq < old.to_seq:
+            return (
+                f"checkpoint ({candidate.from_seq}, {candidate.to_seq}] of {candidate.node} "
+                f"overlaps the witnessed ({old.from_seq}, {old.to_seq}] and differs from it"
+            )
+        if old.to_seq == candidate.from_seq and candidate.prev != old.checkpoint:
+            return (
+                f"checkpoint from {candidate.from_seq} of {candidate.node} does not link to the "
+                f"witnessed checkpoint that ends there"
+            )
+    return None
+
+
+_CHECKPOINT_TYPES: dict[str, tuple[type, ...]] = {
+    "node": (str,), "from_seq": (int,), "to_seq": (int,), "head": (str,), "root": (str,),
+    "time": (str,), "prev": (str,), "key_id": (str,), "signature": (str,), "format": (str,),
+    "interval_entries": (int, type(None)), "interval_ms": (int, type(None)), "flags": (str,),
+}  # fmt: skip
+_WITNESS_TYPES: dict[str, tuple[type, ...]] = {
+    "node": (str,), "to_seq": (int,), "checkpoint": (str,), "witness": (str,), "time": (str,),
+    "key_id": (str,), "signature": (str,),
+}  # fmt: skip
+
+
+def _checked(document: Any, types: dict[str, tuple[type, ...]], what: str) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise ValueError(f"a {what} is a JSON object")
+    unknown = set(document) - set(types)
+    if unknown:
+        raise ValueError(f"a {what} has no field {sorted(unknown)[0]!r}")
+    for name, allowed in types.items():
+        value = document.get(name)
+        if name not in document and type(None) not in allowed and name not in ("format", "flags"):
+            raise ValueError(f"a {what} needs {name!r}")
+        if name in document and (
+            not isinstance(value, allowed)
+            or isinstance(value, bool)
+            or (isinstance(value, str) and len(value) > 512)
+        ):
+            raise ValueError(f"a {what}'s {name!r} is not what it should be")
+    return document
+
+
+def checkpoint_from(document: Any) -> Checkpoint:
+    """A checkpoint from its JSON form (``as_dict``), each field's type checked: ValueError
+    for anything else (what a partner or a package sends is not trusted to be well formed)."""
+    return Checkpoint(**_checked(document, _CHECKPOINT_TYPES, "checkpoint"))
+
+
+def witness_from(document: Any) -> Witness:
+    return Witness(**_checked(document, _WITNESS_TYPES, "witness"))
+
+
+# -- a node's memory of what it signed ---------------------------------------------------------
+
+
+def rollback_problem(remembered: tuple[int, str] | None, found: Checkpoint | None) -> str | None:
+    """Why the log no longer extends the last checkpoint this node remembers signing (None:
+    it does). ``found``: the log's checkpoint at the remembered sequence number, if any."""
+    if remembered is None:
+        return None
+    to_seq, checkpoint_hash = remembered
+    if found is None:
+        return f"the checkpoint this node signed up to seq {to_seq} is no longer in the log"
+    if found.hash != checkpoint_hash:
+        return f"the checkpoint up to seq {to_seq} differs from the one this node signed"
+    return None
 
 
 # -- verification ------------------------------------------------------------------------------
@@ -259,6 +498,7 @@ def verify_chain(
     expected_seq, expected_prev = anchor_seq + 1, anchor_hash
     seen_hashes: dict[str, int] = {}
     window: list[str] = []  # hashes since the last checkpoint boundary
+    window_began: str | None = None  # the time of the window's first entry
     last_boundary = anchor_seq
     findings = report.findings
     for row in entries:
@@ -341,10 +581,13 @@ def verify_chain(
             recent_seqs.clear()
             seen_hashes.clear()
         expected_seq, expected_prev = max(expected_seq, entry_seq + 1), entry_hash_hex
+        if not window:
+            window_began = document.get("time") if isinstance(document, dict) else None
         window.append(entry_hash_hex)
         checkpoint = by_to_seq.get(entry_seq)
         if checkpoint is not None:
             _check_checkpoint(report, checkpoint, window, last_boundary, key_for, backend)
+            _check_lateness(report, checkpoint, window_began)
             report.checkpoints += 1
             window, last_boundary = [], entry_seq
     report.head = expected_prev
@@ -430,6 +673,50 @@ def _check_checkpoint(
                 f"entries {checkpoint.from_seq + 1}..{checkpoint.to_seq} differ from what checkpoint signed (Merkle root)",
             )
         )
+
+
+def _check_lateness(report: ChainReport, checkpoint: Checkpoint, began: str | None) -> None:
+    """A /2 checkpoint's batch signed late is reported (not a failure: an outage or a burst
+    does it too, and so does a rewrite of the log's end — an auditor should look); one that
+    is late without saying so was not signed by this gateway's rules (a failure)."""
+    interval = checkpoint.interval
+    if checkpoint.format == FORMAT_1 or interval is None:
+        return
+    age = _seconds_between(began, checkpoint.time) if began is not None else 0.0
+    due = late_flags(checkpoint.to_seq - checkpoint.from_seq, age, interval.entries, interval.ms)
+    said = {f for f in interval.flags.split(",") if f}
+    if not set(due.split(",") if due else ()) <= said:
+        report.findings.append(
+            Finding(
+                "checkpoint-invalid",
+                report.node,
+                checkpoint.to_seq,
+                f"batch is {due} for its interval but not flagged so",
+            )
+        )
+    elif said:
+        report.findings.append(
+            Finding(
+                "checkpoint-late",
+                report.node,
+                checkpoint.to_seq,
+                f"batch ({checkpoint.from_seq}, {checkpoint.to_seq}] was signed late "
+                f"({interval.flags}; interval {interval.entries} entries, "
+                f"{interval.ms} ms): look at what happened before it",
+                fatal=False,
+            )
+        )
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    from datetime import datetime
+
+    try:
+        first = datetime.fromisoformat(earlier.replace("Z", "+00:00"))
+        last = datetime.fromisoformat(later.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return 0.0
+    return (last - first).total_seconds()
 
 
 def _check_checkpoint_chain(

@@ -43,6 +43,7 @@ KINDS = {
     "integration": {
         "test_store",
         "test_audit_log",
+        "test_audit_evidence",
         "test_security_openssl",
         "test_security_envelope",
         "test_security_keypool",

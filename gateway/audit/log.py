@@ -16,7 +16,7 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +24,12 @@ from typing import Any
 
 import orjson
 
+from gateway.audit.memory import SignedHeadMemory
 from gateway.logs import get_logger, mask_text
 from gateway.storage.logschema import COLUMNS
 from gateway.storage.logtables import LogTables, SqliteLogConnection
 from security import auditchain
-from security.auditchain import GENESIS, Checkpoint
+from security.auditchain import GENESIS, Checkpoint, Witness
 from security.backend import CryptoBackend
 from security.digest import sm3_hex
 from security.keys import PrivateKey
@@ -82,6 +83,29 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _seconds_between(earlier: str, later: str) -> float:
+    return (
+        datetime.fromisoformat(later.replace("Z", "+00:00"))
+        - datetime.fromisoformat(earlier.replace("Z", "+00:00"))
+    ).total_seconds()
+
+
+class RollbackDetected(Exception):
+    """The log no longer extends the last checkpoint this node signed: someone rewrote or cut
+    its end. The node signs nothing more until an operator has looked (docs/operations.md)."""
+
+
+def checkpoint_of(row: tuple[Any, ...]) -> Checkpoint:
+    """A checkpoint as the log's table keeps it (those signed before XGW-AUDIT/2 have no
+    interval or flags)."""
+    node, from_seq, to_seq, head, root, at, prev, key_id, signature = row[:9]
+    format_, entries, ms, flags = row[9:13]
+    return Checkpoint(
+        node, from_seq, to_seq, head, root, at, prev, key_id, signature,
+        format_ or auditchain.FORMAT_1, entries, ms, flags or "",
+    )  # fmt: skip
+
+
 class AuditLog:
     """One node's writing, and every node's reading. Thread-safe."""
 
@@ -127,16 +151,24 @@ class AuditLog:
         """Append in one transaction (one commit); returns the sequence numbers."""
         stamp = now_iso()
         prepared = [self._fields(e, stamp) for e in events]
+        cases = sorted({f["case_id"] for f in prepared if f["case_id"] is not None})
         with self.tables.transaction(self.node):
             seq, prev = self.head()
-            rows, seqs = [], []
+            case_heads = self.tables.case_heads(self.node, cases)
+            rows, seqs, moved = [], [], {}
             for fields in prepared:
                 seq += 1
-                body = auditchain.entry_body(fields, seq, self.node, prev)
+                case_id = fields["case_id"]
+                case_prev = case_heads.get(case_id, GENESIS) if case_id is not None else None
+                body = auditchain.entry_body(fields, seq, self.node, prev, case_prev)
                 prev = auditchain.entry_hash(body)
                 rows.append((self.node, seq, *(fields[c] for c in COLUMNS), body, prev))
                 seqs.append(seq)
+                if case_id is not None:
+                    case_heads[case_id] = prev
+                    moved[case_id] = (self.node, case_id, seq, prev)
             self.tables.insert_entries(rows)
+            self.tables.set_case_heads(list(moved.values()))
         return seqs
 
     def append(self, event: AuditEvent) -> int:
@@ -144,7 +176,11 @@ class AuditLog:
 
     def last_checkpoint(self, node: str | None = None) -> Checkpoint | None:
         row = self.tables.last_checkpoint(node or self.node)
-        return Checkpoint(*row) if row else None
+        return checkpoint_of(row) if row else None
+
+    def checkpoint_at(self, to_seq: int, node: str | None = None) -> Checkpoint | None:
+        row = self.tables.checkpoint_at(node or self.node, to_seq)
+        return checkpoint_of(row) if row else None
 
     def unsigned_count(self) -> int:
         last = self.last_checkpoint()
@@ -152,27 +188,44 @@ class AuditLog:
         return head - (last.to_seq if last else self.tables.archived_to(self.node))
 
     def checkpoint(
-        self, signer: PrivateKey, backend: CryptoBackend, limit: int | None = None
+        self,
+        signer: PrivateKey,
+        backend: CryptoBackend,
+        every: tuple[int, float] = (1000, 60.0),
+        remembered: tuple[int, str] | None = None,
+        limit: int | None = None,
     ) -> Checkpoint | None:
         """Sign what was appended since the last checkpoint (at most ``limit`` entries; None if
-        nothing is new)."""
+        nothing is new). ``every``: the (entries, seconds) interval the node signs at, recorded
+        in the checkpoint, which is flagged if its batch is late for it. ``remembered``: the
+        (to_seq, hash) of the last checkpoint this node signed, kept outside the log: if the
+        log no longer extends it, nothing is signed (``RollbackDetected``)."""
         with self.tables.transaction(self.node):
+            if remembered is not None:
+                self.check_extends(remembered)
             last = self.last_checkpoint()
             start = last.to_seq if last else self.tables.archived_to(self.node)
             hashes = self.tables.hashes_after(self.node, start, limit)
             if not hashes:
                 return None
+            stamp = now_iso()
+            began = self.tables.entry_time(self.node, start + 1)
+            age = _seconds_between(began, stamp) if began is not None else 0.0
+            entries, ms = every[0], round(every[1] * 1000)
             made = auditchain.sign_checkpoint(
                 self.node,
                 start,
                 start + len(hashes),
                 hashes,
-                now_iso(),
+                stamp,
                 last.hash if last else GENESIS,
                 signer.scalar,
                 signer.public.point,
                 signer.key_id,
                 backend,
+                auditchain.Interval(
+                    entries, ms, auditchain.late_flags(len(hashes), age, entries, ms)
+                ),
             )
             self.tables.insert_checkpoint(
                 (
@@ -185,9 +238,63 @@ class AuditLog:
                     made.prev,
                     made.key_id,
                     made.signature,
+                    made.format,
+                    made.interval_entries,
+                    made.interval_ms,
+                    made.flags,
                 )
             )
         return made
+
+    def check_extends(self, remembered: tuple[int, str]) -> None:
+        """``RollbackDetected`` unless the log still holds the checkpoint ``remembered``
+        names, unchanged."""
+        problem = auditchain.rollback_problem(remembered, self.checkpoint_at(remembered[0]))
+        if problem is not None:
+            raise RollbackDetected(problem)
+
+    def partners_of(self, checkpoint: Checkpoint) -> list[str]:
+        """The partners whose exchanges a checkpoint's batch holds: its witnesses."""
+        return self.tables.partners_between(checkpoint.node, checkpoint.from_seq, checkpoint.to_seq)
+
+    def keep_witness(self, witness: Witness) -> bool:
+        """A countersignature of one of our checkpoints (False: kept already)."""
+        return self.tables.insert_witness(
+            (
+                witness.node,
+                witness.to_seq,
+                witness.checkpoint,
+                witness.witness,
+                witness.time,
+                witness.key_id,
+                witness.signature,
+            )
+        )
+
+    def witnesses(self, node: str) -> list[Witness]:
+        return [Witness(*row) for row in self.tables.witnesses(node)]
+
+    def witness_for(self, partner: str, candidate: Checkpoint) -> str | None:
+        """Record that we countersign a partner node's ``candidate`` checkpoint, unless it
+        conflicts with one of that node's we countersigned before: then why (nothing kept)."""
+        with self.tables.transaction(f"witnessed:{partner}"):
+            seen = [
+                auditchain.Witnessed(*row) for row in self.tables.witnessed(partner, candidate.node)
+            ]
+            problem = auditchain.witness_conflict(seen, candidate)
+            if problem is None:
+                self.tables.insert_witnessed(
+                    (
+                        partner,
+                        candidate.node,
+                        candidate.to_seq,
+                        candidate.from_seq,
+                        candidate.hash,
+                        candidate.prev,
+                        now_iso(),
+                    )
+                )
+        return problem
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -204,7 +311,7 @@ class AuditLog:
         return self.tables.case_rows(node, case_id)
 
     def checkpoints(self, node: str) -> list[Checkpoint]:
-        return [Checkpoint(*row) for row in self.tables.checkpoints(node)]
+        return [checkpoint_of(row) for row in self.tables.checkpoints(node)]
 
     def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
         return self.tables.archives(node)
@@ -311,8 +418,15 @@ class AuditWriter:
         every_seconds: float = 60.0,
         max_batch: int = 512,
         linger_seconds: float = 0.002,
+        memory: SignedHeadMemory | None = None,
     ) -> None:
+        """``memory``: where the node keeps its last signed checkpoint outside the log."""
         self.log, self._signer, self._backend = log_, signer, backend
+        self.memory = memory
+        self.on_checkpoint: Callable[[Checkpoint], Awaitable[None]] | None = None
+        # Why this node refuses to sign (None: it signs): the log does not extend what it
+        # signed before. Readiness reports it; only an operator clears it.
+        self.refusal: str | None = None
         self.every_entries, self.every_seconds, self.max_batch = (
             every_entries,
             every_seconds,
@@ -332,6 +446,11 @@ class AuditWriter:
         # count high, and an early checkpoint harmless.
         self._unsigned: int | None = None
 
+    def attach(self, on_checkpoint: Callable[[Checkpoint], Awaitable[None]]) -> None:
+        """What to do with each checkpoint once signed (``WitnessService.ask``): built after
+        the writer, which the services it needs already use."""
+        self.on_checkpoint = on_checkpoint
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
@@ -350,6 +469,7 @@ class AuditWriter:
         return [await self.append(e) for e in events]
 
     async def _run(self) -> None:
+        await self._check_memory()
         while not (self._closing and not self._pending):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(self.every_seconds, 1.0))
@@ -388,17 +508,75 @@ class AuditWriter:
                 future.set_result(seq)
         return len(seqs)
 
+    async def _check_memory(self) -> None:
+        """At start: does the log still extend what this node signed last?"""
+        if self.memory is None:
+            return
+        try:
+            remembered = await self.memory.recall()
+            if remembered is not None:
+                await asyncio.to_thread(self.log.check_extends, remembered)
+        except RollbackDetected as exc:
+            self._refuse(str(exc))
+        except Exception as exc:  # checked again before each checkpoint
+            log.error("audit.signed_head_check_failed", error_type=type(exc).__name__)
+
+    def _refuse(self, reason: str) -> None:
+        if self.refusal is None:
+            # the alert line: operators' runbook "XgwAuditRollback" (docs/operations.md)
+            log.error("audit.rollback_detected", node=self.log.node, reason=reason)
+        self.refusal = reason
+
     async def _maybe_checkpoint(self, force: bool = False) -> None:
         if self._unsigned is None:  # once, off the event loop
             self._unsigned = await asyncio.to_thread(self.log.unsigned_count)
         due = time.monotonic() - self._last_checkpoint >= self.every_seconds
-        if force or due or self._unsigned >= self.every_entries:
+        if self.refusal is not None and due:
+            await self._maybe_resume()
+        if self.refusal is None and (force or due or self._unsigned >= self.every_entries):
+            made = None
             try:
-                await asyncio.to_thread(self.log.checkpoint, self._signer(), self._backend)
+                remembered = await self.memory.recall() if self.memory is not None else None
+                made = await asyncio.to_thread(
+                    self.log.checkpoint,
+                    self._signer(),
+                    self._backend,
+                    (self.every_entries, self.every_seconds),
+                    remembered,
+                )
                 self._unsigned = 0
+            except RollbackDetected as exc:
+                self._refuse(str(exc))
             except Exception as exc:
                 log.error("audit.checkpoint_failed", error_type=type(exc).__name__)
             self._last_checkpoint = time.monotonic()
+            if made is not None:
+                await self._signed(made)
+
+    async def _signed(self, made: Checkpoint) -> None:
+        try:
+            if self.memory is not None:
+                await self.memory.remember(made.to_seq, made.hash)
+            if self.on_checkpoint is not None:
+                await self.on_checkpoint(made)
+        except Exception as exc:  # the checkpoint stands; its witnesses are asked again later
+            log.error("audit.after_checkpoint_failed", error_type=type(exc).__name__)
+
+    async def _maybe_resume(self) -> None:
+        """While refusing: sign again once an operator accepted the log as it is
+        (``xgw audit accept-rollback`` cleared the memory) — never by itself."""
+        self._last_checkpoint = time.monotonic()
+        try:
+            remembered = await self.memory.recall() if self.memory is not None else None
+            if remembered is not None:
+                await asyncio.to_thread(self.log.check_extends, remembered)
+        except RollbackDetected:
+            return
+        except Exception as exc:
+            log.error("audit.signed_head_check_failed", error_type=type(exc).__name__)
+            return
+        log.warning("audit.signing_resumed", node=self.log.node, refused_for=self.refusal)
+        self.refusal = None
 
     async def close(self) -> None:
         self._closing = True

@@ -14,11 +14,11 @@ import orjson
 from gateway.audit.log import AuditLog, now_iso
 from gateway.storage.logschema import COLUMNS
 from security import auditchain
-from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding
+from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding, Witness
 from security.backend import CryptoBackend
 from security.digest import sm3_hex
 from security.keys import load_public_key
-from security.trust import OwnKey
+from security.trust import OwnKey, TrustedKey
 
 EVIDENCE_FORMAT = "XGW-EVIDENCE/1"
 
@@ -30,6 +30,7 @@ class KnownKey:
     not_before: datetime | None
     not_after: datetime | None
     pem: str
+    region: str | None = None  # a witness's: the partner it speaks for
 
     @classmethod
     def of_own(cls, own: OwnKey) -> KnownKey:
@@ -42,6 +43,27 @@ class KnownKey:
             own.validity.not_after,
             public.to_pem().decode(),
         )
+
+    @classmethod
+    def of_partner(cls, trusted: TrustedKey) -> KnownKey:
+        """A partner's signing key (a witness's), with the validity our trust store gives it."""
+        return cls(
+            trusted.key.key_id,
+            trusted.key.point,
+            trusted.validity.not_before,
+            trusted.validity.not_after,
+            trusted.key.to_pem().decode(),
+            trusted.region,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "public_key_pem": self.pem,
+            "not_before": self.not_before.isoformat() if self.not_before else None,
+            "not_after": self.not_after.isoformat() if self.not_after else None,
+            **({"region": self.region} if self.region is not None else {}),
+        }
 
     def valid_at(self, moment: str) -> bool:
         try:
@@ -61,6 +83,51 @@ def key_resolver(keys: list[KnownKey]) -> Callable[[str, str], bytes | None]:
         return key.point if key is not None and key.valid_at(moment) else None
 
     return resolve
+
+
+def witness_problem(
+    witness: Witness,
+    checkpoints: dict[int, Checkpoint],
+    witness_keys: list[KnownKey],
+    backend: CryptoBackend,
+) -> Finding | None:
+    """What is wrong with a countersignature kept beside a node's checkpoints (None: it is
+    one of the witness's keys, valid then, over the checkpoint the log holds at that seq)."""
+    ours = checkpoints.get(witness.to_seq)
+    if ours is None or ours.hash != witness.checkpoint:
+        return Finding(
+            "witness-conflict",
+            witness.node,
+            witness.to_seq,
+            f"{witness.witness} countersigned another checkpoint up to this seq than the log "
+            "holds: the log's end was rewritten or cut after it was witnessed",
+        )
+    key = next(
+        (
+            k
+            for k in witness_keys
+            if k.key_id == witness.key_id
+            and k.region == witness.witness
+            and k.valid_at(witness.time)
+        ),
+        None,
+    )
+    if key is None:
+        return Finding(
+            "witness-unverified",
+            witness.node,
+            witness.to_seq,
+            f"{witness.witness}'s key {witness.key_id[:16]}… is not known to this verifier",
+            fatal=False,
+        )
+    if not auditchain.witness_signature_valid(witness, key.point, backend):
+        return Finding(
+            "witness-invalid",
+            witness.node,
+            witness.to_seq,
+            f"{witness.witness}'s countersignature does not verify",
+        )
+    return None
 
 
 @dataclass
@@ -103,7 +170,10 @@ def verify_log(
     from_seq: int | None = None,
     unsigned_tail_limit: int | None = None,
     progress: Callable[[], None] | None = None,
+    witness_keys: list[KnownKey] | None = None,
 ) -> VerifyResult:
+    """Every node's chain (and, with ``archive_dir``, its archives), and each countersignature
+    partners gave its checkpoints (checked with ``witness_keys``, the partners' keys)."""
     result = VerifyResult()
     key_for = key_resolver(keys)
     for node in sorted(audit.nodes()):
@@ -195,17 +265,56 @@ def verify_log(
             column_names=COLUMNS,
         )
         result.reports.append(report)
+        result.findings += _witness_findings(
+            audit, node, checkpoints, witness_keys or [], backend, from_seq is None
+        )
     return result
+
+
+def _witness_findings(
+    audit: AuditLog,
+    node: str,
+    checkpoints: list[Checkpoint],
+    witness_keys: list[KnownKey],
+    backend: CryptoBackend,
+    whole: bool,
+) -> list[Finding]:
+    by_to_seq = {c.to_seq: c for c in audit.checkpoints(node)}
+    findings: list[Finding] = []
+    witnessed: set[int] = set()
+    for witness in audit.witnesses(node):
+        problem = witness_problem(witness, by_to_seq, witness_keys, backend)
+        if problem is not None:
+            findings.append(problem)
+        witnessed.add(witness.to_seq)
+    unwitnessed = [c for c in checkpoints if c.to_seq not in witnessed]
+    if whole and unwitnessed:
+        findings.append(
+            Finding(
+                "unwitnessed",
+                node,
+                unwitnessed[-1].to_seq,
+                f"{len(unwitnessed)} of {len(checkpoints)} checkpoints have no partner's "
+                "countersignature (yet, or no partner was exchanged with in their batches)",
+                fatal=False,
+            )
+        )
+    return findings
 
 
 # -- evidence packages -------------------------------------------------------------------------
 
 
 def export_case(
-    audit: AuditLog, case_id: str, keys: list[KnownKey], archive_dir: Path | None = None
+    audit: AuditLog,
+    case_id: str,
+    keys: list[KnownKey],
+    archive_dir: Path | None = None,
+    witness_keys: list[KnownKey] | None = None,
 ) -> dict[str, Any]:
     """Every entry of a case — live and, with ``archive_dir``, archived — with the signed
-    checkpoints and Merkle proofs that cover them."""
+    checkpoints and Merkle proofs that cover them, and the partners' countersignatures of
+    those checkpoints (``witness_keys``: the partners' keys, to carry the ones used)."""
     entries: list[dict[str, Any]] = []
     checkpoints: dict[tuple[str, int], Checkpoint] = {}
     live_batches: dict[tuple[str, int], list[str]] = {}
@@ -234,6 +343,7 @@ def export_case(
             entry["proof"] = auditchain.merkle_proof(batch, seq - covering.from_seq - 1)
         entries.append(entry)
 
+    witnesses: list[Witness] = []
     for node in sorted(audit.nodes()):
         for path in _archive_files(archive_dir, node) if archive_dir is not None else []:
             _header, archived_checkpoints, rows = _read_archive(path)
@@ -261,41 +371,88 @@ def export_case(
                 covering,
                 live_batch(node, covering) if covering is not None else None,
             )
+        witnesses += [w for w in audit.witnesses(node) if (node, w.to_seq) in checkpoints]
     used = {c.key_id for c in checkpoints.values()}
+    witnessed_by = {w.key_id for w in witnesses}
     return {
         "format": EVIDENCE_FORMAT,
         "case_id": case_id,
         "exported": now_iso(),
         "entries": entries,
         "checkpoints": [c.as_dict() for c in checkpoints.values()],
-        "keys": [
-            {
-                "key_id": k.key_id,
-                "public_key_pem": k.pem,
-                "not_before": k.not_before.isoformat() if k.not_before else None,
-                "not_after": k.not_after.isoformat() if k.not_after else None,
-            }
-            for k in keys
-            if k.key_id in used
-        ],
+        "keys": [k.as_dict() for k in keys if k.key_id in used],
+        "witnesses": [w.as_dict() for w in witnesses],
+        "witness_keys": [k.as_dict() for k in witness_keys or [] if k.key_id in witnessed_by],
     }
 
 
 def verify_package(
     package: Any, backend: CryptoBackend, pinned_key_ids: set[str] | None = None
 ) -> list[Finding]:
-    """Check a package offline. ``pinned_key_ids``: key ids the auditor trusts independently."""
-    findings: list[Finding] = []
+    """Check a package offline: every entry's bytes, its place in its node's chain and in its
+    case's chain (so that a package leaving out entries of its case is caught), the signed
+    checkpoints and their links, each entry's Merkle proof, and the witnesses'
+    countersignatures. Whatever the file holds, the answer is a list of located findings.
+    ``pinned_key_ids``: checkpoint key ids the auditor trusts independently."""
     if not isinstance(package, dict) or package.get("format") != EVIDENCE_FORMAT:
         return [Finding("package-invalid", "-", None, f"not an {EVIDENCE_FORMAT} package")]
+    findings: list[Finding] = []
+    case_id = package.get("case_id")
+    if not isinstance(case_id, str):
+        return [Finding("package-invalid", "-", None, "the package names no case")]
+    keys = _package_keys(package, "keys", findings, pinned_key_ids)
+    witness_keys = _package_keys(package, "witness_keys", findings, None)
+    checkpoints = _package_checkpoints(package, keys, backend, findings)
+    entries = _package_entries(package, case_id, findings)
+    if not entries:
+        findings.append(Finding("package-invalid", "-", None, "the package has no entries"))
+    _check_entry_links(entries, findings)
+    for entry in entries:
+        _check_proof(entry, checkpoints, findings)
+    for raw in _listed(package, "witnesses", findings):
+        try:
+            witness = auditchain.witness_from(raw)
+        except ValueError as exc:
+            findings.append(Finding("package-invalid", "-", None, f"a witness: {exc}"))
+            continue
+        of_node = {to_seq: c for (node, to_seq), c in checkpoints.items() if node == witness.node}
+        problem = witness_problem(witness, of_node, witness_keys, backend)
+        if problem is not None:
+            findings.append(problem)
+    return findings
+
+
+@dataclass(frozen=True)
+class _Entry:
+    node: str
+    seq: int
+    hash: str
+    document: dict[str, Any]
+    checkpoint: Any
+    proof: Any
+
+
+def _listed(package: dict[str, Any], name: str, findings: list[Finding]) -> list[Any]:
+    value = package.get(name, [])
+    if not isinstance(value, list):
+        findings.append(Finding("package-invalid", "-", None, f"{name} is not a list"))
+        return []
+    return value
+
+
+def _package_keys(
+    package: dict[str, Any], name: str, findings: list[Finding], pinned: set[str] | None
+) -> list[KnownKey]:
     keys: list[KnownKey] = []
-    for raw in package.get("keys", []):
+    for raw in _listed(package, name, findings):
         try:
             public = load_public_key(str(raw["public_key_pem"]).encode())
-        except Exception:
-            findings.append(
-                Finding("package-invalid", "-", None, "a public key in the package does not load")
+            not_before = (
+                datetime.fromisoformat(raw["not_before"]) if raw.get("not_before") else None
             )
+            not_after = datetime.fromisoformat(raw["not_after"]) if raw.get("not_after") else None
+        except Exception:  # a PEM or a date that does not load, or no mapping at all
+            findings.append(Finding("package-invalid", "-", None, f"one of {name} does not load"))
             continue
         if public.key_id != raw.get("key_id"):
             findings.append(
@@ -307,29 +464,39 @@ def verify_package(
                 )
             )
             continue
-        if pinned_key_ids is not None and public.key_id not in pinned_key_ids:
+        if pinned is not None and public.key_id not in pinned:
             findings.append(
                 Finding(
                     "key-untrusted", "-", None, f"key {public.key_id[:16]}… is not one you pinned"
                 )
             )
             continue
+        region = raw.get("region")
         keys.append(
             KnownKey(
                 public.key_id,
                 public.point,
-                datetime.fromisoformat(raw["not_before"]) if raw.get("not_before") else None,
-                datetime.fromisoformat(raw["not_after"]) if raw.get("not_after") else None,
+                not_before,
+                not_after,
                 str(raw["public_key_pem"]),
+                region if isinstance(region, str) else None,
             )
         )
+    return keys
+
+
+def _package_checkpoints(
+    package: dict[str, Any], keys: list[KnownKey], backend: CryptoBackend, findings: list[Finding]
+) -> dict[tuple[str, int], Checkpoint]:
+    """The package's checkpoints whose signatures verify, and a finding for each link between
+    consecutive ones that does not hold (one was removed or replaced)."""
     key_for = key_resolver(keys)
     checkpoints: dict[tuple[str, int], Checkpoint] = {}
-    for raw in package.get("checkpoints", []):
+    for raw in _listed(package, "checkpoints", findings):
         try:
-            checkpoint = Checkpoint(**raw)
-        except TypeError:
-            findings.append(Finding("package-invalid", "-", None, "a checkpoint is malformed"))
+            checkpoint = auditchain.checkpoint_from(raw)
+        except ValueError as exc:
+            findings.append(Finding("package-invalid", "-", None, f"a checkpoint: {exc}"))
             continue
         point = key_for(checkpoint.key_id, checkpoint.time)
         if point is None or not auditchain.checkpoint_signature_valid(checkpoint, point, backend):
@@ -343,47 +510,173 @@ def verify_package(
             )
             continue
         checkpoints[(checkpoint.node, checkpoint.to_seq)] = checkpoint
-    entries = package.get("entries", [])
-    if not entries:
-        findings.append(Finding("package-invalid", "-", None, "the package has no entries"))
-    for entry in entries:
-        node, seq = str(entry.get("node")), entry.get("seq")
-        body = str(entry.get("body", "")).encode()
-        if sm3_hex(body) != entry.get("hash"):
+    by_node: dict[str, list[Checkpoint]] = {}
+    for checkpoint in checkpoints.values():
+        by_node.setdefault(checkpoint.node, []).append(checkpoint)
+    for node, ordered in by_node.items():
+        ordered.sort(key=lambda c: c.to_seq)
+        for before, after in itertools.pairwise(ordered):
+            if after.from_seq == before.to_seq and after.prev != before.hash:
+                findings.append(
+                    Finding(
+                        "checkpoint-missing",
+                        node,
+                        after.to_seq,
+                        f"checkpoint does not link to the checkpoint up to seq {before.to_seq}",
+                    )
+                )
+    return checkpoints
+
+
+def _package_entries(
+    package: dict[str, Any], case_id: str, findings: list[Finding]
+) -> list[_Entry]:
+    """The entries whose bytes match their hash and say what the package says they are."""
+    entries: list[_Entry] = []
+    for number, raw in enumerate(_listed(package, "entries", findings)):
+        if not (
+            isinstance(raw, dict)
+            and isinstance(raw.get("node"), str)
+            and isinstance(raw.get("seq"), int)
+            and not isinstance(raw.get("seq"), bool)
+            and isinstance(raw.get("body"), str)
+            and isinstance(raw.get("hash"), str)
+        ):
+            findings.append(
+                Finding("package-invalid", "-", None, f"entry #{number + 1} is malformed")
+            )
+            continue
+        node, seq, body = raw["node"], raw["seq"], raw["body"].encode()
+        if sm3_hex(body) != raw["hash"]:
             findings.append(Finding("modified", node, seq, "entry bytes do not match their hash"))
             continue
-        document = orjson.loads(body)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict):
+            findings.append(Finding("modified", node, seq, "entry body is not a JSON object"))
+            continue
         if (
             document.get("seq") != seq
             or document.get("node") != node
-            or document.get("case_id") != package.get("case_id")
+            or document.get("case_id") != case_id
         ):
             findings.append(
                 Finding("modified", node, seq, "entry is not what the package says it is")
             )
             continue
-        covering = checkpoints.get((node, entry.get("checkpoint", -1)))
-        if covering is None:
-            findings.append(
-                Finding(
-                    "unsigned-tail", node, seq, "no valid signed checkpoint covers this entry yet"
+        entries.append(
+            _Entry(node, seq, raw["hash"], document, raw.get("checkpoint"), raw.get("proof"))
+        )
+    return entries
+
+
+def _check_entry_links(entries: list[_Entry], findings: list[Finding]) -> None:
+    """Consecutive entries of a node link in its chain (``prev``), and every XGW-AUDIT/2 entry
+    to the one before it of the same case (``case_prev``): from the case's first entry on the
+    node to the last the package holds, none is left out."""
+    by_node: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        by_node.setdefault(entry.node, []).append(entry)
+    for node, ordered in sorted(by_node.items()):
+        ordered.sort(key=lambda e: e.seq)
+        previous: _Entry | None = None
+        for entry in ordered:
+            document = entry.document
+            if previous is not None and entry.seq == previous.seq:
+                findings.append(
+                    Finding("inserted", node, entry.seq, "a second entry with this seq")
                 )
-            )
-            continue
-        size = covering.to_seq - covering.from_seq
-        if not auditchain.verify_merkle_proof(
-            str(entry["hash"]),
-            int(seq) - covering.from_seq - 1,
-            size,
-            list(entry.get("proof", [])),
-            covering.root,
-        ):
+                continue
+            if (
+                previous is not None
+                and entry.seq == previous.seq + 1
+                and document.get("prev") != previous.hash
+            ):
+                findings.append(
+                    Finding(
+                        "inserted",
+                        node,
+                        entry.seq,
+                        f"does not link to the package's entry {previous.seq}",
+                    )
+                )
+            if document.get("v") != auditchain.FORMAT_1:
+                _check_case_link(node, entry, previous, findings)
+            previous = entry
+
+
+def _check_case_link(
+    node: str, entry: _Entry, previous: _Entry | None, findings: list[Finding]
+) -> None:
+    linked = entry.document.get("case_prev", "absent")
+    if previous is None:
+        if linked != GENESIS:
             findings.append(
                 Finding(
-                    "modified",
+                    "omitted",
                     node,
-                    seq,
-                    "entry is not in the signed checkpoint (Merkle proof fails)",
+                    entry.seq,
+                    "the case's entries on this node before this one are not in the package",
                 )
             )
-    return findings
+        return
+    allowed = {previous.hash}
+    if previous.document.get("v") == auditchain.FORMAT_1:
+        allowed.add(GENESIS)  # the per-case chain began with the case's first /2 entry
+    if linked not in allowed:
+        findings.append(
+            Finding(
+                "omitted",
+                node,
+                entry.seq,
+                f"entries of the case between seq {previous.seq} and {entry.seq} are not in "
+                "the package",
+            )
+        )
+
+
+def _check_proof(
+    entry: _Entry, checkpoints: dict[tuple[str, int], Checkpoint], findings: list[Finding]
+) -> None:
+    covering = (
+        checkpoints.get((entry.node, entry.checkpoint))
+        if isinstance(entry.checkpoint, int)
+        else None
+    )
+    if covering is None:
+        findings.append(
+            Finding(
+                "unsigned-tail",
+                entry.node,
+                entry.seq,
+                "no valid signed checkpoint covers this entry yet",
+            )
+        )
+        return
+    proof = entry.proof
+    if not covering.from_seq < entry.seq <= covering.to_seq:
+        findings.append(
+            Finding("modified", entry.node, entry.seq, "its checkpoint does not cover it")
+        )
+        return
+    try:
+        included = isinstance(proof, list) and auditchain.verify_merkle_proof(
+            entry.hash,
+            entry.seq - covering.from_seq - 1,
+            covering.to_seq - covering.from_seq,
+            [str(step) for step in proof],
+            covering.root,
+        )
+    except ValueError:  # a step that is not hex
+        included = False
+    if not included:
+        findings.append(
+            Finding(
+                "modified",
+                entry.node,
+                entry.seq,
+                "entry is not in the signed checkpoint (Merkle proof fails)",
+            )
+        )

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditEvent, AuditLog, RollbackDetected
+from gateway.audit.memory import SignedHeadMemory
 from gateway.audit.verify import KnownKey, export_case, verify_log, verify_package
 from gateway.cli.progress import Progress
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
+from security.auditchain import Checkpoint
 from security.keys import load_public_key
+
+T = TypeVar("T")
 
 
 def _audit_log(settings: Settings) -> AuditLog:
@@ -35,6 +41,11 @@ def known_keys(settings: Settings, public_keys: list[Path]) -> list[KnownKey]:
     return keys
 
 
+def partner_keys(settings: Settings) -> list[KnownKey]:
+    """The partners' keys in our trust store: the witnesses' countersignatures verify with them."""
+    return [KnownKey.of_partner(t) for t in load_trust(settings).partners.values()]
+
+
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     audit = _audit_log(settings)
     keys = known_keys(settings, args.public_key or [])
@@ -48,6 +59,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         from_seq=args.from_seq,
         unsigned_tail_limit=settings.audit_checkpoint_entries * 2,
         progress=progress.advance if progress else None,
+        witness_keys=partner_keys(settings),
     )
     if progress:
         progress.finish()
@@ -84,12 +96,16 @@ def cmd_verify_package(args: argparse.Namespace, _settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     audit = _audit_log(settings)
     if not args.public_key:  # sign the tail first, so that every entry comes with its proof
-        audit.checkpoint(load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings))
+        try:
+            sign_tail(audit, settings)
+        except RollbackDetected as exc:
+            print(f"xgw: the tail is left unsigned: {exc}", file=sys.stderr)
     package = export_case(
         audit,
         args.case_id,
         known_keys(settings, args.public_key or []),
         settings.effective_audit_archive_dir,
+        partner_keys(settings),
     )
     if not package["entries"]:
         print(f"no entries for case {args.case_id}", file=sys.stderr)
@@ -154,15 +170,88 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _with_memory(settings: Settings, work: Callable[[SignedHeadMemory], Awaitable[T]]) -> T:
+    """``work`` with this node's memory of what it signed (its file, and Redis if configured)."""
+    from adapters import redis_client
+
+    async def run() -> T:
+        redis = (
+            redis_client.connect(settings.redis_url.get_secret_value())
+            if settings.redis_url is not None
+            else None
+        )
+        try:
+            return await work(
+                SignedHeadMemory(settings.effective_keys_dir, settings.node_id, redis)
+            )
+        finally:
+            if redis is not None:
+                await redis.aclose()
+
+    return asyncio.run(run())
+
+
+def sign_tail(audit: AuditLog, settings: Settings) -> Checkpoint | None:
+    """Sign the unsigned tail as the running gateway does: at the configured interval, and
+    only if the log still extends what this node signed (else ``RollbackDetected``). The
+    gateway's witnesses are asked for the checkpoints it signs itself, not for this one."""
+    signer = load_trust(settings).signing_key(datetime.now(UTC))
+    every = (settings.audit_checkpoint_entries, settings.audit_checkpoint_seconds)
+
+    async def work(memory: SignedHeadMemory) -> Checkpoint | None:
+        remembered = await memory.recall()
+        made = audit.checkpoint(signer, backend_for(settings), every, remembered)
+        if made is not None:
+            await memory.remember(made.to_seq, made.hash)
+        return made
+
+    return _with_memory(settings, work)
+
+
 def cmd_checkpoint(_args: argparse.Namespace, settings: Settings) -> int:
-    audit = _audit_log(settings)
-    made = audit.checkpoint(
-        load_trust(settings).signing_key(datetime.now(UTC)), backend_for(settings)
-    )
+    try:
+        made = sign_tail(_audit_log(settings), settings)
+    except RollbackDetected as exc:
+        print(f"xgw: refusing to sign: {exc} (docs/operations.md, XgwAuditRollback)")
+        return 1
     print(
         "nothing new to sign"
         if made is None
         else f"checkpoint {made.from_seq + 1}..{made.to_seq} signed by {made.key_id[:16]}…"
+    )
+    return 0
+
+
+def cmd_accept_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    """The operator has looked at why the log no longer extends what the node signed (a
+    restore, or a tampering investigated) and accepts the log as it is: on record in the log
+    itself, then the node's memory starts again from its next checkpoint."""
+    audit = _audit_log(settings)
+
+    async def work(memory: SignedHeadMemory) -> tuple[int, str] | None:
+        remembered = await memory.recall()
+        last = audit.last_checkpoint()
+        audit.append(
+            AuditEvent(
+                "audit.rollback_accepted",
+                actor="cli",
+                details={
+                    "reason": args.reason,
+                    "remembered_to_seq": remembered[0] if remembered else None,
+                    "remembered_checkpoint": remembered[1] if remembered else None,
+                    "log_last_to_seq": last.to_seq if last else None,
+                },
+            )
+        )
+        await memory.forget()
+        return remembered
+
+    remembered = _with_memory(settings, work)
+    print(
+        "no signed checkpoint was remembered"
+        if remembered is None
+        else f"accepted: the log as it is now, not the checkpoint up to seq {remembered[0]}"
+        " this node remembered signing; signing resumes at the next checkpoint"
     )
     return 0
 
@@ -216,6 +305,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.set_defaults(handler=cmd_show)
     checkpoint = actions.add_parser("checkpoint", help="sign the unsigned tail now")
     checkpoint.set_defaults(handler=cmd_checkpoint)
+    accept = actions.add_parser(
+        "accept-rollback",
+        help="accept the log as it is after the node refused to sign (a restore, investigated)",
+    )
+    accept.add_argument("--reason", required=True, help="why, for the exchange log")
+    accept.set_defaults(handler=cmd_accept_rollback)
     archive = actions.add_parser("archive", help="move old checkpointed entries to archive files")
     archive.add_argument("--older-than-days", type=int, help="default: audit_live_days")
     archive.set_defaults(handler=cmd_archive)

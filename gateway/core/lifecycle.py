@@ -259,10 +259,11 @@ def gives_up(transient: bool, attempts: int, age: float, max_attempts: int, max_
 
 
 # The kinds of outbox message that are not a request of one of our cases: an inbound case's
-# hand-over to our office and its result to the partner, and a query for a result.
-HAND_OVER, RESULT, QUERY = "office", "result", "query"
+# hand-over to our office and its result to the partner, a query for a result, and a request
+# to witness one of our exchange log's checkpoints (of no case at all).
+HAND_OVER, RESULT, QUERY, WITNESS = "office", "result", "query", "witness"
 FOR_INBOUND_CASE = frozenset({HAND_OVER, RESULT})
-NOT_A_REQUEST = FOR_INBOUND_CASE | {QUERY}
+NOT_A_REQUEST = FOR_INBOUND_CASE | {QUERY, WITNESS}
 
 
 def writes_retry_step(kind: str, attempts_before: int, counted: bool) -> bool:

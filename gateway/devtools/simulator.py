@@ -35,6 +35,7 @@ from adapters.partner_soap import PARTNER_NS
 from gateway.config import Settings
 from gateway.keystore import backend_for
 from gateway.logs import get_logger
+from security import auditchain
 from security import envelope as env
 from security.errors import SecurityError
 from security.keys import read_passphrase
@@ -96,6 +97,12 @@ class Ledger:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS effects (msg_id TEXT PRIMARY KEY, times INTEGER NOT NULL)"
         )
+        # the gateway's checkpoints this partner countersigned (as a real witness keeps them)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS witnessed (node TEXT NOT NULL, from_seq INTEGER NOT NULL,"
+            " to_seq INTEGER NOT NULL, checkpoint TEXT NOT NULL, prev TEXT NOT NULL,"
+            " PRIMARY KEY (node, to_seq, checkpoint))"
+        )
 
     def reply(self, msg_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT reply FROM replies WHERE msg_id = ?", (msg_id,)).fetchone()
@@ -118,12 +125,32 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
 
+    def witnessed(self, node: str) -> list[auditchain.Witnessed]:
+        rows = self._db.execute(
+            "SELECT node, from_seq, to_seq, checkpoint, prev FROM witnessed WHERE node = ?",
+            (node,),
+        ).fetchall()
+        return [auditchain.Witnessed(*row) for row in rows]
+
+    def keep_witnessed(self, checkpoint: auditchain.Checkpoint) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO witnessed VALUES (?, ?, ?, ?, ?)",
+            (
+                checkpoint.node,
+                checkpoint.from_seq,
+                checkpoint.to_seq,
+                checkpoint.hash,
+                checkpoint.prev,
+            ),
+        )
+
     def effects(self) -> Counter[str]:
         return Counter(dict(self._db.execute("SELECT msg_id, times FROM effects").fetchall()))
 
     def clear(self) -> None:
         self._db.execute("DELETE FROM replies")
         self._db.execute("DELETE FROM effects")
+        self._db.execute("DELETE FROM witnessed")
 
 
 @dataclass
@@ -141,11 +168,13 @@ class Identity:
     rejected: Counter[str] = field(default_factory=Counter)
     results: Counter[str] = field(default_factory=Counter)  # our case ref -> results received
     result_bodies: dict[str, Any] = field(default_factory=dict)
+    witnessed: int = 0  # the gateway's checkpoints countersigned
+    witness_refusals: Counter[str] = field(default_factory=Counter)  # by code
 
 
 class Simulator:
     def __init__(self, settings: Settings, seed: int | None = None) -> None:
-        backend = backend_for(settings)
+        backend = self.backend = backend_for(settings)
         self.identities: dict[str, Identity] = {}
         for region in SIMULATED:
             folder = simulator_dir(settings, region)
@@ -185,6 +214,8 @@ class Simulator:
             if isinstance(asked, str) and identity.ledger.reply(asked) is not None:
                 return {"status": "pending", "receipt_no": f"{identity.region}-{asked[:12]}"}
             return {"status": "rejected", "code": "MESSAGE_UNKNOWN", "message": "未收到该请求"}
+        if envelope.kind == "witness":  # 襄州 asks us to countersign a checkpoint of its log
+            return self._witness(identity, envelope, payload)
         if envelope.kind == "result":  # 襄州 reports the result of a case we filed there
             identity.results[envelope.idem_key] += 1
             identity.result_bodies[envelope.idem_key] = payload
@@ -219,6 +250,49 @@ class Simulator:
             "receipt_no": receipt,
             "result": {"slbh": receipt, "blzt": "已受理"},
         }  # 受理编号, 办理状态
+
+    def _witness(self, identity: Identity, envelope: env.Envelope, payload: Any) -> dict[str, Any]:
+        """What a partner gateway does with a witness request (docs/exchange-log.md): check
+        the checkpoint's signature, refuse one that contradicts a checkpoint of that node it
+        witnessed before, else keep it and countersign its hash."""
+
+        def refuse(code: str, message: str) -> dict[str, Any]:
+            identity.witness_refusals[code] += 1
+            return {"status": "rejected", "code": code, "message": message}
+
+        try:
+            checkpoint = auditchain.checkpoint_from(payload)
+        except ValueError as exc:
+            return refuse("CHECKPOINT_MALFORMED", str(exc))
+        now = env.now_utc()
+        try:
+            key = identity.trust.sender_key(checkpoint.key_id, envelope.sender_region, now)
+        except SecurityError:
+            return refuse("CHECKPOINT_INVALID", "signed by no key of yours we trust")
+        if not auditchain.checkpoint_signature_valid(checkpoint, key.key.point, self.backend):
+            return refuse("CHECKPOINT_INVALID", "the checkpoint's signature does not verify")
+        conflict = auditchain.witness_conflict(
+            identity.ledger.witnessed(checkpoint.node), checkpoint
+        )
+        if conflict is not None:
+            return refuse("CHECKPOINT_CONFLICT", conflict)
+        identity.ledger.keep_witnessed(checkpoint)
+        identity.witnessed += 1
+        signer = identity.trust.signing_key(now)
+        witness = auditchain.sign_witness(
+            checkpoint,
+            identity.region,
+            now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            signer.scalar,
+            signer.public.point,
+            signer.key_id,
+            self.backend,
+        )
+        return {
+            "status": "accepted",
+            "receipt_no": witness.checkpoint[:16],
+            "result": witness.as_dict(),
+        }
 
     async def handle(self, identity: Identity, envelope: env.Envelope) -> env.Envelope:
         """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
@@ -421,6 +495,8 @@ class Simulator:
                 "rejected": dict(i.rejected),
                 "results": dict(i.results),
                 "result_bodies": i.result_bodies,
+                "witnessed": i.witnessed,
+                "witness_refusals": dict(i.witness_refusals),
             }
             for region, i in self.identities.items()
         }

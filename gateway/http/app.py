@@ -31,6 +31,7 @@ from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
 from gateway.assembly import assemble, build_services
 from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
+from gateway.audit.memory import SignedHeadMemory
 from gateway.audit.verify import KnownKey
 from gateway.config import Settings, effective_config
 from gateway.core.problems import (
@@ -276,6 +277,9 @@ async def readiness(runtime: Runtime) -> dict[str, str]:
             checks["delivery"] = "ok"
     if runtime.redis is not None:
         checks["redis"] = "ok" if await redis_client.ping(runtime.redis) else "down"
+    if runtime.audit is not None:
+        refusal = runtime.audit.refusal
+        checks["audit_signing"] = "ok" if refusal is None else f"refused: {refusal}"
     return checks
 
 
@@ -302,6 +306,7 @@ async def _open_runtime(app: web.Application) -> None:
         parts.backend,
         settings.audit_checkpoint_entries,
         settings.audit_checkpoint_seconds,
+        memory=SignedHeadMemory(settings.effective_keys_dir, settings.node_id, runtime.redis),
     )
     runtime.audit.start()
     nonces: NonceStore = (
@@ -356,7 +361,12 @@ async def _open_runtime(app: web.Application) -> None:
     app[PARTNER_API] = PartnerApi(inbound, recorder, settings.node_id)
     app[RECORDS_API] = RecordsApi(parts.store)
     keys = [KnownKey.of_own(own) for own in parts.trust.own]
-    app[AUDIT_API] = AuditApi(parts.audit, keys, settings.effective_audit_archive_dir)
+    app[AUDIT_API] = AuditApi(
+        parts.audit,
+        keys,
+        settings.effective_audit_archive_dir,
+        [KnownKey.of_partner(trusted) for trusted in parts.trust.partners.values()],
+    )
     # Configuration, keys and mapping sets in force, so that changes show between starts.
     config = effective_config(settings)
     await runtime.audit.append(
@@ -481,6 +491,8 @@ def _measure_levels(runtime: Runtime, store: Store, audit: AuditLog, trust: Trus
             lambda: (audit.unsigned_count(), audit.last_checkpoint())
         )
         metrics.audit_unsigned.set(unsigned)
+        if runtime.audit is not None:
+            metrics.audit_signing_refused.set(0 if runtime.audit.refusal is None else 1)
         metrics.audit_checkpoint_age.set(
             round(time.time() - epoch_of(last.time), 1) if last is not None else -1
         )
@@ -558,5 +570,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_get("/soap/v1", _partner("soap_get"))
     app.router.add_post("/soap/v1", _partner("soap_post"))
     app.router.add_get("/partner/v1/openapi.json", _partner("openapi"))
-    app.router.add_post("/partner/v1/{operation:cases|results|status}", _partner("rest_post"))
+    app.router.add_post(
+        "/partner/v1/{operation:cases|results|status|witness}", _partner("rest_post")
+    )
     return app

@@ -65,9 +65,15 @@ class AuditSearch(PagedQuery[tuple[str, str, int]]):
 
 class AuditApi:
     def __init__(
-        self, log: AuditLog, keys: list[KnownKey], archive_dir: Path | None = None
+        self,
+        log: AuditLog,
+        keys: list[KnownKey],
+        archive_dir: Path | None = None,
+        witness_keys: list[KnownKey] | None = None,
     ) -> None:
+        """``keys``: our checkpoint keys; ``witness_keys``: the partners' (countersignatures)."""
         self.log, self.keys, self.archive_dir = log, keys, archive_dir
+        self.witness_keys = witness_keys or []
 
     async def _query(self, search: AuditSearch) -> web.Response:
         filters: dict[str, str] = {k: v for k in FILTERS if (v := getattr(search, k)) is not None}
@@ -117,7 +123,7 @@ class AuditApi:
         if case_id is None:
             raise not_found("case in the exchange log")
         package = await asyncio.to_thread(
-            export_case, self.log, case_id, self.keys, self.archive_dir
+            export_case, self.log, case_id, self.keys, self.archive_dir, self.witness_keys
         )
         if not package["entries"]:
             raise not_found("case in the exchange log")

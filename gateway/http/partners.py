@@ -28,8 +28,13 @@ from security.errors import SecurityError
 
 GATEWAY_NS = "urn:xgw:gateway:1"
 WSDL = Path(__file__).resolve().parent / "wsdl" / "xgw-v1.wsdl"
-OPERATIONS = {"SubmitCase": "submit", "ReportResult": "report", "QueryStatus": "status"}
-REST_PATHS = {"cases": "submit", "results": "report", "status": "status"}
+OPERATIONS = {
+    "SubmitCase": "submit",
+    "ReportResult": "report",
+    "QueryStatus": "status",
+    "WitnessCheckpoint": "witness",
+}
+REST_PATHS = {"cases": "submit", "results": "report", "status": "status", "witness": "witness"}
 Operation = Callable[[env.Envelope], Awaitable[env.Envelope]]
 
 
@@ -280,6 +285,12 @@ def partner_openapi() -> dict[str, Any]:
             },
             "/partner/v1/status": {
                 "post": operation("Ask the status of a case you filed (QueryStatus)", "query")
+            },
+            "/partner/v1/witness": {
+                "post": operation(
+                    "Ask us to countersign a checkpoint of your exchange log (WitnessCheckpoint)",
+                    "witness",
+                )
             },
         },
     }

@@ -21,7 +21,7 @@ from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers, lifecycle
 from gateway.core import cases as casecore
 from gateway.core.cases import CaseInvalid, PlannedSub, Reply, SubState
-from gateway.core.lifecycle import HAND_OVER, QUERY, RESULT, InboundEvent, MsgEvent
+from gateway.core.lifecycle import HAND_OVER, QUERY, RESULT, WITNESS, InboundEvent, MsgEvent
 from gateway.core.problems import GatewayError
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerRegistry
@@ -56,6 +56,13 @@ class Dispatcher(Protocol):
     def wake(self) -> None:
         """Look for due messages now."""
         ...
+
+
+class Witnesses(Protocol):
+    """The witness service, as the case service sees it: it takes the answers to witness
+    requests, which go through the outbox like any message."""
+
+    async def answered(self, message: OutboxMessage, reply: Reply) -> None: ...
 
 
 class NoDispatcher:
@@ -121,13 +128,16 @@ class CaseService:
         result_query_after: float = 3600.0,
         result_overdue: float = 7 * 86400.0,
         dispatcher: Dispatcher | None = None,
+        witnesses: Witnesses | None = None,
     ) -> None:
         """``dispatcher``: what sets written messages going (the delivery worker); without
-        one they wait in the outbox for a running gateway to claim them."""
+        one they wait in the outbox for a running gateway to claim them. ``witnesses``: takes
+        the partners' answers to our witness requests (messages of no case)."""
         self.store, self.registry, self.partners = store, registry, partners
         self.sealer, self.opener, self.audit, self.region = sealer, opener, audit, region
         self.result_query_after, self.result_overdue = result_query_after, result_overdue
         self.dispatcher: Dispatcher = dispatcher or NoDispatcher()
+        self.witnesses = witnesses
 
     # -- filing --------------------------------------------------------------------------------
 
@@ -397,6 +407,10 @@ class CaseService:
             return
         if message.kind == QUERY:  # the partner's answer to our asking for a result
             await self._query_answered(message, reply, reply_envelope)
+            return
+        if message.kind == WITNESS:
+            assert self.witnesses is not None, "witness messages are made by WitnessService"
+            await self.witnesses.answered(message, reply)
             return
         chase: list[OutboxMessage] = []
         async with self.store.transaction() as tx:
@@ -683,6 +697,8 @@ class CaseService:
         tx: Transaction, message: OutboxMessage, code: str, text: str, reached: bool
     ) -> None:
         """What a dead letter means for what it was about, in the dead letter's transaction."""
+        if message.kind == WITNESS:  # of no case: the dead letter alert is all it means
+            return
         if message.kind in lifecycle.FOR_INBOUND_CASE:
             event = (
                 InboundEvent.OFFICE_DEAD if message.kind == HAND_OVER else InboundEvent.RESULT_DEAD

@@ -22,11 +22,12 @@ from adapters.rate_limit import RateLimiter
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers
 from gateway.core.cases import message_id
-from gateway.core.lifecycle import HAND_OVER, INBOUND, RESULT, Inbound, InboundEvent
+from gateway.core.lifecycle import HAND_OVER, INBOUND, RESULT, WITNESS, Inbound, InboundEvent
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
 from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
+from gateway.services.witness import WitnessService
 from gateway.storage import InboundCase, OutboxMessage, Store, iso_of
 from mappings.mapping import MappingError
 from mappings.registry import Registry
@@ -109,6 +110,7 @@ class InboundService:
         region: str,
         limiter: RateLimiter,
         cases: CaseService,
+        witnesses: WitnessService,
         dispatcher: Dispatcher | None = None,
         refusals_per_minute: int = 60,
         metrics: Metrics | None = None,
@@ -119,7 +121,7 @@ class InboundService:
         self.store, self.registry, self.partners = store, registry, partners
         self.opener, self.sealer, self.audit, self.region = opener, sealer, audit, region
         self.limiter, self.refusals_per_minute = limiter, refusals_per_minute
-        self.cases = cases
+        self.cases, self.witnesses = cases, witnesses
         self.dispatcher: Dispatcher = dispatcher or NoDispatcher()
 
     # -- the shared front half ---------------------------------------------------------------
@@ -421,6 +423,17 @@ class InboundService:
         }
         await self._remember(partner, envelope, filed.id, answer)
         return await self._answer(partner, envelope, answer, "accepted", filed.id)
+
+    async def witness(self, envelope: env.Envelope) -> env.Envelope:
+        """A partner asks us to countersign one of its exchange log's checkpoints (the answer,
+        a countersignature or a refusal, is remembered like any other)."""
+        partner, payload, cached = await self._open(envelope, WITNESS)
+        if cached is not None:
+            return cached
+        answer = await self.witnesses.countersign(partner.region, payload)
+        await self._remember(partner, envelope, None, answer)
+        outcome = "accepted" if answer["status"] == "accepted" else "rejected"
+        return await self._answer(partner, envelope, answer, outcome, code=answer.get("code"))
 
     # -- our back office's answer, and the result back to the partner -------------------------
 

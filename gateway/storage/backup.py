@@ -25,7 +25,9 @@ from security.digest import sm3_hex
 MANIFEST = "xgw-backup.json"
 FORMAT = "xgw-backup/1"
 SQLITE_SUFFIXES = (".sqlite3",)
-SKIPPED = ("-wal", "-shm", ".part", ".lock")
+# not copied: SQLite's side files, half-written files, and a node's memory of what it signed
+# (gateway.audit.memory: a restore starts a new one)
+SKIPPED = ("-wal", "-shm", ".part", ".lock", ".signed-head")
 
 
 def _files(folder: Path) -> list[Path]:

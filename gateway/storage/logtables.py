@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from gateway.storage.base import Row, placeholders
-from gateway.storage.logschema import COLUMNS, SQLITE_LOG_SCHEMA
+from gateway.storage.logschema import CHECKPOINT_COLUMNS_2, COLUMNS, SQLITE_LOG_SCHEMA
 from gateway.storage.records import StoreError
 
 T = TypeVar("T")
-CHECKPOINT_COLUMNS = "node, from_seq, to_seq, head, root, time, prev, key_id, signature"
+CHECKPOINT_COLUMNS = (
+    "node, from_seq, to_seq, head, root, time, prev, key_id, signature, "
+    + ", ".join(name for name, _ in CHECKPOINT_COLUMNS_2)
+)
+WITNESS_COLUMNS = "node, to_seq, checkpoint, witness, time, key_id, signature"
 _ENTRY_COLUMNS = f"node, seq, {', '.join(COLUMNS)}, body, hash"
 
 
@@ -55,6 +59,11 @@ class SqliteLogConnection:
         self._db = _translated(lambda: open_sqlite(path))
         for statement in SQLITE_LOG_SCHEMA:
             self._db.execute(statement)
+        # a log file written before XGW-AUDIT/2: its checkpoints get the columns /2 adds
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(audit_checkpoint)")}
+        for name, kind in CHECKPOINT_COLUMNS_2:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE audit_checkpoint ADD COLUMN {name} {kind}")
         self._lock = threading.RLock()  # the connection is shared by the writer's threads
 
     def fetch(self, sql: str, *args: Any) -> Sequence[Row]:
@@ -249,7 +258,103 @@ class LogTables:
     def insert_checkpoint(self, values: tuple[Any, ...]) -> None:
         """``values`` in CHECKPOINT_COLUMNS' order."""
         self.db.execute(
-            f"INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMNS}) VALUES ({placeholders(1, 9)})",  # noqa: S608
+            f"INSERT INTO audit_checkpoint ({CHECKPOINT_COLUMNS}) VALUES ({placeholders(1, 13)})",  # noqa: S608
+            *values,
+        )
+
+    def entry_time(self, node: str, seq: int) -> str | None:
+        rows = self.db.fetch("SELECT time FROM audit_entry WHERE node = $1 AND seq = $2", node, seq)
+        return str(rows[0]["time"]) if rows else None
+
+    def checkpoint_at(self, node: str, to_seq: int) -> tuple[Any, ...] | None:
+        rows = self.db.fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoint "  # noqa: S608
+            "WHERE node = $1 AND to_seq = $2",
+            node,
+            to_seq,
+        )
+        return tuple(rows[0]) if rows else None
+
+    def partners_between(self, node: str, from_seq: int, to_seq: int) -> list[str]:
+        """The partners the node's entries ``(from_seq, to_seq]`` concern."""
+        rows = self.db.fetch(
+            "SELECT DISTINCT partner FROM audit_entry WHERE node = $1 AND seq > $2 "
+            "AND seq <= $3 AND partner IS NOT NULL ORDER BY partner",
+            node,
+            from_seq,
+            to_seq,
+        )
+        return [str(r["partner"]) for r in rows]
+
+    # -- per-case links --------------------------------------------------------------------
+
+    def case_heads(self, node: str, case_ids: list[str]) -> dict[str, str]:
+        """The hash of each case's last entry on the node (a case with none is absent)."""
+        if not case_ids:
+            return {}
+        rows = self.db.fetch(
+            "SELECT case_id, hash FROM audit_case_head WHERE node = $1 "  # noqa: S608 - placeholders only
+            f"AND case_id IN ({placeholders(2, len(case_ids))})",
+            node,
+            *case_ids,
+        )
+        return {str(r["case_id"]): str(r["hash"]) for r in rows}
+
+    def set_case_heads(self, rows: list[tuple[str, str, int, str]]) -> None:
+        """(node, case_id, seq, hash) of each case's new last entry."""
+        self.db.executemany(
+            "INSERT INTO audit_case_head (node, case_id, seq, hash) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (node, case_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            rows,
+        )
+
+    # -- witnesses -------------------------------------------------------------------------
+
+    def insert_witness(self, values: tuple[Any, ...]) -> bool:
+        """A countersignature of one of our checkpoints, in WITNESS_COLUMNS' order (False: that
+        witness's was kept already)."""
+        return (
+            self.db.execute(
+                f"INSERT INTO audit_witness ({WITNESS_COLUMNS}) VALUES ({placeholders(1, 7)}) "  # noqa: S608
+                "ON CONFLICT DO NOTHING",
+                *values,
+            )
+            > 0
+        )
+
+    def witnesses(self, node: str) -> list[tuple[Any, ...]]:
+        rows = self.db.fetch(
+            f"SELECT {WITNESS_COLUMNS} FROM audit_witness WHERE node = $1 "  # noqa: S608
+            "ORDER BY to_seq, witness",
+            node,
+        )
+        return [tuple(r) for r in rows]
+
+    def witnessed(self, partner: str, node: str) -> list[tuple[str, int, int, str, str]]:
+        """(node, from_seq, to_seq, checkpoint hash, prev) of a partner node's checkpoints we
+        countersigned."""
+        rows = self.db.fetch(
+            "SELECT node, from_seq, to_seq, checkpoint, prev FROM audit_witnessed "
+            "WHERE partner = $1 AND node = $2 ORDER BY to_seq",
+            partner,
+            node,
+        )
+        return [
+            (
+                str(r["node"]),
+                int(r["from_seq"]),
+                int(r["to_seq"]),
+                str(r["checkpoint"]),
+                str(r["prev"]),
+            )
+            for r in rows
+        ]
+
+    def insert_witnessed(self, values: tuple[Any, ...]) -> None:
+        """(partner, node, to_seq, from_seq, checkpoint, prev, time)."""
+        self.db.execute(
+            "INSERT INTO audit_witnessed (partner, node, to_seq, from_seq, checkpoint, prev, "
+            "time) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             *values,
         )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.storage.logschema import POSTGRES_LOG_SCHEMA
+from gateway.storage.logschema import POSTGRES_LOG_SCHEMA, POSTGRES_LOG_SCHEMA_2
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,18 @@ class Dialect:
     without_rowid: str  # SQLite's clustered tables; nothing in PostgreSQL
     serial_id: str  # an id column numbered by the database
     log_schema: tuple[str, ...]  # the exchange log's tables here (SQLite: in their own file)
+    log_schema_2: tuple[str, ...]  # what XGW-AUDIT/2 adds to them
 
 
-SQLITE = Dialect("BLOB", "REAL", " WITHOUT ROWID", "INTEGER PRIMARY KEY AUTOINCREMENT", ())
-POSTGRES = Dialect("BYTEA", "DOUBLE PRECISION", "", "BIGSERIAL PRIMARY KEY", POSTGRES_LOG_SCHEMA)
+SQLITE = Dialect("BLOB", "REAL", " WITHOUT ROWID", "INTEGER PRIMARY KEY AUTOINCREMENT", (), ())
+POSTGRES = Dialect(
+    "BYTEA",
+    "DOUBLE PRECISION",
+    "",
+    "BIGSERIAL PRIMARY KEY",
+    POSTGRES_LOG_SCHEMA,
+    POSTGRES_LOG_SCHEMA_2,
+)
 
 
 def migrations(d: Dialect) -> tuple[Migration, ...]:
@@ -122,6 +130,11 @@ def migrations(d: Dialect) -> tuple[Migration, ...]:
                     request_bytes INTEGER, response_bytes INTEGER, outcome TEXT NOT NULL)""",
                 "CREATE INDEX IF NOT EXISTS exchange_record_by_time ON exchange_record (time, id)",
             ),
+        ),
+        Migration(
+            5,
+            "the exchange log's XGW-AUDIT/2: per-case links, checkpoint intervals, witnesses",
+            d.log_schema_2,
         ),
     )
 
