@@ -110,7 +110,7 @@ def main() -> int:
         # checkpoints every 1,000 entries, as configured by default
         signed = 0
         while year.unsigned_count():
-            year.checkpoint(key, backend, 1000)
+            year.checkpoint(key, backend, (1000, 60.0), limit=1000)
             signed += 1
         start = time.perf_counter()
         result = verify_log(year, keys, backend, unsigned_tail_limit=None)

@@ -164,6 +164,7 @@ def test_any_damage_to_a_package_is_findings_never_an_exception(tmp_path: Path) 
         assert all(isinstance(f.kind, str) and f.detail for f in findings)
         if matters(where):
             assert [f for f in findings if f.fatal], where
+    garbage: Any
     for garbage in [
         None,
         [],
@@ -256,7 +257,8 @@ async def test_a_node_refuses_to_sign_a_log_rewritten_under_it(tmp_path: Path) -
     await restarted.append(AuditEvent("gateway.started"))
     await restarted.close()  # a forced checkpoint at close: refused too
     assert restarted.refusal is not None and "seq 40" in restarted.refusal
-    assert log.audit.last_checkpoint().to_seq == 16  # nothing was signed over the rewrite
+    kept = log.audit.last_checkpoint()
+    assert kept is not None and kept.to_seq == 16  # nothing was signed over the rewrite
     # an operator accepts the log as it is (xgw audit accept-rollback: the memory forgotten);
     # the node signs again, and the late batch says so
     await memory.forget()
@@ -265,7 +267,7 @@ async def test_a_node_refuses_to_sign_a_log_rewritten_under_it(tmp_path: Path) -
     await again.close()
     assert again.refusal is None
     late = log.audit.last_checkpoint()
-    assert late.to_seq == 41 and late.flags == "oversize"
+    assert late is not None and late.to_seq == 41 and late.flags == "oversize"
 
 
 async def test_a_memory_in_redis_outlives_the_nodes_folder(tmp_path: Path, redis_url: str) -> None:
