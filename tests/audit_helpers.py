@@ -60,3 +60,33 @@ class Log:
     def sql(self, statement: str, *params: object) -> None:
         with sqlite3.connect(self.path) as db:
             db.execute(statement, params)
+
+
+def rewrite_the_end(path: Path, first_dropped: int) -> int:
+    """The attack the exchange log must withstand: with write access to the log's file only,
+    delete every checkpoint from the one up to ``first_dropped`` on, change an entry after the
+    last one kept, and re-link the chain after it (each hash recomputed). Returns the seq of
+    the last checkpoint kept."""
+    import json
+
+    from security.auditchain import canonical, entry_hash
+
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM audit_checkpoint WHERE to_seq >= ?", (first_dropped,))
+        kept = db.execute("SELECT COALESCE(MAX(to_seq), 0) FROM audit_checkpoint").fetchone()[0]
+        prev = db.execute("SELECT hash FROM audit_entry WHERE seq = ?", (kept,)).fetchone()[0]
+        rows = db.execute(
+            "SELECT seq, body FROM audit_entry WHERE seq > ? ORDER BY seq", (kept,)
+        ).fetchall()
+        for seq, body in rows:
+            document = json.loads(body)
+            document["prev"] = prev
+            if seq == kept + 2:
+                document["actor"] = "someone-else"
+            new_body = canonical(document)
+            prev = entry_hash(new_body)
+            db.execute(
+                "UPDATE audit_entry SET body = ?, hash = ?, actor = ? WHERE seq = ?",
+                (new_body, prev, document["actor"], seq),
+            )
+    return int(kept)

@@ -55,6 +55,7 @@ KINDS = {
         "test_faults",
         "test_foundation_serve",
         "test_audit_api",
+        "test_audit_witness",
         "test_audit_cli",
         "test_security_cli",
         "test_hardening",

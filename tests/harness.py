@@ -244,6 +244,18 @@ class Deployment:
             gateway.stop()
             gateway.start()
 
+    def xgw_result(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``xgw`` as the deployment's operator runs it, whatever it exits with."""
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+            timeout=120,
+            text=True,
+        )
+
     def xgw(self, *args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "gateway.cli", *args],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from gateway.audit.memory import SignedHeadMemory
 from gateway.audit.verify import KnownKey, export_case, verify_package, witness_problem
 from security import auditchain
 from security.auditchain import GENESIS, entry_hash
-from tests.audit_helpers import Log
+from tests.audit_helpers import Log, rewrite_the_end
 from tests.security_helpers import NATIVE, new_key
 
 
@@ -199,32 +198,6 @@ def test_overdue_is_judged_by_the_first_entrys_age() -> None:
     assert auditchain.late_flags(20, 0.0, 10, 60_000) == ""
 
 
-def _rewrite_the_end(log: Log, keep_checkpoints: int) -> None:
-    """The attack the issue reproduced: with write access to the log file only, delete the
-    newest checkpoints, change an entry after the last kept one, re-link the chain."""
-    with sqlite3.connect(log.path) as db:
-        kept = db.execute(
-            "SELECT to_seq FROM audit_checkpoint ORDER BY to_seq LIMIT 1 OFFSET ?",
-            (keep_checkpoints - 1,),
-        ).fetchone()[0]
-        db.execute("DELETE FROM audit_checkpoint WHERE to_seq > ?", (kept,))
-        prev = db.execute("SELECT hash FROM audit_entry WHERE seq = ?", (kept,)).fetchone()[0]
-        rows = db.execute(
-            "SELECT seq, body FROM audit_entry WHERE seq > ? ORDER BY seq", (kept,)
-        ).fetchall()
-        for seq, body in rows:
-            document = json.loads(body)
-            document["prev"] = prev
-            if seq == kept + 2:
-                document["actor"] = "someone-else"
-            new_body = auditchain.canonical(document)
-            prev = entry_hash(new_body)
-            db.execute(
-                "UPDATE audit_entry SET body = ?, hash = ?, actor = ? WHERE seq = ?",
-                (new_body, prev, document["actor"], seq),
-            )
-
-
 async def test_a_node_refuses_to_sign_a_log_rewritten_under_it(tmp_path: Path) -> None:
     log = Log(tmp_path)
     memory = SignedHeadMemory(tmp_path / "keys", "xz-1")
@@ -238,7 +211,7 @@ async def test_a_node_refuses_to_sign_a_log_rewritten_under_it(tmp_path: Path) -
     remembered = await memory.recall()
     assert remembered is not None and remembered[0] == 40
     assert log.verify().ok
-    _rewrite_the_end(log, keep_checkpoints=2)
+    assert rewrite_the_end(log.path, first_dropped=17) == 16
     # a node without its memory signs the rewrite as one batch, and a verifier that has only
     # the log passes it — but the batch says it was late (what the issue's forger left)
     copy = tmp_path / "copy"

@@ -39,7 +39,9 @@ AUDIT_MATTER = "XGW-AUDIT"  # the envelope's matter for witness messages: no cat
 
 
 def witness_message_id(checkpoint: Checkpoint, partner: str) -> str:
-    return f"W-{checkpoint.node}-{checkpoint.to_seq}-{partner}"
+    """One per checkpoint and witness; with part of the checkpoint's hash, so that a rewritten
+    checkpoint up to the same seq is asked for, not taken for the one asked before."""
+    return f"W-{checkpoint.node}-{checkpoint.to_seq}-{checkpoint.hash[:16]}-{partner}"
 
 
 class WitnessService:
