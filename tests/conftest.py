@@ -44,6 +44,7 @@ KINDS = {
         "test_store",
         "test_audit_log",
         "test_audit_evidence",
+        "test_audit_vectors",
         "test_security_openssl",
         "test_security_envelope",
         "test_security_keypool",

@@ -31,7 +31,12 @@ def test_healthz_and_readyz_with_embedded_defaults(tmp_path: Path) -> None:
         assert headers["X-Request-ID"]
         status, body, _ = _get(served.base + "/readyz")
         assert status == 200, body
-        assert body["checks"] == {"database": "ok", "store_writes": "ok", "delivery": "ok", "audit_signing": "ok"}
+        assert body["checks"] == {
+            "database": "ok",
+            "store_writes": "ok",
+            "delivery": "ok",
+            "audit_signing": "ok",
+        }
         status, body, headers = _get(served.base + "/no/such/path")
         assert status == 404
         assert headers["Content-Type"].startswith("application/problem+json")
