@@ -4,7 +4,9 @@ Usage: python bench/audit.py [--entries N] [--smoke]
 Targets (one core): append >= 5,000 entries/s durably; verify >= 100,000 entries/s;
 1.57 million entries (a year of the article's exchange volume) verified in < 30 s.
 Reference in the same run: SQLite inserting the same rows with no hashing (the storage floor),
-and SM3 over the same bodies (the hashing floor).
+and SM3 over the same bodies (the hashing floor). Verification's memory: the peak RSS of a
+process verifying the year's log against one verifying the small append log — flat in the
+log's size when verification streams.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +61,33 @@ async def durable_appends(
     elapsed = time.perf_counter() - start
     await writer.close()
     return clients * per_client / elapsed
+
+
+# A verifier process of its own, as an auditor runs one: its peak RSS (KiB) is what it needed.
+VERIFIER = """
+import resource, sys
+from pathlib import Path
+from gateway.audit.log import AuditLog
+from gateway.audit.verify import KnownKey, verify_log
+from security.backend import get_backend
+log = AuditLog(Path(sys.argv[1]), "bench-1", b"k" * 32)
+keys = [KnownKey(sys.argv[2], bytes.fromhex(sys.argv[3]), None, None, "")]
+result = verify_log(log, keys, get_backend("native"), unsigned_tail_limit=None)
+print(int(result.ok), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def verifier_peak_mib(path: Path, key: PrivateKey) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", VERIFIER, str(path), key.key_id, key.public.point.hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    ok, peak_kib = done.stdout.split()
+    assert ok == "1", done.stdout
+    return int(peak_kib) / 1024
 
 
 def main() -> int:
@@ -121,6 +151,8 @@ def main() -> int:
             sm3(body)
         hash_rate = len(bodies) / (time.perf_counter() - hash_start)
         year.close()
+        small_peak = verifier_peak_mib(folder / "append.sqlite3", key)
+        year_peak = verifier_peak_mib(folder / "year.sqlite3", key)
 
     verify_rate = args.entries / verify_seconds
     print(f"{'measure':46}  {'value':>12}  {'reference':>12}  {'ratio':>6}")
@@ -132,6 +164,9 @@ def main() -> int:
     )
     print(
         f"{'verify ' + format(args.entries, ',') + ' entries (s)':46}  {verify_seconds:12.1f}  {'30 (target)':>12}"
+    )
+    print(
+        f"{'verifier peak RSS, MiB (' + format(args.entries, ',') + ' entries)':46}  {year_peak:12.1f}  {small_peak:12.1f}  {year_peak / small_peak:6.2f}  (ref: the same verifier over {len(bodies):,} entries)"
     )
     print(f"(filled in {fill_seconds:.1f}s; {signed} checkpoints)")
     print("targets: append >= 5,000/s durably; verify >= 100,000/s; 1.57 M entries < 30 s")
