@@ -16,7 +16,11 @@ import pytest
 import redis
 
 T = TypeVar("T")
-REDIS_URL = os.environ.get("XGW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# `make test` runs two pytest processes (pytest-xdist): each flushes a Redis database of its own
+# (15, 14, …); the tests that use PostgreSQL run in one of them, one after the other (one of
+# them restarts the server).
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("XGW_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - WORKER}")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 START_REDIS_HINT = (
     "start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
@@ -67,6 +71,7 @@ KINDS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups marked here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.path.stem
@@ -74,6 +79,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if len(kinds) != 1:
             raise pytest.UsageError(f"{module}: give it one kind in tests/conftest.py KINDS")
         item.add_marker(getattr(pytest.mark, kinds[0]))
+        if module in ("test_nodes", "test_store") or "postgres_url" in getattr(
+            item, "fixturenames", ()
+        ):
+            item.add_marker(pytest.mark.xdist_group("postgres"))
 
 
 def _redis_reachable(url: str) -> bool:
