@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(
         60.0, gt=0, description="…or after this many seconds, whichever comes first"
     )
+    console_idle_minutes: int = Field(
+        15, ge=1, le=720, description="a console session ends after this many idle minutes"
+    )
     audit_witness: str | None = Field(
         None,
         pattern=r"^[0-9]{6}$",

@@ -61,6 +61,7 @@ KINDS = {
         "test_foundation_serve",
         "test_audit_api",
         "test_audit_witness",
+        "test_console",
         "test_audit_cli",
         "test_security_cli",
         "test_hardening",

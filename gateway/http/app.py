@@ -44,6 +44,11 @@ from gateway.core.problems import (
 from gateway.http.auditors import AuditApi, RecordsApi
 from gateway.http.auditors import openapi_paths as audit_openapi_paths
 from gateway.http.clients import MUTUAL_TLS, TRUSTED_PROXIES, networks
+from gateway.http.console.sessions import session_key
+from gateway.http.console.views import CSP as CONSOLE_CSP
+from gateway.http.console.views import ROUTES as CONSOLE_ROUTES
+from gateway.http.console.views import STATIC as CONSOLE_STATIC
+from gateway.http.console.views import Console
 from gateway.http.partners import PartnerApi
 from gateway.http.problem import problem_response
 from gateway.http.windows import (
@@ -360,6 +365,39 @@ async def _open_runtime(app: web.Application) -> None:
     inbound = services.inbound
     app[PARTNER_API] = PartnerApi(inbound, recorder, settings.node_id)
     app[RECORDS_API] = RecordsApi(parts.store)
+    worker = services.worker
+
+    async def partners_health() -> list[dict[str, Any]]:
+        found = await parts.store.by_partner()
+        circuits = worker.circuits()
+        return [
+            {
+                "region": region,
+                "name": partner.name,
+                "circuit_open": circuits.get(region, False),
+                "pending": found.get(region, {}).get("counts", {}).get("pending", 0),
+                "in_flight": found.get(region, {}).get("counts", {}).get("in_flight", 0),
+                "dead": found.get(region, {}).get("counts", {}).get("dead", 0),
+                "last": found.get(region, {}).get("last_delivered"),
+            }
+            for region, partner in sorted(parts.partners.partners.items())
+        ]
+
+    app[CONSOLE] = Console(
+        parts.store,
+        services.cases,
+        runtime.audit,
+        parts.registry,
+        settings.region_code,
+        await asyncio.to_thread(session_key, settings.effective_keys_dir / "console-session.key"),
+        settings.console_idle_minutes * 60,
+        [KnownKey.of_own(own) for own in parts.trust.own],
+        [KnownKey.of_partner(trusted) for trusted in parts.trust.partners.values()],
+        settings.effective_audit_archive_dir,
+        partners_health,
+        settings.tls_cert_file is not None,
+        parts.backend,
+    )
     keys = [KnownKey.of_own(own) for own in parts.trust.own]
     app[AUDIT_API] = AuditApi(
         parts.audit,
@@ -446,6 +484,7 @@ CASES_API = web.AppKey("cases_api", CasesApi)
 PARTNER_API = web.AppKey("partner_api", PartnerApi)
 AUDIT_API = web.AppKey("audit_api", AuditApi)
 RECORDS_API = web.AppKey("records_api", RecordsApi)
+CONSOLE = web.AppKey("console", Console)
 
 
 def _delegate(key: web.AppKey[Any], method: str) -> Handler:
@@ -456,6 +495,24 @@ def _delegate(key: web.AppKey[Any], method: str) -> Handler:
         return result
 
     return handler
+
+
+def _console(name: str, roles: tuple[str, ...]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await request.app[CONSOLE].dispatch(request, name, roles)
+
+    return handler
+
+
+async def _console_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The console's pages: scripts and styles from the gateway only, never framed, never
+    cached (they show personal data), no referrer."""
+    if request.path.startswith("/console"):
+        response.headers["Content-Security-Policy"] = CONSOLE_CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if not request.path.startswith("/console/static/"):
+            response.headers["Cache-Control"] = "no-store"
 
 
 def _api(method: str) -> Handler:
@@ -552,6 +609,7 @@ def build_app(settings: Settings) -> web.Application:
     app[MUTUAL_TLS] = settings.tls_client_ca_file is not None
     app.on_startup.append(_open_runtime)
     app.on_response_prepare.append(_server_banner)
+    app.on_response_prepare.append(_console_headers)
     app.on_cleanup.append(_close_runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -573,4 +631,7 @@ def build_app(settings: Settings) -> web.Application:
     app.router.add_post(
         "/partner/v1/{operation:cases|results|status|witness}", _partner("rest_post")
     )
+    for method, path, name, roles in CONSOLE_ROUTES:
+        app.router.add_route(method, path, _console(name, roles))
+    app.router.add_static("/console/static", CONSOLE_STATIC)
     return app

@@ -632,9 +632,12 @@ class Store(abc.ABC):
             return await tx.db.execute("UPDATE tokens SET revoked = 1 WHERE name = $1", name) > 0
 
     async def token(self, token: str) -> Token | None:
+        return await self.token_by_hash(token_hash(token))
+
+    async def token_by_hash(self, digest: str) -> Token | None:
+        """The token whose hash this is, unless revoked (a console session keeps the hash)."""
         rows = await self._rows(
-            "SELECT name, role, hall FROM tokens WHERE hash = $1 AND revoked = 0",
-            token_hash(token),
+            "SELECT name, role, hall FROM tokens WHERE hash = $1 AND revoked = 0", digest
         )
         return Token(rows[0]["name"], rows[0]["role"], rows[0]["hall"]) if rows else None
 

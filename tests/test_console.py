@@ -1,0 +1,302 @@
+"""The console in a real browser: Playwright driving Debian's chromium (headless) against the
+gateway and the simulator as real processes — a clerk files a 社保转入 and watches it reach
+done, mistakes are shown at once in Chinese, a double submit files once, another hall cannot
+open the case, an auditor finds it by 公民身份号码 and downloads its evidence, verification
+turns red on a changed byte. With XGW_CONSOLE_SCREENSHOTS=docs/console the pages are saved
+there (the README shows two)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mappings.examples import bundle_form
+from tests.conftest import IN_CI
+from tests.harness import Deployment, http
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root on a closed network: no sandbox (no user namespaces), nothing fetched in the background.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+HALL = "襄州区政务服务中心"
+SHOTS = os.environ.get("XGW_CONSOLE_SCREENSHOTS")
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not IN_CI,
+    reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)",
+)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployed = Deployment(tmp_path_factory.mktemp("console"), protocol="mixed")
+    try:
+        yield deployed
+    finally:
+        deployed.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _token(deployment: Deployment, role: str, name: str, hall: str | None = None) -> str:
+    args = ["tokens", "create", "--role", role, "--name", name]
+    return deployment.xgw(*args, *(["--hall", hall] if hall else [])).strip().splitlines()[-1]
+
+
+def _signed_in(browser: Any, deployment: Deployment, token: str) -> Any:
+    context = browser.new_context(locale="zh-CN", accept_downloads=True)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())  # the clerk confirms what they asked for
+    page.goto(f"{deployment.url}/console/")
+    assert page.url.endswith("/console/login")
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def _flat(form: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in form.items():
+        if isinstance(value, dict):
+            found |= _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, list):
+            for n, row in enumerate(value):
+                found |= _flat(row, f"{prefix}{key}.{n}.")
+        else:
+            found[f"{prefix}{key}"] = str(value)
+    return found
+
+
+def _fill(page: Any, form: dict[str, Any]) -> None:
+    for name, value in _flat(form).items():
+        field = page.locator(f'[name="{name}"]')
+        if field.count() == 0:
+            continue  # a value the form does not ask for (derived by the mapping data)
+        if field.evaluate("e => e.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+
+
+def test_a_clerk_files_a_transfer_and_watches_it_reach_done(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-1", HALL))
+    assert page.url.endswith("/console/cases")
+    assert page.locator("h1").inner_text().startswith("今日案件")
+    _shot(page, "hall")
+    page.click("text=受理新件")
+    page.click("text=社保转入一件事")
+    assert page.locator("legend", has_text="申请人").count() == 1
+    _fill(page, bundle_form("YJS-SBZR"))
+    _shot(page, "form")
+    page.click("button:has-text('提交受理')")
+    page.wait_for_url("**/console/cases/420607-*")
+    case_id = page.locator("#case-id").inner_text()
+    # the page refreshes itself (ETag polling) until the case is done
+    page.wait_for_selector("#case-status:has-text('已办结')", timeout=60_000)
+    assert page.locator("[data-sub]").count() == 4
+    assert page.locator("text=对方答复").count() >= 1  # the 信息表 mapped back, as tables
+    _shot(page, "case")
+    receipt = page.context.new_page()
+    receipt.goto(f"{deployment.url}/console/cases/{case_id}/receipt")
+    assert case_id in receipt.inner_text("article")
+    assert "411329198506150034" not in receipt.content()  # no personal data on the 回执
+    _shot(receipt, "receipt")
+    # the console's pages allow scripts and styles from the gateway only
+    status, _body, headers = _get(deployment, f"/console/cases/{case_id}", page)
+    assert status == 200 and "script-src 'self'" in headers["content-security-policy"]
+    assert headers["cache-control"] == "no-store"
+
+
+def _get(deployment: Deployment, path: str, page: Any) -> tuple[int, str, dict[str, str]]:
+    response = page.request.get(f"{deployment.url}{path}")
+    return response.status, response.text(), response.headers
+
+
+def test_a_form_with_three_mistakes_shows_all_three_in_chinese_and_files_nothing(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-2", HALL))
+    before = _case_count(deployment)
+    page.goto(f"{deployment.url}/console/new/bundle/YJS-SBZR")
+    form = bundle_form("YJS-SBZR")
+    form["applicant"]["id_number"] = "411329198506150035"  # wrong check digit
+    form["applicant"]["name"] = ""  # required
+    form["transfer"]["in_region"] = "999999"  # no such region
+    _fill(page, form)
+    page.click("button:has-text('提交受理')")
+    page.wait_for_selector(".problem.summary")
+    problems = {
+        p.get_attribute("data-field"): p.inner_text() for p in page.locator("span.problem").all()
+    }
+    assert problems["applicant.id_number"] == "公民身份号码校验位不正确", problems
+    assert problems["applicant.name"] == "必填"
+    assert problems["transfer.in_region"] == "不是有效的行政区划代码"
+    assert "3 处需要修改" in page.inner_text(".problem.summary")
+    # what was typed stays, so the clerk corrects rather than retypes
+    assert page.input_value('[name="applicant.phone"]') == form["applicant"]["phone"]
+    _shot(page, "form-problems")
+    assert _case_count(deployment) == before
+
+
+def _case_count(deployment: Deployment) -> int:
+    status, listing = http(
+        "GET", f"{deployment.url}/api/v1/cases?limit=200", token=deployment.token
+    )
+    assert status == 200
+    return len(listing["items"])
+
+
+def test_a_double_submit_files_once(deployment: Deployment, browser: Any) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-3", HALL))
+    before = _case_count(deployment)
+    page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
+    _fill(page, bundle_form("YJS-YLBX"))
+    button = page.locator("button:has-text('提交受理')")
+    button.dblclick()
+    page.wait_for_url("**/console/cases/420607-*")
+    assert _case_count(deployment) == before + 1
+
+
+def test_a_window_of_another_hall_cannot_open_the_case(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-4", HALL))
+    page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
+    _fill(page, bundle_form("YJS-YLBX"))
+    page.click("button:has-text('提交受理')")
+    page.wait_for_url("**/console/cases/420607-*")
+    case_id = page.locator("#case-id").inner_text()
+    other = _signed_in(browser, deployment, _token(deployment, "window", "other-1", "另一大厅"))
+    response = other.goto(f"{deployment.url}/console/cases/{case_id}")
+    assert response.status == 404 and "没有这个案件" in other.inner_text("main")
+    assert other.request.get(f"{deployment.url}/console/cases/{case_id}/live").status == 404
+    # nor can it search its way there
+    other.goto(f"{deployment.url}/console/cases")
+    other.fill("input[name=q]", case_id)
+    other.click("button:has-text('查找')")
+    assert "没有找到" in other.inner_text("main")
+    # an auditor's session is not a window's
+    auditor = _signed_in(browser, deployment, _token(deployment, "auditor", "auditor-0"))
+    assert auditor.goto(f"{deployment.url}/console/cases/{case_id}").status == 403
+
+
+def test_an_auditor_finds_the_case_by_person_and_downloads_its_evidence(
+    deployment: Deployment, browser: Any
+) -> None:
+    clerk = _signed_in(browser, deployment, _token(deployment, "window", "clerk-5", HALL))
+    clerk.goto(f"{deployment.url}/console/new/bundle/YJS-SBZR")
+    _fill(clerk, bundle_form("YJS-SBZR"))
+    clerk.click("button:has-text('提交受理')")
+    clerk.wait_for_url("**/console/cases/420607-*")
+    case_id = clerk.locator("#case-id").inner_text()
+    page = _signed_in(browser, deployment, _token(deployment, "auditor", "auditor-1"))
+    assert page.url.endswith("/console/audit")
+    person = bundle_form("YJS-SBZR")["applicant"]["id_number"]
+    page.fill("input[name=person_id]", person)
+    page.click("button:has-text('查询')")
+    assert person not in page.url  # posted, never in the URL
+    assert page.locator("table.entries tbody tr:not(.detail)").count() >= 1
+    assert case_id in page.inner_text("table.entries")
+    page.fill("input[name=person_id]", "")
+    page.fill("input[name=case_id]", case_id)
+    page.click("button:has-text('查询')")
+    page.locator("details summary").first.click()
+    assert '"case_prev"' in page.inner_text("table.entries")  # an entry's detail
+    _shot(page, "audit")
+    with page.expect_download() as download:
+        page.click("#evidence")
+    package = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert package["case_id"] == case_id and package["entries"]
+    # who looked at whose data is itself on record
+    shown = deployment.xgw("audit", "show", "--event", "console.entries_viewed")
+    assert "auditor-1" in shown
+    assert "console.evidence_exported" in deployment.xgw(
+        "audit", "show", "--case", case_id, "--limit", "100"
+    )
+
+
+def test_verification_turns_red_and_names_the_entry_after_a_changed_byte(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "auditor", "auditor-2"))
+    page.goto(f"{deployment.url}/console/audit/verify")
+    page.click("button:has-text('开始校验')")
+    page.wait_for_selector(".verdict.ok", timeout=60_000)
+    assert "校验通过" in page.inner_text("#verify-result")
+    _shot(page, "verify-ok")
+    with sqlite3.connect(deployment.data / "audit.sqlite3") as db:
+        db.execute(
+            "UPDATE audit_entry SET body = CAST(replace(CAST(body AS TEXT), 'clerk-1', "
+            "'clerk-9') AS BLOB) WHERE seq = (SELECT MIN(seq) FROM audit_entry "
+            "WHERE actor = 'clerk-1')"
+        )
+        seq = db.execute("SELECT MIN(seq) FROM audit_entry WHERE actor = 'clerk-1'").fetchone()[0]
+    page.click("button:has-text('开始校验')")
+    page.wait_for_selector(".verdict.bad", timeout=60_000)
+    findings = page.inner_text("#verify-findings")
+    assert f"modified: xiangzhou-gw-1 seq {seq}" in findings, findings
+    _shot(page, "verify-bad")
+
+
+def test_admins_see_partners_and_make_tokens_shown_once(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "admin", "admin-1"))
+    assert page.url.endswith("/console/admin")
+    assert page.locator("text=411329").count() >= 1
+    page.fill("input[name=name]", "clerk-new")
+    page.select_option("select[name=role]", "window")
+    page.fill("input[name=hall]", HALL)
+    page.click("button:has-text('创建令牌')")
+    token = page.inner_text("#new-token")
+    assert token.startswith("xgw_")
+    _shot(page, "admin")
+    page.goto(f"{deployment.url}/console/admin")
+    assert page.locator("#new-token").count() == 0  # shown once
+    fresh = _signed_in(browser, deployment, token)
+    assert fresh.url.endswith("/console/cases")
+    with page.expect_navigation():
+        page.locator("tr", has_text="clerk-new").locator("button:has-text('吊销')").click()
+    assert "已吊销" in page.locator("tr", has_text="clerk-new").inner_text()
+    fresh.reload()  # its session ends with its token
+    assert fresh.url.endswith("/console/login")
+
+
+def test_forms_without_the_sessions_csrf_secret_are_refused(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-6", HALL))
+    answer = page.request.post(
+        f"{deployment.url}/console/new/bundle/YJS-YLBX",
+        form={"_csrf": "forged", "insured.name": "x"},
+    )
+    assert answer.status == 403 and "页面已过期" in answer.text()
