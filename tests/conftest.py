@@ -86,6 +86,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("postgres"))
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has named each test's group
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Two PostgreSQL tests on two processes at once break each other (one restarts the
+    server): if the grouping did not take, stop rather than run them side by side. It once
+    failed silently (pytest-xdist#1386, pytest 9.2)."""
+    if not getattr(session.config.option, "loadgroup", False):  # set in xdist's workers
+        return
+    for item in session.items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            raise pytest.UsageError(
+                f"{item.nodeid}: pytest-xdist did not group it (--dist loadgroup); "
+                "pyproject.toml pins the pytest that it works with"
+            )
+
+
 def _redis_reachable(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())

@@ -14,7 +14,13 @@ import pytest
 
 from gateway.audit.log import AuditEvent, AuditWriter, RollbackDetected
 from gateway.audit.memory import SignedHeadMemory
-from gateway.audit.verify import KnownKey, export_case, verify_package, witness_problem
+from gateway.audit.verify import (
+    KnownKey,
+    entry_standing,
+    export_case,
+    verify_package,
+    witness_problem,
+)
 from security import auditchain
 from security.auditchain import GENESIS, entry_hash
 from tests.audit_helpers import Log, rewrite_the_end
@@ -38,6 +44,32 @@ def _reseal_entry(entry: dict[str, Any], change: Any) -> None:
     change(document)
     body = auditchain.canonical(document)
     entry["body"], entry["hash"] = body.decode(), entry_hash(body)
+
+
+def test_an_entrys_standing_names_its_checkpoint_and_what_is_wrong(tmp_path: Path) -> None:
+    """What the console shows beside one entry: its body against its hash, the checkpoint
+    that covers it, whether that signature verifies and the batch holds the entry."""
+    log = Log(tmp_path)
+    log.fill(25)  # checkpoints up to 10 and 20; 21–25 unsigned
+    signed = entry_standing(log.audit, "xz-1", 14, log.keys(), NATIVE)
+    assert signed.intact and signed.signature_valid and signed.in_root
+    assert signed.checkpoint is not None and (
+        signed.checkpoint.from_seq,
+        signed.checkpoint.to_seq,
+    ) == (10, 20)
+    unsigned = entry_standing(log.audit, "xz-1", 23, log.keys(), NATIVE)
+    assert unsigned.intact and unsigned.checkpoint is None and unsigned.signature_valid is None
+    stranger = entry_standing(log.audit, "xz-1", 14, [], NATIVE)  # the signer's key unknown
+    assert stranger.signature_valid is False
+    log.sql(
+        "UPDATE audit_entry SET body = CAST(replace(CAST(body AS TEXT), 'm-13', 'm-99') AS BLOB) WHERE seq = 14"
+    )
+    changed = entry_standing(log.audit, "xz-1", 14, log.keys(), NATIVE)
+    assert changed.intact is False and changed.in_root  # the chained hash still in the batch
+    resealed = entry_hash(next(log.audit.rows("xz-1", 13))[1])
+    log.sql("UPDATE audit_entry SET hash = ? WHERE seq = 14", resealed)  # a forger's rehash
+    forged = entry_standing(log.audit, "xz-1", 14, log.keys(), NATIVE)
+    assert forged.intact and forged.in_root is False and forged.signature_valid
 
 
 def test_entries_carry_their_case_chain(tmp_path: Path) -> None:

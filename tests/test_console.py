@@ -123,7 +123,8 @@ def test_a_clerk_files_a_transfer_and_watches_it_reach_done(
     # the page refreshes itself (ETag polling) until the case is done
     page.wait_for_selector("#case-status:has-text('已办结')", timeout=60_000)
     assert page.locator("[data-sub]").count() == 4
-    assert page.locator("text=对方答复").count() >= 1  # the 信息表 mapped back, as tables
+    assert page.locator("text=对方答复").count() >= 1  # partners' answers, mapped back
+    assert page.locator("table.rows-of tbody tr").count() >= 20  # the 信息表's yearly rows
     _shot(page, "case")
     receipt = page.context.new_page()
     receipt.goto(f"{deployment.url}/console/cases/{case_id}/receipt")
@@ -218,6 +219,7 @@ def test_an_auditor_finds_the_case_by_person_and_downloads_its_evidence(
     clerk.click("button:has-text('提交受理')")
     clerk.wait_for_url("**/console/cases/420607-*")
     case_id = clerk.locator("#case-id").inner_text()
+    deployment.xgw("audit", "checkpoint")  # the filing's entries signed now, not in a while
     page = _signed_in(browser, deployment, _token(deployment, "auditor", "auditor-1"))
     assert page.url.endswith("/console/audit")
     person = bundle_form("YJS-SBZR")["applicant"]["id_number"]
@@ -230,18 +232,62 @@ def test_an_auditor_finds_the_case_by_person_and_downloads_its_evidence(
     page.fill("input[name=case_id]", case_id)
     page.click("button:has-text('查询')")
     page.locator("details summary").first.click()
-    assert '"case_prev"' in page.inner_text("table.entries")  # an entry's detail
+    detail = page.inner_text("table.entries tr.detail >> nth=0")
+    assert '"case_prev"' in detail  # an entry's detail: its body, and its standing
+    assert "与链上散列一致" in detail and "签名有效" in detail and "在其默克尔根中" in detail
+    assert page.locator("table.entries .badge.ok").count() >= 1
     _shot(page, "audit")
     with page.expect_download() as download:
         page.click("#evidence")
     package = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
     assert package["case_id"] == case_id and package["entries"]
+    page.goto(f"{deployment.url}/console/audit/plots")
+    assert page.locator("svg.plot").count() == 3
+    assert "411329" in page.inner_text("main")  # the partner these cases went to
+    _shot(page, "plots")
     # who looked at whose data is itself on record
     shown = deployment.xgw("audit", "show", "--event", "console.entries_viewed")
     assert "auditor-1" in shown
     assert "console.evidence_exported" in deployment.xgw(
         "audit", "show", "--case", case_id, "--limit", "100"
     )
+
+
+def test_a_refused_sub_matter_is_sent_again_a_local_one_completed_and_done_cases_kept(
+    deployment: Deployment, browser: Any
+) -> None:
+    page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-7", HALL))
+    deployment.faults({"411329": {"reject_matters": ["XY-YB-001"]}})  # 备案 refused (SAMPLE)
+    try:
+        page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
+        _fill(page, bundle_form("YJS-YLBX"))
+        page.click("button:has-text('提交受理')")
+        page.wait_for_url("**/console/cases/420607-*")
+        page.wait_for_selector("[data-sub=registration]:has-text('未办成')", timeout=30_000)
+        assert "PARTNER_REJECTED" in page.inner_text("table.subs")
+    finally:
+        deployment.faults({"411329": {}})  # no faults again
+    with page.expect_navigation():  # the partner takes it now: sent again (confirmed)
+        page.click("button:has-text('重新发送')")
+    page.wait_for_selector("#case-status:has-text('已办结')", timeout=30_000)
+    # a done case offers no cancel; asked anyway, the refusal is shown with its reason
+    assert page.locator("button:has-text('撤销案件')").count() == 0
+    csrf = page.locator("input[name=_csrf]").first.get_attribute("value")
+    case_id = page.locator("#case-id").inner_text()
+    refused = page.request.post(
+        f"{deployment.url}/console/cases/{case_id}/cancel", form={"_csrf": csrf or ""}
+    )
+    assert refused.status == 409 and "未能完成" in refused.text()
+    # 户口迁移: the 迁入 approval is ours, completed at the window; then the 迁出 goes out
+    page.goto(f"{deployment.url}/console/new/bundle/YJS-HKQY")
+    _fill(page, bundle_form("YJS-HKQY"))
+    page.click("button:has-text('提交受理')")
+    page.wait_for_url("**/console/cases/420607-*")
+    row = page.locator("tr", has=page.locator("[data-sub=move_in_approval]"))
+    row.locator("input[name=note]").fill("SAMPLE 准予迁入")
+    with page.expect_navigation():
+        row.locator("button:has-text('本地办结')").click()
+    page.wait_for_selector("#case-status:has-text('已办结')", timeout=30_000)
 
 
 def test_verification_turns_red_and_names_the_entry_after_a_changed_byte(
@@ -253,13 +299,14 @@ def test_verification_turns_red_and_names_the_entry_after_a_changed_byte(
     page.wait_for_selector(".verdict.ok", timeout=60_000)
     assert "校验通过" in page.inner_text("#verify-result")
     _shot(page, "verify-ok")
-    with sqlite3.connect(deployment.data / "audit.sqlite3") as db:
-        db.execute(
-            "UPDATE audit_entry SET body = CAST(replace(CAST(body AS TEXT), 'clerk-1', "
-            "'clerk-9') AS BLOB) WHERE seq = (SELECT MIN(seq) FROM audit_entry "
-            "WHERE actor = 'clerk-1')"
-        )
-        seq = db.execute("SELECT MIN(seq) FROM audit_entry WHERE actor = 'clerk-1'").fetchone()[0]
+    with sqlite3.connect(deployment.data / "audit.sqlite3") as db:  # its sign-in's entry
+        seq = db.execute("SELECT MIN(seq) FROM audit_entry WHERE actor = 'auditor-2'").fetchone()[0]
+        changed = db.execute(
+            "UPDATE audit_entry SET body = CAST(replace(CAST(body AS TEXT), 'auditor-2', "
+            "'auditor-9') AS BLOB) WHERE seq = ? AND node = 'xiangzhou-gw-1'",
+            (seq,),
+        ).rowcount
+    assert changed == 1, seq
     page.click("button:has-text('开始校验')")
     page.wait_for_selector(".verdict.bad", timeout=60_000)
     findings = page.inner_text("#verify-findings")

@@ -182,6 +182,10 @@ class AuditLog:
         row = self.tables.checkpoint_at(node or self.node, to_seq)
         return checkpoint_of(row) if row else None
 
+    def checkpoint_covering(self, node: str, seq: int) -> Checkpoint | None:
+        row = self.tables.checkpoint_covering(node, seq)
+        return checkpoint_of(row) if row else None
+
     def unsigned_count(self) -> int:
         last = self.last_checkpoint()
         head, _ = self.head()
@@ -274,6 +278,9 @@ class AuditLog:
     def witnesses(self, node: str) -> list[Witness]:
         return [Witness(*row) for row in self.tables.witnesses(node)]
 
+    def witnesses_at(self, node: str, to_seq: int) -> list[Witness]:
+        return [Witness(*row) for row in self.tables.witnesses_at(node, to_seq)]
+
     def witness_for(self, partner: str, candidate: Checkpoint) -> str | None:
         """Record that we countersign a partner node's ``candidate`` checkpoint, unless it
         conflicts with one of that node's we countersigned before: then why (nothing kept)."""
@@ -306,6 +313,9 @@ class AuditLog:
 
     def count(self, node: str) -> int:
         return self.tables.count(node)
+
+    def entry(self, node: str, seq: int) -> tuple[bytes, str] | None:
+        return self.tables.entry(node, seq)
 
     def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
         return self.tables.case_rows(node, case_id)
@@ -445,6 +455,11 @@ class AuditWriter:
         # group commit (None: not read yet). Another process checkpointing too only makes the
         # count high, and an early checkpoint harmless.
         self._unsigned: int | None = None
+
+    @property
+    def backend(self) -> CryptoBackend:
+        """The crypto its checkpoints are signed with (verifiers use the same)."""
+        return self._backend
 
     def attach(self, on_checkpoint: Callable[[Checkpoint], Awaitable[None]]) -> None:
         """What to do with each checkpoint once signed (``WitnessService.ask``): built after

@@ -130,6 +130,64 @@ def witness_problem(
     return None
 
 
+@dataclass(frozen=True)
+class EntryStanding:
+    """What an auditor looking at one entry wants to know: does its body still hash to the
+    value chained, which signed checkpoint covers it, does that signature verify, who
+    countersigned it."""
+
+    intact: bool | None  # None: the entry is not in the live log (archived)
+    checkpoint: Checkpoint | None  # None: not signed yet (the next checkpoint covers it)
+    in_root: (
+        bool | None
+    )  # the stored batch hashes to the checkpoint's Merkle root, this entry in it
+    signature_valid: bool | None
+    witnesses: tuple[str, ...]  # the partners whose countersignature verifies
+    witness_problems: tuple[str, ...]
+
+
+def entry_standing(
+    audit: AuditLog,
+    node: str,
+    seq: int,
+    keys: list[KnownKey],
+    backend: CryptoBackend,
+    witness_keys: list[KnownKey] | None = None,
+    batches: dict[tuple[str, int], list[str]] | None = None,
+) -> EntryStanding:
+    """One entry's standing, read from the live log (a whole-log check is ``verify_log``);
+    ``batches`` keeps the checkpoints' batches read, for the next entry of a page."""
+    stored = audit.entry(node, seq)
+    intact = None if stored is None else auditchain.entry_hash(stored[0]) == stored[1]
+    covering = audit.checkpoint_covering(node, seq)
+    if covering is None:
+        return EntryStanding(intact, None, None, None, (), ())
+    batches = {} if batches is None else batches
+    if (node, covering.to_seq) not in batches:
+        rows = itertools.takewhile(
+            lambda r: r[0] <= covering.to_seq, audit.rows(node, covering.from_seq)
+        )
+        batches[(node, covering.to_seq)] = [str(r[2]) for r in rows]
+    batch = batches[(node, covering.to_seq)]
+    in_root = (
+        stored is not None
+        and len(batch) == covering.to_seq - covering.from_seq
+        and auditchain.merkle_root(batch) == covering.root
+        and batch[seq - covering.from_seq - 1] == stored[1]
+    )
+    point = key_resolver(keys)(covering.key_id, covering.time)
+    valid = point is not None and auditchain.checkpoint_signature_valid(covering, point, backend)
+    good: list[str] = []
+    problems: list[str] = []
+    for witness in audit.witnesses_at(node, covering.to_seq):
+        problem = witness_problem(witness, {covering.to_seq: covering}, witness_keys or [], backend)
+        if problem is None:
+            good.append(witness.witness)
+        else:
+            problems.append(problem.detail)
+    return EntryStanding(intact, covering, in_root, valid, tuple(good), tuple(problems))
+
+
 @dataclass
 class VerifyResult:
     reports: list[ChainReport] = field(default_factory=list)

@@ -275,6 +275,16 @@ class LogTables:
         )
         return tuple(rows[0]) if rows else None
 
+    def checkpoint_covering(self, node: str, seq: int) -> tuple[Any, ...] | None:
+        """The node's checkpoint whose batch holds entry ``seq`` (None: not signed yet)."""
+        rows = self.db.fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoint "  # noqa: S608
+            "WHERE node = $1 AND to_seq >= $2 AND from_seq < $2 ORDER BY to_seq LIMIT 1",
+            node,
+            seq,
+        )
+        return tuple(rows[0]) if rows else None
+
     def partners_between(self, node: str, from_seq: int, to_seq: int) -> list[str]:
         """The partners the node's entries ``(from_seq, to_seq]`` concern."""
         rows = self.db.fetch(
@@ -327,6 +337,15 @@ class LogTables:
             f"SELECT {WITNESS_COLUMNS} FROM audit_witness WHERE node = $1 "  # noqa: S608
             "ORDER BY to_seq, witness",
             node,
+        )
+        return [tuple(r) for r in rows]
+
+    def witnesses_at(self, node: str, to_seq: int) -> list[tuple[Any, ...]]:
+        rows = self.db.fetch(
+            f"SELECT {WITNESS_COLUMNS} FROM audit_witness WHERE node = $1 "  # noqa: S608
+            "AND to_seq = $2 ORDER BY witness",
+            node,
+            to_seq,
         )
         return [tuple(r) for r in rows]
 
@@ -433,6 +452,13 @@ class LogTables:
     def count(self, node: str) -> int:
         rows = self.db.fetch("SELECT COUNT(*) AS n FROM audit_entry WHERE node = $1", node)
         return int(rows[0]["n"])
+
+    def entry(self, node: str, seq: int) -> tuple[bytes, str] | None:
+        """(body, hash) of one entry, as stored."""
+        rows = self.db.fetch(
+            "SELECT body, hash FROM audit_entry WHERE node = $1 AND seq = $2", node, seq
+        )
+        return (bytes(rows[0]["body"]), str(rows[0]["hash"])) if rows else None
 
     def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
         rows = self.db.fetch(

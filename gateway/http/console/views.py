@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -19,11 +20,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
-from gateway.audit.verify import KnownKey, export_case, verify_log
+from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_log
 from gateway.core.problems import GatewayError
-from gateway.http.console import forms, sessions
+from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
 from gateway.services.cases import CaseService, Filing, request_hash
 from gateway.storage import AlreadyThere, CaseRow, Store, iso_of
@@ -37,9 +39,8 @@ HERE = Path(__file__).resolve().parent
 CHINA = timezone(timedelta(hours=8))  # the windows' day (Asia/Shanghai has no DST)
 STATUS_NAMES = {
     "in_progress": "办理中", "done": "已办结", "attention": "需处理", "cancelled": "已撤销",
-    "pending": "待发送", "sent": "已发送", "accepted": "已受理", "waiting": "等待前序",
-    "rejected": "被退回", "dead": "发送失败", "queued": "排队中", "result_overdue": "结果逾期",
-    "done_locally": "本地办结",
+    "waiting": "等待前序", "queued": "已发往对方", "awaiting_result": "等待结果",
+    "failed": "未办成", "local": "待本地办结",
 }  # fmt: skip
 ROLE_HOMES = {"window": "/console/cases", "auditor": "/console/audit", "admin": "/console/admin"}
 CASE_ID = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
@@ -67,6 +68,7 @@ ROUTES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("POST", "/console/audit", "audit_search", AUDITORS),
     ("POST", "/console/audit/evidence", "evidence", AUDITORS),
     ("GET", "/console/audit/verify", "verify_page", AUDITORS),
+    ("GET", "/console/audit/plots", "plots", AUDITORS),
     ("POST", "/console/audit/verify", "verify_start", AUDITORS),
     ("GET", "/console/audit/verify/{job}", "verify_state", AUDITORS),
     ("GET", "/console/admin", "admin", ADMINS),
@@ -472,9 +474,24 @@ class Console:
             entries = entries[:50]
             last = entries[-1]
             more = orjson.dumps([last["time"], last["node"], last["seq"]]).decode()
+        batches: dict[tuple[str, int], list[str]] = {}
+        standings = await asyncio.to_thread(
+            lambda: [
+                entry_standing(
+                    self.audit.log, e["node"], e["seq"], self.keys, self.audit.backend,
+                    self.witness_keys, batches,
+                )
+                for e in entries
+            ]
+        )  # fmt: skip
         values = {k: v for k, v in posted.items() if k not in ("_csrf", "after")}
         return self.render(
-            request, "audit.html", entries=entries, values=values, more=more, problem=problem
+            request,
+            "audit.html",
+            entries=list(zip(entries, standings, strict=True)),
+            values=values,
+            more=more,
+            problem=problem,
         )
 
     async def evidence(self, request: web.Request) -> web.StreamResponse:
@@ -498,6 +515,43 @@ class Console:
             headers={"Content-Disposition": f'attachment; filename="evidence-{case_id}.json"'},
         )
 
+    async def plots(self, request: web.Request) -> web.StreamResponse:
+        """The last 14 days: exchanges per day per partner, refusals by code, latency."""
+        since = time.time() - 14 * 86400
+        records: list[dict[str, Any]] = []
+        after: tuple[float, int] | None = None
+        while len(records) < 50_000:
+            page = await self.store.exchange_records({}, 1000, after, since)
+            records += page
+            if len(page) < 1000:
+                break
+            after = (page[-1]["time"], page[-1]["id"])
+        refused = await asyncio.to_thread(
+            self.audit.log.query, {"outcome": "rejected"}, 20_000, None,
+            datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )  # fmt: skip
+        codes = Counter(str(e.get("error_code") or "—") for e in refused)
+        latency = plots.latency_per_partner(records)
+        charts = [
+            plots.stacked_bars(
+                "每日交换量（按对方地区）", plots.per_day_per_partner(records), "次"
+            ),
+            plots.stacked_bars(
+                "拒绝（按错误码）", {c: {"拒绝": n} for c, n in codes.most_common(12)}, "次"
+            ),
+            plots.stacked_bars(
+                "对方答复时延（中位数）",
+                {p: {"中位数": m * 1000} for p, (m, _) in latency.items()},
+                "毫秒",
+            ),
+        ]
+        return self.render(
+            request, "plots.html", latency=latency,
+            # every label in the SVG was escaped where it was drawn (plots.stacked_bars)
+            charts=[Markup(c) for c in charts],  # noqa: S704
+            records=len(records),
+        )  # fmt: skip
+
     async def verify_page(self, request: web.Request) -> web.StreamResponse:
         return self.render(request, "verify.html")
 
@@ -515,7 +569,7 @@ class Console:
                 verify_log,
                 log,
                 self.keys,
-                self.audit._backend,
+                self.audit.backend,
                 None,
                 None,
                 None,
