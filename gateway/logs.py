@@ -38,6 +38,26 @@ def mask_text(text: str) -> str:
     return _MOBILE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)}****{m.group(3)}", text)
 
 
+_NAME_KEYS = frozenset({"name", "applicant_name", "full_name", "aac003"})
+
+
+def masked_for_display(value: Any, key: str | None = None) -> Any:
+    """A document as a page shows it to staff: names to their first character, 身份证号 and
+    phone numbers to their ends (enough to match a paper in hand), everything else as it is."""
+    if isinstance(value, Mapping):
+        return {k: masked_for_display(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked_for_display(v, key) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if key is not None and key.lower() in _NAME_KEYS:
+        return value[0] + "*" * (len(value) - 1)
+    shown = mask_text(value)
+    if key is not None and key.lower() in _PERSONAL_KEY_NAMES and shown == value:
+        return "*" * max(len(value) - 4, 0) + value[-4:]  # not shaped like one: still masked
+    return shown
+
+
 def _redact(value: Any, key: str | None) -> Any:
     if key is not None and (_SECRET_KEY_NAME.search(key) or key.lower() in _PERSONAL_KEY_NAMES):
         return MASK if value not in (None, "") else value

@@ -39,6 +39,7 @@ KINDS = {
         "test_security_primitives",
         "test_rate_limit",
         "test_layering",
+        "test_console_sessions",
         "test_partner_soap_codec",
         "test_foundation_config",
         "test_foundation_logs",

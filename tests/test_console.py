@@ -125,6 +125,9 @@ def test_a_clerk_files_a_transfer_and_watches_it_reach_done(
     assert page.locator("[data-sub]").count() == 4
     assert page.locator("text=对方答复").count() >= 1  # partners' answers, mapped back
     assert page.locator("table.rows-of tbody tr").count() >= 20  # the 信息表's yearly rows
+    person = bundle_form("YJS-SBZR")["applicant"]["id_number"]
+    assert person not in page.content()  # the answers' personal fields masked
+    assert f"{person[:3]}***********{person[-4:]}" in page.inner_text("table.subs")
     _shot(page, "case")
     receipt = page.context.new_page()
     receipt.goto(f"{deployment.url}/console/cases/{case_id}/receipt")
@@ -298,6 +301,9 @@ def test_verification_turns_red_and_names_the_entry_after_a_changed_byte(
     page.click("button:has-text('开始校验')")
     page.wait_for_selector(".verdict.ok", timeout=60_000)
     assert "校验通过" in page.inner_text("#verify-result")
+    bar = page.locator("#verify-progress")  # streamed progress, ending full
+    assert int(bar.get_attribute("max") or 0) > 1
+    assert bar.evaluate("b => b.value === b.max")
     _shot(page, "verify-ok")
     with sqlite3.connect(deployment.data / "audit.sqlite3") as db:  # its sign-in's entry
         seq = db.execute("SELECT MIN(seq) FROM audit_entry WHERE actor = 'auditor-2'").fetchone()[0]

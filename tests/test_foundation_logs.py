@@ -8,7 +8,13 @@ from typing import Any
 
 import structlog
 
-from gateway.logs import configure_logging, get_logger, mask_text, redact_personal_data
+from gateway.logs import (
+    configure_logging,
+    get_logger,
+    mask_text,
+    masked_for_display,
+    redact_personal_data,
+)
 
 VALID_ID = "11010519491231002X"
 
@@ -100,3 +106,18 @@ def test_a_clients_malformed_request_is_a_warning_and_our_own_errors_stay_errors
     assert logged("error", BadHttpMessage("x")) == []  # below the level asked for
     (line,) = logged("error", RuntimeError("a bug of ours"))
     assert (line["level"], line["error_type"]) == ("error", "RuntimeError")
+
+
+def test_pages_show_staff_personal_fields_masked_to_their_ends() -> None:
+    answer = {
+        "applicant": {"id_number": "411329198506150034", "name": "张三丰", "phone": "13800138000"},
+        "rows": [{"aac002": "P1234567", "year": 2006}],  # not shaped like a 身份证号: masked still
+        "note": "申请人 411329198506150034 已核验",
+        "scheme": "urban_employee",
+    }
+    assert masked_for_display(answer) == {
+        "applicant": {"id_number": "411***********0034", "name": "张**", "phone": "138****8000"},
+        "rows": [{"aac002": "****4567", "year": 2006}],
+        "note": "申请人 411***********0034 已核验",
+        "scheme": "urban_employee",
+    }

@@ -6,13 +6,12 @@ case's or a person's entries is itself an entry in the exchange log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-import secrets
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_l
 from gateway.core.problems import GatewayError
 from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
+from gateway.logs import get_logger, masked_for_display
 from gateway.services.cases import CaseService, Filing, request_hash
-from gateway.storage import AlreadyThere, CaseRow, Store, iso_of
+from gateway.storage import AlreadyThere, CaseRow, Store
 from gateway.storage.records import token_hash
 from mappings import identifiers
 from mappings.catalogue import Bundle
@@ -36,11 +36,17 @@ from mappings.registry import Registry
 from security.backend import CryptoBackend
 
 HERE = Path(__file__).resolve().parent
+log = get_logger("gateway.console")
 CHINA = timezone(timedelta(hours=8))  # the windows' day (Asia/Shanghai has no DST)
 STATUS_NAMES = {
     "in_progress": "办理中", "done": "已办结", "attention": "需处理", "cancelled": "已撤销",
     "waiting": "等待前序", "queued": "已发往对方", "awaiting_result": "等待结果",
     "failed": "未办成", "local": "待本地办结",
+}  # fmt: skip
+STEP_NAMES = {
+    "filed": "受理", "queued": "发往对方", "done": "办结", "rejected_by_partner": "对方退回",
+    "retry_requested": "申请重发", "awaiting_local_office": "待本地办理", "done_locally": "本地办结",
+    "cancelled": "撤销", "replayed": "重新投递", "result_overdue": "结果逾期",
 }  # fmt: skip
 ROLE_HOMES = {"window": "/console/cases", "auditor": "/console/audit", "admin": "/console/admin"}
 CASE_ID = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
@@ -70,7 +76,6 @@ ROUTES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("GET", "/console/audit/verify", "verify_page", AUDITORS),
     ("GET", "/console/audit/plots", "plots", AUDITORS),
     ("POST", "/console/audit/verify", "verify_start", AUDITORS),
-    ("GET", "/console/audit/verify/{job}", "verify_state", AUDITORS),
     ("GET", "/console/admin", "admin", ADMINS),
     ("POST", "/console/admin/tokens", "token_create", ADMINS),
     ("POST", "/console/admin/tokens/revoke", "token_revoke", ADMINS),
@@ -95,16 +100,6 @@ class Missing(Exception):
 
 def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
-
-
-@dataclass
-class Verification:
-    """A verification started from the browser: its progress, then its outcome."""
-
-    total: int
-    done: int = 0
-    ok: bool | None = None
-    findings: list[str] = field(default_factory=list)
 
 
 class Console:
@@ -133,10 +128,19 @@ class Console:
             autoescape=select_autoescape(["html"]),
             trim_blocks=True,
             lstrip_blocks=True,
+            auto_reload=False,  # templates are package data: no stat of the file per page
         )
-        self.templates.globals.update(status_name=lambda s: STATUS_NAMES.get(s, s))
-        self.templates.filters["time"] = lambda at: iso_of(at, ms=False).replace("T", " ")[:19]
-        self.verifications: dict[str, Verification] = {}
+        self.templates.globals.update(
+            status_name=lambda s: STATUS_NAMES.get(s, s),
+            step_name=lambda s: STEP_NAMES.get(s, s),
+            matter_name=self._matter_name,
+        )
+        self.templates.filters["time"] = beijing_time
+        self.templates.filters["masked"] = masked_for_display
+        # an entry as auditors read it: Chinese as it is, escaped by the template like any text
+        self.templates.filters["pretty"] = lambda value: json.dumps(
+            value, ensure_ascii=False, indent=2, sort_keys=True
+        )
 
     # -- the shell: sessions, roles, pages ---------------------------------------------------
 
@@ -179,13 +183,16 @@ class Console:
                     )
                 request["posted"] = posted
             response = await handler(request)
-            self._set_cookie(response, sessions.renewed(session, time.time(), self.idle))
+            now = time.time()
+            if sessions.renewal_due(session, now, self.idle):
+                self._set_cookie(response, sessions.renewed(session, now, self.idle))
             return response
 
         return page
 
     async def _session(self, request: web.Request) -> Session | None:
-        session = sessions.opened(request.cookies.get(sessions.COOKIE), self.key, time.time())
+        cookie = sessions.cookie_value(request.headers.get("Cookie"))
+        session = sessions.opened(cookie, self.key, time.time())
         if session is None or await self.store.token_by_hash(session.token_hash) is None:
             return None  # none, expired, forged, or its token was revoked since
         request["session"] = session
@@ -201,6 +208,11 @@ class Console:
             path="/console",
             max_age=int(self.idle),
         )
+
+    def _matter_name(self, code: str) -> str:
+        """Our matter's name from the catalogue (its code if the catalogue lost it)."""
+        found = self.registry.find_matter(code)
+        return found[0].name if found else code
 
     async def home(self, request: web.Request) -> web.StreamResponse:
         session = await self._session(request)
@@ -556,43 +568,59 @@ class Console:
         return self.render(request, "verify.html")
 
     async def verify_start(self, request: web.Request) -> web.StreamResponse:
-        log: AuditLog = self.audit.log
-        total = sum(await asyncio.to_thread(lambda: [log.count(n) for n in log.nodes()]))
-        job = secrets.token_urlsafe(12)
-        state = self.verifications[job] = Verification(total)
-
-        def advance() -> None:
-            state.done += 1
-
-        async def run() -> None:
-            result = await asyncio.to_thread(
-                verify_log,
-                log,
-                self.keys,
-                self.audit.backend,
-                None,
-                None,
-                None,
-                advance,
-                self.witness_keys,
-            )
-            state.findings = [str(f) for f in result.all_findings() if f.fatal][:50]
-            state.ok = result.ok
-
-        task = asyncio.create_task(run())
-        task.add_done_callback(lambda t: t.exception())  # its outcome is the state
+        """The whole log verified in this request, its progress streamed as JSON lines
+        (``{"done", "total"}`` a few times a second, then ``{"ok", "findings"}``): one
+        request to one node, so nothing is kept between requests and any node serves it."""
+        audit_log: AuditLog = self.audit.log
+        total = sum(
+            await asyncio.to_thread(lambda: [audit_log.count(n) for n in audit_log.nodes()])
+        )
         await self._log(
             AuditEvent("console.verify_started", "internal", "ok", actor=request["session"].name)
         )
-        return web.json_response({"job": job, "total": total})
+        done = 0
 
-    async def verify_state(self, request: web.Request) -> web.StreamResponse:
-        state = self.verifications.get(request.match_info["job"])
-        if state is None:
-            raise Missing()
-        return web.json_response(
-            {"total": state.total, "done": state.done, "ok": state.ok, "findings": state.findings}
+        def advance() -> None:
+            nonlocal done
+            done += 1
+
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/x-ndjson",
+                "X-Accel-Buffering": "no",  # nginx passes each line on at once
+            }
         )
+        # renewed here: the dispatcher's renewal comes after the stream was sent
+        self._set_cookie(response, sessions.renewed(request["session"], time.time(), self.idle))
+        await response.prepare(request)
+        running = asyncio.ensure_future(
+            asyncio.to_thread(
+                verify_log, audit_log, self.keys, self.audit.backend, None, None, None, advance,
+                self.witness_keys,
+            )
+        )  # fmt: skip
+        while not running.done():
+            await response.write(orjson.dumps({"done": done, "total": total}) + b"\n")
+            await asyncio.wait({running}, timeout=0.25)
+        try:
+            result = running.result()
+            outcome = {
+                "done": done,
+                "total": total,
+                "ok": result.ok,
+                "findings": [str(f) for f in result.all_findings() if f.fatal][:50],
+            }
+        except Exception as exc:  # told as a failed verification, never a 500 with a trace
+            log.error("console.verify_failed", error_type=type(exc).__name__)
+            outcome = {
+                "done": done,
+                "total": total,
+                "ok": False,
+                "findings": ["校验中断：读取日志出错"],
+            }
+        await response.write(orjson.dumps(outcome) + b"\n")
+        await response.write_eof()
+        return response
 
     # -- admins ------------------------------------------------------------------------------
 
@@ -643,6 +671,11 @@ class Console:
         if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", msg_id):
             await self.cases.replay(msg_id, request["session"].name)
         raise Redirect("/console/admin")
+
+
+def beijing_time(at: float) -> str:
+    """A store time (seconds since the epoch) as the windows read a clock: Beijing time."""
+    return datetime.fromtimestamp(int(at), CHINA).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _etag(case: CaseRow, timeline: list[dict[str, Any]]) -> str:
