@@ -353,3 +353,16 @@ def test_forms_without_the_sessions_csrf_secret_are_refused(
         form={"_csrf": "forged", "insured.name": "x"},
     )
     assert answer.status == 403 and "页面已过期" in answer.text()
+    # a body that is not a form: a page saying so, on record, never a 500 or a trace
+    csrf = page.locator("input[name=_csrf]").first.get_attribute("value") or ""
+    for path in ("/console/login", "/console/cases/search"):
+        broken = page.request.post(
+            f"{deployment.url}{path}",
+            data=b"--zz\r\nContent-Disposition: form-data; name=\"_csrf\"\r\n\r\n" + csrf.encode()
+            + b"\r\n--zz\r\nContent-Disposition: garbage\xff\r\n\r\n\x00",
+            headers={"Content-Type": "multipart/form-data; boundary=zz"},
+        )  # fmt: skip
+        assert broken.status == 400, (path, broken.status, broken.text()[:300])
+        assert "无法读取提交的表单" in broken.text() and "Traceback" not in broken.text()
+    refused = deployment.xgw("audit", "show", "--event", "console.request_refused")
+    assert "HTTP_400" in refused

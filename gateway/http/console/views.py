@@ -93,9 +93,27 @@ class Redirect(Exception):
         self.location = location
 
 
-class Missing(Exception):
+class Refused(Exception):
+    """A request the console answers with a page saying why (and its status)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+class Missing(Refused):
     def __init__(self, message: str = "没有这个页面。") -> None:
-        self.message = message
+        super().__init__(404, message)
+
+
+async def read_form(request: web.Request) -> Any:
+    """The posted form, or a refusal a person can read: a body too large, or one that is not
+    a form (a broken multipart, bytes that are not text) — never a 500."""
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refused(413, "提交的内容过大。") from None
+    except (ValueError, UnicodeDecodeError, AssertionError):  # what aiohttp's parsers raise
+        raise Refused(400, "无法读取提交的表单，请重新打开页面后再提交。") from None
 
 
 def see_other(location: str) -> web.Response:
@@ -155,8 +173,15 @@ class Console:
             return await self._page(handler, *roles)(request)
         except Redirect as moved:
             return see_other(moved.location)
-        except Missing as missing:
-            return self.render(request, "error.html", 404, message=missing.message)
+        except Refused as refused:
+            if refused.status != 404:
+                await self._log(
+                    AuditEvent(
+                        "console.request_refused", "inbound", "rejected",
+                        error_code=f"HTTP_{refused.status}", details={"path": request.path[:200]},
+                    )
+                )  # fmt: skip
+            return self.render(request, "error.html", refused.status, message=refused.message)
 
     def render(
         self, request: web.Request, name: str, status: int = 200, **values: Any
@@ -175,7 +200,7 @@ class Console:
             if roles and session.role not in roles:
                 return self.render(request, "error.html", 403, message="您的账号无权访问此页面。")
             if request.method == "POST":
-                posted = await request.post()
+                posted = await read_form(request)
                 sent = posted.get("_csrf")
                 if not sessions.csrf_ok(session, sent if isinstance(sent, str) else None):
                     return self.render(
@@ -222,7 +247,7 @@ class Console:
         return self.render(request, "login.html")
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        posted = await request.post()
+        posted = await read_form(request)
         raw = posted.get("token")
         token = await self.store.token(raw) if isinstance(raw, str) and 0 < len(raw) < 200 else None
         if token is None or token.role not in ROLE_HOMES:
