@@ -144,6 +144,11 @@ async def run(deployment: Deployment, requests: int) -> dict[str, tuple[float, f
         }
 
 
+def ratio(part: float, whole: float) -> str:
+    """``part / whole``, or why not: CPU below the clock's tick over a short (smoke) run."""
+    return f"{part / whole:.2f}x" if whole > 0 else "n/a (under one clock tick)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100_000)
@@ -166,20 +171,20 @@ def main() -> None:
     hall, page = figures["hall page (console)"], figures["page of 50 (API)"]
     print(
         f"hall page: {hall[0]:.2f} ms server time (target <= 50), "
-        f"{hall[0] / page[0]:.2f}x the API's page of 50"
+        f"{ratio(hall[0], page[0])} the API's page of 50"
     )
     for kind in ("unchanged", "changed"):
         console = figures[f"refresh, {kind} (console)"][0]
         polled = figures[f"poll, {kind} (API)"][0]
-        print(f"case refresh, {kind}: {console / polled:.2f}x the API poll's CPU a request")
+        print(f"case refresh, {kind}: {ratio(console, polled)} the API poll's CPU a request")
     # A minute of one open case page (a refresh every 2 s) against a window polling the API
     # as bench/e2e.py's windows do (every 0.5 s) and at the console's own pace
     unchanged = figures["refresh, unchanged (console)"][0]
     api = figures["poll, unchanged (API)"][0]
     print(
         f"a minute of one open case page: {30 * unchanged:.1f} ms CPU; a window polling the API "
-        f"every 0.5 s {120 * api:.1f} ms ({30 * unchanged / (120 * api):.2f}x, target <= 1), "
-        f"every 2 s {30 * api:.1f} ms ({unchanged / api:.2f}x)"
+        f"every 0.5 s {120 * api:.1f} ms ({ratio(30 * unchanged, 120 * api)}, target <= 1), "
+        f"every 2 s {30 * api:.1f} ms ({ratio(unchanged, api)})"
     )
     if args.smoke:
         print("(smoke run: figures are not meaningful)")

@@ -466,10 +466,30 @@ class ChainReport:
     head: str = GENESIS
     checkpoints: int = 0
     findings: list[Finding] = field(default_factory=list)
+    unsigned: int = 0  # entries after the last checkpoint boundary walked
+    unsigned_from: int = 1  # the first of them
 
     @property
     def ok(self) -> bool:
         return not any(f.fatal for f in self.findings)
+
+
+def joined_reports(node: str, parts: list[ChainReport]) -> ChainReport:
+    """Reports of consecutive segments of one chain as one, as ``verify_chain`` over the whole
+    would have made it before its end checks (``finish_chain``)."""
+    walked = [p for p in parts if p.entries]
+    report = ChainReport(node)
+    for part in parts:
+        report.findings += part.findings
+        report.entries += part.entries
+        report.checkpoints += part.checkpoints
+    if walked:
+        report.first_seq, report.last_seq = walked[0].first_seq, walked[-1].last_seq
+        report.head = walked[-1].head
+        report.unsigned, report.unsigned_from = walked[-1].unsigned, walked[-1].unsigned_from
+    elif parts:
+        report.head, report.unsigned_from = parts[0].head, parts[0].unsigned_from
+    return report
 
 
 def verify_chain(
@@ -483,12 +503,16 @@ def verify_chain(
     unsigned_tail_limit: int | None = None,
     progress: Any = None,
     column_names: tuple[str, ...] = (),
+    final: bool = True,
 ) -> ChainReport:
     """Walk one node's chain from ``anchor`` (the last archived entry, or genesis) and check it.
 
     ``entries`` are rows ``(seq, body, hash, *columns)`` in sequence order, where ``columns`` are
     the store's indexed copies of fields named by ``column_names`` (checked against the body).
     ``key_for(key_id, time) -> public point | None`` resolves checkpoint keys (public keys only).
+    Without ``final``, one segment of the chain (from a checkpoint boundary, with the
+    checkpoints that end in it): the checks of the chain's end are left to ``finish_chain``
+    over the joined segments — so segments verify independently, in parallel.
     """
     report = ChainReport(node)
     by_to_seq = {c.to_seq: c for c in checkpoints}
@@ -591,6 +615,21 @@ def verify_chain(
             report.checkpoints += 1
             window, last_boundary = [], entry_seq
     report.head = expected_prev
+    report.unsigned, report.unsigned_from = len(window), last_boundary + 1
+    if final:
+        finish_chain(report, checkpoints, anchor_seq, unsigned_tail_limit)
+    return report
+
+
+def finish_chain(
+    report: ChainReport,
+    checkpoints: list[Checkpoint],
+    anchor_seq: int,
+    unsigned_tail_limit: int | None,
+) -> None:
+    """The checks of a chain's end: checkpoints beyond it, the checkpoints' own links, and the
+    entries not yet signed."""
+    node = report.node
     last = report.last_seq if report.last_seq is not None else anchor_seq
     for checkpoint in checkpoints:
         if checkpoint.to_seq > last:
@@ -603,18 +642,17 @@ def verify_chain(
                 )
             )
     _check_checkpoint_chain(report, checkpoints, anchor_seq)
-    if window:
-        fatal = unsigned_tail_limit is not None and len(window) > unsigned_tail_limit
+    if report.unsigned:
+        fatal = unsigned_tail_limit is not None and report.unsigned > unsigned_tail_limit
         report.findings.append(
             Finding(
                 "unsigned-tail",
                 node,
-                last_boundary + 1,
-                f"{len(window)} entries after the last checkpoint are not yet signed",
+                report.unsigned_from,
+                f"{report.unsigned} entries after the last checkpoint are not yet signed",
                 fatal=fatal,
             )
         )
-    return report
 
 
 def _check_checkpoint(

@@ -461,3 +461,79 @@ def test_nodes_chains_in_postgresql_append_concurrently_and_verify_together(
     assert all(f.node == "gw-2" for f in failures)
     for log in (*logs.values(), reader):
         log.close()
+
+
+def _swap(log: Log, a: int, b: int) -> None:
+    import sqlite3
+
+    with sqlite3.connect(log.path) as db:
+        first = db.execute("SELECT body, hash FROM audit_entry WHERE seq = ?", (a,)).fetchone()
+        second = db.execute("SELECT body, hash FROM audit_entry WHERE seq = ?", (b,)).fetchone()
+        db.execute("UPDATE audit_entry SET body = ?, hash = ? WHERE seq = ?", (*second, a))
+        db.execute("UPDATE audit_entry SET body = ?, hash = ? WHERE seq = ?", (*first, b))
+
+
+def _reseal(log: Log, seq: int) -> None:
+    """A forger's rewrite of one entry: its body changed, its hash and the next link made to fit."""
+    import json
+    import sqlite3
+
+    from security.auditchain import canonical, entry_hash
+
+    with sqlite3.connect(log.path) as db:
+        body = json.loads(
+            db.execute("SELECT body FROM audit_entry WHERE seq = ?", (seq,)).fetchone()[0]
+        )
+        body["actor"] = "someone-else"
+        forged = canonical(body)
+        db.execute(
+            "UPDATE audit_entry SET body = ?, hash = ? WHERE seq = ?",
+            (forged, entry_hash(forged), seq),
+        )
+
+
+TAMPERING = {
+    "none": lambda log: None,
+    "changed byte, first of a segment": lambda log: log.sql(
+        "UPDATE audit_entry SET body = CAST(replace(CAST(body AS TEXT), 'm-40', 'm-4X') AS BLOB) WHERE seq = 41"
+    ),
+    "deleted, a segment's last": lambda log: log.sql("DELETE FROM audit_entry WHERE seq = 30"),
+    "deleted, a segment's first": lambda log: log.sql("DELETE FROM audit_entry WHERE seq = 31"),
+    "swapped across a cut": lambda log: _swap(log, 40, 41),
+    "resealed": lambda log: _reseal(log, 45),
+    "checkpoint removed": lambda log: log.sql("DELETE FROM audit_checkpoint WHERE to_seq = 50"),
+    "truncated": lambda log: log.sql("DELETE FROM audit_entry WHERE seq > 86"),
+    "column changed": lambda log: log.sql("UPDATE audit_entry SET case_id = 'x' WHERE seq = 55"),
+}
+
+
+@pytest.mark.parametrize("tampering", list(TAMPERING))
+def test_a_chain_verified_in_segments_by_processes_finds_what_one_walk_finds(
+    tmp_path: Path, tampering: str
+) -> None:
+    """``workers``: the chain cut at its checkpoints, the segments verified in processes of
+    their own, each reading the log itself — the same verdict and the same findings, located
+    the same, as one walk in one process."""
+    from gateway.audit.verify import verify_log
+
+    log = Log(tmp_path)
+    log.fill(95)  # checkpoints every 10 entries, 5 unsigned at the end
+    TAMPERING[tampering](log)
+    walked = verify_log(log.audit, log.keys(), NATIVE, unsigned_tail_limit=20)
+    told: list[int] = []
+    parallel = verify_log(
+        log.audit, log.keys(), NATIVE, unsigned_tail_limit=20, workers=2, segment_entries=20,
+        progress=lambda: told.append(1),
+    )  # fmt: skip
+    assert parallel.ok == walked.ok == (tampering == "none")
+    # one difference: a walk that saw the entry a link points to names it "reordered"; a
+    # segment that did not (it was before the cut) names the same entry "inserted"
+    same = {"reordered": "inserted"}
+    assert {(same.get(k, k), seq) for k, seq in _kinds(parallel)} == {
+        (same.get(k, k), seq) for k, seq in _kinds(walked)
+    }
+    [one], [other] = walked.reports, parallel.reports
+    assert (other.entries, other.checkpoints, other.head, other.last_seq) == (
+        one.entries, one.checkpoints, one.head, one.last_seq,
+    )  # fmt: skip
+    assert len(told) == other.entries  # progress, a segment at a time

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         unsigned_tail_limit=settings.audit_checkpoint_entries * 2,
         progress=progress.advance if progress else None,
         witness_keys=partner_keys(settings),
+        workers=args.workers,
     )
     if progress:
         progress.finish()
@@ -278,6 +280,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="checkpoint key (PEM); default: our keys from the trust store",
     )
     verify.add_argument("--progress", action="store_true", help="show progress even on short logs")
+    verify.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes verifying a long chain's segments at once (default: one a CPU)",
+    )
     verify.set_defaults(handler=cmd_verify)
     package = actions.add_parser(
         "verify-package", help="check an exported evidence package offline"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -238,6 +239,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 backend_for(settings),
                 archive_dir=settings.effective_audit_archive_dir,
                 unsigned_tail_limit=settings.audit_checkpoint_entries * 2,
+                workers=os.cpu_count() or 1,
             )
             fatal = [f for f in result.all_findings() if f.fatal]
             print(

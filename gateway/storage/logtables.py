@@ -199,6 +199,15 @@ class LogTables:
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def address(self) -> tuple[str, str]:
+        """Where the tables are, as another process opens them (``reopen_log_tables``)."""
+        if isinstance(self.db, PostgresLogConnection):
+            return ("postgresql", self.db.url)
+        if isinstance(self.db, SqliteLogConnection):
+            return ("sqlite", str(self.db.path))
+        raise TypeError(f"{type(self.db).__name__} cannot be opened by another process")
+
     def transaction(self, node: str) -> contextlib.AbstractContextManager[None]:
         return self.db.transaction(node)
 
@@ -512,3 +521,11 @@ def open_log_tables(url: str, sqlite_file: Path) -> LogTables:
     if url.startswith(("postgresql://", "postgres://")):
         return LogTables(PostgresLogConnection(url))
     return LogTables(SqliteLogConnection(sqlite_file))
+
+
+def reopen_log_tables(address: tuple[str, str]) -> LogTables:
+    """The tables at ``LogTables.address``, from another process (a verifier's worker)."""
+    kind, where = address
+    if kind == "postgresql":
+        return LogTables(PostgresLogConnection(where))
+    return LogTables(SqliteLogConnection(Path(where)))

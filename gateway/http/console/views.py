@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 import uuid
@@ -37,6 +38,9 @@ from security.backend import CryptoBackend
 
 HERE = Path(__file__).resolve().parent
 log = get_logger("gateway.console")
+# A long log is verified in this many processes beside the gateway: half the CPUs, so that the
+# node keeps serving while an auditor verifies.
+VERIFY_WORKERS = max(1, (os.cpu_count() or 1) // 2)
 CHINA = timezone(timedelta(hours=8))  # the windows' day (Asia/Shanghai has no DST)
 STATUS_NAMES = {
     "in_progress": "办理中", "done": "已办结", "attention": "需处理", "cancelled": "已撤销",
@@ -621,7 +625,7 @@ class Console:
         running = asyncio.ensure_future(
             asyncio.to_thread(
                 verify_log, audit_log, self.keys, self.audit.backend, None, None, None, advance,
-                self.witness_keys,
+                self.witness_keys, VERIFY_WORKERS,
             )
         )  # fmt: skip
         while not running.done():
