@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -492,7 +493,7 @@ def _reseal(log: Log, seq: int) -> None:
         )
 
 
-TAMPERING = {
+TAMPERING: dict[str, Callable[[Log], None]] = {
     "none": lambda log: None,
     "changed byte, first of a segment": lambda log: log.sql(
         "UPDATE audit_entry SET body = CAST(replace(CAST(body AS TEXT), 'm-40', 'm-4X') AS BLOB) WHERE seq = 41"
