@@ -73,15 +73,9 @@ def _split(n: int) -> int:
 
 
 def merkle_root(hashes: list[str]) -> str:
-    def root(leaves: list[bytes]) -> bytes:
-        if len(leaves) == 1:
-            return leaves[0]
-        k = _split(len(leaves))
-        return _node(root(leaves[:k]), root(leaves[k:]))
-
     if not hashes:
         return sm3(b"").hex()
-    return root([_leaf(h) for h in hashes]).hex()
+    return _tree([_leaf(h) for h in hashes]).hex()
 
 
 def merkle_proof(hashes: list[str], index: int) -> list[str]:
@@ -99,10 +93,18 @@ def merkle_proof(hashes: list[str], index: int) -> list[str]:
 
 
 def _tree(leaves: list[bytes]) -> bytes:
-    if len(leaves) == 1:
-        return leaves[0]
-    k = _split(len(leaves))
-    return _node(_tree(leaves[:k]), _tree(leaves[k:]))
+    """RFC 6962's tree hash, computed level by level: pairing from the left and carrying an
+    odd last node up unchanged builds the same tree as splitting at the largest power of two
+    below n (§2.1), without the recursion's copies — a verifier builds one per checkpoint."""
+    level = leaves
+    while len(level) > 1:
+        paired = [
+            sm3(b"\x01" + level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)
+        ]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
 
 
 def verify_merkle_proof(leaf_hash: str, index: int, size: int, proof: list[str], root: str) -> bool:
@@ -525,16 +527,16 @@ def verify_chain(
     window_began: str | None = None  # the time of the window's first entry
     last_boundary = anchor_seq
     findings = report.findings
+    walked, seq = 0, None  # kept in locals, written to the report once: millions of entries
     for row in entries:
         seq, body, stored_hash = row[0], row[1], row[2]
         if not isinstance(body, bytes):  # the store is not trusted to keep even the types
             body = str(body).encode()
-        report.entries += 1
+        walked += 1
         if progress is not None:
             progress()
         if report.first_seq is None:
             report.first_seq = seq
-        report.last_seq = seq
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -604,7 +606,9 @@ def verify_chain(
         if len(recent_seqs) > RECENT:
             recent_seqs.clear()
             seen_hashes.clear()
-        expected_seq, expected_prev = max(expected_seq, entry_seq + 1), entry_hash_hex
+        if entry_seq >= expected_seq:
+            expected_seq = entry_seq + 1
+        expected_prev = entry_hash_hex
         if not window:
             window_began = document.get("time") if isinstance(document, dict) else None
         window.append(entry_hash_hex)
@@ -614,6 +618,7 @@ def verify_chain(
             _check_lateness(report, checkpoint, window_began)
             report.checkpoints += 1
             window, last_boundary = [], entry_seq
+    report.entries, report.last_seq = walked, seq
     report.head = expected_prev
     report.unsigned, report.unsigned_from = len(window), last_boundary + 1
     if final:

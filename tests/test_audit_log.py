@@ -54,6 +54,24 @@ def test_merkle_proofs(count: int) -> None:
         )
 
 
+def test_the_merkle_root_is_rfc_6962s_for_every_size() -> None:
+    """The root built level by level equals RFC 6962 §2.1's recursive definition (split at
+    the largest power of two below n), written out here as the reference."""
+    from security.auditchain import sm3
+
+    def reference(leaves: list[bytes]) -> bytes:
+        if len(leaves) == 1:
+            return leaves[0]
+        k = 1
+        while k * 2 < len(leaves):
+            k *= 2
+        return sm3(b"\x01" + reference(leaves[:k]) + reference(leaves[k:]))
+
+    for count in range(1, 70):
+        hashes = [sm3(str(i).encode()).hex() for i in range(count)]
+        assert merkle_root(hashes) == reference([bytes.fromhex(h) for h in hashes]).hex(), count
+
+
 def test_changed_byte_in_an_entry(tmp_path: Path) -> None:
     log = Log(tmp_path)
     log.fill(30)
@@ -213,6 +231,43 @@ def test_archive_round_trip_and_replaced_archive(tmp_path: Path) -> None:
     first.write_bytes(backup)
     first.unlink()
     assert "archive-broken" in {k for k, _ in _kinds(log.verify(archive))}
+
+
+@pytest.mark.parametrize("damage", ["none", "changed", "unreadable", "removed"])
+def test_archives_verified_by_processes_say_what_one_process_says(
+    tmp_path: Path, damage: str
+) -> None:
+    """With ``workers``, each archive file is verified in a process of its own (a file is a
+    whole piece of the chain, with its checkpoints); the links between files are checked in
+    their order afterwards — the same findings as one process."""
+    from gateway.audit.verify import verify_log
+
+    log = Log(tmp_path)
+    archive = tmp_path / "archive"
+    files = []
+    for _ in range(3):
+        log.fill(30)
+        made = log.audit.archive("9999-01-01T00:00:00Z", archive)
+        assert made is not None
+        files.append(made)
+    log.fill(5, checkpoint_every=1000)
+    if damage == "changed":
+        files[1].write_bytes(files[1].read_bytes().replace(b"window-7", b"window-9", 1))
+    elif damage == "unreadable":
+        files[1].write_bytes(b"{not json")
+    elif damage == "removed":
+        files[1].unlink()
+    told: list[int] = []
+    one = verify_log(log.audit, log.keys(), NATIVE, archive_dir=archive, unsigned_tail_limit=20)
+    many = verify_log(
+        log.audit, log.keys(), NATIVE, archive_dir=archive, unsigned_tail_limit=20, workers=2,
+        progress=lambda: told.append(1),
+    )  # fmt: skip
+    assert many.ok == one.ok == (damage == "none")
+    assert [str(f) for f in many.all_findings()] == [str(f) for f in one.all_findings()]
+    assert len(told) == sum(r.entries for r in many.reports)
+    if damage == "none":
+        assert sum(r.entries for r in many.reports) == 95
 
 
 def test_concurrent_processes_keep_one_chain(tmp_path: Path) -> None:

@@ -39,6 +39,10 @@ class LogConnection(Protocol):
 
     def fetch(self, sql: str, *args: Any) -> Sequence[Row]: ...
 
+    def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: for the verifier's long reads (no per-row mapping)."""
+        ...
+
     def execute(self, sql: str, *args: Any) -> int: ...
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
@@ -71,6 +75,11 @@ class SqliteLogConnection:
 
         with self._lock:
             self._db.row_factory = sqlite3.Row
+            return self._translated(lambda: self._db.execute(self._sql(sql), args).fetchall())
+
+    def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            self._db.row_factory = None
             return self._translated(lambda: self._db.execute(self._sql(sql), args).fetchall())
 
     def execute(self, sql: str, *args: Any) -> int:
@@ -153,6 +162,9 @@ class PostgresLogConnection:
         with self._lock:
             rows: Sequence[Row] = self._run(self._connected().fetch(sql, *args))
             return rows
+
+    def fetch_tuples(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.fetch(sql, *args)]
 
     def execute(self, sql: str, *args: Any) -> int:
         from gateway.storage.postgres import _rowcount
@@ -445,18 +457,17 @@ class LogTables:
         batch at a time (keyset: no cursor held between batches)."""
         after = from_seq
         while True:
-            found = self.db.fetch(
+            found = self.db.fetch_tuples(
                 f"SELECT seq, body, hash, {', '.join(COLUMNS)} FROM audit_entry "  # noqa: S608
                 "WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 node,
                 after,
                 batch,
             )
-            for row in found:
-                yield tuple(row)  # as stored: a body tampered into text stays text
+            yield from found  # as stored: a body tampered into text stays text
             if len(found) < batch:
                 return
-            after = int(found[-1]["seq"])
+            after = int(found[-1][0])
 
     def count(self, node: str) -> int:
         rows = self.db.fetch("SELECT COUNT(*) AS n FROM audit_entry WHERE node = $1", node)
