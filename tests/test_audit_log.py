@@ -57,7 +57,7 @@ def test_merkle_proofs(count: int) -> None:
 def test_the_merkle_root_is_rfc_6962s_for_every_size() -> None:
     """The root built level by level equals RFC 6962 §2.1's recursive definition (split at
     the largest power of two below n), written out here as the reference."""
-    from security.auditchain import sm3
+    from security.digest import sm3
 
     def reference(leaves: list[bytes]) -> bytes:
         if len(leaves) == 1:
