@@ -40,6 +40,7 @@ from mappings.mapping import (
     resolve,
     resolve_inbound,
 )
+from mappings.materials import Material, build_materials
 from mappings.source import LocatedDict, LocatedList, Location, MappingDataError, Problem, load_yaml
 from mappings.transform import Transform, TransformError, build_transform
 
@@ -64,7 +65,14 @@ class Registry:
     tables: dict[str, CodeTable]
     transforms: dict[str, Transform]
     mapping_sets: dict[tuple[str, str], list[MappingVersion]]
+    # (region, local matter code) → what the resident brings (mappings/materials.py)
+    materials: dict[tuple[str, str], tuple[Material, ...]] = field(default_factory=dict)
     _inverse: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
+
+    def materials_of(self, region: str, code: str) -> tuple[Material, ...]:
+        """The materials a matter asks for (none declared: none)."""
+        matter = self.matter(region, code)
+        return self.materials.get((region, matter.local_code), ())
 
     def matter(self, region: str, code: str) -> Matter:
         catalogue = self.catalogues.get(region)
@@ -285,9 +293,33 @@ def build_registry(
         check_versions(list(versions.values()), problems)
         mapping_sets[(local, partner)] = sorted(versions.values(), key=lambda v: v.effective_from)
 
+    materials: dict[tuple[str, str], tuple[Material, ...]] = {}
+    for path in _yaml_files(root / "materials"):
+        region = path.stem
+        document = _load(path, root, problems)
+        catalogue = catalogues.get(region)
+        if catalogue is None:
+            problems.append(
+                Problem(
+                    Location(_display(path, root), 0),
+                    f"materials for {region}, which has no catalogue",
+                )
+            )
+            continue
+        if document is None:
+            continue
+        codes = {m.local_code for m in catalogue.matters}
+        for code, listed in build_materials(
+            document, codes, problems, Location(_display(path, root), 1)
+        ).items():
+            materials[(region, code)] = listed
+
     if problems:
         return None, problems
-    return Registry(jurisdictions, catalogues, bundles, tables, transforms, mapping_sets), []
+    return (
+        Registry(jurisdictions, catalogues, bundles, tables, transforms, mapping_sets, materials),
+        [],
+    )
 
 
 def _check_version(

@@ -36,6 +36,7 @@ KINDS = {
         "test_routing_core",
         "test_mappings_transforms",
         "test_mappings_identifiers",
+        "test_mappings_materials",
         "test_security_primitives",
         "test_rate_limit",
         "test_layering",

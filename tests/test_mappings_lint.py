@@ -127,6 +127,27 @@ SEEDS = [
         "bad: [",
         r"YAML",
     ),
+    (
+        "materials/420607.yaml",
+        "      types: [pdf, ofd]",
+        "      types: [pdf, docx]",
+        "types: [pdf, docx]",
+        r"types: a list of pdf, ofd, jpeg, png",
+    ),
+    (
+        "materials/420607.yaml",
+        "  XZ-ZJ-001:",
+        "  XZ-ZJ-999:",
+        "XZ-ZJ-999:",
+        r"matter XZ-ZJ-999 is not in this catalogue",
+    ),
+    (
+        "materials/420607.yaml",
+        "    - code: cost-list",
+        "    - code: invoices",
+        "    - code: invoices\n      name: 费用明细清单",
+        r"material invoices is listed twice",
+    ),
 ]
 
 
@@ -194,6 +215,7 @@ def test_explain_shows_condition_transform_and_example(tmp_path: Path) -> None:
     )
     assert "applicant.id_number ⇄ aac002" in out
     assert '"aae140": "110"' in out  # the example transformation
+    assert "material id-card 居民身份证: required, pdf/jpeg/png up to 5 MiB, or its 电子证照" in out
     assert run_xgw("mappings", "explain", "NOPE", env=xgw_env(tmp_path / "var")).returncode == 1
 
 

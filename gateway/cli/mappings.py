@@ -48,7 +48,8 @@ def cmd_lint(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"ok: {len(registry.jurisdictions)} jurisdictions, {matters} matters, "
         f"{len(registry.bundles)} bundles, {len(registry.transforms)} transforms, "
-        f"{len(registry.mapping_sets)} mapping sets ({versions} versions)"
+        f"{len(registry.mapping_sets)} mapping sets ({versions} versions), "
+        f"materials for {len(registry.materials)} matters"
     )
     return 0
 
@@ -163,6 +164,18 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
                         f"  in bundle {bundle.code} {bundle.name} as {sub.id}, routed to "
                         f"{sub.route.describe()}"
                     )
+        for material in registry.materials.get((matter.region, matter.local_code), ()):
+            stand_in = (
+                f", or its 电子证照 (证照类型 {material.licence_type})"
+                if material.licence_type
+                else ""
+            )
+            print(
+                f"  material {material.code} {material.name}: "
+                f"{'required' if material.required else 'optional'}, "
+                f"{'/'.join(material.types)} up to {material.max_bytes // (1024 * 1024)} MiB"
+                f"{stand_in}"
+            )
         if jurisdiction.role == "local":
             _explain_local(registry, settings, matter, on)
         else:
