@@ -129,6 +129,25 @@ def test_a_clerk_files_a_transfer_and_watches_it_reach_done(
     assert person not in page.content()  # the answers' personal fields masked
     assert f"{person[:3]}***********{person[-4:]}" in page.inner_text("table.subs")
     _shot(page, "case")
+    # on the page's own clock: a tab in the background asks nothing however long it waits;
+    # shown again, it asks at once rather than at its next round
+    watched = page.context.new_page()
+    watched.add_init_script(
+        "Object.defineProperty(document, 'hidden', {value: true, configurable: true})"
+    )
+    watched.clock.install()
+    asked: list[str] = []
+    watched.on("request", lambda r: asked.append(r.url) if r.url.endswith("/live") else None)
+    watched.goto(f"{deployment.url}/console/cases/{case_id}")
+    watched.clock.run_for(20_000)  # ten rounds' time, hidden
+    assert asked == []
+    with watched.expect_request(lambda r: r.url.endswith("/live"), timeout=1000):
+        watched.evaluate(
+            "Object.defineProperty(document, 'hidden', {value: false, configurable: true});"
+            "document.dispatchEvent(new Event('visibilitychange'))"
+        )
+    assert len(asked) == 1
+    watched.close()
     receipt = page.context.new_page()
     receipt.goto(f"{deployment.url}/console/cases/{case_id}/receipt")
     assert case_id in receipt.inner_text("article")

@@ -19,11 +19,12 @@ document.addEventListener("submit", (event) => {
   }
 });
 
-// The case page: ask for its changing part every 2 s; 304 while nothing changed.
+// The case page: ask for its changing part every 2 s while it is shown (a tab in the
+// background asks nothing, and asks at once when shown again); 304 while nothing changed.
 const live = document.getElementById("live");
 if (live) {
   let etag = live.dataset.etag;
-  const refresh = async () => {
+  const ask = async () => {
     try {
       const answer = await fetch(live.dataset.live, { headers: { "If-None-Match": etag }, credentials: "same-origin" });
       if (answer.status === 200) {
@@ -31,8 +32,12 @@ if (live) {
         etag = answer.headers.get("ETag") || etag;
       }
     } catch (error) { /* the next round tries again */ }
+  };
+  const refresh = async () => {
+    if (!document.hidden) await ask();
     window.setTimeout(refresh, 2000);
   };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) ask(); });
   window.setTimeout(refresh, 2000);
 }
 
