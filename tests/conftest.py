@@ -38,6 +38,7 @@ KINDS = {
         "test_mappings_identifiers",
         "test_mappings_materials",
         "test_security_primitives",
+        "test_security_stream",
         "test_rate_limit",
         "test_layering",
         "test_console_sessions",
