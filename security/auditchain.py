@@ -98,7 +98,7 @@ def _tree(leaves: list[bytes]) -> bytes:
     below n (§2.1), without the recursion's copies — a verifier builds one per checkpoint."""
     level = leaves
     while len(level) > 1:
-        paired = [sm3(b"\x01" + level[i] + level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired

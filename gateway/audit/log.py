@@ -308,8 +308,10 @@ class AuditLog:
     def nodes(self) -> list[str]:
         return self.tables.nodes()
 
-    def rows(self, node: str, from_seq: int = 0) -> Iterator[tuple[Any, ...]]:
-        return self.tables.rows(node, from_seq)
+    def rows(
+        self, node: str, from_seq: int = 0, to_seq: int | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        return self.tables.rows(node, from_seq, to_seq)
 
     def count(self, node: str) -> int:
         return self.tables.count(node)
@@ -386,9 +388,7 @@ class AuditLog:
             handle.write(orjson.dumps(header) + b"\n")
             for checkpoint in covering:
                 handle.write(orjson.dumps({"checkpoint": checkpoint.as_dict()}) + b"\n")
-            for seq, body, digest, *_ in self.rows(self.node, from_seq):
-                if seq > to_seq:
-                    break
+            for seq, body, digest, *_ in self.rows(self.node, from_seq, to_seq):
                 handle.write(
                     orjson.dumps({"seq": seq, "hash": digest, "body": body.decode()}) + b"\n"
                 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
+import multiprocessing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -139,12 +141,25 @@ class EntryStanding:
 
     intact: bool | None  # None: the entry is not in the live log (archived)
     checkpoint: Checkpoint | None  # None: not signed yet (the next checkpoint covers it)
-    in_root: (
-        bool | None
-    )  # the stored batch hashes to the checkpoint's Merkle root, this entry in it
+    # the stored batch hashes to the checkpoint's Merkle root, with this entry in it
+    in_root: bool | None
     signature_valid: bool | None
     witnesses: tuple[str, ...]  # the partners whose countersignature verifies
     witness_problems: tuple[str, ...]
+
+
+def batch_hashes(
+    audit: AuditLog,
+    node: str,
+    checkpoint: Checkpoint,
+    cache: dict[tuple[str, int], list[str]],
+) -> list[str]:
+    """The stored hashes of a checkpoint's batch in the live log, read once per ``cache``."""
+    key = (node, checkpoint.to_seq)
+    if key not in cache:
+        rows = audit.rows(node, checkpoint.from_seq, checkpoint.to_seq)
+        cache[key] = [str(r[2]) for r in rows]
+    return cache[key]
 
 
 def entry_standing(
@@ -163,13 +178,7 @@ def entry_standing(
     covering = audit.checkpoint_covering(node, seq)
     if covering is None:
         return EntryStanding(intact, None, None, None, (), ())
-    batches = {} if batches is None else batches
-    if (node, covering.to_seq) not in batches:
-        rows = itertools.takewhile(
-            lambda r: r[0] <= covering.to_seq, audit.rows(node, covering.from_seq)
-        )
-        batches[(node, covering.to_seq)] = [str(r[2]) for r in rows]
-    batch = batches[(node, covering.to_seq)]
+    batch = batch_hashes(audit, node, covering, {} if batches is None else batches)
     in_root = (
         stored is not None
         and len(batch) == covering.to_seq - covering.from_seq
@@ -267,9 +276,7 @@ def verify_log(
                     )
                     break
                 digest, header, report = checked
-                if progress is not None:
-                    for _ in range(report.entries):
-                        progress()
+                _tell(progress, report.entries)
                 record = recorded.get(path.name)
                 if record is not None and record[3] != digest:
                     result.findings.append(
@@ -383,15 +390,13 @@ def _verify_segment(job: _SegmentJob) -> ChainReport:
 
     tables = reopen_log_tables(job.address)
     try:
-        after, to = job.segment.after, job.segment.to
-        rows = tables.rows(job.node, after)
         return auditchain.verify_chain(
             job.node,
-            rows if to is None else itertools.takewhile(lambda r: r[0] <= to, rows),
+            tables.rows(job.node, job.segment.after, job.segment.to),
             job.checkpoints,
             key_resolver(job.keys),
             get_backend(job.backend),
-            anchor_seq=after,
+            anchor_seq=job.segment.after,
             anchor_hash=job.segment.anchor,
             column_names=COLUMNS,
             final=False,
@@ -411,9 +416,6 @@ def _verify_segments(
     progress: Callable[[], None] | None,
 ) -> list[ChainReport]:
     """The segments' reports, in chain order, each verified in a process of a pool."""
-    import concurrent.futures
-    import multiprocessing
-
     jobs = [
         _SegmentJob(
             audit.tables.address,
@@ -430,18 +432,27 @@ def _verify_segments(
         for segment in segments
     ]
     reports: list[ChainReport | None] = [None] * len(jobs)
-    # spawned, not forked: the caller may be a gateway with threads and open connections
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
+    with _process_pool(min(workers, len(jobs))) as pool:
         running = {pool.submit(_verify_segment, job): n for n, job in enumerate(jobs)}
         for done in concurrent.futures.as_completed(running):
             report = done.result()
             reports[running[done]] = report
-            if progress is not None:
-                for _ in range(report.entries):
-                    progress()
+            _tell(progress, report.entries)
     return [r for r in reports if r is not None]
+
+
+def _process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    # spawned, not forked: the caller may be a gateway with threads and open connections
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn")
+    )
+
+
+def _tell(progress: Callable[[], None] | None, entries: int) -> None:
+    """Progress is told an entry at a time; work done elsewhere is told when it is back."""
+    if progress is not None:
+        for _ in range(entries):
+            progress()
 
 
 _Archive = tuple[str, dict[str, Any], ChainReport]
@@ -478,12 +489,7 @@ def _each_archive(
         for path in files:
             yield _verify_archive(path, node, keys, backend.name)
         return
-    import concurrent.futures
-    import multiprocessing
-
-    with concurrent.futures.ProcessPoolExecutor(
-        min(workers, len(files)), mp_context=multiprocessing.get_context("spawn")
-    ) as pool:
+    with _process_pool(min(workers, len(files))) as pool:
         yield from pool.map(
             functools.partial(_verify_archive, node=node, keys=keys, backend=backend.name), files
         )
@@ -537,15 +543,6 @@ def export_case(
     checkpoints: dict[tuple[str, int], Checkpoint] = {}
     live_batches: dict[tuple[str, int], list[str]] = {}
 
-    def live_batch(node: str, covering: Checkpoint) -> list[str]:
-        key = (node, covering.to_seq)
-        if key not in live_batches:
-            rows = itertools.takewhile(
-                lambda r: r[0] <= covering.to_seq, audit.rows(node, covering.from_seq)
-            )
-            live_batches[key] = [str(r[2]) for r in rows]
-        return live_batches[key]
-
     def add(
         node: str,
         seq: int,
@@ -587,7 +584,7 @@ def export_case(
                 body,
                 digest,
                 covering,
-                live_batch(node, covering) if covering is not None else None,
+                batch_hashes(audit, node, covering, live_batches) if covering is not None else None,
             )
         witnesses += [w for w in audit.witnesses(node) if (node, w.to_seq) in checkpoints]
     used = {c.key_id for c in checkpoints.values()}

@@ -164,7 +164,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> int:
                         f"  in bundle {bundle.code} {bundle.name} as {sub.id}, routed to "
                         f"{sub.route.describe()}"
                     )
-        for material in registry.materials.get((matter.region, matter.local_code), ()):
+        for material in registry.materials_of(matter.region, matter.local_code):
             stand_in = (
                 f", or its 电子证照 (证照类型 {material.licence_type})"
                 if material.licence_type

@@ -452,16 +452,21 @@ class LogTables:
         )
         return [str(r["node"]) for r in rows]
 
-    def rows(self, node: str, from_seq: int = 0, batch: int = 4096) -> Iterator[tuple[Any, ...]]:
-        """(seq, body, hash, *COLUMNS) of the node's entries after ``from_seq``, in order, a
-        batch at a time (keyset: no cursor held between batches)."""
+    def rows(
+        self, node: str, from_seq: int = 0, to_seq: int | None = None, batch: int = 4096
+    ) -> Iterator[tuple[Any, ...]]:
+        """(seq, body, hash, *COLUMNS) of the node's entries after ``from_seq`` (up to
+        ``to_seq`` included, if given), in order, a batch at a time (keyset: no cursor held
+        between batches)."""
         after = from_seq
+        last = to_seq if to_seq is not None else 2**31 - 1  # no end: the seq column's range
         while True:
             found = self.db.fetch_tuples(
                 f"SELECT seq, body, hash, {', '.join(COLUMNS)} FROM audit_entry "  # noqa: S608
-                "WHERE node = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                "WHERE node = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
                 node,
                 after,
+                last,
                 batch,
             )
             yield from found  # as stored: a body tampered into text stays text

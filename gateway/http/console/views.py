@@ -6,6 +6,7 @@ case's or a person's entries is itself an entry in the exchange log."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -624,8 +625,10 @@ class Console:
         await response.prepare(request)
         running = asyncio.ensure_future(
             asyncio.to_thread(
-                verify_log, audit_log, self.keys, self.audit.backend, None, None, None, advance,
-                self.witness_keys, VERIFY_WORKERS,
+                functools.partial(
+                    verify_log, audit_log, self.keys, self.audit.backend, progress=advance,
+                    witness_keys=self.witness_keys, workers=VERIFY_WORKERS,
+                )
             )
         )  # fmt: skip
         while not running.done():
