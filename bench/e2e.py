@@ -182,6 +182,7 @@ async def _file_and_follow(
             if response.status == 304:
                 continue
             case = await response.json()
+            assert response.status == 200, (response.status, case)  # say what came instead
             etag = response.headers["ETag"]
     return _outcome(case)
 
