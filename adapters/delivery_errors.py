@@ -18,7 +18,11 @@ class DeliveryError(Exception):
 # Partner refusals of our envelope that a fresh seal (new nonce and time) can cure.
 RESEALABLE = frozenset({"STALE", "REPLAYED"})
 # Partner refusals that are about the partner's state, not about our message.
-TRANSIENT_CODES = RESEALABLE | frozenset({"RATE_LIMITED", "UNAVAILABLE", "INTERNAL"})
+# A material cut short or changed on the way (XGW-ENV/2) is sent again, byte for byte, from
+# the outbox: what is stored there opened at the partner's before, or we would not have sent it.
+TRANSIENT_CODES = RESEALABLE | frozenset(
+    {"RATE_LIMITED", "UNAVAILABLE", "INTERNAL", "MATERIAL_TRUNCATED", "MATERIAL_BROKEN"}
+)
 
 
 def refusal(code: str, message: str) -> DeliveryError:

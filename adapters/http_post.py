@@ -4,6 +4,7 @@ failures turned into transient DeliveryErrors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -51,7 +52,7 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int = MAX_REPLY_
 async def post(
     client: aiohttp.ClientSession,
     url: str,
-    body: bytes,
+    body: bytes | Any,  # bytes, or an aiohttp payload (a multipart writer) sent as it is made
     headers: dict[str, str],
     timeout: float,
     limit: int = MAX_REPLY_BYTES,

@@ -17,6 +17,7 @@ escaping still go through zeep, which decides.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,15 @@ class SoapPartnerClient:
     async def close(self) -> None:
         await self._session.close()
 
-    async def send(self, url: str, envelope: env.Envelope, timeout: float) -> env.Envelope:
+    async def send(
+        self,
+        url: str,
+        envelope: env.Envelope,
+        timeout: float,
+        materials: Callable[[str], AsyncIterator[bytes]] | None = None,
+    ) -> env.Envelope:
+        if envelope.v != env.VERSION:  # refused at start-up (assembly.ENVELOPE_2_PROTOCOLS)
+            raise ValueError("SOAP carries XGW-ENV/1 only")
         body = self.messages.build(envelope)
         headers = {
             "Content-Type": "text/xml; charset=utf-8",

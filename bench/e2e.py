@@ -60,7 +60,7 @@ from bench._metering import (
     process_cpu,
     timed_loop,
 )
-from mappings.examples import applicant_of, bundle_form
+from mappings.examples import sample_filing
 from security import envelope as env
 from tests.conftest import free_port
 from tests.security_helpers import TO_XZ_PARTY, Pair
@@ -195,8 +195,7 @@ def _session(token: str) -> aiohttp.ClientSession:
 
 
 def _body() -> dict[str, Any]:
-    form = bundle_form("YJS-YLBX")
-    return {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": form}
+    return sample_filing("YJS-YLBX")
 
 
 async def drive(

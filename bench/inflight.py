@@ -24,7 +24,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mappings.examples import applicant_of, bundle_form
+from mappings.examples import sample_filing
 from tests.harness import Deployment
 
 BUNDLE = "YJS-YLBX"  # 医疗费用报销: two sub-matters to 新野
@@ -53,8 +53,7 @@ class Sampler(threading.Thread):
 
 
 async def file_all(url: str, token: str, cases: int, sampler: Sampler) -> list[str]:
-    form = bundle_form(BUNDLE)
-    body = {"bundle": BUNDLE, "applicant": applicant_of(form), "form": form}
+    body = sample_filing(BUNDLE)
     headers = {"Authorization": f"Bearer {token}"}
     ids: list[str] = []
     gate = asyncio.Semaphore(64)

@@ -71,11 +71,19 @@ def assemble(settings: Settings, store: Store) -> Parts:
         check_lease(partners, settings.delivery_lease_seconds)
     partner_messages: dict[str, PartnerMessages] = {}
     for partner in partners.partners.values():
-        for endpoint in partner.endpoints:
+        for index, endpoint in enumerate(partner.endpoints):
             if endpoint.protocol not in PROTOCOLS:
                 raise PartnerConfigError(
                     f"partner {partner.region}: protocol {endpoint.protocol!r} is none of "
                     f"{', '.join(sorted(PROTOCOLS))}"
+                )
+            version = endpoint.envelope or partner.envelope
+            if version == 2 and endpoint.protocol not in ENVELOPE_2_PROTOCOLS:
+                # at start-up, not when the first case with materials is sent
+                raise PartnerConfigError(
+                    f"partner {partner.region}: endpoints[{index}].envelope: XGW-ENV/2 is "
+                    f"carried over {', '.join(sorted(ENVELOPE_2_PROTOCOLS))} only, not "
+                    f"{endpoint.protocol}; give this endpoint envelope: 1"
                 )
             if endpoint.protocol != "soap":
                 continue
@@ -133,6 +141,10 @@ PROTOCOLS: dict[str, Callable[[Parts, Partner, Endpoint], PartnerClient]] = {
     ),
     "rest": lambda _parts, partner, _endpoint: RestPartnerClient(partner.max_concurrency),
 }
+
+
+# The protocols whose client carries XGW-ENV/2's materials (REST: multipart, envelope first).
+ENVELOPE_2_PROTOCOLS = frozenset({"rest"})
 
 
 def build_clients(parts: Parts) -> dict[tuple[str, str], PartnerClient]:
@@ -202,6 +214,7 @@ def build_services(
         settings.result_overdue_seconds,
         dispatcher=worker,
         witnesses=witnesses,
+        case_material_bytes=settings.max_case_material_bytes,
     )
     inbound = InboundService(
         parts.store,

@@ -88,6 +88,30 @@ class Settings(BaseSettings):
         le=3600,
         description="time a request body may take to arrive in full (408 BODY_TIMEOUT after)",
     )
+    max_material_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        description="largest material (scan, OFD) one filing may upload (413 MATERIAL_TOO_LARGE "
+        "as soon as one passes it); a matter's own max_mib may be lower",
+    )
+    max_case_material_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="a filing's materials all told"
+    )
+    material_upload_seconds: float = Field(
+        600.0,
+        gt=0,
+        le=86400,
+        description="time a filing with materials may take to arrive in full (408 BODY_TIMEOUT)",
+    )
+    material_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="materials are deleted this long after their case is done or cancelled "
+        "(the exchange log keeps their digests for ever)",
+    )
+    material_purge_seconds: float = Field(
+        3600.0, gt=0, description="how often materials past their retention are deleted"
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="time in-flight work gets on SIGTERM"
     )

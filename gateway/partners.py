@@ -20,6 +20,8 @@
         inbound_matters: ["*"]           # which of our matters it may file with us
         rate_limit_per_minute: 600
         witness: true                    # countersigns our exchange log's checkpoints
+        envelope: 2                      # XGW-ENV/2 (materials); default 1. An endpoint may
+                                         # say its own (SOAP carries /1 only, for now)
     local_systems:                       # our own back office (部门业务系统), per domain
       "*": http://127.0.0.1:8090/local
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -45,6 +48,7 @@ class Endpoint(BaseModel):
     protocol: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")  # a name in assembly.PROTOCOLS
     url: str = Field(pattern=r"^https?://")
     wsdl: str | None = None  # a local file; default: the packaged partner WSDL
+    envelope: Literal[1, 2] | None = None  # XGW-ENV version here; default: the partner's
 
 
 class Partner(BaseModel):
@@ -65,6 +69,9 @@ class Partner(BaseModel):
     # It countersigns the checkpoints of our exchange log whose batches hold exchanges with it
     # (docs/exchange-log.md, witnesses); false for a partner whose gateway cannot yet.
     witness: bool = True
+    # XGW-ENV/2 carries a case's materials (docs/envelope.md §11); a partner that has not
+    # moved gets /1 (its materials stay at our window, and the case says so).
+    envelope: Literal[1, 2] = 1
 
     @field_validator("client_certificates")
     @classmethod
@@ -79,6 +86,11 @@ class Partner(BaseModel):
     def witness_domain(self) -> str:
         """The domain whose endpoint carries witness requests: the first endpoint's."""
         return self.endpoints[0].domains[0]
+
+    def envelope_for(self, domain: str) -> int:
+        """The XGW-ENV version messages of ``domain`` go to this partner in."""
+        endpoint = self.endpoint(domain)
+        return endpoint.envelope if endpoint.envelope is not None else self.envelope
 
     def endpoint(self, domain: str) -> Endpoint:
         for endpoint in self.endpoints:

@@ -3,12 +3,15 @@ the explanation of a matter, the tests and the benchmarks to take a form from.""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mappings.registry import packaged_data_dir
+from mappings.identifiers import make_uscc
+from mappings.materials import make_licence_identifier
+from mappings.registry import Registry, load_registry, packaged_data_dir
 
 # Which SAMPLE forms make up a bundle's case form (merged section by section).
 BUNDLE_FORMS = {
@@ -42,3 +45,52 @@ def applicant_of(form: dict[str, Any]) -> dict[str, Any]:
         if isinstance(person, dict) and "id_number" in person and "name" in person:
             return {"id_number": person["id_number"], "name": person["name"]}
     raise ValueError("the form names no person")
+
+
+# The SAMPLE issuer of the SAMPLE 电子证照 (a made-up USCC of 襄州区).
+SAMPLE_LICENCE_ISSUER = make_uscc("11", "420607", "17410101")
+
+
+def sample_licence(licence_type: str, holder: str) -> str:
+    """The SAMPLE 电子证照 of this type a SAMPLE resident holds (the simulator's licence
+    registry knows exactly these)."""
+    serial = f"S{holder[-8:].replace('X', '0')}"
+    return make_licence_identifier(licence_type, SAMPLE_LICENCE_ISSUER, serial, 1)
+
+
+def sample_licences(
+    registry: Registry, region: str, matters: list[str], holder: str
+) -> list[dict[str, str]]:
+    """E-licence references for every required material that one may stand in for."""
+    given: dict[str, dict[str, str]] = {}
+    for matter in matters:
+        for material in registry.materials_of(region, matter):
+            if material.required and material.licence_type and material.code not in given:
+                given[material.code] = {
+                    "material": material.code,
+                    "identifier": sample_licence(material.licence_type, holder),
+                    "holder": holder,
+                }
+    return list(given.values())
+
+
+@functools.cache
+def _packaged_registry() -> Registry:
+    return load_registry(packaged_data_dir())
+
+
+def sample_filing(
+    code: str, registry: Registry | None = None, region: str = "420607"
+) -> dict[str, Any]:
+    """A SAMPLE filing of a bundle through the windows API: form, applicant, and the 电子证照
+    standing in for its required materials (``registry``: the packaged data's by default)."""
+    registry = registry or _packaged_registry()
+    form = bundle_form(code)
+    applicant = applicant_of(form)
+    matters = [sub.matter for sub in registry.bundles[code].sub_matters]
+    return {
+        "bundle": code,
+        "applicant": applicant,
+        "form": form,
+        "licences": sample_licences(registry, region, matters, applicant["id_number"]),
+    }

@@ -40,3 +40,18 @@ sm3: Callable[[bytes], bytes] = _pick()
 
 def sm3_hex(data: bytes) -> str:
     return sm3(data).hex()
+
+
+class Sm3Stream:
+    """SM3 over bytes given piece by piece (a material's stream): the same digest as ``sm3``."""
+
+    def __init__(self) -> None:
+        self._hash = hashes.Hash(hashes.SM3())
+        self.length = 0
+
+    def update(self, data: bytes | bytearray) -> None:
+        self._hash.update(bytes(data))
+        self.length += len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.finalize().hex()

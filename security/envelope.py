@@ -1,4 +1,4 @@
-"""The sealed envelope, XGW-ENV/1 (spec: docs/envelope.md). Pure functions over a backend.
+"""The sealed envelope, XGW-ENV/1 and /2 (spec: docs/envelope.md). Pure functions over a backend.
 
 Order: encrypt, then sign. The signature covers every field but itself (the header, the SM2-wrapped
 content key, IV, ciphertext, tag and the SM3 digest of the plaintext), so:
@@ -8,6 +8,10 @@ content key, IV, ciphertext, tag and the SM3 digest of the plaintext), so:
 - the signer is bound to the plaintext too (the digest), so a recipient can later prove what was
   said by disclosing it.
 The header is also the GCM additional data, so ciphertext cannot be moved under another header.
+
+XGW-ENV/2 (§11) adds ``materials``, the signed manifest of the materials sealed as chunk streams
+under the same content key (``security.stream``), and keys the digest: HMAC-SM3 under the content
+key instead of SM3, so nobody without the key can confirm a guessed plaintext.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from security.errors import ENVELOPE_MALFORMED, SIGNATURE_INVALID, SecurityError
 from security.keys import PrivateKey, PublicKey
 
 VERSION = "XGW-ENV/1"
+VERSION_2 = "XGW-ENV/2"
+VERSIONS = {1: VERSION, 2: VERSION_2}
 NONCE_BYTES = 16
 MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 
@@ -64,6 +70,26 @@ _COMPILED = {name: code_pattern(pattern) for name, pattern in PATTERNS.items()}
 # The GCM additional data: the header plus the plaintext digest.
 AAD_FIELDS = tuple(PATTERNS)[: tuple(PATTERNS).index("digest") + 1]
 SIGNED_FIELDS = tuple(PATTERNS)[:-1]
+
+# XGW-ENV/2: the manifest after content_type; the rest as in /1 (the digest keyed).
+MATERIAL_CODE = r"[a-z0-9][a-z0-9_-]{0,47}"
+MATERIAL_TYPES = ("pdf", "ofd", "jpeg", "png")
+MAX_MATERIALS = 32
+_ENTRY = (
+    rf"{MATERIAL_CODE}:(?:{'|'.join(MATERIAL_TYPES)}):(?:0|[1-9][0-9]{{0,11}})"
+    r":[0-9a-f]{14}:[0-9a-f]{64}"
+)
+_V2_NAMES = (*tuple(PATTERNS)[: tuple(PATTERNS).index("digest")], "materials")
+PATTERNS_V2: dict[str, str] = {
+    **{name: PATTERNS[name] for name in _V2_NAMES if name != "materials"},
+    "v": rf"^{re.escape(VERSION_2)}$",
+    "materials": rf"^(?:{_ENTRY}(?:;{_ENTRY}){{0,{MAX_MATERIALS - 1}}})?$",
+    **{name: PATTERNS[name] for name in tuple(PATTERNS)[tuple(PATTERNS).index("digest") :]},
+}
+_COMPILED_V2 = {name: code_pattern(pattern) for name, pattern in PATTERNS_V2.items()}
+AAD_FIELDS_V2 = tuple(PATTERNS_V2)[: tuple(PATTERNS_V2).index("digest") + 1]
+SIGNED_FIELDS_V2 = tuple(PATTERNS_V2)[:-1]
+_DIGEST_LABEL = b"XGW-ENV/2 digest"
 
 
 @dataclass(frozen=True)
@@ -110,13 +136,31 @@ class Envelope:
     ciphertext: str
     tag: str
     signature: str
+    materials: str = ""  # XGW-ENV/2 only: the manifest (placed after content_type on the wire)
 
-    def canonical(self, names: tuple[str, ...] = SIGNED_FIELDS) -> bytes:
+    @property
+    def version(self) -> int:
+        return 2 if self.v == VERSION_2 else 1
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return FIELD_NAMES_V2 if self.v == VERSION_2 else FIELD_NAMES
+
+    def canonical(self, names: tuple[str, ...] | None = None) -> bytes:
         """The exact bytes signed: ``name=value\\n`` per field, in spec order, UTF-8."""
+        if names is None:
+            names = SIGNED_FIELDS_V2 if self.v == VERSION_2 else SIGNED_FIELDS
         return "".join(f"{name}={getattr(self, name)}\n" for name in names).encode()
 
+    def aad(self) -> bytes:
+        return self.canonical(AAD_FIELDS_V2 if self.v == VERSION_2 else AAD_FIELDS)
+
+    @property
+    def manifest(self) -> tuple[ManifestEntry, ...]:
+        return parse_manifest(self.materials)
+
     def as_dict(self) -> dict[str, str]:
-        return {name: getattr(self, name) for name in FIELD_NAMES}
+        return {name: getattr(self, name) for name in self.field_names}
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_dict())
@@ -134,8 +178,51 @@ class Envelope:
         return Party(self.receiver_region, self.receiver_node)
 
 
-FIELD_NAMES = tuple(f.name for f in fields(Envelope))
+FIELD_NAMES = tuple(f.name for f in fields(Envelope) if f.name != "materials")
+FIELD_NAMES_V2 = tuple(PATTERNS_V2)
 assert tuple(PATTERNS) == FIELD_NAMES, "Envelope fields must follow the spec order"
+assert set(FIELD_NAMES_V2) == {f.name for f in fields(Envelope)}
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One material of an XGW-ENV/2 message, as the signed manifest states it (§11)."""
+
+    code: str  # the material's code in the sender's catalogue
+    kind: str  # pdf | ofd | jpeg | png, told by its content
+    size: int  # plaintext bytes
+    prefix: bytes  # the stream's 7-byte prefix
+    sealed_sm3: str  # SM3 of the sealed stream, hex: what crossed, checkable without a key
+
+    def text(self) -> str:
+        return f"{self.code}:{self.kind}:{self.size}:{self.prefix.hex()}:{self.sealed_sm3}"
+
+
+def format_manifest(entries: tuple[ManifestEntry, ...]) -> str:
+    return ";".join(entry.text() for entry in entries)
+
+
+def parse_manifest(text: str) -> tuple[ManifestEntry, ...]:
+    """The manifest of an envelope already checked against its pattern; codes are unique."""
+    if not text:
+        return ()
+    entries = []
+    for part in text.split(";"):
+        code, kind, size, prefix, sealed_sm3 = part.split(":")
+        entries.append(ManifestEntry(code, kind, int(size), bytes.fromhex(prefix), sealed_sm3))
+    if len({entry.code for entry in entries}) != len(entries):
+        raise malformed("the manifest names a material twice")
+    return tuple(entries)
+
+
+def material_aad(msg_id: str, code: str) -> bytes:
+    """A material stream's additional data (§11): the message id, a zero byte, the code."""
+    return msg_id.encode() + b"\x00" + code.encode()
+
+
+def keyed_digest(content_key: bytes, plaintext: bytes, backend: CryptoBackend) -> str:
+    """XGW-ENV/2's digest: HMAC-SM3 under the content key (§11)."""
+    return backend.hmac_sm3(content_key, _DIGEST_LABEL + plaintext).hex()
 
 
 def format_time(moment: datetime) -> str:
@@ -170,8 +257,13 @@ def envelope_from_mapping(data: Any) -> Envelope:
     """Validate untrusted fields (from JSON or XML) into an Envelope, or ENVELOPE_MALFORMED."""
     if not isinstance(data, dict):
         raise malformed("the envelope must be an object")
-    missing = [name for name in FIELD_NAMES if name not in data]
-    extra = sorted(str(name) for name in data if name not in PATTERNS)
+    names, patterns, compiled = (
+        (FIELD_NAMES_V2, PATTERNS_V2, _COMPILED_V2)
+        if data.get("v") == VERSION_2
+        else (FIELD_NAMES, PATTERNS, _COMPILED)
+    )
+    missing = [name for name in names if name not in data]
+    extra = sorted(str(name) for name in data if name not in patterns)
     if missing or extra:
         raise malformed(
             "; ".join(
@@ -183,11 +275,12 @@ def envelope_from_mapping(data: Any) -> Envelope:
                 if part
             )
         )
-    for name in FIELD_NAMES:
+    for name in names:
         value = data[name]
-        if not isinstance(value, str) or _COMPILED[name].fullmatch(value) is None:
+        if not isinstance(value, str) or compiled[name].fullmatch(value) is None:
             raise malformed(f"field {name} is not of the expected form")
-    envelope = Envelope(**{name: data[name] for name in FIELD_NAMES})
+    envelope = Envelope(**{name: data[name] for name in names})
+    envelope.manifest  # noqa: B018 - validates that no material is named twice
     try:
         envelope.created_at  # noqa: B018 - validates the calendar date
     except ValueError:
@@ -263,14 +356,21 @@ def seal(
     distid: bytes = DEFAULT_DISTID,
     nonce: bytes | None = None,
     wrapped: WrappedKey | None = None,
+    version: int = 1,
+    manifest: tuple[ManifestEntry, ...] = (),
 ) -> Envelope:
     """Encrypt to ``recipient`` with a fresh SM4 key (``wrapped``: one made ahead for this
-    recipient key, else one made now), then sign everything with ``signer``."""
+    recipient key, else one made now), then sign everything with ``signer``. ``version`` 2
+    with a ``manifest``: its materials were sealed under ``wrapped.key`` (``security.stream``)."""
+    if manifest and (
+        version != 2 or wrapped is None or wrapped.recipient_key_id != recipient.key_id
+    ):
+        raise ValueError("materials are XGW-ENV/2, sealed under the message's own content key")
     if wrapped is None or wrapped.recipient_key_id != recipient.key_id:
         wrapped = wrap_content_key(recipient, backend)
     iv = secrets.token_bytes(GCM_IV_BYTES)
     values = {
-        "v": VERSION,
+        "v": VERSIONS[version],
         "msg_id": header.msg_id,
         "kind": header.kind,
         "idem_key": header.idem_key,
@@ -284,12 +384,18 @@ def seal(
         "sender_key_id": signer.key_id,
         "recipient_key_id": recipient.key_id,
         "content_type": header.content_type,
-        "digest": backend.sm3(plaintext).hex(),
     }
+    if version == 2:
+        values["materials"] = format_manifest(manifest)
+        values["digest"] = keyed_digest(wrapped.key, plaintext, backend)
+    else:
+        values["digest"] = backend.sm3(plaintext).hex()
+    compiled = _COMPILED_V2 if version == 2 else _COMPILED
     for name, value in values.items():
-        if _COMPILED[name].fullmatch(value) is None:
+        if compiled[name].fullmatch(value) is None:
             raise malformed(f"field {name} is not of the expected form")
-    aad = "".join(f"{name}={values[name]}\n" for name in AAD_FIELDS).encode()
+    aad_names = AAD_FIELDS_V2 if version == 2 else AAD_FIELDS
+    aad = "".join(f"{name}={values[name]}\n" for name in aad_names).encode()
     ciphertext, tag = backend.sm4_gcm_encrypt(wrapped.key, iv, plaintext, aad)
     values.update(
         key_wrap=b64(wrapped.wrap),
@@ -320,6 +426,13 @@ def verify_origin(
 
 def decrypt(envelope: Envelope, recipient: PrivateKey, backend: CryptoBackend) -> bytes:
     """Unwrap the content key, decrypt, check the digest. One error for every failure."""
+    return decrypt_with_key(envelope, recipient, backend)[0]
+
+
+def decrypt_with_key(
+    envelope: Envelope, recipient: PrivateKey, backend: CryptoBackend
+) -> tuple[bytes, bytes]:
+    """(plaintext, content key): the key opens an XGW-ENV/2 message's materials."""
     if envelope.recipient_key_id != recipient.key_id:
         raise decrypt_failed()
     try:
@@ -331,13 +444,18 @@ def decrypt(envelope: Envelope, recipient: PrivateKey, backend: CryptoBackend) -
             unb64(envelope.iv, "iv"),
             unb64(envelope.ciphertext, "ciphertext"),
             unb64(envelope.tag, "tag"),
-            envelope.canonical(AAD_FIELDS),
+            envelope.aad(),
         )
     except (ValueError, SecurityError):
         raise decrypt_failed() from None
-    if backend.sm3(plaintext).hex() != envelope.digest:
+    expected = (
+        keyed_digest(content_key, plaintext, backend)
+        if envelope.version == 2
+        else backend.sm3(plaintext).hex()
+    )
+    if expected != envelope.digest:
         raise decrypt_failed()
-    return plaintext
+    return plaintext, content_key
 
 
 def open_sealed(

@@ -13,7 +13,7 @@ unauthenticated input can burn a nonce or reach decryption:
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from security import envelope as env
@@ -29,6 +29,7 @@ class Opened:
     envelope: env.Envelope
     plaintext: bytes
     sender: TrustedKey
+    content_key: bytes = field(default=b"", repr=False)  # opens an XGW-ENV/2's materials
 
 
 class Sealer:
@@ -49,7 +50,12 @@ class Sealer:
         msg_id: str | None = None,
         created: datetime | None = None,
         content_type: str = "application/json",
+        version: int = 1,
+        manifest: tuple[env.ManifestEntry, ...] = (),
+        wrapped: env.WrappedKey | None = None,
     ) -> env.Envelope:
+        """``version`` 2 with a ``manifest``: the materials were sealed under ``wrapped``'s
+        key (``content_key``)."""
         now = created or env.now_utc()
         header = env.Header(
             msg_id=msg_id or uuid.uuid4().hex,
@@ -69,8 +75,16 @@ class Sealer:
             recipient.key,
             self.backend,
             distid=self.trust.distid,
-            wrapped=self.keys.take(recipient.key) if self.keys is not None else None,
+            wrapped=wrapped or (self.keys.take(recipient.key) if self.keys is not None else None),
+            version=version,
+            manifest=manifest,
         )
+
+    def content_key(self, region: str) -> env.WrappedKey:
+        """A content key for a message to ``region`` whose materials are sealed before it."""
+        recipient = self.trust.recipient_key(region, env.now_utc()).key
+        ready = self.keys.take(recipient) if self.keys is not None else None
+        return ready or env.wrap_content_key(recipient, self.backend)
 
 
 class Opener:
@@ -104,5 +118,5 @@ class Opener:
         if not await self.nonces.claim(nonce_key, nonce_ttl(self.window_seconds)):
             raise SecurityError(REPLAYED, "this envelope's nonce was already used")
         recipient = self.trust.decryption_key(envelope.recipient_key_id)
-        plaintext = env.decrypt(envelope, recipient, self.backend)
-        return Opened(envelope, plaintext, sender)
+        plaintext, content_key = env.decrypt_with_key(envelope, recipient, self.backend)
+        return Opened(envelope, plaintext, sender, content_key)

@@ -29,7 +29,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Iterator
 
+from security import envelope as env
 from security.backend import GCM_TAG_BYTES, SM4_KEY_BYTES, CryptoBackend
+from security.digest import Sm3Stream
 
 CHUNK_BYTES = 64 * 1024
 SEALED_CHUNK_BYTES = CHUNK_BYTES + GCM_TAG_BYTES
@@ -176,3 +178,110 @@ def _rechunked(pieces: Iterable[bytes], size: int) -> Iterator[tuple[bytes, bool
             start += size
         del buffer[:start]
     yield bytes(buffer), True
+
+
+def sealed_length(size: int) -> int:
+    """The sealed stream's length for ``size`` plaintext bytes (an empty material: one tag)."""
+    chunks = max(1, -(-size // CHUNK_BYTES))
+    return size + chunks * GCM_TAG_BYTES
+
+
+class MaterialSealing:
+    """Seals one material of an XGW-ENV/2 message from plaintext pieces of any sizes, keeping
+    what its manifest entry states (size, SM3 of the sealed stream). ``add`` and ``finish``
+    return the sealed bytes ready so far."""
+
+    def __init__(
+        self, content_key: bytes, msg_id: str, code: str, kind: str, backend: CryptoBackend
+    ) -> None:
+        self.code, self.kind = code, kind
+        self._sealer = StreamSealer(content_key, env.material_aad(msg_id, code), backend)
+        self._buffer = bytearray()
+        self._size = 0
+        self._digest = Sm3Stream()
+
+    def add(self, piece: bytes) -> bytes:
+        self._buffer += piece
+        self._size += len(piece)
+        out = bytearray()
+        start = 0
+        while len(self._buffer) - start > CHUNK_BYTES:
+            out += self._sealer.seal(bytes(self._buffer[start : start + CHUNK_BYTES]))
+            start += CHUNK_BYTES
+        del self._buffer[:start]
+        self._digest.update(out)
+        return bytes(out)
+
+    def finish(self) -> tuple[bytes, env.ManifestEntry]:
+        last = self._sealer.finish(bytes(self._buffer))
+        self._digest.update(last)
+        entry = env.ManifestEntry(
+            self.code, self.kind, self._size, self._sealer.prefix, self._digest.hexdigest()
+        )
+        return last, entry
+
+
+class MaterialBroken(ValueError):
+    """A material that does not match its manifest entry; ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+class MaterialOpening:
+    """Opens one material of an XGW-ENV/2 message as its sealed bytes arrive, in pieces of any
+    sizes: ``add`` returns the plaintext released so far (each chunk only once its tag
+    verified), ``finish`` checks the end. Raises ``MaterialBroken``: MATERIAL_TOO_LONG as soon
+    as more arrives than the manifest's size allows, MATERIAL_BROKEN for a chunk that does not
+    open, MATERIAL_TRUNCATED for a stream that ends early, MATERIAL_DIGEST for a stream whose
+    SM3 is not the manifest's."""
+
+    def __init__(
+        self, content_key: bytes, msg_id: str, entry: env.ManifestEntry, backend: CryptoBackend
+    ) -> None:
+        self.entry = entry
+        self._opener = StreamOpener(
+            content_key, entry.prefix, env.material_aad(msg_id, entry.code), backend
+        )
+        self._expected = sealed_length(entry.size)
+        self._buffer = bytearray()
+        self._received = 0
+        self._digest = Sm3Stream()
+
+    def add(self, piece: bytes) -> bytes:
+        self._received += len(piece)
+        if self._received > self._expected:
+            raise MaterialBroken(
+                "MATERIAL_TOO_LONG", f"{self.entry.code} is longer than its manifest says"
+            )
+        self._digest.update(piece)
+        self._buffer += piece
+        out = bytearray()
+        start = 0
+        # a full sealed chunk that is not the stream's end: the end is known by the length
+        while len(self._buffer) - start >= SEALED_CHUNK_BYTES and (
+            self._received - len(self._buffer) + start + SEALED_CHUNK_BYTES < self._expected
+        ):
+            out += self._open(bytes(self._buffer[start : start + SEALED_CHUNK_BYTES]), False)
+            start += SEALED_CHUNK_BYTES
+        del self._buffer[:start]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if self._received != self._expected:
+            raise MaterialBroken(
+                "MATERIAL_TRUNCATED", f"{self.entry.code} ended before its manifest's size"
+            )
+        last = self._open(bytes(self._buffer), True)
+        if self._digest.hexdigest() != self.entry.sealed_sm3:
+            raise MaterialBroken(
+                "MATERIAL_DIGEST", f"{self.entry.code} is not the stream its manifest names"
+            )
+        return last
+
+    def _open(self, sealed: bytes, last: bool) -> bytes:
+        try:
+            return self._opener.open(sealed, last)
+        except StreamBroken as exc:
+            raise MaterialBroken("MATERIAL_BROKEN", f"{self.entry.code}: {exc}") from None

@@ -54,11 +54,13 @@ KINDS = {
         "test_audit_vectors",
         "test_security_openssl",
         "test_security_envelope",
+        "test_envelope_v2",
         "test_security_keypool",
         "test_adapters_http",
     },
     "e2e": {
         "test_routing_e2e",
+        "test_materials_e2e",
         "test_partner_inbound",
         "test_faults",
         "test_foundation_serve",

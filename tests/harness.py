@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mappings.examples import applicant_of, bundle_form
+from mappings.examples import sample_filing
 from tests.conftest import free_port, wait_for_http, xgw_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,13 +84,26 @@ def write_partners(
     protocol: str,
     breaker_reset: float = 0.5,
     rate_limit_per_minute: int = 600,
+    envelope_versions: bool = True,
 ) -> None:
-    """protocol: soap | rest | mixed (新野 人社 over SOAP, the rest over REST, as in the sample)."""
+    """protocol: soap | rest | mixed (新野 人社 over SOAP, the rest over REST, as in the sample).
+    ``envelope_versions``: False writes no ``envelope`` keys (a registry an older gateway,
+    which knows only XGW-ENV/1, also reads)."""
     base = f"http://127.0.0.1:{sim_port}"
-    partners = []
+    partners: list[dict[str, Any]] = []
     for region, (name, node) in REGIONS.items():
-        rest = {"domains": ["*"], "protocol": "rest", "url": f"{base}/{region}/rest/messages"}
-        soap = {"domains": ["*"], "protocol": "soap", "url": f"{base}/{region}/soap"}
+        rest: dict[str, Any] = {
+            "domains": ["*"],
+            "protocol": "rest",
+            "url": f"{base}/{region}/rest/messages",
+        }
+        # SOAP carries XGW-ENV/1 only; REST partners take /2 (materials), as in the sample
+        soap: dict[str, Any] = {
+            "domains": ["*"],
+            "protocol": "soap",
+            "url": f"{base}/{region}/soap",
+            "envelope": 1,
+        }
         endpoints = {
             "soap": [soap],
             "rest": [rest],
@@ -107,8 +120,13 @@ def write_partners(
                 "breaker_failures": 3,
                 "breaker_reset_seconds": breaker_reset,
                 "rate_limit_per_minute": rate_limit_per_minute,
+                "envelope": 1 if protocol == "soap" else 2,
             }
         )
+        if not envelope_versions:
+            del partners[-1]["envelope"]
+            for endpoint in endpoints:
+                endpoint.pop("envelope", None)
     document = {"partners": partners, "local_systems": {"*": f"{base}/local"}}
     path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
 
@@ -269,11 +287,10 @@ class Deployment:
         return result.stdout.decode()
 
     def file(self, bundle: str, url: str | None = None, key: str | None = None) -> dict[str, Any]:
-        form = bundle_form(bundle)
         status, case = http(
             "POST",
             f"{url or self.url}/api/v1/cases",
-            {"bundle": bundle, "applicant": applicant_of(form), "form": form},
+            sample_filing(bundle),
             self.token,
             {"Idempotency-Key": key or uuid.uuid4().hex},
         )

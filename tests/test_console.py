@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mappings.examples import bundle_form
+from mappings.examples import bundle_form, sample_filing
 from tests.conftest import IN_CI
 from tests.harness import Deployment, http
 
@@ -94,6 +94,14 @@ def _flat(form: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return found
 
 
+def _fill_filing(page: Any, bundle: str) -> None:
+    """The SAMPLE form of a bundle, and the 电子证照 standing in for its required materials."""
+    filing = sample_filing(bundle)
+    _fill(page, filing["form"])
+    for licence in filing["licences"]:
+        page.fill(f'[name="licence.{licence["material"]}"]', licence["identifier"])
+
+
 def _fill(page: Any, form: dict[str, Any]) -> None:
     for name, value in _flat(form).items():
         field = page.locator(f'[name="{name}"]')
@@ -115,7 +123,7 @@ def test_a_clerk_files_a_transfer_and_watches_it_reach_done(
     page.click("text=受理新件")
     page.click("text=社保转入一件事")
     assert page.locator("legend", has_text="申请人").count() == 1
-    _fill(page, bundle_form("YJS-SBZR"))
+    _fill_filing(page, "YJS-SBZR")
     _shot(page, "form")
     page.click("button:has-text('提交受理')")
     page.wait_for_url("**/console/cases/420607-*")
@@ -164,7 +172,7 @@ def _get(deployment: Deployment, path: str, page: Any) -> tuple[int, str, dict[s
     return response.status, response.text(), response.headers
 
 
-def test_a_form_with_three_mistakes_shows_all_three_in_chinese_and_files_nothing(
+def test_a_form_with_four_mistakes_shows_all_four_in_chinese_and_files_nothing(
     deployment: Deployment, browser: Any
 ) -> None:
     page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-2", HALL))
@@ -174,7 +182,7 @@ def test_a_form_with_three_mistakes_shows_all_three_in_chinese_and_files_nothing
     form["applicant"]["id_number"] = "411329198506150035"  # wrong check digit
     form["applicant"]["name"] = ""  # required
     form["transfer"]["in_region"] = "999999"  # no such region
-    _fill(page, form)
+    _fill(page, form)  # and neither the 居民身份证 nor its 电子证照
     page.click("button:has-text('提交受理')")
     page.wait_for_selector(".problem.summary")
     problems = {
@@ -183,7 +191,8 @@ def test_a_form_with_three_mistakes_shows_all_three_in_chinese_and_files_nothing
     assert problems["applicant.id_number"] == "公民身份号码校验位不正确", problems
     assert problems["applicant.name"] == "必填"
     assert problems["transfer.in_region"] == "不是有效的行政区划代码"
-    assert "3 处需要修改" in page.inner_text(".problem.summary")
+    assert problems["materials.id-card"] == "缺少必需材料：居民身份证（或其电子证照）"
+    assert "4 处需要修改" in page.inner_text(".problem.summary")
     # what was typed stays, so the clerk corrects rather than retypes
     assert page.input_value('[name="applicant.phone"]') == form["applicant"]["phone"]
     _shot(page, "form-problems")
@@ -203,10 +212,26 @@ def test_a_double_submit_files_once(deployment: Deployment, browser: Any) -> Non
     before = _case_count(deployment)
     page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
     _fill(page, bundle_form("YJS-YLBX"))
+    # the invoices as a scan chosen in the browser (the name says .pdf; its content decides)
+    scan = b"%PDF-1.7\n% SAMPLE invoice scan\n" + bytes(200_000) + b"%%EOF\n"
+    page.set_input_files(
+        '[name="material.invoices"]',
+        files=[{"name": "发票.pdf", "mimeType": "application/pdf", "buffer": scan}],
+    )
     button = page.locator("button:has-text('提交受理')")
     button.dblclick()
     page.wait_for_url("**/console/cases/420607-*")
     assert _case_count(deployment) == before + 1
+    case_id = page.locator("#case-id").inner_text()
+    page.wait_for_selector("#case-status:has-text('已办结')", timeout=60_000)
+    stats = http("GET", f"{deployment.sim_url}/_sim/stats")[1]["411329"]
+    assert stats["materials"].get("invoices", 0) >= 1, stats  # opened by the partner
+    # the second submit's upload was not kept: one stored copy, the case's
+    with sqlite3.connect(deployment.data / "gateway.sqlite3") as db:
+        kept = db.execute(
+            "SELECT case_id FROM material WHERE code = 'invoices' AND kind = 'pdf'"
+        ).fetchall()
+    assert kept == [(case_id,)]
 
 
 def test_a_window_of_another_hall_cannot_open_the_case(
@@ -214,7 +239,7 @@ def test_a_window_of_another_hall_cannot_open_the_case(
 ) -> None:
     page = _signed_in(browser, deployment, _token(deployment, "window", "clerk-4", HALL))
     page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
-    _fill(page, bundle_form("YJS-YLBX"))
+    _fill_filing(page, "YJS-YLBX")
     page.click("button:has-text('提交受理')")
     page.wait_for_url("**/console/cases/420607-*")
     case_id = page.locator("#case-id").inner_text()
@@ -237,7 +262,7 @@ def test_an_auditor_finds_the_case_by_person_and_downloads_its_evidence(
 ) -> None:
     clerk = _signed_in(browser, deployment, _token(deployment, "window", "clerk-5", HALL))
     clerk.goto(f"{deployment.url}/console/new/bundle/YJS-SBZR")
-    _fill(clerk, bundle_form("YJS-SBZR"))
+    _fill_filing(clerk, "YJS-SBZR")
     clerk.click("button:has-text('提交受理')")
     clerk.wait_for_url("**/console/cases/420607-*")
     case_id = clerk.locator("#case-id").inner_text()
@@ -282,7 +307,7 @@ def test_a_refused_sub_matter_is_sent_again_a_local_one_completed_and_done_cases
     deployment.faults({"411329": {"reject_matters": ["XY-YB-001"]}})  # 备案 refused (SAMPLE)
     try:
         page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
-        _fill(page, bundle_form("YJS-YLBX"))
+        _fill_filing(page, "YJS-YLBX")
         page.click("button:has-text('提交受理')")
         page.wait_for_url("**/console/cases/420607-*")
         page.wait_for_selector("[data-sub=registration]:has-text('未办成')", timeout=30_000)
@@ -302,7 +327,7 @@ def test_a_refused_sub_matter_is_sent_again_a_local_one_completed_and_done_cases
     assert refused.status == 409 and "未能完成" in refused.text()
     # 户口迁移: the 迁入 approval is ours, completed at the window; then the 迁出 goes out
     page.goto(f"{deployment.url}/console/new/bundle/YJS-HKQY")
-    _fill(page, bundle_form("YJS-HKQY"))
+    _fill_filing(page, "YJS-HKQY")
     page.click("button:has-text('提交受理')")
     page.wait_for_url("**/console/cases/420607-*")
     row = page.locator("tr", has=page.locator("[data-sub=move_in_approval]"))

@@ -98,10 +98,9 @@ def test_a_full_disk_is_503_and_not_ready_then_service_resumes_by_itself(
 
 
 def _filing() -> dict[str, object]:
-    from mappings.examples import applicant_of, bundle_form
+    from mappings.examples import sample_filing
 
-    form = bundle_form("YJS-YLBX")
-    return {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": form}
+    return sample_filing("YJS-YLBX")
 
 
 class PrivateRedis:

@@ -124,10 +124,10 @@ def test_envelope_fields_refuse_line_feeds_full_width_digits_and_repeats(
 
 
 def _filing(**applicant: str) -> dict[str, Any]:
-    from mappings.examples import applicant_of, bundle_form
+    from mappings.examples import sample_filing
 
-    form = bundle_form("YJS-YLBX")
-    return {"bundle": "YJS-YLBX", "applicant": {**applicant_of(form), **applicant}, "form": form}
+    filing = sample_filing("YJS-YLBX")
+    return {**filing, "applicant": {**filing["applicant"], **applicant}}
 
 
 def test_a_window_cannot_file_full_width_ids_or_control_characters(

@@ -104,5 +104,6 @@ def test_an_electronic_licence_is_checked_before_it_stands_in() -> None:
 def test_the_packaged_materials_are_the_matters_own() -> None:
     registry = load_registry()
     reimbursement = registry.materials_of("420607", "XZ-YB-006")
-    assert [m.code for m in reimbursement if m.required] == ["invoices", "discharge-summary"]
+    assert [m.code for m in reimbursement if m.required] == ["invoices"]
+    assert [m.code for m in reimbursement if m.licence_type] == ["invoices"]  # 电子票据
     assert registry.materials_of("420607", "XZ-GA-001") == ()  # none declared

@@ -163,7 +163,7 @@ def test_serve_with_workers_shares_one_socket_and_restarts_a_dead_worker(tmp_pat
     import sqlite3
     import uuid
 
-    from mappings.examples import applicant_of, bundle_form
+    from mappings.examples import sample_filing
     from tests.conftest import free_port, xgw_env
 
     port = free_port()
@@ -186,11 +186,10 @@ def test_serve_with_workers_shares_one_socket_and_restarts_a_dead_worker(tmp_pat
     def file_and_finish(count: int) -> None:
         ids = []
         for _ in range(count):
-            form = bundle_form("YJS-SBZR")
             status, case = http(
                 "POST",
                 f"{served.url}/api/v1/cases",
-                {"bundle": "YJS-SBZR", "applicant": applicant_of(form), "form": form},
+                sample_filing("YJS-SBZR"),
                 token,
                 {"Idempotency-Key": uuid.uuid4().hex},
             )
@@ -307,14 +306,15 @@ def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
     refuses the newer schema."""
     import uuid
 
-    from mappings.examples import applicant_of, bundle_form
+    from mappings.examples import sample_filing
     from tests.conftest import free_port, xgw_env
     from tests.harness import write_partners
 
     old_code = _old_tree(tmp_path)
     sim_port = free_port()
     partners = tmp_path / "partners.yaml"
-    write_partners(partners, sim_port, "mixed")
+    # as during any rolling upgrade: nothing the old nodes cannot read (XGW-ENV/2 comes after)
+    write_partners(partners, sim_port, "mixed", envelope_versions=False)
     base = xgw_env(
         tmp_path / "var",
         XGW_DATABASE_URL=postgres_url,
@@ -379,11 +379,13 @@ def test_a_rolling_upgrade_old_and_new_nodes_side_by_side(
         token = made.stdout.decode().strip()
 
         def file(node: Process) -> str:
-            form = bundle_form("YJS-YLBX")
+            filing = sample_filing("YJS-YLBX")
+            if node is old_node:  # the older API takes no materials (nor asks for them)
+                del filing["licences"]
             status, case = http(
                 "POST",
                 f"{node.url}/api/v1/cases",
-                {"bundle": "YJS-YLBX", "applicant": applicant_of(form), "form": form},
+                filing,
                 token,
                 {"Idempotency-Key": uuid.uuid4().hex},
             )

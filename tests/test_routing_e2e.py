@@ -621,10 +621,9 @@ def test_listing_filters_page_through_everything_and_refuse_nonsense(
 
 
 def _body(bundle: str) -> dict[str, object]:
-    from mappings.examples import applicant_of, bundle_form
+    from mappings.examples import sample_filing
 
-    form = bundle_form(bundle)
-    return {"bundle": bundle, "applicant": applicant_of(form), "form": form}
+    return sample_filing(bundle)
 
 
 def test_openapi_is_generated_from_the_models(deployment: Deployment) -> None:

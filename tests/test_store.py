@@ -266,6 +266,58 @@ async def test_personal_data_is_sealed_at_rest_in_either_database(open_new: Open
         await store.case(other.id)
 
 
+async def test_materials_are_kept_in_sealed_chunks_and_only_unfiled_ones_discarded(
+    open_new: Opener,
+) -> None:
+    from gateway.services.materials import take_upload
+
+    keys = DataKeys([new_data_key()], get_backend())
+    store = await open_new(data_keys=keys)
+    scan = b"%PDF-1.7\n" + os.urandom(200_000)  # SAMPLE: four chunks
+
+    async def pieces(data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 30_000):
+            yield data[i : i + 30_000]
+
+    filed = await take_upload(store, "invoices", pieces(scan), 1 << 20)
+    refused = await take_upload(store, "cost-list", pieces(scan[:1000]), 1 << 20)
+    assert (filed.kind, filed.size, filed.chunks) == ("pdf", len(scan), 4)
+    async with store.transaction() as tx:
+        assert await tx.attach_materials("case-1", [filed.id]) == 1
+        await tx.add_licence("case-1", "id-card", "1.2.156.3005.2.X", "11010519491231002X")
+    # what the filing made its case's stays whole when the filing's uploads are discarded
+    await store.discard_materials([filed.id, refused.id])
+    kept = await store.case_materials("case-1")
+    assert [(m.code, m.kind) for m in kept] == [("id-card", "licence"), ("invoices", "pdf")]
+    assert kept[0].licence == {"identifier": "1.2.156.3005.2.X", "holder": "11010519491231002X"}
+    assert b"".join(await store.material_chunks(filed.id, 0, 10)) == scan
+    async with store.reading() as db:
+        rows = await db.fetch("SELECT material_id, data FROM material_chunk")
+        licence = await db.fetchrow("SELECT licence FROM material WHERE code = 'id-card'")
+    assert {row["material_id"] for row in rows} == {filed.id}  # the refused one: nothing left
+    assert all(bytes(row["data"])[:4] == b"XGWR" for row in rows)  # sealed at rest
+    assert licence is not None and b"11010519491231002X" not in bytes(licence["licence"])
+    # a chunk moved to another place does not open
+    async with store.transaction() as tx:
+        await tx.db.execute(
+            "UPDATE material_chunk SET data = (SELECT data FROM material_chunk WHERE idx = 0) "
+            "WHERE idx = 1"
+        )
+    with pytest.raises(ValueError):
+        await store.material_chunks(filed.id, 0, 10)
+
+    # an upload that breaks leaves nothing
+    async def broken() -> AsyncIterator[bytes]:
+        yield scan[:100_000]
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await take_upload(store, "cost-list", broken(), 1 << 20)
+    async with store.reading() as db:
+        left = await db.fetch("SELECT id FROM material WHERE status <> 'attached'")
+    assert list(left) == []
+
+
 async def test_a_listing_reads_neither_forms_nor_payloads(store: Store) -> None:
     import tracemalloc
 

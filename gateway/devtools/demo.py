@@ -12,7 +12,7 @@ import aiohttp
 
 from gateway.config import Settings
 from gateway.storage import open_store
-from mappings.examples import applicant_of, bundle_form
+from mappings.examples import sample_filing
 
 DEMO_HALL = "襄州区政务服务中心"
 
@@ -35,8 +35,7 @@ async def demo_token(settings: Settings) -> str:
 async def follow(
     session: aiohttp.ClientSession, base: str, code: str, timeout: float
 ) -> dict[str, Any]:
-    form = bundle_form(code)
-    body = {"bundle": code, "applicant": applicant_of(form), "form": form, "clerk": "demo"}
+    body = {**sample_filing(code), "clerk": "demo"}
     async with session.post(
         f"{base}/api/v1/cases", json=body, headers={"Idempotency-Key": f"demo-{uuid.uuid4().hex}"}
     ) as response:

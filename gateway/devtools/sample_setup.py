@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -73,12 +74,18 @@ def ensure_sample_setup(settings: Settings) -> None:
         base = f"http://127.0.0.1:{settings.simulator_port}"
         partners = []
         for region, (name, node) in SIMULATED.items():
-            endpoints = [
+            endpoints: list[dict[str, Any]] = [
                 {"domains": ["*"], "protocol": "rest", "url": f"{base}/{region}/rest/messages"}
             ]
             if region == "411329":  # 新野: 人社 over SOAP, everything else (医保 …) over REST
                 endpoints.insert(
-                    0, {"domains": ["社保"], "protocol": "soap", "url": f"{base}/{region}/soap"}
+                    0,
+                    {
+                        "domains": ["社保"],
+                        "protocol": "soap",
+                        "url": f"{base}/{region}/soap",
+                        "envelope": 1,  # SOAP carries XGW-ENV/1 only (docs/envelope.md §11)
+                    },
                 )
             partners.append(
                 {
@@ -90,6 +97,7 @@ def ensure_sample_setup(settings: Settings) -> None:
                     "max_concurrency": 16,
                     "breaker_failures": 5,
                     "breaker_reset_seconds": 5,
+                    "envelope": 2,  # the simulator takes materials (XGW-ENV/2)
                 }
             )
         # our own back office (the departments that decide what partners file with us) is
@@ -108,8 +116,11 @@ SAMPLE_PARTNERS_BANNER = (
 
 
 def _sample_partners_outdated(path: Path) -> bool:
-    """No registry yet, or a generated SAMPLE one from before it named our back office."""
+    """No registry yet, or a generated SAMPLE one from before it named our back office or the
+    envelope version."""
     if not path.exists():
         return True
     text = path.read_text(encoding="utf-8")
-    return text.startswith(SAMPLE_PARTNERS_BANNER) and "local_systems:" not in text
+    return text.startswith(SAMPLE_PARTNERS_BANNER) and not (
+        "local_systems:" in text and "envelope:" in text
+    )

@@ -10,7 +10,12 @@ request, a 信息表 with yearly rows), and counts the effects it applied.
 
 Fault knobs (``POST /_sim/faults``, per region or ``*``): ``down`` (503), ``latency_ms``,
 ``error_rate`` (500), ``malformed_rate`` (garbage 200), ``reset_rate`` (connection dropped).
-``reject_matters`` (a business refusal). ``GET /_sim/stats`` shows the counts (effects applied,
+``reject_matters`` (a business refusal). XGW-ENV/2 over REST: the materials that follow the
+envelope (multipart) are opened chunk by chunk against the signed manifest (a stream changed,
+cut short or not the one named is refused with its ``MATERIAL_*`` code, before any effect), their
+type checked by content, their digests kept in the ledger; the 电子证照 a request names stand
+in only if the simulator's licence registry (the SAMPLE residents' licences,
+``mappings.examples.sample_licence``) holds them for that holder. ``GET /_sim/stats`` shows the counts (effects applied,
 requests ``in_flight`` now, requests ``turned_away`` by a fault knob); ``POST /_sim/reset`` clears them.
 """
 
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from adapters import soap11
 from adapters.partner_soap import PACKAGED_WSDL as WSDL
@@ -35,12 +40,15 @@ from adapters.partner_soap import PARTNER_NS
 from gateway.config import Settings
 from gateway.keystore import backend_for
 from gateway.logs import get_logger
+from mappings.examples import sample_licence
+from mappings.materials import SNIFF_BYTES, licence_type_of, sniff
 from security import auditchain
 from security import envelope as env
-from security.errors import SecurityError
+from security.errors import ENVELOPE_MALFORMED, SecurityError
 from security.keys import read_passphrase
 from security.replay import MemoryNonceStore
 from security.sealing import Opener, Sealer
+from security.stream import MaterialBroken, MaterialOpening
 from security.trust import TrustStore, load_trust_store
 
 log = get_logger("gateway.devtools.simulator")
@@ -169,6 +177,9 @@ class Identity:
     results: Counter[str] = field(default_factory=Counter)  # our case ref -> results received
     result_bodies: dict[str, Any] = field(default_factory=dict)
     witnessed: int = 0  # the gateway's checkpoints countersigned
+    materials: Counter[str] = field(default_factory=Counter)  # materials opened, by code
+    material_bytes: int = 0  # their plaintext, all told
+    licences_checked: int = 0
     witness_refusals: Counter[str] = field(default_factory=Counter)  # by code
 
 
@@ -294,8 +305,14 @@ class Simulator:
             "result": witness.as_dict(),
         }
 
-    async def handle(self, identity: Identity, envelope: env.Envelope) -> env.Envelope:
-        """Verify, de-duplicate, open, apply once, answer sealed. Raises SecurityError."""
+    async def handle(
+        self,
+        identity: Identity,
+        envelope: env.Envelope,
+        materials: MultipartReader | None = None,
+    ) -> env.Envelope:
+        """Verify, de-duplicate, open (the materials that follow too), apply once, answer
+        sealed. Raises SecurityError, or MaterialBroken for a material that does not open."""
         now = env.now_utc()
         sender = identity.opener.authenticate(envelope, now)
         faults = self.fault(identity.region)
@@ -312,11 +329,14 @@ class Simulator:
             applied_before = identity.effects[envelope.msg_id]
             if opened is None:
                 opened = await identity.opener.unseal(envelope, sender)
+            kinds = await self._materials(identity, envelope, opened.content_key, materials)
             try:
                 payload = orjson.loads(opened.plaintext)
             except orjson.JSONDecodeError:
                 payload = None
-            reply = self._effect(identity, envelope, payload)
+            reply = self._checked(identity, envelope, payload, kinds) or self._effect(
+                identity, envelope, payload
+            )
             if faults.async_results and envelope.kind == "request":
                 final, reply = reply, {"status": "pending", "receipt_no": reply.get("receipt_no")}
                 if not faults.never_decide:
@@ -335,6 +355,70 @@ class Simulator:
             matter=envelope.matter,
             idem_key=envelope.msg_id,
         )
+
+    async def _materials(
+        self,
+        identity: Identity,
+        envelope: env.Envelope,
+        content_key: bytes,
+        reader: MultipartReader | None,
+    ) -> dict[str, str | None]:
+        """Opens each material the manifest names, as it arrives, in order; the type each
+        turned out to be (by content). What is opened is not kept: a real partner would store
+        it (encrypted) for its back office."""
+        kinds: dict[str, str | None] = {}
+        for entry in envelope.manifest:
+            part = await reader.next() if reader is not None else None
+            if not isinstance(part, BodyPartReader) or part.name != entry.code:
+                raise MaterialBroken("MATERIAL_TRUNCATED", f"{entry.code} did not follow")
+            opening = MaterialOpening(content_key, envelope.msg_id, entry, self.backend)
+            head = b""
+            while chunk := await part.read_chunk(64 * 1024):
+                plain = opening.add(chunk)
+                if len(head) < SNIFF_BYTES:
+                    head += plain[: SNIFF_BYTES - len(head)]
+            plain = opening.finish()
+            head = (head + plain)[:SNIFF_BYTES]
+            kinds[entry.code] = sniff(head)
+            identity.materials[entry.code] += 1
+            identity.material_bytes += entry.size
+        if reader is not None and await reader.next() is not None:
+            raise MaterialBroken("MATERIAL_UNEXPECTED", "a part the manifest does not name")
+        return kinds
+
+    def _checked(
+        self,
+        identity: Identity,
+        envelope: env.Envelope,
+        payload: Any,
+        kinds: dict[str, str | None],
+    ) -> dict[str, Any] | None:
+        """A refusal for materials that are not what the manifest says, or 电子证照 the
+        licence registry does not hold; None when all is well."""
+        for entry in envelope.manifest:
+            if kinds.get(entry.code) != entry.kind:
+                return {
+                    "status": "rejected",
+                    "code": "MATERIAL_TYPE",
+                    "message": f"材料 {entry.code} 的内容不是所声明的 {entry.kind.upper()} 文件",
+                }
+        licences = payload.get("xgw_licences") if isinstance(payload, dict) else None
+        for licence in licences if isinstance(licences, list) else []:
+            identity.licences_checked += 1
+            identifier = licence.get("identifier") if isinstance(licence, dict) else None
+            holder = licence.get("holder") if isinstance(licence, dict) else None
+            kind = licence_type_of(identifier) if isinstance(identifier, str) else None
+            if (
+                kind is None
+                or not isinstance(holder, str)
+                or sample_licence(kind, holder) != identifier
+            ):
+                return {
+                    "status": "rejected",
+                    "code": "LICENCE_NOT_FOUND",
+                    "message": "电子证照库中查无此证，或持证主体不符",
+                }
+        return None
 
     async def _report_later(
         self, identity: Identity, request: env.Envelope, final: dict[str, Any]
@@ -423,18 +507,36 @@ class Simulator:
 
     async def _rest(self, request: web.Request, identity: Identity) -> web.StreamResponse:
         # The whole request first, as a real service takes it in before working on it: a
-        # caller that then gives up (a timeout) does not stop the work it asked for.
-        raw = await request.read()
+        # caller that then gives up (a timeout) does not stop the work it asked for. With
+        # materials (multipart), the envelope first; the materials are read as they are opened.
+        reader = None
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            part = await reader.next()
+            raw = (
+                await part.read()
+                if isinstance(part, BodyPartReader) and part.name == "envelope"
+                else b""
+            )
+        else:
+            raw = await request.read()
         faulty = await self._faulty(request, identity.region)
         if faulty is not None:
             return faulty
         try:
             envelope = env.envelope_from_json(raw)
-            reply = await self.handle(identity, envelope)
+            reply = await self.handle(identity, envelope, reader)
         except SecurityError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
-                status=400 if exc.code == "ENVELOPE_MALFORMED" else 403,
+                status=400 if exc.code == ENVELOPE_MALFORMED else 403,
+                body=orjson.dumps({"code": exc.code, "title": exc.message}),
+                content_type="application/problem+json",
+            )
+        except MaterialBroken as exc:
+            identity.rejected[exc.code] += 1
+            return web.Response(
+                status=400,
                 body=orjson.dumps({"code": exc.code, "title": exc.message}),
                 content_type="application/problem+json",
             )
@@ -497,6 +599,9 @@ class Simulator:
                 "result_bodies": i.result_bodies,
                 "witnessed": i.witnessed,
                 "witness_refusals": dict(i.witness_refusals),
+                "materials": dict(i.materials),
+                "material_bytes": i.material_bytes,
+                "licences_checked": i.licences_checked,
             }
             for region, i in self.identities.items()
         }
@@ -523,6 +628,8 @@ class Simulator:
             identity.rejected.clear()
             identity.results.clear()
             identity.result_bodies.clear()
+            identity.materials.clear()
+            identity.material_bytes = identity.licences_checked = 0
         self.office_cases.clear()
         return web.json_response({"ok": True})
 

@@ -53,8 +53,10 @@ from gateway.http.partners import PartnerApi
 from gateway.http.problem import problem_response
 from gateway.http.windows import (
     BODY_READ_SECONDS,
+    MATERIAL_LIMITS,
     MAX_FORM_BYTES,
     CasesApi,
+    MaterialLimits,
     authenticate,
     openapi_document,
 )
@@ -449,11 +451,33 @@ async def _open_runtime(app: web.Application) -> None:
                 log.error("audit.archive_failed", error_type=type(exc).__name__)
             await asyncio.sleep(3600)
 
+    audit = runtime.audit
+
+    async def purge_materials_periodically() -> None:
+        """Delete materials past their retention, and uploads a crash left unfiled."""
+        while True:
+            now = time.time()
+            try:
+                purged = await parts.store.purge_materials(
+                    now - settings.material_retention_days * 86400,
+                    now - settings.material_upload_seconds - 60,
+                )
+                if purged:
+                    log.info("materials.purged", materials=purged)
+                    await audit.append(
+                        AuditEvent("materials.purged", actor=owner, details={"materials": purged})
+                    )
+            except Exception as exc:  # the store may be away a while: try again next time
+                log.error("materials.purge_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(settings.material_purge_seconds)
+
     archiver = asyncio.create_task(archive_periodically(), name="audit-archiver")
+    purger = asyncio.create_task(purge_materials_periodically(), name="material-purger")
 
     async def stop_archiver() -> None:
         archiver.cancel()
-        await asyncio.gather(archiver, return_exceptions=True)
+        purger.cancel()
+        await asyncio.gather(archiver, purger, return_exceptions=True)
 
     runtime.closers.append(stop_archiver)
 
@@ -605,6 +629,11 @@ def build_app(settings: Settings) -> web.Application:
     app[RUNTIME] = Runtime(settings=settings)
     app[BODY_READ_SECONDS] = settings.body_read_seconds
     app[MAX_FORM_BYTES] = min(settings.max_form_bytes, settings.max_body_bytes)
+    app[MATERIAL_LIMITS] = MaterialLimits(
+        settings.max_material_bytes,
+        settings.max_case_material_bytes,
+        settings.material_upload_seconds,
+    )
     app[TRUSTED_PROXIES] = networks(settings.trusted_proxies)
     app[MUTUAL_TLS] = settings.tls_client_ca_file is not None
     app.on_startup.append(_open_runtime)

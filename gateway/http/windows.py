@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast
 
+import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -32,8 +34,18 @@ from gateway.core.problems import (
     not_found,
 )
 from gateway.services.cases import CaseService, Filing, request_hash
-from gateway.storage import CaseRow, CaseSummary, Store, Token, epoch_of, iso_of
+from gateway.services.materials import take_upload
+from gateway.storage import (
+    CaseRow,
+    CaseSummary,
+    MaterialRecord,
+    Store,
+    Token,
+    epoch_of,
+    iso_of,
+)
 from mappings import identifiers
+from mappings.materials import GivenLicence
 from rules.text import check_text, first_text_problem, is_code
 
 ROLES = ("window", "auditor", "admin")
@@ -62,6 +74,20 @@ class Applicant(BaseModel):
             raise ValueError(str(exc)) from None
 
 
+class LicenceReference(BaseModel):
+    """An 电子证照 standing in for a material: its identifier and its holder."""
+
+    model_config = ConfigDict(extra="forbid")
+    material: Code = Field(description="the material's code in the catalogue")
+    identifier: str = Field(
+        pattern=r"^1\.2\.156\.3005\.2\.[0-9A-Za-z.]{1,100}$",
+        description="证照标识 (GB/T 36904 practice), its check character checked",
+    )
+    holder: str = Field(
+        pattern=r"^[0-9A-Z]{18}$", description="持证主体: 公民身份号码 or 统一社会信用代码"
+    )
+
+
 class CaseRequest(BaseModel):
     """File a 一件事 bundle or a single matter. ``form`` is the local (襄州) form."""
 
@@ -71,6 +97,18 @@ class CaseRequest(BaseModel):
     applicant: Applicant
     form: dict[str, Any] = Field(default_factory=dict)
     clerk: Text | None = Field(None, max_length=50, description="the clerk at the window")
+    licences: list[LicenceReference] = Field(
+        default_factory=list,
+        max_length=32,
+        description="电子证照 standing in for materials (免提交), where the catalogue allows; "
+        "files go as parts of a multipart/form-data filing",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CaseRequest:
+        if (self.bundle is None) == (self.matter is None):
+            raise ValueError("give exactly one of bundle or matter")
+        return self
 
     @field_validator("form")
     @classmethod
@@ -100,12 +138,6 @@ def _values_in(value: object, limit: int) -> int:
         elif isinstance(item, list):
             pending.extend(item)
     return count
-
-    @model_validator(mode="after")
-    def _one_target(self) -> CaseRequest:
-        if (self.bundle is None) == (self.matter is None):
-            raise ValueError("give exactly one of bundle or matter")
-        return self
 
 
 class LocalResult(BaseModel):
@@ -404,6 +436,37 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         ) from None
 
 
+@dataclass(frozen=True)
+class MaterialLimits:
+    per_material: int
+    per_case: int
+    seconds: float
+
+
+MATERIAL_LIMITS = web.AppKey("material_limits", MaterialLimits)
+MAX_MATERIALS = 32  # files per filing (the envelope's manifest holds as many)
+MATERIAL_CODE = r"[a-z0-9][a-z0-9_-]{0,47}"
+
+
+def multipart_malformed(detail: str) -> GatewayError:
+    return GatewayError("MULTIPART_MALFORMED", 400, "Malformed filing", detail)
+
+
+async def _part_bytes(part: BodyPartReader, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := await part.read_chunk(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _pieces(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(64 * 1024):
+        yield chunk
+
+
 async def _read_at_most(request: web.Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(64 * 1024):
@@ -514,27 +577,96 @@ class CasesApi:
                 "Idempotency-Key required",
                 "send an Idempotency-Key header of 8–128 printable ASCII characters",
             )
-        body, raw = await parse_body(request, CaseRequest, request.app[MAX_FORM_BYTES])
-        form = dict(body.form)
-        form.setdefault("applicant", {})
-        if isinstance(form["applicant"], dict):
-            form["applicant"] = {
-                **body.applicant.model_dump(exclude_none=True),
-                **form["applicant"],
-            }
-        filing = Filing(
-            body.bundle,
-            body.matter,
-            form,
-            body.applicant.id_number,
-            token.hall or "admin",
-            body.clerk,
-            token.name,
-        )
-        case, created = await self.service.file(filing, f"{token.name}:{key}", request_hash(raw))
+        uploads: list[MaterialRecord] = []
+        try:
+            if request.content_type == "multipart/form-data":
+                body, raw = await self._read_with_materials(request, uploads)
+            else:
+                body, raw = await parse_body(request, CaseRequest, request.app[MAX_FORM_BYTES])
+            form = dict(body.form)
+            form.setdefault("applicant", {})
+            if isinstance(form["applicant"], dict):
+                form["applicant"] = {
+                    **body.applicant.model_dump(exclude_none=True),
+                    **form["applicant"],
+                }
+            filing = Filing(
+                body.bundle,
+                body.matter,
+                form,
+                body.applicant.id_number,
+                token.hall or "admin",
+                body.clerk,
+                token.name,
+                tuple(uploads),
+                tuple(GivenLicence(r.material, r.identifier, r.holder) for r in body.licences),
+            )
+            # the same key with other files is another request (409), not a repeat
+            signed = raw + b"".join(f"\n{m.code}:{m.sm3}".encode() for m in uploads)
+            case, created = await self.service.file(
+                filing, f"{token.name}:{key}", request_hash(signed)
+            )
+        finally:
+            # what a filing did not make its case's (a refusal, a repeat, a broken upload)
+            if uploads:
+                await asyncio.shield(self.store.discard_materials([m.id for m in uploads]))
         response = await self._case_response(case, 201 if created else 200)
         response.headers["Location"] = f"/api/v1/cases/{case.id}"
         return response
+
+    async def _read_with_materials(
+        self, request: web.Request, uploads: list[MaterialRecord]
+    ) -> tuple[CaseRequest, bytes]:
+        """A multipart/form-data filing: the part ``case`` (the JSON filing) first, then one
+        part per file, named by its material's code. Each file goes to the store as it
+        arrives (``uploads`` lists those stored so far, for the caller to discard on
+        failure); nothing is held whole in memory."""
+        limits = request.app[MATERIAL_LIMITS]
+        try:
+            async with asyncio.timeout(limits.seconds):
+                reader = await request.multipart()
+                part = await reader.next()
+                if not isinstance(part, BodyPartReader) or part.name != "case":
+                    raise multipart_malformed("the first part must be the filing, named case")
+                raw = await _part_bytes(part, request.app[MAX_FORM_BYTES])
+                try:
+                    body = CaseRequest.model_validate(orjson.loads(raw))
+                except orjson.JSONDecodeError:
+                    raise GatewayError(
+                        "JSON_MALFORMED", 400, "Malformed JSON", "the case part is not valid JSON"
+                    ) from None
+                except ValidationError as exc:
+                    raise validation_problem(exc) from None
+                total = 0
+                while (part := await reader.next()) is not None:
+                    if not isinstance(part, BodyPartReader) or not is_code(
+                        MATERIAL_CODE, part.name or ""
+                    ):
+                        raise multipart_malformed("each file part is named by a material's code")
+                    if len(uploads) >= MAX_MATERIALS:
+                        raise multipart_malformed(f"at most {MAX_MATERIALS} files per filing")
+                    limit = min(limits.per_material, limits.per_case - total)
+                    uploads.append(
+                        await take_upload(self.store, part.name or "", _pieces(part), limit)
+                    )
+                    total += uploads[-1].size
+                return body, raw
+        except TimeoutError:
+            raise GatewayError(
+                "BODY_TIMEOUT",
+                408,
+                "Request body too slow",
+                f"the filing and its materials did not arrive within {limits.seconds:g} s",
+            ) from None
+        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+            # aiohttp's multipart reader: a boundary missing, a part cut short; or the window's
+            # connection broke mid-upload (its answer is lost, but the refusal is audited)
+            raise GatewayError(
+                "MATERIAL_TRUNCATED",
+                400,
+                "Malformed or incomplete upload",
+                "the multipart body is malformed or ended before its last boundary",
+            ) from None
 
     async def _case_response(self, case: CaseRow, status: int = 200) -> web.Response:
         timeline = await self.store.timeline(case.id)

@@ -20,19 +20,23 @@ import orjson
 from gateway.audit.log import AuditEvent, AuditWriter
 from gateway.core import answers, lifecycle
 from gateway.core import cases as casecore
+from gateway.core import materials as materialcore
 from gateway.core.cases import CaseInvalid, PlannedSub, Reply, SubState
 from gateway.core.lifecycle import HAND_OVER, QUERY, RESULT, WITNESS, InboundEvent, MsgEvent
-from gateway.core.problems import GatewayError
+from gateway.core.problems import FieldProblem, GatewayError
 from gateway.logs import get_logger
 from gateway.partners import Partner, PartnerRegistry
+from gateway.services.materials import seal_for_partner
 from gateway.storage import (
     AlreadyThere,
     CaseRow,
     Increment,
+    MaterialRecord,
     OutboxMessage,
     Store,
     Transaction,
 )
+from mappings.materials import GivenFile, GivenLicence
 from mappings.registry import Registry
 from mappings.transform import TransformError
 from security import envelope as env
@@ -109,6 +113,26 @@ class Filing:
     hall: str
     clerk: str | None
     token_name: str
+    materials: tuple[MaterialRecord, ...] = ()  # uploaded files (``services.materials``)
+    licences: tuple[GivenLicence, ...] = ()  # 电子证照 standing in for materials
+
+    @property
+    def given(self) -> materialcore.CaseMaterials:
+        return materialcore.CaseMaterials(
+            tuple(
+                GivenFile(m.code, None if m.kind == "unknown" else m.kind, m.size)
+                for m in self.materials
+            ),
+            self.licences,
+        )
+
+
+# A case's files all told (a per-material limit is the catalogue's ``max_mib``).
+MAX_CASE_MATERIAL_BYTES = 100 * 1024 * 1024
+
+
+# Where a request's body names the 电子证照 standing in for materials (XGW-ENV/2, §11).
+LICENCES_MEMBER = "xgw_licences"
 
 
 def request_hash(body: bytes) -> str:
@@ -129,6 +153,7 @@ class CaseService:
         result_overdue: float = 7 * 86400.0,
         dispatcher: Dispatcher | None = None,
         witnesses: Witnesses | None = None,
+        case_material_bytes: int = MAX_CASE_MATERIAL_BYTES,
     ) -> None:
         """``dispatcher``: what sets written messages going (the delivery worker); without
         one they wait in the outbox for a running gateway to claim them. ``witnesses``: takes
@@ -138,6 +163,7 @@ class CaseService:
         self.result_query_after, self.result_overdue = result_query_after, result_overdue
         self.dispatcher: Dispatcher = dispatcher or NoDispatcher()
         self.witnesses = witnesses
+        self.case_material_bytes = case_material_bytes
 
     # -- filing --------------------------------------------------------------------------------
 
@@ -178,6 +204,17 @@ class CaseService:
             return existing, False
         bundle = self._bundle(filing)
         filed_on = datetime.now(UTC).date()
+        # every problem at once: the form's and the materials' (申请材料)
+        material_problems = [
+            FieldProblem(f"materials.{p.material}", p.message, p.error)
+            for p in materialcore.problems_of(
+                self.registry,
+                self.region,
+                [sub.matter for sub in bundle.sub_matters],
+                filing.given,
+                self.case_material_bytes,
+            )
+        ]
         try:
             plan = casecore.plan_case(self.registry, self.region, bundle, filing.form, filed_on)
         except CaseInvalid as exc:
@@ -187,8 +224,16 @@ class CaseService:
                 422,
                 "The case cannot be filed",
                 "see errors for every problem",
-                [_field_problem(p) for p in exc.problems],
+                [_field_problem(p) for p in exc.problems] + material_problems,
             ) from None
+        if material_problems:
+            raise GatewayError(
+                "MATERIALS_INVALID",
+                422,
+                "The case's materials are not complete",
+                "see errors for every problem with the materials (申请材料)",
+                material_problems,
+            )
         case_id = f"{self.region}-{filed_on:%Y%m%d}-{uuid.uuid4().hex[:12]}"
         states = casecore.initial_states(plan)
         now = time.time()
@@ -213,14 +258,27 @@ class CaseService:
         )
         try:
             async with self.store.transaction() as tx:
+                # the materials first: the messages queued below carry them
+                if await tx.attach_materials(case_id, [m.id for m in filing.materials]) != len(
+                    filing.materials
+                ):
+                    raise GatewayError(
+                        "MATERIAL_GONE",
+                        409,
+                        "A material was not kept",
+                        "an uploaded material was removed before the case was filed; file again",
+                    )
+                for licence in filing.licences:
+                    await tx.add_licence(case_id, licence.code, licence.identifier, licence.holder)
                 # the case row first: its timeline's steps are numbered under its lock
                 queued = await self._queue_ready(tx, case, states, hold=True, save=False)
                 case.states = queued.states
                 case.status = casecore.case_status(queued.states)
                 await tx.insert_case(case)  # one write of the row, with the states as queued
-                await tx.add_step(
-                    case_id, "filed", detail={"bundle": bundle.code, "hall": filing.hall}
-                )
+                filed: dict[str, Any] = {"bundle": bundle.code, "hall": filing.hall}
+                if filing.materials or filing.licences:
+                    filed["materials"] = sorted(filing.given.codes)
+                await tx.add_step(case_id, "filed", detail=filed)
                 for planned in plan:
                     if planned.local:
                         await tx.add_step(
@@ -273,13 +331,42 @@ class CaseService:
         assert stored is not None
         return stored, True
 
-    def _seal_request(
-        self, case: CaseRow, planned: PlannedSub, partner: Partner, attempt: int
+    async def _seal_request(
+        self,
+        tx: Transaction,
+        case: CaseRow,
+        planned: PlannedSub,
+        partner: Partner,
+        attempt: int,
+        domain: str,
     ) -> tuple[str, bytes, env.Envelope]:
-        """(message id, plaintext, envelope) of a sub-matter's request."""
+        """(message id, plaintext, envelope) of a sub-matter's request. To a partner on
+        XGW-ENV/2 it carries the materials its matter asks for: the files sealed into the
+        outbox under the message's content key, the 电子证照 references in the body."""
         assert planned.partner_code is not None and planned.payload is not None
         msg_id = casecore.message_id(case.idem_key, case.request_hash, planned.sub_id, str(attempt))
-        payload = orjson.dumps(planned.payload)
+        body: dict[str, Any] = planned.payload
+        version = partner.envelope_for(domain)
+        manifest: tuple[env.ManifestEntry, ...] = ()
+        wrapped = None
+        if version == 2:
+            carried = materialcore.codes_for(self.registry, self.region, planned.matter)
+            materials = [m for m in await tx.case_materials(case.id) if m.code in carried]
+            licences = [m for m in materials if m.licence is not None]
+            if licences:
+                body = {
+                    **body,
+                    LICENCES_MEMBER: [
+                        {"material": m.code, **m.licence} for m in licences if m.licence
+                    ],
+                }
+            files = [m for m in materials if m.licence is None]
+            if files:
+                wrapped = self.sealer.content_key(partner.region)
+                manifest = await seal_for_partner(
+                    tx, self.sealer.backend, wrapped.key, msg_id, files
+                )
+        payload = orjson.dumps(body)
         envelope = self.sealer.seal(
             payload,
             receiver=env.Party(partner.region, partner.node),
@@ -287,6 +374,9 @@ class CaseService:
             matter=planned.partner_code,
             idem_key=f"{case.id}.{planned.sub_id}",
             msg_id=msg_id,
+            version=version,
+            manifest=manifest,
+            wrapped=wrapped,
         )
         return msg_id, payload, envelope
 
@@ -310,8 +400,10 @@ class CaseService:
             planned = case.plan_of(sub_id)
             assert planned.partner_code is not None
             partner = self.partners.get(planned.jurisdiction)
-            msg_id, payload, envelope = self._seal_request(case, planned, partner, attempts[sub_id])
             domain = self.registry.matter(self.region, planned.matter).domain
+            msg_id, payload, envelope = await self._seal_request(
+                tx, case, planned, partner, attempts[sub_id], domain
+            )
             lease = self.dispatcher.lease_for(partner.region)
             message = await tx.enqueue(
                 msg_id=msg_id,
@@ -372,15 +464,28 @@ class CaseService:
         """A fresh seal (new nonce and time) for the same message id: the partner's idempotency
         key stays, the replay window is satisfied again."""
         old = env.envelope_from_record(message.envelope)
-        envelope = self.sealer.seal(
-            message.payload,
-            receiver=old.receiver,
-            kind=old.kind,
-            matter=old.matter,
-            idem_key=old.idem_key,
-            msg_id=old.msg_id,
-        )
         async with self.store.transaction() as tx:
+            manifest: tuple[env.ManifestEntry, ...] = ()
+            wrapped = None
+            if old.materials:  # its materials again, under the new content key
+                await tx.drop_outbox_materials(message.msg_id)
+                codes = [entry.code for entry in old.manifest]
+                files = {m.code: m for m in await tx.case_materials(message.case_id)}
+                wrapped = self.sealer.content_key(old.receiver_region)
+                manifest = await seal_for_partner(
+                    tx, self.sealer.backend, wrapped.key, old.msg_id, [files[c] for c in codes]
+                )
+            envelope = self.sealer.seal(
+                message.payload,
+                receiver=old.receiver,
+                kind=old.kind,
+                matter=old.matter,
+                idem_key=old.idem_key,
+                msg_id=old.msg_id,
+                version=old.version,
+                manifest=manifest,
+                wrapped=wrapped,
+            )
             await tx.set_envelope(message.msg_id, envelope.to_json())
         return envelope
 

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -42,6 +43,7 @@ from gateway.metrics import Metrics
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
+from gateway.services.materials import sealed_stream
 from gateway.services.records import Recorder
 from gateway.storage import ExchangeRecord, OutboxMessage, Store
 from security import envelope as env
@@ -66,7 +68,15 @@ def _forget(tasks: dict[str, asyncio.Task[None]], msg_id: str, task: asyncio.Tas
 
 
 class PartnerClient(Protocol):
-    async def send(self, url: str, envelope: env.Envelope, timeout: float) -> env.Envelope: ...
+    async def send(
+        self,
+        url: str,
+        envelope: env.Envelope,
+        timeout: float,
+        materials: Callable[[str], AsyncIterator[bytes]] | None = None,
+    ) -> env.Envelope:
+        """The partner's sealed reply; ``materials``: an XGW-ENV/2 message's sealed streams."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -421,7 +431,12 @@ class Worker:
                     if not await self._still_ours(message):
                         return None
                     state["envelope"] = await self.service.reseal(message)
-                return await client.send(url, state["envelope"], timeout)
+                return await client.send(
+                    url,
+                    state["envelope"],
+                    timeout,
+                    partial(sealed_stream, self.store, message.msg_id),
+                )
         raise AssertionError("unreachable")
 
     def _record_send(

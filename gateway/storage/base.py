@@ -45,6 +45,7 @@ from gateway.storage.records import (
     ExchangeRecord,
     InboundCase,
     Increment,
+    MaterialRecord,
     OutboxMessage,
     TextTime,
     Token,
@@ -264,6 +265,58 @@ def _move_statement(
     return sql, MESSAGE.target(event).value, sources
 
 
+MATERIAL_COLUMNS = "id, case_id, code, kind, size, chunks, sm3, licence, status, created"
+UPLOADING, UPLOADED, ATTACHED = "uploading", "uploaded", "attached"
+
+
+def _material(sealing: Sealing, row: Row) -> MaterialRecord:
+    licence = sealing.open("material.licence", row["id"], row["licence"])
+    return MaterialRecord(
+        id=row["id"],
+        case_id=row["case_id"],
+        code=row["code"],
+        kind=row["kind"],
+        size=int(row["size"]),
+        chunks=int(row["chunks"]),
+        sm3=row["sm3"],
+        licence=orjson.loads(licence) if licence is not None else None,
+        status=row["status"],
+        created=float(row["created"]),
+    )
+
+
+async def _case_materials(db: Connection, sealing: Sealing, case_id: str) -> list[MaterialRecord]:
+    rows = await db.fetch(
+        f"SELECT {MATERIAL_COLUMNS} FROM material WHERE case_id = $1 AND status = $2 "  # noqa: S608
+        "ORDER BY code, id",
+        case_id,
+        ATTACHED,
+    )
+    return [_material(sealing, row) for row in rows]
+
+
+async def _material_chunks(
+    db: Connection, sealing: Sealing, material_id: str, start: int, count: int
+) -> list[bytes]:
+    """Chunks ``start``… (at most ``count``), opened; each is bound to its material and place,
+    so a chunk moved or swapped at rest does not open (ValueError)."""
+    rows = await db.fetch(
+        "SELECT idx, data FROM material_chunk WHERE material_id = $1 AND idx >= $2 "
+        "AND idx < $3 ORDER BY idx",
+        material_id,
+        start,
+        start + count,
+    )
+    chunks = []
+    for expected, row in enumerate(rows, start):
+        if row["idx"] != expected:
+            raise ValueError(f"material {material_id} lacks its chunk {expected}")
+        opened = sealing.open("material_chunk", f"{material_id}:{expected}", row["data"])
+        assert opened is not None
+        chunks.append(opened)
+    return chunks
+
+
 class Transaction:
     """One atomic change, committed when its ``async with`` block ends without an error.
 
@@ -460,6 +513,8 @@ class Transaction:
             lease_owner=None,
             lease_until=None,
         )
+        if moved:  # its materials as sealed for the partner: delivered, no longer needed
+            await self.drop_outbox_materials(msg_id)
         return moved > 0
 
     async def message(self, msg_id: str) -> OutboxMessage | None:
@@ -489,6 +544,58 @@ class Transaction:
 
     async def set_envelope(self, msg_id: str, envelope: bytes) -> None:
         await self.db.execute("UPDATE outbox SET envelope = $1 WHERE msg_id = $2", envelope, msg_id)
+
+    # -- materials -------------------------------------------------------------------------------
+
+    async def attach_materials(self, case_id: str, material_ids: Sequence[str]) -> int:
+        """Uploaded materials become the case's; how many did (one gone meanwhile: fewer)."""
+        attached = 0
+        for material_id in material_ids:
+            attached += await self.db.execute(
+                "UPDATE material SET case_id = $1, status = $2 WHERE id = $3 AND status = $4",
+                case_id,
+                ATTACHED,
+                material_id,
+                UPLOADED,
+            )
+        return attached
+
+    async def add_licence(self, case_id: str, code: str, identifier: str, holder: str) -> None:
+        """An 电子证照 standing in for a material (its holder is personal data: sealed)."""
+        material_id = secrets.token_hex(16)
+        value = orjson.dumps({"identifier": identifier, "holder": holder})
+        await self.db.execute(
+            f"INSERT INTO material ({MATERIAL_COLUMNS}) "  # noqa: S608 - placeholders only
+            f"VALUES ({placeholders(1, 10)})",
+            material_id,
+            case_id,
+            code,
+            "licence",
+            0,
+            0,
+            "",
+            self.sealing.seal("material.licence", material_id, value),
+            ATTACHED,
+            time.time(),
+        )
+
+    async def case_materials(self, case_id: str) -> list[MaterialRecord]:
+        return await _case_materials(self.db, self.sealing, case_id)
+
+    async def material_chunks(self, material_id: str, start: int, count: int) -> list[bytes]:
+        return await _material_chunks(self.db, self.sealing, material_id, start, count)
+
+    async def put_outbox_material(
+        self, msg_id: str, code: str, start: int, chunks: Sequence[bytes]
+    ) -> None:
+        """Pieces of a material as sealed for the partner (already encrypted: stored as is)."""
+        await self.db.executemany(
+            "INSERT INTO outbox_material (msg_id, code, idx, data) VALUES ($1, $2, $3, $4)",
+            [(msg_id, code, start + i, chunk) for i, chunk in enumerate(chunks)],
+        )
+
+    async def drop_outbox_materials(self, msg_id: str) -> None:
+        await self.db.execute("DELETE FROM outbox_material WHERE msg_id = $1", msg_id)
 
     # -- what partners send us -----------------------------------------------------------------
 
@@ -609,6 +716,109 @@ class Store(abc.ABC):
     async def _rows(self, sql: str, *args: Any) -> Sequence[Row]:
         async with self.reading() as db:
             return await db.fetch(sql, *args)
+
+    # -- materials -------------------------------------------------------------------------------
+
+    async def begin_material(self, material_id: str, code: str) -> None:
+        """A material being uploaded: its chunks follow (``add_material_chunks``)."""
+        async with self.transaction(volatile=True) as tx:
+            await tx.db.execute(
+                f"INSERT INTO material ({MATERIAL_COLUMNS}) "  # noqa: S608 - placeholders only
+                f"VALUES ({placeholders(1, 10)})",
+                material_id,
+                None,
+                code,
+                "",
+                0,
+                0,
+                "",
+                None,
+                UPLOADING,
+                time.time(),
+            )
+
+    async def add_material_chunks(self, material_id: str, start: int, chunks: list[bytes]) -> None:
+        seal = self.sealing.seal
+        async with self.transaction(volatile=True) as tx:
+            await tx.db.executemany(
+                "INSERT INTO material_chunk (material_id, idx, data) VALUES ($1, $2, $3)",
+                [
+                    (material_id, i, seal("material_chunk", f"{material_id}:{i}", chunk))
+                    for i, chunk in enumerate(chunks, start)
+                ],
+            )
+
+    async def finish_material(
+        self, material_id: str, kind: str, size: int, chunks: int, sm3: str
+    ) -> None:
+        async with self.transaction() as tx:
+            await tx.db.execute(
+                "UPDATE material SET kind = $1, size = $2, chunks = $3, sm3 = $4, status = $5 "
+                "WHERE id = $6",
+                kind,
+                size,
+                chunks,
+                sm3,
+                UPLOADED,
+                material_id,
+            )
+
+    async def discard_materials(self, material_ids: Sequence[str]) -> None:
+        """Materials that will never be a case's (a refused or repeated filing, a broken
+        upload): nothing half-stored stays."""
+        async with self.transaction(volatile=True) as tx:
+            for material_id in material_ids:
+                gone = await tx.db.execute(
+                    "DELETE FROM material WHERE id = $1 AND status <> $2", material_id, ATTACHED
+                )
+                if gone:  # a case's own material is never discarded
+                    await tx.db.execute(
+                        "DELETE FROM material_chunk WHERE material_id = $1", material_id
+                    )
+
+    async def case_materials(self, case_id: str) -> list[MaterialRecord]:
+        async with self.reading() as db:
+            return await _case_materials(db, self.sealing, case_id)
+
+    async def material_chunks(self, material_id: str, start: int, count: int) -> list[bytes]:
+        async with self.reading() as db:
+            return await _material_chunks(db, self.sealing, material_id, start, count)
+
+    async def outbox_material(self, msg_id: str, code: str, start: int, count: int) -> list[bytes]:
+        """Pieces ``start``… of a material as sealed for the partner, in order."""
+        rows = await self._rows(
+            "SELECT data FROM outbox_material WHERE msg_id = $1 AND code = $2 AND idx >= $3 "
+            "AND idx < $4 ORDER BY idx",
+            msg_id,
+            code,
+            start,
+            start + count,
+        )
+        return [bytes(row["data"]) for row in rows]
+
+    async def purge_materials(self, finished_before: float, uploads_before: float) -> int:
+        """Deletes the files of cases finished (done or cancelled) before ``finished_before``,
+        uploads never filed that began before ``uploads_before`` (a crash mid-upload), and the
+        sealed copies of messages no longer waiting to go. How many materials went. The
+        exchange log keeps what was exchanged (the manifests' digests) for ever."""
+        finished = iso_of(finished_before)
+        async with self.transaction(volatile=True) as tx:
+            rows = await tx.db.fetch(
+                "SELECT m.id FROM material m JOIN cases c ON c.id = m.case_id "
+                "WHERE m.status = $1 AND c.status IN ('done', 'cancelled') AND c.updated < $2 "
+                "UNION SELECT id FROM material WHERE status <> $1 AND created < $3",
+                ATTACHED,
+                finished,
+                uploads_before,
+            )
+            for row in rows:
+                await tx.db.execute("DELETE FROM material_chunk WHERE material_id = $1", row["id"])
+                await tx.db.execute("DELETE FROM material WHERE id = $1", row["id"])
+            await tx.db.execute(
+                "DELETE FROM outbox_material WHERE msg_id IN (SELECT msg_id FROM outbox "
+                "WHERE status IN ('delivered', 'cancelled'))"
+            )
+        return len(rows)
 
     # -- tokens --------------------------------------------------------------------------------
 

@@ -147,6 +147,23 @@ class OutboxMessage:
     taken_from: str | None = None
 
 
+@dataclass(frozen=True)
+class MaterialRecord:
+    """A material of a case: a file (``chunks`` sealed at rest, ``sm3`` of its plaintext) or,
+    with ``licence`` set, an 电子证照 standing in for it (no chunks)."""
+
+    id: str
+    case_id: str | None  # None while its filing is not yet made
+    code: str
+    kind: str  # pdf | ofd | jpeg | png | licence
+    size: int
+    chunks: int
+    sm3: str
+    licence: dict[str, str] | None  # {"identifier", "holder"}: personal data, sealed at rest
+    status: str  # uploading | uploaded | attached
+    created: float
+
+
 @dataclass
 class InboundCase:
     """A case a partner filed with us (its ``id`` is the receipt number we gave)."""

@@ -136,6 +136,29 @@ def migrations(d: Dialect) -> tuple[Migration, ...]:
             "the exchange log's XGW-AUDIT/2: per-case links, checkpoint intervals, witnesses",
             d.log_schema_2,
         ),
+        # A case's materials (申请材料): each file as 64 KiB chunks sealed at rest, so it is
+        # never whole in memory and every node reaches it; an 电子证照 reference as a row of
+        # its own. The sealed copies that go to a partner (XGW-ENV/2), kept until delivered.
+        Migration(
+            6,
+            "materials: files in chunks, e-licence references, the streams sent to partners",
+            (
+                f"""CREATE TABLE IF NOT EXISTS material (
+                    id TEXT PRIMARY KEY, case_id TEXT, code TEXT NOT NULL,
+                    kind TEXT NOT NULL, size INTEGER NOT NULL, chunks INTEGER NOT NULL,
+                    sm3 TEXT NOT NULL, licence {d.blob}, status TEXT NOT NULL,
+                    created {d.real} NOT NULL)""",
+                "CREATE INDEX IF NOT EXISTS material_by_case ON material (case_id, code)",
+                "CREATE INDEX IF NOT EXISTS material_by_status ON material (status, created)",
+                f"""CREATE TABLE IF NOT EXISTS material_chunk (
+                    material_id TEXT NOT NULL, idx INTEGER NOT NULL, data {d.blob} NOT NULL,
+                    PRIMARY KEY (material_id, idx)){d.without_rowid}""",
+                f"""CREATE TABLE IF NOT EXISTS outbox_material (
+                    msg_id TEXT NOT NULL, code TEXT NOT NULL, idx INTEGER NOT NULL,
+                    data {d.blob} NOT NULL,
+                    PRIMARY KEY (msg_id, code, idx)){d.without_rowid}""",
+            ),
+        ),
     )
 
 

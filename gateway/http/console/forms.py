@@ -84,6 +84,41 @@ class FormSection:
         return tuple(f for f in self.fields if ".*." in f.path)
 
 
+@dataclass(frozen=True)
+class MaterialField:
+    """A material the form asks for (申请材料): a file, or an 电子证照 where one may stand in."""
+
+    code: str
+    name: str
+    required: bool
+    types: tuple[str, ...]
+    licence_type: str | None
+
+    @property
+    def accept(self) -> str:
+        """The file input's ``accept``: a hint to the browser; the type is told by content."""
+        return ",".join(ACCEPT[t] for t in self.types)
+
+
+ACCEPT = {"pdf": ".pdf", "ofd": ".ofd", "jpeg": ".jpg,.jpeg", "png": ".png"}
+
+
+def material_fields(registry: Registry, region: str, bundle: Bundle) -> tuple[MaterialField, ...]:
+    """Every material the bundle's matters ask for, once (required if any matter requires it)."""
+    found: dict[str, MaterialField] = {}
+    for sub in bundle.sub_matters:
+        for material in registry.materials_of(region, sub.matter):
+            seen = found.get(material.code)
+            found[material.code] = MaterialField(
+                material.code,
+                material.name,
+                material.required or (seen is not None and seen.required),
+                seen.types if seen is not None else material.types,
+                material.licence_type or (seen.licence_type if seen is not None else None),
+            )
+    return tuple(found.values())
+
+
 def label_of(path: str) -> str:
     parts = [p for p in path.split(".") if p != "*"]
     return " · ".join(LABELS.get(p, p) for p in parts[1:] or parts)

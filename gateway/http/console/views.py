@@ -13,10 +13,10 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from aiohttp import web
@@ -28,12 +28,15 @@ from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_l
 from gateway.core.problems import GatewayError
 from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
+from gateway.http.windows import MATERIAL_LIMITS
 from gateway.logs import get_logger, masked_for_display
 from gateway.services.cases import CaseService, Filing, request_hash
-from gateway.storage import AlreadyThere, CaseRow, Store
+from gateway.services.materials import take_upload
+from gateway.storage import AlreadyThere, CaseRow, MaterialRecord, Store
 from gateway.storage.records import token_hash
 from mappings import identifiers
 from mappings.catalogue import Bundle
+from mappings.materials import GivenLicence
 from mappings.registry import Registry
 from security.backend import CryptoBackend
 
@@ -108,6 +111,12 @@ class Refused(Exception):
 class Missing(Refused):
     def __init__(self, message: str = "没有这个页面。") -> None:
         super().__init__(404, message)
+
+
+async def _file_pieces(file: IO[bytes]) -> AsyncIterator[bytes]:
+    """An uploaded file (aiohttp keeps it in a temporary file) a chunk at a time."""
+    while chunk := await asyncio.to_thread(file.read, 64 * 1024):
+        yield chunk
 
 
 async def read_form(request: web.Request) -> Any:
@@ -366,15 +375,17 @@ class Console:
     async def form(self, request: web.Request) -> web.StreamResponse:
         bundle = self._bundle(request)
         sections = forms.form_sections(self.registry, self.region, bundle, date.today())
+        materials = forms.material_fields(self.registry, self.region, bundle)
         return self.render(
-            request, "form.html", bundle=bundle, sections=sections, values={}, problems={},
-            idem=uuid.uuid4().hex, rows=range(forms.LIST_ROWS),
+            request, "form.html", bundle=bundle, sections=sections, materials=materials,
+            values={}, problems={}, idem=uuid.uuid4().hex, rows=range(forms.LIST_ROWS),
         )  # fmt: skip
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         session: Session = request["session"]
         bundle = self._bundle(request)
         sections = forms.form_sections(self.registry, self.region, bundle, date.today())
+        materials = forms.material_fields(self.registry, self.region, bundle)
         posted = {k: v for k, v in request["posted"].items() if isinstance(v, str)}
         allowed = {f.path for s in sections for f in s.fields}
         form = forms.nested(posted, allowed)
@@ -382,26 +393,52 @@ class Console:
         if not re.fullmatch(r"[0-9a-f]{32}", idem):
             idem = uuid.uuid4().hex
         applicant = _applicant(form)
-        filing = Filing(
-            bundle.code if request.match_info["kind"] == "bundle" else None,
-            request.match_info["code"] if request.match_info["kind"] == "matter" else None,
-            form, applicant, session.hall or "admin", None, session.name,
-        )  # fmt: skip
+        codes = {m.code for m in materials}
+        licences = tuple(
+            GivenLicence(code, posted[f"licence.{code}"].strip(), applicant or "")
+            for code in sorted(codes)
+            if posted.get(f"licence.{code}", "").strip()
+        )
+        uploads: list[MaterialRecord] = []
         try:
+            limit = request.app[MATERIAL_LIMITS].per_material
+            for name, value in request["posted"].items():
+                code = name.removeprefix("material.")
+                # an unchosen file input comes as an empty part with no file name
+                if code in codes and isinstance(value, web.FileField) and value.filename:
+                    uploads.append(
+                        await take_upload(self.store, code, _file_pieces(value.file), limit)
+                    )
+            filing = Filing(
+                bundle.code if request.match_info["kind"] == "bundle" else None,
+                request.match_info["code"] if request.match_info["kind"] == "matter" else None,
+                form, applicant, session.hall or "admin", None, session.name,
+                tuple(uploads), licences,
+            )  # fmt: skip
+            given = orjson.dumps(form) + orjson.dumps(
+                [[m.code, m.sm3] for m in uploads] + [[g.code, g.identifier] for g in licences]
+            )
             case, _created = await self.cases.file(
-                filing, f"{session.name}:console:{idem}", request_hash(orjson.dumps(form))
+                filing, f"{session.name}:console:{idem}", request_hash(given)
             )
         except GatewayError as error:
             problems: dict[str, list[str]] = {}
             for problem in error.problems:
+                if problem.location.startswith("materials."):  # already in Chinese
+                    problems.setdefault(problem.location, []).append(problem.message)
+                    continue
                 where = forms.field_of(problem.location)
                 problems.setdefault(where, []).append(forms.in_chinese(problem.message))
             if not problems:
                 problems[""] = [error.detail or error.title]
             return self.render(
-                request, "form.html", 422, bundle=bundle, sections=sections, values=posted,
-                problems=problems, idem=idem, rows=range(forms.LIST_ROWS),
+                request, "form.html", 422, bundle=bundle, sections=sections,
+                materials=materials, values=posted, problems=problems, idem=idem,
+                rows=range(forms.LIST_ROWS),
             )  # fmt: skip
+        finally:
+            if uploads:  # what the filing did not make its case's
+                await asyncio.shield(self.store.discard_materials([m.id for m in uploads]))
         raise Redirect(f"/console/cases/{case.id}")
 
     async def _case(self, request: web.Request) -> CaseRow:

@@ -1,0 +1,126 @@
+"""Materials (申请材料) through the store: taking an upload in, and sealing a case's materials for
+a partner (XGW-ENV/2). Thin shells: the type is ``mappings.materials.sniff``'s, the sealing
+``security.stream``'s; here only the bytes move, a chunk at a time, never a material whole.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Sequence
+
+from gateway.core.problems import FieldProblem, GatewayError
+from gateway.storage import MaterialRecord, Store, Transaction
+from mappings.materials import SNIFF_BYTES, sniff
+from security import envelope as env
+from security.backend import CryptoBackend
+from security.digest import Sm3Stream
+from security.stream import CHUNK_BYTES, MaterialSealing
+
+# Chunks written (and read) per round trip to the store: 1 MiB, so an upload costs a
+# transaction per MiB and memory stays a few chunks whatever the material's size.
+CHUNKS_PER_WRITE = 16
+
+
+def too_large(code: str, limit: int) -> GatewayError:
+    mib = max(1, limit // (1024 * 1024))
+    return GatewayError(
+        "MATERIAL_TOO_LARGE",
+        413,
+        "Material too large",
+        f"material {code} is over {mib} MiB",
+        [FieldProblem(f"materials.{code}", f"文件超过 {mib} MiB", "MATERIAL_TOO_LARGE")],
+    )
+
+
+async def take_upload(
+    store: Store, code: str, pieces: AsyncIterator[bytes], limit: int
+) -> MaterialRecord:
+    """Stores one uploaded material as it arrives (sealed at rest, a chunk at a time) and
+    tells its type from its content. ``MATERIAL_TOO_LARGE`` (413) as soon as it passes
+    ``limit``. On any failure nothing of it stays; the caller discards it once filed or
+    refused (``Store.discard_materials``)."""
+    material_id = secrets.token_hex(16)
+    await store.begin_material(material_id, code)
+    digest, size, index = Sm3Stream(), 0, 0
+    head = b""
+    buffer = bytearray()
+    pending: list[bytes] = []
+    try:
+        async for piece in pieces:
+            size += len(piece)
+            if size > limit:
+                raise too_large(code, limit)
+            if len(head) < SNIFF_BYTES:
+                head += piece[: SNIFF_BYTES - len(head)]
+            digest.update(piece)
+            buffer += piece
+            while len(buffer) >= CHUNK_BYTES:
+                pending.append(bytes(buffer[:CHUNK_BYTES]))
+                del buffer[:CHUNK_BYTES]
+            if len(pending) >= CHUNKS_PER_WRITE:
+                await store.add_material_chunks(material_id, index, pending)
+                index += len(pending)
+                pending = []
+        if buffer or index + len(pending) == 0:
+            pending.append(bytes(buffer))
+        if pending:
+            await store.add_material_chunks(material_id, index, pending)
+            index += len(pending)
+        kind = sniff(head) or "unknown"
+        sm3 = digest.hexdigest()
+        await store.finish_material(material_id, kind, size, index, sm3)
+    except BaseException:
+        await store.discard_materials([material_id])
+        raise
+    return MaterialRecord(material_id, None, code, kind, size, index, sm3, None, "uploaded", 0.0)
+
+
+async def seal_for_partner(
+    tx: Transaction,
+    backend: CryptoBackend,
+    content_key: bytes,
+    msg_id: str,
+    materials: Sequence[MaterialRecord],
+) -> tuple[env.ManifestEntry, ...]:
+    """Seals each file under the message's content key into the outbox (what will be sent,
+    byte for byte, however often), and returns the manifest. Checks each file against what
+    was stored at its upload (its SM3), so a material changed at rest is not sent."""
+    entries = []
+    for material in materials:
+        sealing = MaterialSealing(content_key, msg_id, material.code, material.kind, backend)
+        check, written, start = Sm3Stream(), 0, 0
+        while start < material.chunks:
+            chunks = await tx.material_chunks(material.id, start, CHUNKS_PER_WRITE)
+            if not chunks:
+                raise ValueError(f"material {material.id} lacks chunks from {start}")
+            sealed = []
+            for chunk in chunks:
+                check.update(chunk)
+                sealed.append(sealing.add(chunk))
+            start += len(chunks)
+            written = await _put(tx, msg_id, material.code, written, sealed)
+        last, entry = sealing.finish()
+        await _put(tx, msg_id, material.code, written, [last])
+        if check.hexdigest() != material.sm3 or entry.size != material.size:
+            raise ValueError(f"material {material.id} is not what was uploaded")
+        entries.append(entry)
+    return tuple(entries)
+
+
+async def _put(tx: Transaction, msg_id: str, code: str, start: int, pieces: list[bytes]) -> int:
+    kept = [piece for piece in pieces if piece]
+    if kept:
+        await tx.put_outbox_material(msg_id, code, start, kept)
+    return start + len(kept)
+
+
+async def sealed_stream(store: Store, msg_id: str, code: str) -> AsyncIterator[bytes]:
+    """A material as sealed for the partner, read from the outbox a few pieces at a time."""
+    start = 0
+    while True:
+        pieces = await store.outbox_material(msg_id, code, start, CHUNKS_PER_WRITE)
+        for piece in pieces:
+            yield piece
+        if len(pieces) < CHUNKS_PER_WRITE:
+            return
+        start += len(pieces)
