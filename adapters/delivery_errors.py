@@ -21,7 +21,14 @@ RESEALABLE = frozenset({"STALE", "REPLAYED"})
 # A material cut short or changed on the way (XGW-ENV/2) is sent again, byte for byte, from
 # the outbox: what is stored there opened at the partner's before, or we would not have sent it.
 TRANSIENT_CODES = RESEALABLE | frozenset(
-    {"RATE_LIMITED", "UNAVAILABLE", "INTERNAL", "MATERIAL_TRUNCATED", "MATERIAL_BROKEN"}
+    {
+        "RATE_LIMITED",
+        "UNAVAILABLE",
+        "INTERNAL",
+        "MATERIAL_TRUNCATED",
+        "MATERIAL_BROKEN",
+        "MATERIAL_TOO_LONG",
+    }
 )
 
 

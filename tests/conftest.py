@@ -55,6 +55,7 @@ KINDS = {
         "test_security_openssl",
         "test_security_envelope",
         "test_envelope_v2",
+        "test_materials_wire",
         "test_security_keypool",
         "test_adapters_http",
     },

@@ -191,6 +191,24 @@ def test_a_registry_letting_partners_file_with_no_back_office_stops_start_up(
     assert "local_systems: partner 411329 may file matters with us" in err
 
 
+def test_xgw_env_2_over_soap_stops_start_up_naming_the_endpoint(tmp_path: Path) -> None:
+    """A partner on XGW-ENV/2 whose SOAP endpoint cannot carry it: refused when the gateway
+    starts, not when the first case with materials is sent."""
+    partners = tmp_path / "partners.yaml"
+    write_partners(partners, dead_port(), "mixed")
+    document = yaml.safe_load(partners.read_text(encoding="utf-8"))
+    del document["partners"][0]["endpoints"][0]["envelope"]  # 新野's 社保 SOAP endpoint
+    partners.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    result = run_xgw(
+        "serve",
+        env=xgw_env(tmp_path / "var", XGW_PARTNERS_FILE=str(partners), XGW_PORT=str(dead_port())),
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 78, err
+    assert "partner 411329: endpoints[0].envelope: XGW-ENV/2 is carried over rest only" in err
+    assert "Traceback" not in err
+
+
 def test_the_default_setup_carries_a_partners_case_to_done(tmp_path: Path) -> None:
     """No configuration at all: a case 新野 files reaches our (simulated) back office, is
     decided, and its result goes back to 新野."""
