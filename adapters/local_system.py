@@ -2,13 +2,19 @@
 
 POST {base}/{domain}/matters with {"case_id", "matter", "form"}; the answer says whether the
 office accepted and decided it: {"status": "done" | "rejected", "result": {...}, "message": …}.
+A case a partner filed with materials goes as ``multipart/form-data``: the part ``case`` (that
+JSON, whose ``materials`` lists each one's code, type, size and SM3) first, then one part per
+material, named by its code, its plaintext (inside our network, from our store).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import orjson
+from aiohttp.payload import AsyncIterablePayload
 
 from adapters.delivery_errors import DeliveryError
 from adapters.http_post import post, session
@@ -21,13 +27,28 @@ class LocalSystemClient:
     async def close(self) -> None:
         await self._session.close()
 
-    async def submit(self, base: str, domain: str, body: bytes, timeout: float) -> dict[str, Any]:
+    async def submit(
+        self,
+        base: str,
+        domain: str,
+        body: bytes,
+        timeout: float,
+        materials: list[tuple[str, Callable[[], AsyncIterator[bytes]]]] | None = None,
+    ) -> dict[str, Any]:
+        """``materials``: (code, its bytes) of each material the case carries, in order."""
+        data: Any = body
+        headers = {"Content-Type": "application/json"}
+        if materials:
+            data, headers = aiohttp.MultipartWriter("form-data"), {}
+            part = data.append(body, {"Content-Type": "application/json"})
+            part.set_content_disposition("form-data", name="case")
+            for code, stream in materials:
+                part = data.append_payload(
+                    AsyncIterablePayload(stream(), content_type="application/octet-stream")
+                )
+                part.set_content_disposition("form-data", name=code, filename=code)
         reply = await post(
-            self._session,
-            f"{base.rstrip('/')}/{domain}/matters",
-            body,
-            {"Content-Type": "application/json"},
-            timeout,
+            self._session, f"{base.rstrip('/')}/{domain}/matters", data, headers, timeout
         )
         status, payload = reply.status, reply.body
         if status >= 500 or status == 429:

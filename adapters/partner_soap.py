@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp.payload import AsyncIterablePayload
 from lxml import etree
 from zeep import Client, Settings
 from zeep.exceptions import Fault
@@ -34,6 +36,8 @@ from security import envelope_xml
 from security.errors import SecurityError
 
 PACKAGED_WSDL = Path(__file__).parent / "wsdl" / "partner-v1.wsdl"
+# Version 2 adds the materials (MTOM/XOP) and stays compatible with version 1's messages.
+PACKAGED_WSDL_V2 = Path(__file__).parent / "wsdl" / "partner-v2.wsdl"
 PARTNER_NS = "urn:xgw:partner:1"
 # The WSDL's fault detail, <detail><ErrorDetail><code>…: by local name, in any namespace or
 # none (node-soap and others emit it unqualified).
@@ -146,6 +150,20 @@ class PartnerMessages:
         """The Body element of a reply, as the WSDL's output message names it."""
         return str(self._operation.output.body.qname.text)
 
+    @property
+    def request_tag(self) -> str:
+        return str(self._operation.input.body.qname.text)
+
+    @property
+    def carries_materials(self) -> bool:
+        """Whether the WSDL's request declares ``Material`` elements (XGW-ENV/2 over MTOM)."""
+        elements = getattr(self._operation.input.body.type, "elements", [])
+        return any(name == "Material" for name, _ in elements)
+
+    @property
+    def material_tag(self) -> str:
+        return f"{{{self.request_tag[1:].split('}', 1)[0]}}}Material"
+
     def build(self, envelope: env.Envelope) -> bytes:
         if self.codec is not None:
             built = self.codec.build(envelope)
@@ -221,18 +239,65 @@ class SoapPartnerClient:
         timeout: float,
         materials: Callable[[str], AsyncIterator[bytes]] | None = None,
     ) -> env.Envelope:
-        if envelope.v != env.VERSION:  # refused at start-up (assembly.ENVELOPE_2_PROTOCOLS)
-            raise ValueError("SOAP carries XGW-ENV/1 only")
-        body = self.messages.build(envelope)
-        headers = {
-            "Content-Type": "text/xml; charset=utf-8",
-            "SOAPAction": f'"{self.messages.soap_action}"',
-        }
+        action = f'"{self.messages.soap_action}"'
+        body: Any
+        if envelope.v == env.VERSION:
+            body = self.messages.build(envelope)
+            headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action}
+        else:  # XGW-ENV/2: its materials as MTOM/XOP attachments (zeep cannot send them)
+            if not self.messages.carries_materials:  # refused at start-up (assembly)
+                raise ValueError("this partner's WSDL declares no materials")
+            root, cids = soap11.request_with_materials(
+                self.messages.request_tag, self.messages.material_tag, envelope
+            )
+            if not cids:
+                body = root
+                headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": action}
+            else:
+                if materials is None:
+                    raise ValueError("an envelope with materials needs their source")
+                body, content_type = mtom_body(
+                    root,
+                    [
+                        (cid, materials(e.code))
+                        for cid, e in zip(cids, envelope.manifest, strict=True)
+                    ],
+                )
+                headers = {"Content-Type": content_type, "SOAPAction": action}
         answer = await post(self._session, url, body, headers, timeout)
         status, reply, content_type = answer.status, answer.body, answer.content_type or "text/xml"
         if status == 429 or (status >= 500 and b"Fault" not in reply):
             raise unavailable(status)
         return self.messages.parse(status, reply, content_type)
+
+
+def mtom_body(
+    root: bytes, attachments: list[tuple[str, AsyncIterator[bytes]]]
+) -> tuple[aiohttp.MultipartWriter, str]:
+    """A SOAP 1.1 message with MTOM/XOP attachments (``multipart/related``): the XML first,
+    then each attachment, streamed as it is read. (The writer and its Content-Type.)"""
+    writer = aiohttp.MultipartWriter("related")
+    writer.append(
+        root,
+        {
+            "Content-Type": 'application/xop+xml; charset=UTF-8; type="text/xml"',
+            "Content-Transfer-Encoding": "binary",
+            "Content-ID": f"<{soap11.ROOT_CONTENT_ID}>",
+        },
+    )
+    for cid, stream in attachments:
+        writer.append_payload(
+            AsyncIterablePayload(
+                stream,
+                content_type="application/octet-stream",
+                headers={"Content-ID": f"<{cid}>", "Content-Transfer-Encoding": "binary"},
+            )
+        )
+    content_type = (
+        'multipart/related; type="application/xop+xml"; '
+        f'start="<{soap11.ROOT_CONTENT_ID}>"; start-info="text/xml"; boundary="{writer.boundary}"'
+    )
+    return writer, content_type
 
 
 def derive_codec(messages: PartnerMessages) -> EnvelopeCodec | None:

@@ -129,3 +129,60 @@ def envelope_response(response_tag: str, envelope: env.Envelope) -> bytes:
 def fault_for(code: str, message: str, detail_ns: str) -> bytes:
     """A refusal with its stable code, as a SOAP Fault."""
     return fault_xml(SoapError(code, message), detail_ns)
+
+
+# -- materials over SOAP: MTOM/XOP (XGW-ENV/2, docs/envelope.md §11) -------------------------
+
+XOP = "http://www.w3.org/2004/08/xop/include"
+ROOT_CONTENT_ID = "root.message@xgw"
+
+
+def material_content_id(index: int, code: str) -> str:
+    """A material's attachment Content-ID (RFC 2392 ``cid:`` without the brackets)."""
+    return f"{index}.{code}@material.xgw"
+
+
+def request_with_materials(
+    request_tag: str, material_tag: str, envelope: env.Envelope
+) -> tuple[bytes, list[str]]:
+    """A SOAP 1.1 request whose body element carries the envelope, then one ``Material``
+    element per manifest entry holding an ``xop:Include`` of its attachment: (the root part's
+    XML, each material's Content-ID in the manifest's order)."""
+    namespace = request_tag[1:].split("}", 1)[0]
+    element = etree.Element(request_tag, nsmap={"r": namespace, "xop": XOP})
+    element.append(envelope_xml.to_element(envelope))
+    cids = []
+    for index, entry in enumerate(envelope.manifest):
+        material = etree.SubElement(element, material_tag)
+        material.set("code", entry.code)
+        cid = material_content_id(index, entry.code)
+        etree.SubElement(material, f"{{{XOP}}}Include").set("href", f"cid:{cid}")
+        cids.append(cid)
+    return envelope_xml_bytes(element), cids
+
+
+def carried_with_materials(
+    element: etree._Element, material_tag: str
+) -> tuple[env.Envelope, list[tuple[str, str]]]:
+    """The env:Envelope an operation's request carries and, after it, the (code, Content-ID)
+    of each ``Material`` it includes by XOP, in order; SoapError for any other shape."""
+    children = list(element)
+    if not children or children[0].tag != f"{{{envelope_xml.NAMESPACE}}}Envelope":
+        raise SoapError("ENVELOPE_MALFORMED", "the body element must start with one env:Envelope")
+    envelope = envelope_xml.from_element(children[0])
+    included: list[tuple[str, str]] = []
+    for material in children[1:]:
+        include = list(material)
+        href = include[0].get("href", "") if len(include) == 1 else ""
+        if (
+            material.tag != material_tag
+            or len(include) != 1
+            or include[0].tag != f"{{{XOP}}}Include"
+            or (material.text or "").strip()
+            or not href.startswith("cid:")
+        ):
+            raise SoapError(
+                "ENVELOPE_MALFORMED", "after the envelope, only Material elements with xop:Include"
+            )
+        included.append((material.get("code", ""), href.removeprefix("cid:")))
+    return envelope, included

@@ -12,7 +12,13 @@ import redis.asyncio as aioredis
 
 from adapters.local_system import LocalSystemClient
 from adapters.partner_rest import RestPartnerClient
-from adapters.partner_soap import PACKAGED_WSDL, PartnerMessages, SoapPartnerClient, load_messages
+from adapters.partner_soap import (
+    PACKAGED_WSDL,
+    PACKAGED_WSDL_V2,
+    PartnerMessages,
+    SoapPartnerClient,
+    load_messages,
+)
 from adapters.rate_limit import RateLimiter
 from adapters.redis_leases import RedisLeases
 from gateway.audit.log import AuditLog, AuditWriter, hmac_key_bytes
@@ -58,9 +64,13 @@ class Parts:
     partner_messages: dict[str, PartnerMessages]  # by WSDL path
 
 
-def _wsdl_path(endpoint: Endpoint) -> str:
-    """The WSDL a SOAP endpoint is called by: its own, or the packaged partner WSDL."""
-    return str(Path(endpoint.wsdl) if endpoint.wsdl else PACKAGED_WSDL)
+def _wsdl_path(partner: Partner, endpoint: Endpoint) -> str:
+    """The WSDL a SOAP endpoint is called by: its own, or the packaged partner WSDL (version 2,
+    with materials, for an endpoint on XGW-ENV/2)."""
+    if endpoint.wsdl:
+        return str(Path(endpoint.wsdl))
+    version = endpoint.envelope or partner.envelope
+    return str(PACKAGED_WSDL_V2 if version == 2 else PACKAGED_WSDL)
 
 
 def assemble(settings: Settings, store: Store) -> Parts:
@@ -87,7 +97,7 @@ def assemble(settings: Settings, store: Store) -> Parts:
                 )
             if endpoint.protocol != "soap":
                 continue
-            path = _wsdl_path(endpoint)
+            path = _wsdl_path(partner, endpoint)
             if path not in partner_messages:
                 try:
                     messages = load_messages(Path(path))
@@ -102,6 +112,12 @@ def assemble(settings: Settings, store: Store) -> Parts:
                     "partner.wsdl_loaded",
                     wsdl=path,
                     messages="template" if messages.codec else "zeep",
+                )
+            if version == 2 and not partner_messages[path].carries_materials:
+                raise PartnerConfigError(
+                    f"partner {partner.region}: endpoints[{index}]: XGW-ENV/2 over SOAP needs a "
+                    f"WSDL whose request declares Material (MTOM), as "
+                    f"{PACKAGED_WSDL_V2.name} does; {path} does not"
                 )
     return Parts(
         settings,
@@ -137,14 +153,15 @@ def open_audit_log(settings: Settings) -> AuditLog:
 # a line here.
 PROTOCOLS: dict[str, Callable[[Parts, Partner, Endpoint], PartnerClient]] = {
     "soap": lambda parts, partner, endpoint: SoapPartnerClient(
-        parts.partner_messages[_wsdl_path(endpoint)], partner.max_concurrency
+        parts.partner_messages[_wsdl_path(partner, endpoint)], partner.max_concurrency
     ),
     "rest": lambda _parts, partner, _endpoint: RestPartnerClient(partner.max_concurrency),
 }
 
 
-# The protocols whose client carries XGW-ENV/2's materials (REST: multipart, envelope first).
-ENVELOPE_2_PROTOCOLS = frozenset({"rest"})
+# The protocols whose client carries XGW-ENV/2's materials (REST: multipart, envelope first;
+# SOAP: MTOM/XOP, where the partner's WSDL declares them).
+ENVELOPE_2_PROTOCOLS = frozenset({"rest", "soap"})
 
 
 def build_clients(parts: Parts) -> dict[tuple[str, str], PartnerClient]:
@@ -230,6 +247,7 @@ def build_services(
         dispatcher=worker,
         refusals_per_minute=settings.inbound_refusals_per_minute,
         metrics=metrics,
+        material_bytes=settings.max_material_bytes,
     )
     worker.attach(cases, inbound)
     audit.attach(witnesses.ask)

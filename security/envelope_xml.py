@@ -17,7 +17,7 @@ import re
 
 from lxml import etree
 
-from security.envelope import FIELD_NAMES, Envelope, envelope_from_mapping, malformed
+from security.envelope import Envelope, envelope_from_mapping, malformed
 
 NAMESPACE = "urn:xgw:envelope:1"
 _ROOT = f"{{{NAMESPACE}}}Envelope"
@@ -88,7 +88,7 @@ def safe_parser() -> etree.XMLParser:
 
 def to_element(envelope: Envelope) -> etree._Element:
     root = etree.Element(_ROOT, nsmap={"env": NAMESPACE})
-    for name in FIELD_NAMES:
+    for name in envelope.field_names:
         etree.SubElement(root, f"{{{NAMESPACE}}}{name}").text = getattr(envelope, name)
     return root
 

@@ -85,10 +85,12 @@ def write_partners(
     breaker_reset: float = 0.5,
     rate_limit_per_minute: int = 600,
     envelope_versions: bool = True,
+    soap_envelope: int = 1,
 ) -> None:
     """protocol: soap | rest | mixed (新野 人社 over SOAP, the rest over REST, as in the sample).
     ``envelope_versions``: False writes no ``envelope`` keys (a registry an older gateway,
-    which knows only XGW-ENV/1, also reads)."""
+    which knows only XGW-ENV/1, also reads); ``soap_envelope``: 2 sends materials over SOAP too
+    (MTOM, the packaged partner-v2 WSDL)."""
     base = f"http://127.0.0.1:{sim_port}"
     partners: list[dict[str, Any]] = []
     for region, (name, node) in REGIONS.items():
@@ -97,12 +99,12 @@ def write_partners(
             "protocol": "rest",
             "url": f"{base}/{region}/rest/messages",
         }
-        # SOAP carries XGW-ENV/1 only; REST partners take /2 (materials), as in the sample
+        # as in the sample: REST partners take XGW-ENV/2 (materials), SOAP endpoints /1
         soap: dict[str, Any] = {
             "domains": ["*"],
             "protocol": "soap",
             "url": f"{base}/{region}/soap",
-            "envelope": 1,
+            "envelope": soap_envelope,
         }
         endpoints = {
             "soap": [soap],
@@ -120,7 +122,7 @@ def write_partners(
                 "breaker_failures": 3,
                 "breaker_reset_seconds": breaker_reset,
                 "rate_limit_per_minute": rate_limit_per_minute,
-                "envelope": 1 if protocol == "soap" else 2,
+                "envelope": soap_envelope if protocol == "soap" else 2,
             }
         )
         if not envelope_versions:
@@ -194,12 +196,15 @@ class Deployment:
         separate_simulator: bool = False,
         extra_env: dict[str, str] | None = None,
         breaker_reset: float = 0.5,
+        soap_envelope: int = 1,
     ) -> None:
         self.tmp = tmp
         self.data = tmp / "var"
         self.sim_port = free_port()
         self.partners_file = tmp / "partners.yaml"
-        write_partners(self.partners_file, self.sim_port, protocol, breaker_reset)
+        write_partners(
+            self.partners_file, self.sim_port, protocol, breaker_reset, soap_envelope=soap_envelope
+        )
         self.env = xgw_env(
             self.data,
             XGW_SIMULATOR_PORT=str(self.sim_port),

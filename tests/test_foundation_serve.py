@@ -191,13 +191,15 @@ def test_a_registry_letting_partners_file_with_no_back_office_stops_start_up(
     assert "local_systems: partner 411329 may file matters with us" in err
 
 
-def test_xgw_env_2_over_soap_stops_start_up_naming_the_endpoint(tmp_path: Path) -> None:
-    """A partner on XGW-ENV/2 whose SOAP endpoint cannot carry it: refused when the gateway
+def test_xgw_env_2_over_a_soap_wsdl_without_materials_stops_start_up(tmp_path: Path) -> None:
+    """A partner on XGW-ENV/2 whose SOAP WSDL declares no materials: refused when the gateway
     starts, not when the first case with materials is sent."""
+    from adapters.partner_soap import PACKAGED_WSDL
+
     partners = tmp_path / "partners.yaml"
-    write_partners(partners, dead_port(), "mixed")
+    write_partners(partners, dead_port(), "mixed", soap_envelope=2)
     document = yaml.safe_load(partners.read_text(encoding="utf-8"))
-    del document["partners"][0]["endpoints"][0]["envelope"]  # 新野's 社保 SOAP endpoint
+    document["partners"][0]["endpoints"][0]["wsdl"] = str(PACKAGED_WSDL)  # version 1's
     partners.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
     result = run_xgw(
         "serve",
@@ -205,7 +207,7 @@ def test_xgw_env_2_over_soap_stops_start_up_naming_the_endpoint(tmp_path: Path) 
     )
     err = result.stderr.decode()
     assert result.returncode == 78, err
-    assert "partner 411329: endpoints[0].envelope: XGW-ENV/2 is carried over rest only" in err
+    assert "partner 411329: endpoints[0]: XGW-ENV/2 over SOAP needs a WSDL" in err
     assert "Traceback" not in err
 
 

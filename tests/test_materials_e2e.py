@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +256,135 @@ def send_broken(deployment: Deployment, body: bytes, content_type: str) -> None:
     as a window's that broke would."""
     with _connect(deployment) as sock:
         sock.sendall(_request_head(deployment, content_type, len(body) + 1_000_000) + body)
+
+
+def test_a_partners_materials_are_checked_kept_sealed_handed_to_our_office_and_deleted(
+    deployment: Deployment,
+) -> None:
+    from security.stream import MaterialSealing
+    from tests.partner_helpers import XIANGZHOU, Partner, contact_letter
+
+    xinye = Partner(deployment.data)
+
+    def sealed(ref: str, scan: bytes, msg_id: str | None = None) -> tuple[Any, bytes]:
+        msg_id = msg_id or uuid.uuid4().hex
+        wrapped = xinye.sealer.content_key(XIANGZHOU.region)
+        sealing = MaterialSealing(wrapped.key, msg_id, "id-card", "pdf", xinye.sealer.backend)
+        stream = sealing.add(scan)
+        last, entry = sealing.finish()
+        envelope = xinye.seal(
+            contact_letter(), idem_key=ref, msg_id=msg_id, version=2, manifest=(entry,),
+            wrapped=wrapped,
+        )  # fmt: skip
+        return envelope, stream + last
+
+    def post(envelope: Any, stream: bytes) -> tuple[int, dict[str, Any]]:
+        async def send() -> tuple[int, dict[str, Any]]:
+            with aiohttp.MultipartWriter("form-data") as writer:
+                part = writer.append(envelope.to_json(), {"Content-Type": "application/json"})
+                part.set_content_disposition("form-data", name="envelope")
+                part = writer.append(stream, {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name="id-card")
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{deployment.url}/partner/v1/cases", data=writer) as response,
+            ):
+                return response.status, await response.json(content_type=None)
+
+        return asyncio.run(send())
+
+    envelope, stream = sealed("XY-MAT-1", PDF)
+    status, body = post(envelope, stream)
+    assert status == 200, body
+    receipt = xinye.open(env_from(body))
+    assert receipt["status"] == "accepted"
+    case_id = receipt["receipt_no"]
+    # kept sealed at rest under our data key, never as the partner sent it
+    with sqlite3.connect(deployment.data / "gateway.sqlite3") as db:
+        chunks = db.execute(
+            "SELECT c.data FROM material_chunk c JOIN material m ON m.id = c.material_id "
+            "WHERE m.case_id = ?",
+            (case_id,),
+        ).fetchall()
+    assert chunks and all(bytes(row[0]).startswith(b"XGWR") for row in chunks)
+    assert PDF[:1000] not in b"".join(bytes(row[0]) for row in chunks)
+    # our back office received it whole (its SM3 as listed), decided, the result went back
+    eventually(lambda: "XY-MAT-1" in deployment.stats()["411329"]["results"], "result to 新野")
+    assert deployment.stats()["local"]["materials"] == {case_id: 1}
+    # the same message again: answered from our record, its materials not taken twice
+    status, again = post(envelope, stream)
+    assert status == 200 and xinye.open(env_from(again))["receipt_no"] == case_id
+    # a stream damaged on the way: refused with its code, audited, nothing kept
+    damaged_envelope, damaged = sealed("XY-MAT-2", PDF)
+    status, problem = post(damaged_envelope, damaged[:-1] + bytes([damaged[-1] ^ 1]))
+    assert (status, problem["code"]) == (400, "MATERIAL_BROKEN"), problem
+    assert "MATERIAL_BROKEN" in deployment.xgw("audit", "show", "--event", "message.rejected")
+    # the case finished and the retention (0 days) passed: its files go
+    eventually(lambda: stored_materials(deployment) == [], "a partner's materials purged")
+
+
+def env_from(body: dict[str, Any]) -> Any:
+    from security import envelope as env
+
+    return env.envelope_from_mapping(body)
+
+
+def test_materials_travel_over_soap_as_mtom_attachments(tmp_path: Path) -> None:
+    """新野 takes XGW-ENV/2 over SOAP too (the packaged partner-v2 WSDL): the 社保 sub-matters
+    carry the 居民身份证 scan as an MTOM/XOP attachment, opened by the simulator."""
+    deployment = Deployment(tmp_path, protocol="soap", soap_envelope=2)
+    try:
+        filing = {**sample_filing("YJS-SBZR"), "licences": []}
+        status, case = file_with(deployment.url, deployment.token, filing, {"id-card": PDF})
+        assert status == 201, case
+        deployment.wait([case["id"]])
+        stats = deployment.stats()["411329"]
+        # the 联系函 and the 医保 transfer ask for it (the 公积金 one too, to its own partner)
+        assert stats["materials"]["id-card"] >= 2, stats
+        assert not stats["rejected"], stats
+    finally:
+        deployment.close()
+
+
+def test_a_partner_files_materials_over_soap_as_mtom(deployment: Deployment) -> None:
+    from adapters import soap11
+    from adapters.partner_soap import mtom_body
+    from security.stream import MaterialSealing
+    from tests.partner_helpers import XIANGZHOU, Partner, contact_letter
+
+    gateway_ns = "urn:xgw:gateway:1"
+    xinye = Partner(deployment.data)
+    msg_id = uuid.uuid4().hex
+    wrapped = xinye.sealer.content_key(XIANGZHOU.region)
+    sealing = MaterialSealing(wrapped.key, msg_id, "id-card", "pdf", xinye.sealer.backend)
+    stream = sealing.add(PDF)
+    last, entry = sealing.finish()
+    envelope = xinye.seal(
+        contact_letter(), idem_key="XY-MTOM-1", msg_id=msg_id, version=2, manifest=(entry,),
+        wrapped=wrapped,
+    )  # fmt: skip
+    root, cids = soap11.request_with_materials(
+        f"{{{gateway_ns}}}SubmitCaseRequest", f"{{{gateway_ns}}}Material", envelope
+    )
+
+    async def send() -> tuple[int, bytes]:
+        async def attachment() -> AsyncIterator[bytes]:
+            yield stream + last
+
+        writer, content_type = mtom_body(root, [(cids[0], attachment())])
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{deployment.url}/soap/v1",
+                data=writer,
+                headers={"Content-Type": content_type, "SOAPAction": f'"{gateway_ns}/SubmitCase"'},
+            ) as response,
+        ):
+            return response.status, await response.read()
+
+    status, reply = asyncio.run(send())
+    assert status == 200, reply
+    receipt = xinye.open(soap11.carried_envelope(soap11.parse_document(reply)))
+    assert receipt["status"] == "accepted"
+    eventually(lambda: "XY-MTOM-1" in deployment.stats()["411329"]["results"], "result to 新野")
+    assert deployment.stats()["local"]["materials"] == {receipt["receipt_no"]: 1}

@@ -80,12 +80,7 @@ def ensure_sample_setup(settings: Settings) -> None:
             if region == "411329":  # 新野: 人社 over SOAP, everything else (医保 …) over REST
                 endpoints.insert(
                     0,
-                    {
-                        "domains": ["社保"],
-                        "protocol": "soap",
-                        "url": f"{base}/{region}/soap",
-                        "envelope": 1,  # SOAP carries XGW-ENV/1 only (docs/envelope.md §11)
-                    },
+                    {"domains": ["社保"], "protocol": "soap", "url": f"{base}/{region}/soap"},
                 )
             partners.append(
                 {
@@ -97,7 +92,7 @@ def ensure_sample_setup(settings: Settings) -> None:
                     "max_concurrency": 16,
                     "breaker_failures": 5,
                     "breaker_reset_seconds": 5,
-                    "envelope": 2,  # the simulator takes materials (XGW-ENV/2)
+                    "envelope": 2,  # materials: REST multipart, SOAP MTOM (envelope.md §11)
                 }
             )
         # our own back office (the departments that decide what partners file with us) is

@@ -29,13 +29,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from adapters import soap11
-from adapters.partner_soap import PACKAGED_WSDL as WSDL
+from adapters.partner_soap import PACKAGED_WSDL_V2 as WSDL
 from adapters.partner_soap import PARTNER_NS
 from gateway.config import Settings
 from gateway.keystore import backend_for
@@ -44,6 +44,7 @@ from mappings.examples import sample_licence
 from mappings.materials import SNIFF_BYTES, licence_type_of, sniff
 from security import auditchain
 from security import envelope as env
+from security.digest import Sm3Stream
 from security.errors import ENVELOPE_MALFORMED, SecurityError
 from security.keys import read_passphrase
 from security.replay import MemoryNonceStore
@@ -206,6 +207,7 @@ class Simulator:
             )
         self.faults: dict[str, Faults] = {}
         self.office_cases: Counter[str] = Counter()  # inbound case -> times our back office saw it
+        self.office_materials: dict[str, int] = {}  # inbound case -> materials it received
         self.gateway_url = f"http://{settings.host}:{settings.port}"
         self._reports: set[asyncio.Task[None]] = set()
         self.reported: Counter[str] = Counter()  # our request id -> results reported to 襄州
@@ -309,7 +311,7 @@ class Simulator:
         self,
         identity: Identity,
         envelope: env.Envelope,
-        materials: MultipartReader | None = None,
+        materials: Parts | None = None,
     ) -> env.Envelope:
         """Verify, de-duplicate, open (the materials that follow too), apply once, answer
         sealed. Raises SecurityError, or MaterialBroken for a material that does not open."""
@@ -361,16 +363,17 @@ class Simulator:
         identity: Identity,
         envelope: env.Envelope,
         content_key: bytes,
-        reader: MultipartReader | None,
+        reader: Parts | None,
     ) -> dict[str, str | None]:
         """Opens each material the manifest names, as it arrives, in order; the type each
         turned out to be (by content). What is opened is not kept: a real partner would store
         it (encrypted) for its back office."""
         kinds: dict[str, str | None] = {}
         for entry in envelope.manifest:
-            part = await reader.next() if reader is not None else None
-            if not isinstance(part, BodyPartReader) or part.name != entry.code:
+            found = await reader.next_part() if reader is not None else None
+            if found is None or found[0] != entry.code:
                 raise MaterialBroken("MATERIAL_TRUNCATED", f"{entry.code} did not follow")
+            part = found[1]
             opening = MaterialOpening(content_key, envelope.msg_id, entry, self.backend)
             head = b""
             while chunk := await part.read_chunk(64 * 1024):
@@ -382,7 +385,7 @@ class Simulator:
             kinds[entry.code] = sniff(head)
             identity.materials[entry.code] += 1
             identity.material_bytes += entry.size
-        if reader is not None and await reader.next() is not None:
+        if reader is not None and await reader.next_part() is not None:
             raise MaterialBroken("MATERIAL_UNEXPECTED", "a part the manifest does not name")
         return kinds
 
@@ -525,7 +528,9 @@ class Simulator:
             return faulty
         try:
             envelope = env.envelope_from_json(raw)
-            reply = await self.handle(identity, envelope, reader)
+            reply = await self.handle(
+                identity, envelope, FormParts(reader) if reader is not None else None
+            )
         except SecurityError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
@@ -555,18 +560,39 @@ class Simulator:
             return await self._soap(request, identity)
 
     async def _soap(self, request: web.Request, identity: Identity) -> web.StreamResponse:
-        raw = await request.read()  # first, as in _rest
+        # first, as in _rest; with materials (MTOM/XOP: multipart/related), the XML part first
+        content_type, reader = request.headers.get("Content-Type", ""), None
+        if soap11.media_type(content_type) == "multipart/related":
+            reader = await request.multipart()
+            root = await reader.next()
+            raw = await root.read() if isinstance(root, BodyPartReader) else b""
+            content_type = "text/xml"
+        else:
+            raw = await request.read()
         faulty = await self._faulty(request, identity.region)
         if faulty is not None:
             return faulty
         try:
             _op, element = soap11.parse_request(
                 raw,
-                request.headers.get("Content-Type", ""),
+                content_type,
                 request.headers.get("SOAPAction"),
                 {"Submit": f"{{{PARTNER_NS}}}SubmitRequest"},
             )
-            reply = await self.handle(identity, soap11.carried_envelope(element))
+            envelope, included = soap11.carried_with_materials(element, f"{{{PARTNER_NS}}}Material")
+            if [code for code, _ in included] != [entry.code for entry in envelope.manifest]:
+                raise MaterialBroken(
+                    "MATERIAL_UNEXPECTED", "the Material elements are not the manifest's"
+                )
+            parts = XopParts(reader, included) if reader is not None else None
+            reply = await self.handle(identity, envelope, parts)
+        except MaterialBroken as exc:
+            identity.rejected[exc.code] += 1
+            return web.Response(
+                status=500,
+                body=soap11.fault_for(exc.code, exc.message, PARTNER_NS),
+                content_type="text/xml",
+            )
         except soap11.SoapError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
@@ -608,6 +634,7 @@ class Simulator:
         local = {
             "cases": len(self.office_cases),
             "seen_twice": sorted(c for c, n in self.office_cases.items() if n > 1),
+            "materials": self.office_materials,
         }
         return web.json_response({"local": local, **partners})
 
@@ -631,6 +658,7 @@ class Simulator:
             identity.materials.clear()
             identity.material_bytes = identity.licences_checked = 0
         self.office_cases.clear()
+        self.office_materials.clear()
         return web.json_response({"ok": True})
 
     async def local_office(self, request: web.Request) -> web.StreamResponse:
@@ -639,12 +667,30 @@ class Simulator:
         faulty = await self._faulty(request, "local")
         if faulty is not None:
             return faulty
-        body = await request.json()
+        received: dict[str, str] = {}  # code -> SM3 of what arrived
+        if request.content_type == "multipart/form-data":  # the case, then its materials
+            reader = await request.multipart()
+            first = await reader.next()
+            body = orjson.loads(await first.read()) if isinstance(first, BodyPartReader) else {}
+            while (part := await reader.next()) is not None:
+                if isinstance(part, BodyPartReader):
+                    digest = Sm3Stream()
+                    while chunk := await part.read_chunk(64 * 1024):
+                        digest.update(chunk)
+                    received[part.name or ""] = digest.hexdigest()
+        else:
+            body = await request.json()
         case_id = str(body.get("case_id"))
         self.office_cases[case_id] += 1
         form = body.get("form") or {}
         if not isinstance(form, dict) or not form:
             return web.json_response({"status": "rejected", "message": "empty form"})
+        listed = {m["code"]: m["sm3"] for m in body.get("materials") or []}
+        if received != listed:  # each material as listed, whole
+            return web.json_response(
+                {"status": "rejected", "message": "材料与清单不符"}, status=400
+            )
+        self.office_materials[case_id] = len(received)
         return web.json_response(
             {
                 "status": "done",
@@ -652,9 +698,46 @@ class Simulator:
                     "decision": "approved",
                     "ticket": f"XZ-{request.match_info['domain']}-{case_id[-8:]}",
                     "decided_by": "襄州区 (local simulator)",
+                    "materials_received": len(received),
                 },
             }
         )
+
+
+class Parts(Protocol):
+    async def next_part(self) -> tuple[str, BodyPartReader] | None: ...
+
+
+class FormParts:
+    """The materials after the envelope of a REST message: parts named by their code."""
+
+    def __init__(self, reader: MultipartReader) -> None:
+        self.reader = reader
+
+    async def next_part(self) -> tuple[str, BodyPartReader] | None:
+        part = await self.reader.next()
+        if part is None:
+            return None
+        if not isinstance(part, BodyPartReader):
+            raise MaterialBroken("MATERIAL_UNEXPECTED", "a nested multipart")
+        return part.name or "", part
+
+
+class XopParts:
+    """The attachments after a SOAP message's XML (MTOM/XOP): known by their Content-ID, which
+    the XML's Material elements name."""
+
+    def __init__(self, reader: MultipartReader, included: list[tuple[str, str]]) -> None:
+        self.reader, self.codes = reader, {cid: code for code, cid in included}
+
+    async def next_part(self) -> tuple[str, BodyPartReader] | None:
+        part = await self.reader.next()
+        if part is None:
+            return None
+        if not isinstance(part, BodyPartReader):
+            raise MaterialBroken("MATERIAL_UNEXPECTED", "a nested multipart")
+        cid = part.headers.get("Content-ID", "").strip().removeprefix("<").removesuffix(">")
+        return self.codes.get(cid, ""), part
 
 
 def _information_form(request: dict[str, Any]) -> dict[str, Any]:

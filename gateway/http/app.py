@@ -54,6 +54,7 @@ from gateway.http.problem import problem_response
 from gateway.http.windows import (
     BODY_READ_SECONDS,
     MATERIAL_LIMITS,
+    MAX_BODY_BYTES,
     MAX_FORM_BYTES,
     CasesApi,
     MaterialLimits,
@@ -629,6 +630,7 @@ def build_app(settings: Settings) -> web.Application:
     app[RUNTIME] = Runtime(settings=settings)
     app[BODY_READ_SECONDS] = settings.body_read_seconds
     app[MAX_FORM_BYTES] = min(settings.max_form_bytes, settings.max_body_bytes)
+    app[MAX_BODY_BYTES] = settings.max_body_bytes
     app[MATERIAL_LIMITS] = MaterialLimits(
         settings.max_material_bytes,
         settings.max_case_material_bytes,

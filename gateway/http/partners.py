@@ -4,13 +4,15 @@ a SOAP Fault or problem+json with its stable code, and an audit entry."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 from pydantic import BaseModel, Field, create_model
 
 from adapters import soap11
@@ -18,13 +20,21 @@ from gateway import __version__
 from gateway.core.problems import GatewayError
 from gateway.http.clients import MUTUAL_TLS, client_address, client_certificate
 from gateway.http.problem import problem_response
-from gateway.http.windows import BODY_REFUSALS, read_body
+from gateway.http.windows import (
+    BODY_REFUSALS,
+    MATERIAL_LIMITS,
+    MAX_BODY_BYTES,
+    part_bytes,
+    part_pieces,
+    read_body,
+)
 from gateway.partners import PartnerConfigError
 from gateway.services.inbound import InboundRefused, InboundService
 from gateway.services.records import Recorder
 from gateway.storage import ExchangeRecord
 from security import envelope as env
 from security.errors import SecurityError
+from security.stream import MaterialBroken
 
 GATEWAY_NS = "urn:xgw:gateway:1"
 WSDL = Path(__file__).resolve().parent / "wsdl" / "xgw-v1.wsdl"
@@ -145,6 +155,17 @@ class PartnerApi:
         )
 
     async def soap_post(self, request: web.Request) -> web.Response:
+        if soap11.media_type(request.headers.get("Content-Type", "")) == "multipart/related":
+            seconds = request.app[MATERIAL_LIMITS].seconds
+            try:
+                async with asyncio.timeout(seconds):
+                    return await self._soap_post(request)
+            except TimeoutError:
+                fault = soap11.fault_for("BODY_TIMEOUT", f"not within {seconds:g} s", GATEWAY_NS)
+                return _soap(fault, 500)
+        return await self._soap_post(request)
+
+    async def _soap_post(self, request: web.Request) -> web.Response:
         envelope: env.Envelope | None = None
         operation = "unknown"
         raw: bytes | None = None
@@ -154,19 +175,41 @@ class PartnerApi:
             throttled = _soap(fault, 429, {"Retry-After": "60"})
             return self._record(began, "soap", operation, None, None, throttled, THROTTLED.code)
         try:
+            content_type = request.headers.get("Content-Type", "")
+            parts: _Parts | None = None
             try:
-                raw = await read_body(request)
+                if soap11.media_type(content_type) == "multipart/related":  # MTOM/XOP
+                    parts = _Parts(await request.multipart(), xop=True)
+                    raw, content_type = await parts.root(request.app[MAX_BODY_BYTES]), "text/xml"
+                else:
+                    raw = await read_body(request)
             except GatewayError as exc:
                 raise soap11.SoapError(exc.code, exc.detail or exc.title) from None
+            except InboundRefused as exc:
+                raise soap11.SoapError(exc.code, exc.message) from None
             operation, element = soap11.parse_request(
                 raw,
-                request.headers.get("Content-Type", ""),
+                content_type,
                 request.headers.get("SOAPAction"),
                 {op: f"{{{GATEWAY_NS}}}{op}Request" for op in OPERATIONS},
             )
-            envelope = soap11.carried_envelope(element)
+            if operation == "SubmitCase":
+                envelope, included = soap11.carried_with_materials(
+                    element, f"{{{GATEWAY_NS}}}Material"
+                )
+                if [code for code, _ in included] != [e.code for e in envelope.manifest]:
+                    raise InboundRefused(
+                        "MATERIAL_UNEXPECTED", "the Material elements are not the manifest's"
+                    )
+                if parts is not None:
+                    parts.name_by_content_id(included)
+            else:
+                envelope = soap11.carried_envelope(element)
             self._check_certificate(request, envelope)
-            reply = await self._run(OPERATIONS[operation], envelope)
+            if operation == "SubmitCase":
+                reply = await self.service.submit(envelope, parts)
+            else:
+                reply = await self._run(OPERATIONS[operation], envelope)
         except soap11.SoapError as exc:
             await self.service.refused(
                 InboundRefused(exc.code, exc.message),
@@ -187,6 +230,18 @@ class PartnerApi:
     # -- REST ---------------------------------------------------------------------------------
 
     async def rest_post(self, request: web.Request) -> web.Response:
+        if request.content_type == "multipart/form-data":
+            seconds = request.app[MATERIAL_LIMITS].seconds
+            try:
+                async with asyncio.timeout(seconds):
+                    return await self._rest_post(request)
+            except TimeoutError:
+                return _problem(
+                    "BODY_TIMEOUT", f"the message did not arrive within {seconds:g} s", 408, request
+                )
+        return await self._rest_post(request)
+
+    async def _rest_post(self, request: web.Request) -> web.Response:
         name = REST_PATHS[request.match_info["operation"]]
         envelope: env.Envelope | None = None
         raw: bytes | None = None
@@ -194,14 +249,22 @@ class PartnerApi:
         if await self.service.source_throttled(client_address(request)):
             throttled = _problem(THROTTLED.code, THROTTLED.message, 429, request)
             return self._record(began, "rest", name, None, None, throttled, THROTTLED.code)
+        parts: _Parts | None = None
         try:
             try:
-                raw = await read_body(request)
+                if request.content_type == "multipart/form-data":  # XGW-ENV/2 with materials
+                    parts = _Parts(await request.multipart())
+                    raw = await parts.envelope(request.app[MAX_BODY_BYTES])
+                else:
+                    raw = await read_body(request)
             except GatewayError as exc:
                 raise InboundRefused(exc.code, exc.detail or exc.title, status=exc.status) from None
             envelope = env.envelope_from_json(raw)
             self._check_certificate(request, envelope)
-            reply = await self._run(name, envelope)
+            if name == "submit":
+                reply = await self.service.submit(envelope, parts)
+            else:
+                reply = await self._run(name, envelope)
         except InboundRefused as exc:
             await self.service.refused(exc, envelope, name, raw, client_address(request))
             refused = _problem(exc.code, exc.message, exc.status, request)
@@ -216,6 +279,69 @@ class PartnerApi:
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(partner_openapi()), content_type="application/json")
+
+
+class _Parts:
+    """A partner's multipart message: the envelope first (REST: the part ``envelope``; SOAP
+    with MTOM/XOP: the root part's XML), then the materials, read as the service opens them
+    (REST: named by their code; XOP: by the Content-ID the XML's Material elements name). A
+    body that breaks off is ``MATERIAL_TRUNCATED``."""
+
+    def __init__(self, reader: MultipartReader, xop: bool = False) -> None:
+        self.reader, self.xop = reader, xop
+        self.codes: dict[str, str] = {}  # XOP: Content-ID -> the material's code
+
+    def name_by_content_id(self, included: list[tuple[str, str]]) -> None:
+        self.codes = {cid: code for code, cid in included}
+
+    async def root(self, limit: int) -> bytes:
+        """The SOAP XML of an MTOM/XOP message (its first part)."""
+        try:
+            part = await self._next()
+            if part is None:
+                raise InboundRefused("MULTIPART_MALFORMED", "no root part")
+            return await part_bytes(part, limit)
+        except MaterialBroken as exc:
+            raise InboundRefused(exc.code, exc.message) from None
+        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+            raise InboundRefused("MATERIAL_TRUNCATED", "the message broke off") from None
+
+    async def envelope(self, limit: int) -> bytes:
+        try:
+            part = await self._next()
+            if part is None or part.name != "envelope":
+                raise InboundRefused("MULTIPART_MALFORMED", "the first part must be the envelope")
+            return await part_bytes(part, limit)
+        except MaterialBroken as exc:
+            raise InboundRefused(exc.code, exc.message) from None
+        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+            raise InboundRefused("MATERIAL_TRUNCATED", "the message broke off") from None
+
+    async def _next(self) -> BodyPartReader | None:
+        try:
+            part = await self.reader.next()
+        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+            raise MaterialBroken("MATERIAL_TRUNCATED", "the message broke off") from None
+        if part is not None and not isinstance(part, BodyPartReader):
+            raise MaterialBroken("MATERIAL_UNEXPECTED", "a nested multipart")
+        return part
+
+    async def next_part(self) -> tuple[str, AsyncIterator[bytes]] | None:
+        part = await self._next()
+        if part is None:
+            return None
+        if self.xop:
+            cid = part.headers.get("Content-ID", "").strip().removeprefix("<").removesuffix(">")
+            return self.codes.get(cid, ""), _chunks(part)
+        return part.name or "", _chunks(part)
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in part_pieces(part):
+            yield chunk
+    except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+        raise MaterialBroken("MATERIAL_TRUNCATED", "the message broke off") from None
 
 
 def _envelope_model() -> type[BaseModel]:

@@ -444,6 +444,7 @@ class MaterialLimits:
 
 
 MATERIAL_LIMITS = web.AppKey("material_limits", MaterialLimits)
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 MAX_MATERIALS = 32  # files per filing (the envelope's manifest holds as many)
 MATERIAL_CODE = r"[a-z0-9][a-z0-9_-]{0,47}"
 
@@ -452,7 +453,7 @@ def multipart_malformed(detail: str) -> GatewayError:
     return GatewayError("MULTIPART_MALFORMED", 400, "Malformed filing", detail)
 
 
-async def _part_bytes(part: BodyPartReader, limit: int) -> bytes:
+async def part_bytes(part: BodyPartReader, limit: int) -> bytes:
     chunks, size = [], 0
     while chunk := await part.read_chunk(64 * 1024):
         size += len(chunk)
@@ -462,7 +463,7 @@ async def _part_bytes(part: BodyPartReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _pieces(part: BodyPartReader) -> AsyncIterator[bytes]:
+async def part_pieces(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(64 * 1024):
         yield chunk
 
@@ -628,7 +629,7 @@ class CasesApi:
                 part = await reader.next()
                 if not isinstance(part, BodyPartReader) or part.name != "case":
                     raise multipart_malformed("the first part must be the filing, named case")
-                raw = await _part_bytes(part, request.app[MAX_FORM_BYTES])
+                raw = await part_bytes(part, request.app[MAX_FORM_BYTES])
                 try:
                     body = CaseRequest.model_validate(orjson.loads(raw))
                 except orjson.JSONDecodeError:
@@ -647,7 +648,7 @@ class CasesApi:
                         raise multipart_malformed(f"at most {MAX_MATERIALS} files per filing")
                     limit = min(limits.per_material, limits.per_case - total)
                     uploads.append(
-                        await take_upload(self.store, part.name or "", _pieces(part), limit)
+                        await take_upload(self.store, part.name or "", part_pieces(part), limit)
                     )
                     total += uploads[-1].size
                 return body, raw

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
+import orjson
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -43,7 +44,7 @@ from gateway.metrics import Metrics
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
-from gateway.services.materials import sealed_stream
+from gateway.services.materials import plaintext_stream, sealed_stream
 from gateway.services.records import Recorder
 from gateway.storage import ExchangeRecord, OutboxMessage, Store
 from security import envelope as env
@@ -343,7 +344,15 @@ class Worker:
     async def _to_back_office(self, message: OutboxMessage) -> None:
         """Hand an inbound case to our own back office (same retries and dead letters)."""
         url = self.partners.local_system(message.domain)
-        answer = await self.local_client.submit(url, message.domain, message.payload, 10.0)
+        materials: list[tuple[str, Callable[[], AsyncIterator[bytes]]]] | None = None
+        if orjson.loads(message.payload).get("materials"):  # a partner's case came with them
+            stored = [
+                m for m in await self.store.case_materials(message.case_id) if m.licence is None
+            ]
+            materials = [(m.code, partial(plaintext_stream, self.store, m)) for m in stored]
+        answer = await self.local_client.submit(
+            url, message.domain, message.payload, 10.0, materials
+        )
         await self.inbound.office_done(message, answer)
 
     async def _to_partner(self, message: OutboxMessage) -> None:

@@ -26,16 +26,26 @@ from gateway.core.lifecycle import HAND_OVER, INBOUND, RESULT, WITNESS, Inbound,
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.partners import Partner, PartnerConfigError, PartnerRegistry
-from gateway.services.cases import CaseService, Dispatcher, NoDispatcher, hand_over
+from gateway.services.cases import (
+    LICENCES_MEMBER,
+    MAX_CASE_MATERIAL_BYTES,
+    CaseService,
+    Dispatcher,
+    NoDispatcher,
+    hand_over,
+)
+from gateway.services.materials import IncomingParts, take_sealed
 from gateway.services.witness import WitnessService
-from gateway.storage import InboundCase, OutboxMessage, Store, iso_of
+from gateway.storage import InboundCase, MaterialRecord, OutboxMessage, Store, Transaction, iso_of
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
+from rules.text import is_code
 from security import envelope as env
 from security.digest import sm3_hex
 from security.errors import SecurityError
 from security.sealing import Opener, Sealer
+from security.stream import MaterialBroken
 
 log = get_logger("gateway.services.inbound")
 # HTTP status of each refusal (REST); SOAP answers every refusal as a Fault with the same code.
@@ -63,6 +73,33 @@ STATUS = {
     "WRONG_OPERATION": 400,
     "RATE_LIMITED": 429,
 }
+
+
+def _licences(value: Any, envelope: env.Envelope) -> list[dict[str, str]]:
+    """The 电子证照 a partner's request names (XGW-ENV/2, §11), each of the expected shape."""
+    if not isinstance(value, list) or len(value) > MAX_LICENCES:
+        raise InboundRefused(
+            "PAYLOAD_INVALID", f"{LICENCES_MEMBER}: a list of at most {MAX_LICENCES}", envelope
+        )
+    found = []
+    for item in value:
+        if not (
+            isinstance(item, dict)
+            and set(item) == {"material", "identifier", "holder"}
+            and is_code(r"[a-z0-9][a-z0-9_-]{0,47}", item["material"])
+            and is_code(r"1\.2\.156\.3005\.2\.[0-9A-Za-z.]{1,100}", item["identifier"])
+            and is_code(r"[0-9A-Z]{18}", item["holder"])
+        ):
+            raise InboundRefused(
+                "PAYLOAD_INVALID",
+                f"{LICENCES_MEMBER}: each has material, identifier, holder",
+                envelope,
+            )
+        found.append({k: str(item[k]) for k in ("material", "identifier", "holder")})
+    return found
+
+
+MAX_LICENCES = 32
 
 
 class InboundRefused(Exception):
@@ -114,6 +151,7 @@ class InboundService:
         dispatcher: Dispatcher | None = None,
         refusals_per_minute: int = 60,
         metrics: Metrics | None = None,
+        material_bytes: int = MAX_CASE_MATERIAL_BYTES,
     ) -> None:
         """``cases``: applies a result a partner reports to the sub-matter awaiting it;
         ``dispatcher``: sets messages going (the delivery worker)."""
@@ -123,6 +161,7 @@ class InboundService:
         self.limiter, self.refusals_per_minute = limiter, refusals_per_minute
         self.cases, self.witnesses = cases, witnesses
         self.dispatcher: Dispatcher = dispatcher or NoDispatcher()
+        self.material_bytes = material_bytes  # one material a partner sends us, at most
 
     # -- the shared front half ---------------------------------------------------------------
 
@@ -130,6 +169,17 @@ class InboundService:
         self, envelope: env.Envelope, operation: str
     ) -> tuple[Partner, Any, env.Envelope | None]:
         """Authenticate, rate-limit, de-duplicate, open. Returns (partner, payload, cached reply)."""
+        partner, payload, cached, _key = await self._open_with_key(envelope, operation)
+        return partner, payload, cached
+
+    async def _open_with_key(
+        self, envelope: env.Envelope, operation: str
+    ) -> tuple[Partner, Any, env.Envelope | None, bytes]:
+        """As ``_open``, with the message's content key (it opens an XGW-ENV/2's materials)."""
+        if envelope.materials and operation != "request":
+            raise InboundRefused(
+                "MATERIAL_UNEXPECTED", "only a case filed with us carries materials", envelope
+            )
         now = datetime.now(UTC)
         sender = self.opener.authenticate(envelope, now)  # who, unchanged, fresh — first
         try:
@@ -146,7 +196,7 @@ class InboundService:
             raise InboundRefused("RATE_LIMITED", "too many messages this minute", envelope)
         cached = await self.store.inbound_reply(partner.region, envelope.msg_id)
         if cached is not None:  # a resend: the first answer again, re-sealed; no second effect
-            return partner, None, self._seal(partner, envelope, cached)
+            return partner, None, self._seal(partner, envelope, cached), b""
         opened = await self.opener.unseal(envelope, sender)
         try:
             payload = orjson.loads(opened.plaintext)
@@ -154,7 +204,7 @@ class InboundService:
             raise InboundRefused(
                 "PAYLOAD_MALFORMED", "the sealed payload is not JSON", envelope
             ) from None
-        return partner, payload, None
+        return partner, payload, None, opened.content_key
 
     def _seal(self, partner: Partner, envelope: env.Envelope, body: dict[str, Any]) -> env.Envelope:
         return self.sealer.seal(
@@ -275,10 +325,17 @@ class InboundService:
 
     # -- operations -----------------------------------------------------------------------------
 
-    async def submit(self, envelope: env.Envelope) -> env.Envelope:
-        partner, payload, cached = await self._open(envelope, "request")
+    async def submit(
+        self, envelope: env.Envelope, parts: IncomingParts | None = None
+    ) -> env.Envelope:
+        """A case a partner files with us; ``parts``: the materials following an XGW-ENV/2
+        envelope (a resend already answered is answered from its record, unread)."""
+        partner, payload, cached, content_key = await self._open_with_key(envelope, "request")
         if cached is not None:
             return cached
+        licences: list[dict[str, str]] = []
+        if isinstance(payload, dict) and LICENCES_MEMBER in payload:
+            licences = _licences(payload.pop(LICENCES_MEMBER), envelope)
         try:
             resolution = self.registry.resolve_inbound(
                 self.region, partner.region, envelope.matter, payload, datetime.now(UTC).date()
@@ -300,54 +357,111 @@ class InboundService:
             detail = "; ".join(f"{p.path}: {p.message}" for p in exc.problems[:10])
             return await self._reject(partner, envelope, "PAYLOAD_INVALID", detail)
         domain = self.registry.matter(self.region, resolution.local_code).domain
+        taken: list[MaterialRecord] = []
+        if envelope.manifest:
+            try:
+                taken = await take_sealed(
+                    self.store,
+                    self.opener.backend,
+                    content_key,
+                    envelope,
+                    parts,
+                    self.material_bytes,
+                )
+            except MaterialBroken as exc:
+                raise InboundRefused(exc.code, exc.message, envelope) from None
+            wrong = [
+                m.code for m, e in zip(taken, envelope.manifest, strict=True) if m.kind != e.kind
+            ]
+            if wrong:
+                await self.store.discard_materials([m.id for m in taken])
+                return await self._reject(
+                    partner,
+                    envelope,
+                    "MATERIAL_TYPE",
+                    f"material {wrong[0]} is not the type its manifest says",
+                )
         # Derived from the partner's own reference: a filing made again after a power cut lost
         # ours is the same case, and its hand-over the same message to the back office.
         case_id = f"IN-{partner.region}-{message_id(partner.region, envelope.idem_key)[:20]}"
         receipt = {"status": "accepted", "receipt_no": case_id, "matter": resolution.local_code}
         handed: OutboxMessage | None = None
-        async with self.store.transaction() as tx:
-            existing = await tx.inbound_case_of(partner.region, envelope.idem_key)
-            if existing is not None:  # the same case filed again under a new message id
-                receipt["receipt_no"] = case_id = existing
-            else:
-                now = time.time()
-                await tx.insert_inbound_case(
-                    InboundCase(
-                        id=case_id,
-                        partner=partner.region,
-                        partner_ref=envelope.idem_key,
-                        partner_matter=envelope.matter,
-                        local_matter=resolution.local_code,
-                        domain=domain,
-                        created=now,
-                        updated=now,
-                        status=Inbound.IN_OFFICE.value,
-                        form=form,
-                        result=None,
-                    )
+        try:
+            async with self.store.transaction() as tx:
+                existing = await tx.inbound_case_of(partner.region, envelope.idem_key)
+                if existing is not None:  # the same case filed again under a new message id
+                    receipt["receipt_no"] = case_id = existing
+                else:
+                    handed = await self._file_inbound(
+                        tx, partner, envelope, resolution.local_code, domain, form, case_id,
+                        taken, licences,
+                    )  # fmt: skip
+                await tx.remember_inbound(
+                    partner.region, envelope.msg_id, envelope.kind, case_id, receipt
                 )
-                body = orjson.dumps(
-                    {"case_id": case_id, "matter": resolution.local_code, "form": form}
-                )
-                handed = await tx.enqueue(
-                    msg_id=f"local-{case_id}",
-                    case_id=case_id,
-                    sub_id=HAND_OVER,
-                    partner="local",
-                    domain=domain,
-                    kind=HAND_OVER,
-                    matter=resolution.local_code,
-                    payload=body,
-                    envelope=b"",
-                    lease=self.dispatcher.lease_for("local"),
-                )
-            await tx.remember_inbound(
-                partner.region, envelope.msg_id, envelope.kind, case_id, receipt
-            )
+        finally:
+            if taken:  # those the case did not take (filed before, or a failed write)
+                await self.store.discard_materials([m.id for m in taken])
         if handed is not None:
             hand_over(self.dispatcher, [handed])
         return await self._answer(
             partner, envelope, receipt, "accepted", case_id, resolution.local_code
+        )
+
+    async def _file_inbound(
+        self,
+        tx: Transaction,
+        partner: Partner,
+        envelope: env.Envelope,
+        local_matter: str,
+        domain: str,
+        form: dict[str, Any],
+        case_id: str,
+        taken: list[MaterialRecord],
+        licences: list[dict[str, str]],
+    ) -> OutboxMessage:
+        """The new inbound case, its materials, and its hand-over to our back office (the
+        materials named in it, the back office reads them through us: ``services.materials``)."""
+        now = time.time()
+        await tx.insert_inbound_case(
+            InboundCase(
+                id=case_id,
+                partner=partner.region,
+                partner_ref=envelope.idem_key,
+                partner_matter=envelope.matter,
+                local_matter=local_matter,
+                domain=domain,
+                created=now,
+                updated=now,
+                status=Inbound.IN_OFFICE.value,
+                form=form,
+                result=None,
+            )
+        )
+        if await tx.attach_materials(case_id, [m.id for m in taken]) != len(taken):
+            raise InboundRefused("MATERIAL_GONE", "a material was not kept: send again", envelope)
+        for licence in licences:
+            await tx.add_licence(
+                case_id, licence["material"], licence["identifier"], licence["holder"]
+            )
+        handed: dict[str, Any] = {"case_id": case_id, "matter": local_matter, "form": form}
+        if taken:
+            handed["materials"] = [
+                {"code": m.code, "type": m.kind, "size": m.size, "sm3": m.sm3} for m in taken
+            ]
+        if licences:
+            handed["licences"] = licences
+        return await tx.enqueue(
+            msg_id=f"local-{case_id}",
+            case_id=case_id,
+            sub_id=HAND_OVER,
+            partner="local",
+            domain=domain,
+            kind=HAND_OVER,
+            matter=local_matter,
+            payload=orjson.dumps(handed),
+            envelope=b"",
+            lease=self.dispatcher.lease_for("local"),
         )
 
     async def _reject(

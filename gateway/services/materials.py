@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
 
 from gateway.core.problems import FieldProblem, GatewayError
 from gateway.storage import MaterialRecord, Store, Transaction
@@ -14,7 +15,7 @@ from mappings.materials import SNIFF_BYTES, sniff
 from security import envelope as env
 from security.backend import CryptoBackend
 from security.digest import Sm3Stream
-from security.stream import CHUNK_BYTES, MaterialSealing
+from security.stream import CHUNK_BYTES, MaterialBroken, MaterialOpening, MaterialSealing
 
 # Chunks written (and read) per round trip to the store: 1 MiB, so an upload costs a
 # transaction per MiB and memory stays a few chunks whatever the material's size.
@@ -124,3 +125,67 @@ async def sealed_stream(store: Store, msg_id: str, code: str) -> AsyncIterator[b
         if len(pieces) < CHUNKS_PER_WRITE:
             return
         start += len(pieces)
+
+
+class IncomingParts(Protocol):
+    """The parts that follow a partner's envelope (the HTTP shell's multipart reader)."""
+
+    async def next_part(self) -> tuple[str, AsyncIterator[bytes]] | None:
+        """(its name, its bytes as they arrive), or None after the last."""
+        ...
+
+
+async def take_sealed(
+    store: Store,
+    backend: CryptoBackend,
+    content_key: bytes,
+    envelope: env.Envelope,
+    parts: IncomingParts | None,
+    limit: int,
+) -> list[MaterialRecord]:
+    """Opens each material a partner's XGW-ENV/2 message names, in order, as it arrives, and
+    stores its plaintext sealed at rest (our data key), a chunk at a time. ``MaterialBroken``
+    with its stable code for a material that does not match the signed manifest (nothing of the
+    message's materials then stays)."""
+    taken: list[MaterialRecord] = []
+    try:
+        for entry in envelope.manifest:
+            if entry.size > limit:
+                raise MaterialBroken(
+                    "MATERIAL_TOO_LARGE", f"{entry.code} is over {limit // (1024 * 1024)} MiB"
+                )
+            part = await parts.next_part() if parts is not None else None
+            if part is None or part[0] != entry.code:
+                raise MaterialBroken("MATERIAL_TRUNCATED", f"{entry.code} did not follow")
+            opening = MaterialOpening(content_key, envelope.msg_id, entry, backend)
+            taken.append(await take_upload(store, entry.code, _opened(part[1], opening), limit))
+        if parts is not None and await parts.next_part() is not None:
+            raise MaterialBroken("MATERIAL_UNEXPECTED", "a part the manifest does not name")
+    except BaseException:
+        await store.discard_materials([m.id for m in taken])
+        raise
+    return taken
+
+
+async def _opened(sealed: AsyncIterator[bytes], opening: MaterialOpening) -> AsyncIterator[bytes]:
+    async for piece in sealed:
+        plain = opening.add(piece)
+        if plain:
+            yield plain
+    yield opening.finish()
+
+
+async def plaintext_stream(store: Store, material: MaterialRecord) -> AsyncIterator[bytes]:
+    """A stored material's bytes, a few chunks at a time (for our back office); ValueError at
+    its end if they are not what was stored (its SM3), so the receiver sees a broken body."""
+    check, start = Sm3Stream(), 0
+    while start < material.chunks:
+        chunks = await store.material_chunks(material.id, start, CHUNKS_PER_WRITE)
+        if not chunks:
+            raise ValueError(f"material {material.id} lacks chunks from {start}")
+        for chunk in chunks:
+            check.update(chunk)
+            yield chunk
+        start += len(chunks)
+    if check.hexdigest() != material.sm3:
+        raise ValueError(f"material {material.id} is not what was stored")

@@ -797,7 +797,8 @@ class Store(abc.ABC):
         return [bytes(row["data"]) for row in rows]
 
     async def purge_materials(self, finished_before: float, uploads_before: float) -> int:
-        """Deletes the files of cases finished (done or cancelled) before ``finished_before``,
+        """Deletes the files of cases finished (done or cancelled; a partner's case once its
+        result went back, or could not) before ``finished_before``,
         uploads never filed that began before ``uploads_before`` (a crash mid-upload), and the
         sealed copies of messages no longer waiting to go. How many materials went. The
         exchange log keeps what was exchanged (the manifests' digests) for ever."""
@@ -806,6 +807,9 @@ class Store(abc.ABC):
             rows = await tx.db.fetch(
                 "SELECT m.id FROM material m JOIN cases c ON c.id = m.case_id "
                 "WHERE m.status = $1 AND c.status IN ('done', 'cancelled') AND c.updated < $2 "
+                "UNION SELECT m.id FROM material m JOIN inbound_case i ON i.id = m.case_id "
+                "WHERE m.status = $1 AND i.status IN ('result_delivered', 'result_undeliverable') "
+                "AND i.updated < $2 "
                 "UNION SELECT id FROM material WHERE status <> $1 AND created < $3",
                 ATTACHED,
                 finished,
