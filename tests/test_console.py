@@ -38,7 +38,12 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    deployed = Deployment(tmp_path_factory.mktemp("console"), protocol="mixed")
+    # a request body of 1 MiB at most: the console's files must not be bound by it
+    deployed = Deployment(
+        tmp_path_factory.mktemp("console"),
+        protocol="mixed",
+        extra_env={"XGW_MAX_BODY_BYTES": str(1024 * 1024)},
+    )
     try:
         yield deployed
     finally:
@@ -212,8 +217,9 @@ def test_a_double_submit_files_once(deployment: Deployment, browser: Any) -> Non
     before = _case_count(deployment)
     page.goto(f"{deployment.url}/console/new/bundle/YJS-YLBX")
     _fill(page, bundle_form("YJS-YLBX"))
-    # the invoices as a scan chosen in the browser (the name says .pdf; its content decides)
-    scan = b"%PDF-1.7\n% SAMPLE invoice scan\n" + bytes(200_000) + b"%%EOF\n"
+    # the invoices as a scan chosen in the browser (the name says .pdf; its content decides),
+    # larger than any other request body may be: read as it arrives, into the store
+    scan = b"%PDF-1.7\n% SAMPLE invoice scan\n" + bytes(1_500_000) + b"%%EOF\n"
     page.set_input_files(
         '[name="material.invoices"]',
         files=[{"name": "发票.pdf", "mimeType": "application/pdf", "buffer": scan}],

@@ -13,13 +13,14 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
@@ -28,7 +29,7 @@ from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_l
 from gateway.core.problems import GatewayError
 from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
-from gateway.http.windows import MATERIAL_LIMITS
+from gateway.http.windows import MATERIAL_LIMITS, MAX_FORM_BYTES, part_bytes, part_pieces
 from gateway.logs import get_logger, masked_for_display
 from gateway.services.cases import CaseService, Filing, request_hash
 from gateway.services.materials import take_upload
@@ -89,6 +90,9 @@ ROUTES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("POST", "/console/admin/tokens/revoke", "token_revoke", ADMINS),
     ("POST", "/console/admin/replay", "replay", ADMINS),
 )
+# Pages whose form carries files: read part by part as it arrives (the CSRF secret first, then
+# each file streamed into the store), never whole, so their size is the materials' limits'.
+STREAMED_FORMS = frozenset({"file"})
 STATIC = HERE / "static"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -113,10 +117,15 @@ class Missing(Refused):
         super().__init__(404, message)
 
 
-async def _file_pieces(file: IO[bytes]) -> AsyncIterator[bytes]:
-    """An uploaded file (aiohttp keeps it in a temporary file) a chunk at a time."""
-    while chunk := await asyncio.to_thread(file.read, 64 * 1024):
-        yield chunk
+async def _first_csrf(reader: MultipartReader) -> str | None:
+    """The CSRF secret a streamed form sends first (the page's first hidden field)."""
+    try:
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "_csrf":
+            return None
+        return (await part_bytes(part, 256)).decode("ascii")
+    except (GatewayError, ValueError, AssertionError, aiohttp.ClientPayloadError):
+        return None
 
 
 async def read_form(request: web.Request) -> Any:
@@ -184,7 +193,7 @@ class Console:
         try:
             if roles is PUBLIC:
                 return await handler(request)
-            return await self._page(handler, *roles)(request)
+            return await self._page(handler, *roles, streamed=name in STREAMED_FORMS)(request)
         except Redirect as moved:
             return see_other(moved.location)
         except Refused as refused:
@@ -206,14 +215,25 @@ class Console:
         )
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
-    def _page(self, handler: Handler, *roles: str) -> Handler:
+    def _page(self, handler: Handler, *roles: str, streamed: bool = False) -> Handler:
         async def page(request: web.Request) -> web.StreamResponse:
             session = await self._session(request)
             if session is None:
                 raise Redirect("/console/login")
             if roles and session.role not in roles:
                 return self.render(request, "error.html", 403, message="您的账号无权访问此页面。")
-            if request.method == "POST":
+            if (
+                request.method == "POST"
+                and streamed
+                and request.content_type == "multipart/form-data"
+            ):
+                reader = await request.multipart()
+                if not sessions.csrf_ok(session, await _first_csrf(reader)):
+                    return self.render(
+                        request, "error.html", 403, message="页面已过期，请重新打开后再提交。"
+                    )
+                request["multipart"] = reader  # the page reads the rest as it arrives
+            elif request.method == "POST":
                 posted = await read_form(request)
                 sent = posted.get("_csrf")
                 if not sessions.csrf_ok(session, sent if isinstance(sent, str) else None):
@@ -386,29 +406,25 @@ class Console:
         bundle = self._bundle(request)
         sections = forms.form_sections(self.registry, self.region, bundle, date.today())
         materials = forms.material_fields(self.registry, self.region, bundle)
-        posted = {k: v for k, v in request["posted"].items() if isinstance(v, str)}
-        allowed = {f.path for s in sections for f in s.fields}
-        form = forms.nested(posted, allowed)
-        idem = posted.get("_idem", "")
-        if not re.fullmatch(r"[0-9a-f]{32}", idem):
-            idem = uuid.uuid4().hex
-        applicant = _applicant(form)
         codes = {m.code for m in materials}
-        licences = tuple(
-            GivenLicence(code, posted[f"licence.{code}"].strip(), applicant or "")
-            for code in sorted(codes)
-            if posted.get(f"licence.{code}", "").strip()
-        )
         uploads: list[MaterialRecord] = []
+        posted: dict[str, str] = {}
         try:
-            limit = request.app[MATERIAL_LIMITS].per_material
-            for name, value in request["posted"].items():
-                code = name.removeprefix("material.")
-                # an unchosen file input comes as an empty part with no file name
-                if code in codes and isinstance(value, web.FileField) and value.filename:
-                    uploads.append(
-                        await take_upload(self.store, code, _file_pieces(value.file), limit)
-                    )
+            if "multipart" in request:  # the page's form: fields and files, as they arrive
+                posted = await self._streamed_filing(request, codes, uploads)
+            else:
+                posted = {k: v for k, v in request["posted"].items() if isinstance(v, str)}
+            allowed = {f.path for s in sections for f in s.fields}
+            form = forms.nested(posted, allowed)
+            idem = posted.get("_idem", "")
+            if not re.fullmatch(r"[0-9a-f]{32}", idem):
+                idem = uuid.uuid4().hex
+            applicant = _applicant(form)
+            licences = tuple(
+                GivenLicence(code, posted[f"licence.{code}"].strip(), applicant or "")
+                for code in sorted(codes)
+                if posted.get(f"licence.{code}", "").strip()
+            )
             filing = Filing(
                 bundle.code if request.match_info["kind"] == "bundle" else None,
                 request.match_info["code"] if request.match_info["kind"] == "matter" else None,
@@ -433,13 +449,49 @@ class Console:
                 problems[""] = [error.detail or error.title]
             return self.render(
                 request, "form.html", 422, bundle=bundle, sections=sections,
-                materials=materials, values=posted, problems=problems, idem=idem,
-                rows=range(forms.LIST_ROWS),
+                materials=materials, values=posted, problems=problems,
+                idem=posted.get("_idem", uuid.uuid4().hex), rows=range(forms.LIST_ROWS),
             )  # fmt: skip
         finally:
             if uploads:  # what the filing did not make its case's
                 await asyncio.shield(self.store.discard_materials([m.id for m in uploads]))
         raise Redirect(f"/console/cases/{case.id}")
+
+    async def _streamed_filing(
+        self, request: web.Request, codes: set[str], uploads: list[MaterialRecord]
+    ) -> dict[str, str]:
+        """The filing form's fields, read part by part; each chosen file goes to the store as
+        it arrives (``uploads``), within the materials' limits."""
+        reader: MultipartReader = request["multipart"]
+        limits = request.app[MATERIAL_LIMITS]
+        fields: dict[str, str] = {}
+        left, total = request.app[MAX_FORM_BYTES], 0
+        try:
+            async with asyncio.timeout(limits.seconds):
+                while (part := await reader.next()) is not None:
+                    if not isinstance(part, BodyPartReader):
+                        raise Refused(400, "无法读取提交的表单，请重新打开页面后再提交。")
+                    name = part.name or ""
+                    if part.filename is None:  # a field
+                        try:
+                            value = await part_bytes(part, left)
+                        except GatewayError:  # the fields all told are a form's, not files
+                            raise Refused(413, "提交的内容过大。") from None
+                        left -= len(value)
+                        fields[name] = value.decode("utf-8")
+                        continue
+                    code = name.removeprefix("material.")
+                    if code not in codes or not part.filename:  # no file chosen: an empty part
+                        await part_bytes(part, 0)
+                        continue
+                    limit = min(limits.per_material, limits.per_case - total)
+                    uploads.append(await take_upload(self.store, code, part_pieces(part), limit))
+                    total += uploads[-1].size
+        except TimeoutError:
+            raise Refused(408, "提交超时，请重新提交。") from None
+        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+            raise Refused(400, "无法读取提交的表单，请重新打开页面后再提交。") from None
+        return fields
 
     async def _case(self, request: web.Request) -> CaseRow:
         case_id = request.match_info["case_id"]
