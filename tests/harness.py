@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import yaml
 
 from mappings.examples import sample_filing
@@ -339,3 +342,31 @@ class Deployment:
             gateway.stop()
         if self.simulator is not None:
             self.simulator.stop()
+
+
+def file_with(
+    url: str, token: str, filing: dict[str, Any], files: dict[str, bytes], key: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST a filing as multipart/form-data: the case part first, then one part per file."""
+
+    async def post() -> tuple[int, dict[str, Any]]:
+        with aiohttp.MultipartWriter("form-data") as writer:
+            part = writer.append(orjson.dumps(filing), {"Content-Type": "application/json"})
+            part.set_content_disposition("form-data", name="case")
+            for code, data in files.items():
+                part = writer.append(data, {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name=code, filename=f"{code}.bin")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{url}/api/v1/cases",
+                data=writer,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Idempotency-Key": key or uuid.uuid4().hex,
+                },
+            ) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+
+    return asyncio.run(post())

@@ -21,7 +21,7 @@ import pytest
 
 from mappings.examples import sample_filing
 from tests.conftest import eventually
-from tests.harness import Deployment, http
+from tests.harness import Deployment, file_with, http
 
 # SAMPLE files: the first bytes make their type; the rest is filler, several chunks long
 PDF = b"%PDF-1.7\n% SAMPLE invoice\n" + os.urandom(300_000) + b"\n%%EOF\n"
@@ -42,34 +42,6 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         yield deployed
     finally:
         deployed.close()
-
-
-def file_with(
-    url: str, token: str, filing: dict[str, Any], files: dict[str, bytes], key: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    """POST a filing as multipart/form-data: the case part first, then one part per file."""
-
-    async def post() -> tuple[int, dict[str, Any]]:
-        with aiohttp.MultipartWriter("form-data") as writer:
-            part = writer.append(orjson.dumps(filing), {"Content-Type": "application/json"})
-            part.set_content_disposition("form-data", name="case")
-            for code, data in files.items():
-                part = writer.append(data, {"Content-Type": "application/octet-stream"})
-                part.set_content_disposition("form-data", name=code, filename=f"{code}.bin")
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{url}/api/v1/cases",
-                data=writer,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Idempotency-Key": key or uuid.uuid4().hex,
-                },
-            ) as response,
-        ):
-            return response.status, await response.json(content_type=None)
-
-    return asyncio.run(post())
 
 
 def stored_materials(deployment: Deployment) -> list[tuple[str, str, int]]:

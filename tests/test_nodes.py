@@ -104,6 +104,33 @@ def test_a_node_killed_mid_load_loses_nothing_and_its_work_is_taken_over(nodes: 
     assert "node-1" in report and "node-2" in report, report
 
 
+def test_a_scan_taken_in_by_one_node_is_sealed_and_sent_by_another(nodes: Nodes) -> None:
+    """Materials live in the shared database, sealed at rest under the jurisdiction's data
+    keys: the node that took the upload dies before the sub-matter carrying it is ready, and
+    the other node seals it for the partner and delivers it."""
+    from mappings.examples import sample_filing
+    from tests.harness import file_with
+
+    second = nodes.add_node(2)
+    first = nodes.gateways[0]
+    nodes.faults({"411329": {"latency_ms": 1500}})  # the 备案 still in the partner's hands
+    scan = b"%PDF-1.7\n% SAMPLE invoice scan\n" + bytes(300_000)
+    filing = {**sample_filing("YJS-YLBX"), "licences": []}
+    status, case = file_with(first.url, nodes.token, filing, {"invoices": scan})
+    assert status == 201, case
+    eventually(lambda: nodes.stats()["411329"]["in_flight"] >= 1, "the 备案 sent by node 1")
+    first.kill()
+    nodes.faults({"411329": {"latency_ms": 0}})
+    eventually(
+        lambda: nodes.case(case["id"], url=second.url)["status"] == "done",
+        "the case done through node 2",
+        timeout=60,
+    )
+    stats = nodes.stats()["411329"]
+    assert stats["materials"] == {"invoices": 1} and stats["material_bytes"] == len(scan)
+    assert stats["applied_twice"] == []
+
+
 def _cluster() -> list[str] | None:
     """``pg_ctlcluster VERSION NAME`` of the PostgreSQL on 127.0.0.1:5432, if this machine
     manages it (Debian's postgresql-common)."""
