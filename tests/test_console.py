@@ -230,6 +230,9 @@ def test_a_double_submit_files_once(deployment: Deployment, browser: Any) -> Non
     assert _case_count(deployment) == before + 1
     case_id = page.locator("#case-id").inner_text()
     page.wait_for_selector("#case-status:has-text('已办结')", timeout=60_000)
+    # the case page lists what was given: the scan, its type by content and its size
+    invoices = page.locator('[data-material="invoices"]').inner_text()
+    assert "医疗费用发票" in invoices and "PDF" in invoices and f"{len(scan):,}" in invoices
     stats = http("GET", f"{deployment.sim_url}/_sim/stats")[1]["411329"]
     assert stats["materials"].get("invoices", 0) >= 1, stats  # opened by the partner
     # the second submit's upload was not kept: one stored copy, the case's

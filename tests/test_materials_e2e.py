@@ -64,6 +64,8 @@ def test_scans_travel_sealed_to_the_partner_and_are_deleted_after_retention(
     [done] = deployment.wait([case["id"]])
     assert {s["status"] for s in done["sub_matters"]} == {"done"}
     assert done["timeline"][0]["detail"]["materials"] == ["discharge-summary", "invoices"]
+    given = {m["code"]: (m["type"], m["size"]) for m in case["materials"]}  # as filed
+    assert given == {"invoices": ("pdf", len(PDF)), "discharge-summary": ("jpeg", len(JPEG))}
 
     # the partner opened both streams against the signed manifest and found what was declared
     stats = deployment.stats()["411329"]

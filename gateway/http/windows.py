@@ -170,6 +170,16 @@ CaseStatus = Literal["in_progress", "done", "attention", "cancelled"]
 Checked = TypeVar("Checked", bound=BaseModel)
 
 
+class MaterialView(BaseModel):
+    """A material the case carries: what was given, never its content."""
+
+    code: str
+    type: str = Field(description="pdf, ofd, jpeg, png (told by content), or licence")
+    size: int | None = Field(None, description="bytes, for a file")
+    sm3: str | None = Field(None, description="SM3 of the file as uploaded")
+    licence: str | None = Field(None, description="the 电子证照 identifier standing in for it")
+
+
 class CaseView(BaseModel):
     id: str
     status: CaseStatus
@@ -181,6 +191,9 @@ class CaseView(BaseModel):
     updated: str
     filed_on: str
     sub_matters: list[SubMatterView]
+    materials: list[MaterialView] | None = Field(
+        None, description="what the filing gave (a single case's view only)"
+    )
     timeline: list[Step] | None = None
 
 
@@ -322,7 +335,11 @@ def _as_text(value: object, limit: int) -> str | None:
     return orjson.dumps(value, default=str).decode()[:limit]
 
 
-def case_view(case: CaseSummary, timeline: list[dict[str, Any]] | None) -> CaseView:
+def case_view(
+    case: CaseSummary,
+    timeline: list[dict[str, Any]] | None,
+    materials: list[MaterialRecord] | None = None,
+) -> CaseView:
     plans = {p.sub_id: p for p in case.plan}
     subs = [
         SubMatterView(
@@ -350,6 +367,18 @@ def case_view(case: CaseSummary, timeline: list[dict[str, Any]] | None) -> CaseV
         updated=iso_of(case.updated, ms=False),
         filed_on=case.filed_on,
         sub_matters=subs,
+        materials=[
+            MaterialView(
+                code=m.code,
+                type=m.kind,
+                size=None if m.licence else m.size,
+                sm3=None if m.licence else m.sm3,
+                licence=m.licence["identifier"] if m.licence else None,
+            )
+            for m in materials
+        ]
+        if materials is not None
+        else None,
         timeline=[Step(**{**t, "time": iso_of(t["time"])}) for t in timeline]
         if timeline is not None
         else None,
@@ -671,7 +700,8 @@ class CasesApi:
 
     async def _case_response(self, case: CaseRow, status: int = 200) -> web.Response:
         timeline = await self.store.timeline(case.id)
-        response = json(case_view(case, timeline), status=status)
+        materials = await self.store.case_materials(case.id)
+        response = json(case_view(case, timeline, materials), status=status)
         response.headers["ETag"] = _etag((case.version, timeline[-1]["seq"] if timeline else 0))
         return response
 

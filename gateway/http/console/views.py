@@ -507,9 +507,16 @@ class Console:
             AuditEvent("console.case_viewed", "internal", "ok", case_id=case.id, actor=session.name)
         )
         timeline = await self.store.timeline(case.id)
+        materials = await self.store.case_materials(case.id)
+        names = {
+            m.code: m.name
+            for planned in case.plan
+            for m in self.registry.materials_of(self.region, planned.matter)
+        }
         return self.render(
-            request, "case.html", case=case, timeline=timeline, etag=_etag(case, timeline)
-        )
+            request, "case.html", case=case, timeline=timeline, etag=_etag(case, timeline),
+            materials=materials, material_names=names,
+        )  # fmt: skip
 
     async def live(self, request: web.Request) -> web.StreamResponse:
         """The case's changing part, for the page's refresh: 304 while nothing changed (the
