@@ -295,3 +295,11 @@ class BenchServer:
                 at_rest["cases"] = db.execute("SELECT COUNT(*) FROM cases").fetchone()[0]
         shutil.rmtree(self.folder, ignore_errors=True)
         return at_rest
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory now, MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")

@@ -24,17 +24,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._metering import rss_mib
 from mappings.examples import sample_filing
 from tests.harness import Deployment
 
 BUNDLE = "YJS-YLBX"  # 医疗费用报销: two sub-matters to 新野
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 class Sampler(threading.Thread):

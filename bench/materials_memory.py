@@ -34,6 +34,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._metering import rss_mib
 from mappings.examples import sample_filing
 from mappings.registry import packaged_data_dir
 from security.stream import CHUNK_BYTES
@@ -41,13 +42,6 @@ from tests.harness import Deployment
 
 PIECE = 256 * 1024
 CODES = ("invoices", "discharge-summary", "cost-list")  # 医疗费用报销's three materials
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 class Peak(threading.Thread):

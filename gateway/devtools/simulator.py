@@ -531,17 +531,12 @@ class Simulator:
             reply = await self.handle(
                 identity, envelope, FormParts(reader) if reader is not None else None
             )
-        except SecurityError as exc:
+        except (SecurityError, MaterialBroken) as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
-                status=400 if exc.code == ENVELOPE_MALFORMED else 403,
-                body=orjson.dumps({"code": exc.code, "title": exc.message}),
-                content_type="application/problem+json",
-            )
-        except MaterialBroken as exc:
-            identity.rejected[exc.code] += 1
-            return web.Response(
-                status=400,
+                status=403
+                if isinstance(exc, SecurityError) and exc.code != ENVELOPE_MALFORMED
+                else 400,
                 body=orjson.dumps({"code": exc.code, "title": exc.message}),
                 content_type="application/problem+json",
             )
@@ -586,19 +581,12 @@ class Simulator:
                 )
             parts = XopParts(reader, included) if reader is not None else None
             reply = await self.handle(identity, envelope, parts)
-        except MaterialBroken as exc:
-            identity.rejected[exc.code] += 1
-            return web.Response(
-                status=500,
-                body=soap11.fault_for(exc.code, exc.message, PARTNER_NS),
-                content_type="text/xml",
-            )
         except soap11.SoapError as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
                 status=500, body=soap11.fault_xml(exc, PARTNER_NS), content_type="text/xml"
             )
-        except SecurityError as exc:
+        except (SecurityError, MaterialBroken) as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
                 status=500,

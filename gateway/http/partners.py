@@ -180,7 +180,7 @@ class PartnerApi:
             try:
                 if soap11.media_type(content_type) == "multipart/related":  # MTOM/XOP
                     parts = _Parts(await request.multipart(), xop=True)
-                    raw, content_type = await parts.root(request.app[MAX_BODY_BYTES]), "text/xml"
+                    raw, content_type = await parts.first(request.app[MAX_BODY_BYTES]), "text/xml"
                 else:
                     raw = await read_body(request)
             except GatewayError as exc:
@@ -254,7 +254,7 @@ class PartnerApi:
             try:
                 if request.content_type == "multipart/form-data":  # XGW-ENV/2 with materials
                     parts = _Parts(await request.multipart())
-                    raw = await parts.envelope(request.app[MAX_BODY_BYTES])
+                    raw = await parts.first(request.app[MAX_BODY_BYTES], "envelope")
                 else:
                     raw = await read_body(request)
             except GatewayError as exc:
@@ -294,23 +294,13 @@ class _Parts:
     def name_by_content_id(self, included: list[tuple[str, str]]) -> None:
         self.codes = {cid: code for code, cid in included}
 
-    async def root(self, limit: int) -> bytes:
-        """The SOAP XML of an MTOM/XOP message (its first part)."""
+    async def first(self, limit: int, name: str | None = None) -> bytes:
+        """The first part: the envelope (REST: the part ``name``) or the SOAP XML (MTOM/XOP:
+        the root part, whatever its name)."""
         try:
             part = await self._next()
-            if part is None:
-                raise InboundRefused("MULTIPART_MALFORMED", "no root part")
-            return await part_bytes(part, limit)
-        except MaterialBroken as exc:
-            raise InboundRefused(exc.code, exc.message) from None
-        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
-            raise InboundRefused("MATERIAL_TRUNCATED", "the message broke off") from None
-
-    async def envelope(self, limit: int) -> bytes:
-        try:
-            part = await self._next()
-            if part is None or part.name != "envelope":
-                raise InboundRefused("MULTIPART_MALFORMED", "the first part must be the envelope")
+            if part is None or (name is not None and part.name != name):
+                raise InboundRefused("MULTIPART_MALFORMED", f"the first part must be {name}")
             return await part_bytes(part, limit)
         except MaterialBroken as exc:
             raise InboundRefused(exc.code, exc.message) from None

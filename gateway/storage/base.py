@@ -285,6 +285,32 @@ def _material(sealing: Sealing, row: Row) -> MaterialRecord:
     )
 
 
+async def _insert_material(
+    db: Connection,
+    material_id: str,
+    case_id: str | None,
+    code: str,
+    kind: str,
+    licence: bytes | None,
+    status: str,
+) -> None:
+    """A material's row; a file's size, chunks and SM3 follow when its upload is done."""
+    await db.execute(
+        f"INSERT INTO material ({MATERIAL_COLUMNS}) "  # noqa: S608 - placeholders only
+        f"VALUES ({placeholders(1, 10)})",
+        material_id,
+        case_id,
+        code,
+        kind,
+        0,
+        0,
+        "",
+        licence,
+        status,
+        time.time(),
+    )
+
+
 async def _case_materials(db: Connection, sealing: Sealing, case_id: str) -> list[MaterialRecord]:
     rows = await db.fetch(
         f"SELECT {MATERIAL_COLUMNS} FROM material WHERE case_id = $1 AND status = $2 "  # noqa: S608
@@ -564,20 +590,8 @@ class Transaction:
         """An 电子证照 standing in for a material (its holder is personal data: sealed)."""
         material_id = secrets.token_hex(16)
         value = orjson.dumps({"identifier": identifier, "holder": holder})
-        await self.db.execute(
-            f"INSERT INTO material ({MATERIAL_COLUMNS}) "  # noqa: S608 - placeholders only
-            f"VALUES ({placeholders(1, 10)})",
-            material_id,
-            case_id,
-            code,
-            "licence",
-            0,
-            0,
-            "",
-            self.sealing.seal("material.licence", material_id, value),
-            ATTACHED,
-            time.time(),
-        )
+        sealed = self.sealing.seal("material.licence", material_id, value)
+        await _insert_material(self.db, material_id, case_id, code, "licence", sealed, ATTACHED)
 
     async def case_materials(self, case_id: str) -> list[MaterialRecord]:
         return await _case_materials(self.db, self.sealing, case_id)
@@ -722,20 +736,7 @@ class Store(abc.ABC):
     async def begin_material(self, material_id: str, code: str) -> None:
         """A material being uploaded: its chunks follow (``add_material_chunks``)."""
         async with self.transaction(volatile=True) as tx:
-            await tx.db.execute(
-                f"INSERT INTO material ({MATERIAL_COLUMNS}) "  # noqa: S608 - placeholders only
-                f"VALUES ({placeholders(1, 10)})",
-                material_id,
-                None,
-                code,
-                "",
-                0,
-                0,
-                "",
-                None,
-                UPLOADING,
-                time.time(),
-            )
+            await _insert_material(tx.db, material_id, None, code, "", None, UPLOADING)
 
     async def add_material_chunks(self, material_id: str, start: int, chunks: list[bytes]) -> None:
         seal = self.sealing.seal
