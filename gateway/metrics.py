@@ -66,6 +66,12 @@ class Metrics:
             "Age of the oldest message waiting to be sent (0: none)",
             registry=r,
         )
+        self.materials = Gauge(
+            "xgw_materials_stored",
+            "Materials kept in the store (申请材料): their count and bytes",
+            ["measure"],
+            registry=r,
+        )
         self.refusals = Counter(
             "xgw_inbound_refusals", "Partners' messages refused, by code", ["code"], registry=r
         )

@@ -68,6 +68,9 @@ def test_metrics_after_traffic_show_every_series_with_sensible_values(
     assert 0 < _value(series, "xgw_partner_request_seconds_sum", partner="411329") < 60
     assert _value(series, "xgw_outbox_messages", status="delivered") >= 6
     assert _value(series, "xgw_outbox_oldest_pending_seconds") == 0  # nothing waits
+    # the two cases' 电子证照 (the 居民身份证 once for the 社保转入, the 医疗票据): no file bytes
+    assert _value(series, "xgw_materials_stored", measure="count") == 2
+    assert _value(series, "xgw_materials_stored", measure="bytes") == 0
     assert _value(series, "xgw_partner_circuit_open", partner="411329") == 0
     assert "xgw_dead_letters_total" not in series or _value(series, "xgw_dead_letters_total") == 0
     # refusals by our own code; the windows' API by route template, never by case id

@@ -569,6 +569,9 @@ def _measure_levels(runtime: Runtime, store: Store, audit: AuditLog, trust: Trus
             metrics.outbox.labels(status).set(count)
         oldest = await store.oldest_pending()
         metrics.oldest_pending.set(round(time.time() - oldest, 3) if oldest is not None else 0)
+        count, size = await store.materials_stored()
+        metrics.materials.labels("count").set(count)
+        metrics.materials.labels("bytes").set(size)
         unsigned, last = await asyncio.to_thread(
             lambda: (audit.unsigned_count(), audit.last_checkpoint())
         )
