@@ -349,8 +349,8 @@ class CaseService:
         version = partner.envelope_for(domain)
         manifest: tuple[env.ManifestEntry, ...] = ()
         wrapped = None
-        if version == 2:
-            carried = materialcore.codes_for(self.registry, self.region, planned.matter)
+        carried = materialcore.codes_for(self.registry, self.region, planned.matter)
+        if version == 2 and carried:  # a matter that asks for none: nothing to read
             materials = [m for m in await tx.case_materials(case.id) if m.code in carried]
             licences = [m for m in materials if m.licence is not None]
             if licences:
