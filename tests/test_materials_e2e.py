@@ -293,6 +293,10 @@ def test_a_partners_materials_are_checked_kept_sealed_handed_to_our_office_and_d
     status, problem = post(damaged_envelope, damaged[:-1] + bytes([damaged[-1] ^ 1]))
     assert (status, problem["code"]) == (400, "MATERIAL_BROKEN"), problem
     assert "MATERIAL_BROKEN" in deployment.xgw("audit", "show", "--event", "message.rejected")
+    # a material over max_material_bytes (1 MiB here): refused from its manifest, unread
+    large_envelope, large = sealed("XY-MAT-3", PDF * 4)
+    status, problem = post(large_envelope, large)
+    assert (status, problem["code"]) == (413, "MATERIAL_TOO_LARGE"), problem
     # the case finished and the retention (0 days) passed: its files go
     eventually(lambda: stored_materials(deployment) == [], "a partner's materials purged")
 
