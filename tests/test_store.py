@@ -318,6 +318,36 @@ async def test_materials_are_kept_in_sealed_chunks_and_only_unfiled_ones_discard
     assert list(left) == []
 
 
+async def test_materials_are_purged_after_their_case_is_finished_and_the_retention(
+    open_new: Opener,
+) -> None:
+    from gateway.services.materials import take_upload
+
+    store = await open_new()
+
+    async def one(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    open_case, done_case = _case(1), _case(2)
+    done_case.status = "done"
+    for case in (open_case, done_case):
+        await _insert(store, case)
+        kept = await take_upload(store, "invoices", one(b"%PDF-1.7 SAMPLE"), 1 << 20)
+        async with store.transaction() as tx:
+            await tx.attach_materials(case.id, [kept.id])
+    orphan = await take_upload(store, "cost-list", one(b"%PDF-1.7 SAMPLE"), 1 << 20)
+    assert await store.materials_stored() == (3, 3 * len(b"%PDF-1.7 SAMPLE"))
+    # retention not yet over (the done case was updated an hour after FILED_AT), uploads young
+    assert await store.purge_materials(FILED_AT, time.time() - 3600) == 0
+    # past it: the done case's files and the unfiled upload go; the open case's stay
+    assert await store.purge_materials(FILED_AT + 7200, time.time() + 1) == 2
+    assert [m.case_id for m in await store.case_materials(open_case.id)] == [open_case.id]
+    assert await store.case_materials(done_case.id) == []
+    async with store.reading() as db:
+        chunks = await db.fetch("SELECT material_id FROM material_chunk")
+    assert orphan.id not in {row["material_id"] for row in chunks} and len(chunks) == 1
+
+
 async def test_a_listing_reads_neither_forms_nor_payloads(store: Store) -> None:
     import tracemalloc
 
