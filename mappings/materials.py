@@ -30,10 +30,10 @@ from typing import Any
 
 from mappings import identifiers
 from mappings.source import LocatedDict, LocatedList, Location, Problem, where
+from rules.materials import MATERIAL_CODE, MATERIAL_TYPES
+from rules.text import is_code
 
-MATERIAL_TYPES = ("pdf", "ofd", "jpeg", "png")
 DEFAULT_MAX_MIB = 20
-CODE_SHAPE = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}", re.ASCII)
 LICENCE_TYPE_SHAPE = re.compile(r"[0-9A-Z]{1,32}", re.ASCII)  # 证照类型代码
 LICENCE_PREFIX = "1.2.156.3005.2."
 KEYS = {"code", "name", "required", "types", "max_mib", "licence_type"}
@@ -281,7 +281,7 @@ def _material(raw: Any, fallback: Location, problems: list[Problem]) -> Material
     for key in sorted(set(raw) - KEYS):
         problems.append(Problem(raw.at(key), f"unknown material key {key!r}"))
     code, name = str(raw.get("code", "")), str(raw.get("name", "")).strip()
-    if not CODE_SHAPE.fullmatch(code):
+    if not is_code(MATERIAL_CODE, code):
         problems.append(
             Problem(raw.at("code"), f"material code {code!r}: lower-case letters, digits, - and _")
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from rules.materials import MATERIAL_CODE, MATERIAL_TYPES
 from rules.text import code_pattern
 from security import der
 from security.backend import GCM_IV_BYTES, GCM_TAG_BYTES, SM4_KEY_BYTES, CryptoBackend
@@ -72,8 +73,6 @@ AAD_FIELDS = tuple(PATTERNS)[: tuple(PATTERNS).index("digest") + 1]
 SIGNED_FIELDS = tuple(PATTERNS)[:-1]
 
 # XGW-ENV/2: the manifest after content_type; the rest as in /1 (the digest keyed).
-MATERIAL_CODE = r"[a-z0-9][a-z0-9_-]{0,47}"
-MATERIAL_TYPES = ("pdf", "ofd", "jpeg", "png")
 MAX_MATERIALS = 32
 _ENTRY = (
     rf"{MATERIAL_CODE}:(?:{'|'.join(MATERIAL_TYPES)}):(?:0|[1-9][0-9]{{0,11}})"

@@ -46,6 +46,7 @@ from gateway.storage import (
 )
 from mappings import identifiers
 from mappings.materials import GivenLicence
+from rules.materials import LICENCE_HOLDER, LICENCE_IDENTIFIER, MATERIAL_CODE
 from rules.text import check_text, first_text_problem, is_code
 
 ROLES = ("window", "auditor", "admin")
@@ -80,11 +81,11 @@ class LicenceReference(BaseModel):
     model_config = ConfigDict(extra="forbid")
     material: Code = Field(description="the material's code in the catalogue")
     identifier: str = Field(
-        pattern=r"^1\.2\.156\.3005\.2\.[0-9A-Za-z.]{1,100}$",
+        pattern=f"^{LICENCE_IDENTIFIER}$",
         description="证照标识 (GB/T 36904 practice), its check character checked",
     )
     holder: str = Field(
-        pattern=r"^[0-9A-Z]{18}$", description="持证主体: 公民身份号码 or 统一社会信用代码"
+        pattern=f"^{LICENCE_HOLDER}$", description="持证主体: 公民身份号码 or 统一社会信用代码"
     )
 
 
@@ -475,7 +476,6 @@ class MaterialLimits:
 MATERIAL_LIMITS = web.AppKey("material_limits", MaterialLimits)
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 MAX_MATERIALS = 32  # files per filing (the envelope's manifest holds as many)
-MATERIAL_CODE = r"[a-z0-9][a-z0-9_-]{0,47}"
 
 
 def multipart_malformed(detail: str) -> GatewayError:

@@ -40,6 +40,7 @@ from gateway.storage import InboundCase, MaterialRecord, OutboxMessage, Store, T
 from mappings.mapping import MappingError
 from mappings.registry import Registry
 from mappings.transform import TransformError
+from rules.materials import LICENCE_HOLDER, LICENCE_IDENTIFIER, MATERIAL_CODE
 from rules.text import is_code
 from security import envelope as env
 from security.digest import sm3_hex
@@ -87,9 +88,9 @@ def _licences(value: Any, envelope: env.Envelope) -> list[dict[str, str]]:
         if not (
             isinstance(item, dict)
             and set(item) == {"material", "identifier", "holder"}
-            and is_code(r"[a-z0-9][a-z0-9_-]{0,47}", item["material"])
-            and is_code(r"1\.2\.156\.3005\.2\.[0-9A-Za-z.]{1,100}", item["identifier"])
-            and is_code(r"[0-9A-Z]{18}", item["holder"])
+            and is_code(MATERIAL_CODE, item["material"])
+            and is_code(LICENCE_IDENTIFIER, item["identifier"])
+            and is_code(LICENCE_HOLDER, item["holder"])
         ):
             raise InboundRefused(
                 "PAYLOAD_INVALID",
