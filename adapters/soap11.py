@@ -165,7 +165,8 @@ def carried_with_materials(
     element: etree._Element, material_tag: str
 ) -> tuple[env.Envelope, list[tuple[str, str]]]:
     """The env:Envelope an operation's request carries and, after it, the (code, Content-ID)
-    of each ``Material`` it includes by XOP, in order; SoapError for any other shape."""
+    of each ``Material`` it includes by XOP, in order — the manifest's materials, in its order;
+    SoapError for any other shape."""
     children = list(element)
     if not children or children[0].tag != f"{{{envelope_xml.NAMESPACE}}}Envelope":
         raise SoapError("ENVELOPE_MALFORMED", "the body element must start with one env:Envelope")
@@ -185,4 +186,6 @@ def carried_with_materials(
                 "ENVELOPE_MALFORMED", "after the envelope, only Material elements with xop:Include"
             )
         included.append((material.get("code", ""), href.removeprefix("cid:")))
+    if [code for code, _ in included] != [entry.code for entry in envelope.manifest]:
+        raise SoapError("MATERIAL_UNEXPECTED", "the Material elements are not the manifest's")
     return envelope, included

@@ -29,15 +29,17 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import web
 
 from adapters import soap11
 from adapters.partner_soap import PACKAGED_WSDL_V2 as WSDL
 from adapters.partner_soap import PARTNER_NS
 from gateway.config import Settings
+from gateway.core.problems import GatewayError
+from gateway.http.multipart import MaterialParts
 from gateway.keystore import backend_for
 from gateway.logs import get_logger
 from mappings.examples import sample_licence
@@ -311,7 +313,7 @@ class Simulator:
         self,
         identity: Identity,
         envelope: env.Envelope,
-        materials: Parts | None = None,
+        materials: MaterialParts | None = None,
     ) -> env.Envelope:
         """Verify, de-duplicate, open (the materials that follow too), apply once, answer
         sealed. Raises SecurityError, or MaterialBroken for a material that does not open."""
@@ -363,7 +365,7 @@ class Simulator:
         identity: Identity,
         envelope: env.Envelope,
         content_key: bytes,
-        reader: Parts | None,
+        reader: MaterialParts | None,
     ) -> dict[str, str | None]:
         """Opens each material the manifest names, as it arrives, in order; the type each
         turned out to be (by content). What is opened is not kept: a real partner would store
@@ -373,10 +375,9 @@ class Simulator:
             found = await reader.next_part() if reader is not None else None
             if found is None or found[0] != entry.code:
                 raise MaterialBroken("MATERIAL_TRUNCATED", f"{entry.code} did not follow")
-            part = found[1]
             opening = MaterialOpening(content_key, envelope.msg_id, entry, self.backend)
             head = b""
-            while chunk := await part.read_chunk(64 * 1024):
+            async for chunk in found[1]:
                 plain = opening.add(chunk)
                 if len(head) < SNIFF_BYTES:
                     head += plain[: SNIFF_BYTES - len(head)]
@@ -512,15 +513,10 @@ class Simulator:
         # The whole request first, as a real service takes it in before working on it: a
         # caller that then gives up (a timeout) does not stop the work it asked for. With
         # materials (multipart), the envelope first; the materials are read as they are opened.
-        reader = None
+        parts = None
         if request.content_type == "multipart/form-data":
-            reader = await request.multipart()
-            part = await reader.next()
-            raw = (
-                await part.read()
-                if isinstance(part, BodyPartReader) and part.name == "envelope"
-                else b""
-            )
+            parts = MaterialParts(await request.multipart())
+            raw = await _first_or_nothing(parts, "envelope")
         else:
             raw = await request.read()
         faulty = await self._faulty(request, identity.region)
@@ -528,9 +524,7 @@ class Simulator:
             return faulty
         try:
             envelope = env.envelope_from_json(raw)
-            reply = await self.handle(
-                identity, envelope, FormParts(reader) if reader is not None else None
-            )
+            reply = await self.handle(identity, envelope, parts)
         except (SecurityError, MaterialBroken) as exc:
             identity.rejected[exc.code] += 1
             return web.Response(
@@ -556,11 +550,10 @@ class Simulator:
 
     async def _soap(self, request: web.Request, identity: Identity) -> web.StreamResponse:
         # first, as in _rest; with materials (MTOM/XOP: multipart/related), the XML part first
-        content_type, reader = request.headers.get("Content-Type", ""), None
+        content_type, parts = request.headers.get("Content-Type", ""), None
         if soap11.media_type(content_type) == "multipart/related":
-            reader = await request.multipart()
-            root = await reader.next()
-            raw = await root.read() if isinstance(root, BodyPartReader) else b""
+            parts = MaterialParts(await request.multipart(), xop=True)
+            raw = await _first_or_nothing(parts)
             content_type = "text/xml"
         else:
             raw = await request.read()
@@ -575,11 +568,8 @@ class Simulator:
                 {"Submit": f"{{{PARTNER_NS}}}SubmitRequest"},
             )
             envelope, included = soap11.carried_with_materials(element, f"{{{PARTNER_NS}}}Material")
-            if [code for code, _ in included] != [entry.code for entry in envelope.manifest]:
-                raise MaterialBroken(
-                    "MATERIAL_UNEXPECTED", "the Material elements are not the manifest's"
-                )
-            parts = XopParts(reader, included) if reader is not None else None
+            if parts is not None:
+                parts.name_by_content_id(included)
             reply = await self.handle(identity, envelope, parts)
         except soap11.SoapError as exc:
             identity.rejected[exc.code] += 1
@@ -657,15 +647,13 @@ class Simulator:
             return faulty
         received: dict[str, str] = {}  # code -> SM3 of what arrived
         if request.content_type == "multipart/form-data":  # the case, then its materials
-            reader = await request.multipart()
-            first = await reader.next()
-            body = orjson.loads(await first.read()) if isinstance(first, BodyPartReader) else {}
-            while (part := await reader.next()) is not None:
-                if isinstance(part, BodyPartReader):
-                    digest = Sm3Stream()
-                    while chunk := await part.read_chunk(64 * 1024):
-                        digest.update(chunk)
-                    received[part.name or ""] = digest.hexdigest()
+            parts = MaterialParts(await request.multipart())
+            body = orjson.loads(await parts.first(env.MAX_ENVELOPE_BYTES, "case"))
+            while (found := await parts.next_part()) is not None:
+                digest = Sm3Stream()
+                async for chunk in found[1]:
+                    digest.update(chunk)
+                received[found[0]] = digest.hexdigest()
         else:
             body = await request.json()
         case_id = str(body.get("case_id"))
@@ -692,40 +680,12 @@ class Simulator:
         )
 
 
-class Parts(Protocol):
-    async def next_part(self) -> tuple[str, BodyPartReader] | None: ...
-
-
-class FormParts:
-    """The materials after the envelope of a REST message: parts named by their code."""
-
-    def __init__(self, reader: MultipartReader) -> None:
-        self.reader = reader
-
-    async def next_part(self) -> tuple[str, BodyPartReader] | None:
-        part = await self.reader.next()
-        if part is None:
-            return None
-        if not isinstance(part, BodyPartReader):
-            raise MaterialBroken("MATERIAL_UNEXPECTED", "a nested multipart")
-        return part.name or "", part
-
-
-class XopParts:
-    """The attachments after a SOAP message's XML (MTOM/XOP): known by their Content-ID, which
-    the XML's Material elements name."""
-
-    def __init__(self, reader: MultipartReader, included: list[tuple[str, str]]) -> None:
-        self.reader, self.codes = reader, {cid: code for code, cid in included}
-
-    async def next_part(self) -> tuple[str, BodyPartReader] | None:
-        part = await self.reader.next()
-        if part is None:
-            return None
-        if not isinstance(part, BodyPartReader):
-            raise MaterialBroken("MATERIAL_UNEXPECTED", "a nested multipart")
-        cid = part.headers.get("Content-ID", "").strip().removeprefix("<").removesuffix(">")
-        return self.codes.get(cid, ""), part
+async def _first_or_nothing(parts: MaterialParts, name: str | None = None) -> bytes:
+    """A message's first part; nothing (an envelope that does not parse) if it is not there."""
+    try:
+        return await parts.first(env.MAX_ENVELOPE_BYTES, name)
+    except (MaterialBroken, GatewayError):
+        return b""
 
 
 def _information_form(request: dict[str, Any]) -> dict[str, Any]:

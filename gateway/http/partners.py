@@ -6,26 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import web
 from pydantic import BaseModel, Field, create_model
 
 from adapters import soap11
 from gateway import __version__
 from gateway.core.problems import GatewayError
 from gateway.http.clients import MUTUAL_TLS, client_address, client_certificate
+from gateway.http.multipart import MaterialParts
 from gateway.http.problem import problem_response
 from gateway.http.windows import (
     BODY_REFUSALS,
     MATERIAL_LIMITS,
     MAX_BODY_BYTES,
-    part_bytes,
-    part_pieces,
     read_body,
 )
 from gateway.partners import PartnerConfigError
@@ -176,16 +174,16 @@ class PartnerApi:
             return self._record(began, "soap", operation, None, None, throttled, THROTTLED.code)
         try:
             content_type = request.headers.get("Content-Type", "")
-            parts: _Parts | None = None
+            parts: MaterialParts | None = None
             try:
                 if soap11.media_type(content_type) == "multipart/related":  # MTOM/XOP
-                    parts = _Parts(await request.multipart(), xop=True)
+                    parts = MaterialParts(await request.multipart(), xop=True)
                     raw, content_type = await parts.first(request.app[MAX_BODY_BYTES]), "text/xml"
                 else:
                     raw = await read_body(request)
             except GatewayError as exc:
                 raise soap11.SoapError(exc.code, exc.detail or exc.title) from None
-            except InboundRefused as exc:
+            except MaterialBroken as exc:
                 raise soap11.SoapError(exc.code, exc.message) from None
             operation, element = soap11.parse_request(
                 raw,
@@ -197,10 +195,6 @@ class PartnerApi:
                 envelope, included = soap11.carried_with_materials(
                     element, f"{{{GATEWAY_NS}}}Material"
                 )
-                if [code for code, _ in included] != [e.code for e in envelope.manifest]:
-                    raise InboundRefused(
-                        "MATERIAL_UNEXPECTED", "the Material elements are not the manifest's"
-                    )
                 if parts is not None:
                     parts.name_by_content_id(included)
             else:
@@ -249,16 +243,18 @@ class PartnerApi:
         if await self.service.source_throttled(client_address(request)):
             throttled = _problem(THROTTLED.code, THROTTLED.message, 429, request)
             return self._record(began, "rest", name, None, None, throttled, THROTTLED.code)
-        parts: _Parts | None = None
+        parts: MaterialParts | None = None
         try:
             try:
                 if request.content_type == "multipart/form-data":  # XGW-ENV/2 with materials
-                    parts = _Parts(await request.multipart())
+                    parts = MaterialParts(await request.multipart())
                     raw = await parts.first(request.app[MAX_BODY_BYTES], "envelope")
                 else:
                     raw = await read_body(request)
             except GatewayError as exc:
                 raise InboundRefused(exc.code, exc.detail or exc.title, status=exc.status) from None
+            except MaterialBroken as exc:
+                raise InboundRefused(exc.code, exc.message) from None
             envelope = env.envelope_from_json(raw)
             self._check_certificate(request, envelope)
             if name == "submit":
@@ -279,59 +275,6 @@ class PartnerApi:
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(partner_openapi()), content_type="application/json")
-
-
-class _Parts:
-    """A partner's multipart message: the envelope first (REST: the part ``envelope``; SOAP
-    with MTOM/XOP: the root part's XML), then the materials, read as the service opens them
-    (REST: named by their code; XOP: by the Content-ID the XML's Material elements name). A
-    body that breaks off is ``MATERIAL_TRUNCATED``."""
-
-    def __init__(self, reader: MultipartReader, xop: bool = False) -> None:
-        self.reader, self.xop = reader, xop
-        self.codes: dict[str, str] = {}  # XOP: Content-ID -> the material's code
-
-    def name_by_content_id(self, included: list[tuple[str, str]]) -> None:
-        self.codes = {cid: code for code, cid in included}
-
-    async def first(self, limit: int, name: str | None = None) -> bytes:
-        """The first part: the envelope (REST: the part ``name``) or the SOAP XML (MTOM/XOP:
-        the root part, whatever its name)."""
-        try:
-            part = await self._next()
-            if part is None or (name is not None and part.name != name):
-                raise InboundRefused("MULTIPART_MALFORMED", f"the first part must be {name}")
-            return await part_bytes(part, limit)
-        except MaterialBroken as exc:
-            raise InboundRefused(exc.code, exc.message) from None
-        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
-            raise InboundRefused("MATERIAL_TRUNCATED", "the message broke off") from None
-
-    async def _next(self) -> BodyPartReader | None:
-        try:
-            part = await self.reader.next()
-        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
-            raise MaterialBroken("MATERIAL_TRUNCATED", "the message broke off") from None
-        if part is not None and not isinstance(part, BodyPartReader):
-            raise MaterialBroken("MATERIAL_UNEXPECTED", "a nested multipart")
-        return part
-
-    async def next_part(self) -> tuple[str, AsyncIterator[bytes]] | None:
-        part = await self._next()
-        if part is None:
-            return None
-        if self.xop:
-            cid = part.headers.get("Content-ID", "").strip().removeprefix("<").removesuffix(">")
-            return self.codes.get(cid, ""), _chunks(part)
-        return part.name or "", _chunks(part)
-
-
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in part_pieces(part):
-            yield chunk
-    except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
-        raise MaterialBroken("MATERIAL_TRUNCATED", "the message broke off") from None
 
 
 def _envelope_model() -> type[BaseModel]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, cast
 
-import aiohttp
 import orjson
 from aiohttp import BodyPartReader, web
 from pydantic import (
@@ -33,6 +32,7 @@ from gateway.core.problems import (
     body_too_large,
     not_found,
 )
+from gateway.http.multipart import CHUNK, READ_ERRORS, part_bytes, part_pieces, read_at_most
 from gateway.services.cases import CaseService, Filing, request_hash
 from gateway.services.materials import take_upload
 from gateway.storage import (
@@ -454,7 +454,7 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
         async with asyncio.timeout(seconds):
             if limit is None:
                 return await request.read()
-            return await _read_at_most(request, limit)
+            return await read_at_most(request.content.iter_chunked(CHUNK), limit)
     except web.HTTPRequestEntityTooLarge:
         raise body_too_large() from None
     except TimeoutError:
@@ -480,31 +480,6 @@ MAX_MATERIALS = 32  # files per filing (the envelope's manifest holds as many)
 
 def multipart_malformed(detail: str) -> GatewayError:
     return GatewayError("MULTIPART_MALFORMED", 400, "Malformed filing", detail)
-
-
-async def part_bytes(part: BodyPartReader, limit: int) -> bytes:
-    chunks, size = [], 0
-    while chunk := await part.read_chunk(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise body_too_large()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def part_pieces(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(64 * 1024):
-        yield chunk
-
-
-async def _read_at_most(request: web.Request, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def parse_body(
@@ -688,7 +663,7 @@ class CasesApi:
                 "Request body too slow",
                 f"the filing and its materials did not arrive within {limits.seconds:g} s",
             ) from None
-        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+        except READ_ERRORS:
             # aiohttp's multipart reader: a boundary missing, a part cut short; or the window's
             # connection broke mid-upload (its answer is lost, but the refusal is audited)
             raise GatewayError(

@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -29,7 +28,8 @@ from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_l
 from gateway.core.problems import GatewayError
 from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
-from gateway.http.windows import MATERIAL_LIMITS, MAX_FORM_BYTES, part_bytes, part_pieces
+from gateway.http.multipart import READ_ERRORS, part_bytes, part_pieces
+from gateway.http.windows import MATERIAL_LIMITS, MAX_FORM_BYTES
 from gateway.logs import get_logger, masked_for_display
 from gateway.services.cases import CaseService, Filing, request_hash
 from gateway.services.materials import take_upload
@@ -124,7 +124,7 @@ async def _first_csrf(reader: MultipartReader) -> str | None:
         if not isinstance(part, BodyPartReader) or part.name != "_csrf":
             return None
         return (await part_bytes(part, 256)).decode("ascii")
-    except (GatewayError, ValueError, AssertionError, aiohttp.ClientPayloadError):
+    except (GatewayError, *READ_ERRORS):
         return None
 
 
@@ -489,7 +489,7 @@ class Console:
                     total += uploads[-1].size
         except TimeoutError:
             raise Refused(408, "提交超时，请重新提交。") from None
-        except (ValueError, AssertionError, aiohttp.ClientPayloadError, ConnectionError):
+        except READ_ERRORS:
             raise Refused(400, "无法读取提交的表单，请重新打开页面后再提交。") from None
         return fields
 
