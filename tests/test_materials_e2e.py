@@ -366,3 +366,24 @@ def test_a_partner_files_materials_over_soap_as_mtom(deployment: Deployment) -> 
     assert receipt["status"] == "accepted"
     eventually(lambda: "XY-MTOM-1" in deployment.stats()["411329"]["results"], "result to 新野")
     assert deployment.stats()["local"]["materials"] == {receipt["receipt_no"]: 1}
+
+
+def test_a_message_resealed_after_stale_carries_its_materials_sealed_anew(
+    deployment: Deployment,
+) -> None:
+    """The partner refuses the first send as STALE: the message is sealed again under a new
+    content key, its materials with it, and the partner opens those."""
+    from mappings.examples import example
+
+    form = {**example("medical_reimbursement"), "partner_region": "411329"}
+    filing = {"matter": "XZ-YB-006", "applicant": sample_filing("YJS-YLBX")["applicant"]}
+    deployment.faults({"411329": {"refuse_next": 1, "refuse_code": "STALE"}})
+    status, case = file_with(
+        deployment.url, deployment.token, {**filing, "form": form}, {"invoices": PDF}
+    )
+    assert status == 201, case
+    [done] = deployment.wait([case["id"]])
+    stats = deployment.stats()["411329"]
+    assert stats["rejected"] == {"STALE": 1}  # the first seal, refused
+    assert stats["materials"] == {"invoices": 1}  # the second, opened
+    assert done["status"] == "done"

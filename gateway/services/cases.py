@@ -347,25 +347,21 @@ class CaseService:
         msg_id = casecore.message_id(case.idem_key, case.request_hash, planned.sub_id, str(attempt))
         body: dict[str, Any] = planned.payload
         version = partner.envelope_for(domain)
+        wrapped: env.WrappedKey | None = None
         manifest: tuple[env.ManifestEntry, ...] = ()
-        wrapped = None
-        carried = materialcore.codes_for(self.registry, self.region, planned.matter)
-        if version == 2 and carried:  # a matter that asks for none: nothing to read
+        carried = (  # XGW-ENV/1 carries none; a matter that asks for none: nothing to read
+            materialcore.codes_for(self.registry, self.region, planned.matter)
+            if version == 2
+            else frozenset()
+        )
+        if carried:
             materials = [m for m in await tx.case_materials(case.id) if m.code in carried]
-            licences = [m for m in materials if m.licence is not None]
+            licences = [{"material": m.code, **m.licence} for m in materials if m.licence]
             if licences:
-                body = {
-                    **body,
-                    LICENCES_MEMBER: [
-                        {"material": m.code, **m.licence} for m in licences if m.licence
-                    ],
-                }
-            files = [m for m in materials if m.licence is None]
-            if files:
-                wrapped = self.sealer.content_key(partner.region)
-                manifest = await seal_for_partner(
-                    tx, self.sealer.backend, wrapped.key, msg_id, files
-                )
+                body = {**body, LICENCES_MEMBER: licences}
+            wrapped, manifest = await seal_for_partner(
+                tx, self.sealer, partner.region, msg_id, [m for m in materials if m.licence is None]
+            )
         payload = orjson.dumps(body)
         envelope = self.sealer.seal(
             payload,
@@ -465,15 +461,17 @@ class CaseService:
         key stays, the replay window is satisfied again."""
         old = env.envelope_from_record(message.envelope)
         async with self.store.transaction() as tx:
+            wrapped: env.WrappedKey | None = None
             manifest: tuple[env.ManifestEntry, ...] = ()
-            wrapped = None
             if old.materials:  # its materials again, under the new content key
                 await tx.drop_outbox_materials(message.msg_id)
-                codes = [entry.code for entry in old.manifest]
                 files = {m.code: m for m in await tx.case_materials(message.case_id)}
-                wrapped = self.sealer.content_key(old.receiver_region)
-                manifest = await seal_for_partner(
-                    tx, self.sealer.backend, wrapped.key, old.msg_id, [files[c] for c in codes]
+                wrapped, manifest = await seal_for_partner(
+                    tx,
+                    self.sealer,
+                    old.receiver_region,
+                    old.msg_id,
+                    [files[entry.code] for entry in old.manifest],
                 )
             envelope = self.sealer.seal(
                 message.payload,

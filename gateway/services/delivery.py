@@ -44,7 +44,7 @@ from gateway.metrics import Metrics
 from gateway.partners import PartnerRegistry
 from gateway.services.cases import CaseService
 from gateway.services.inbound import InboundService
-from gateway.services.materials import plaintext_stream, sealed_stream
+from gateway.services.materials import sealed_stream, stored_plaintext
 from gateway.services.records import Recorder
 from gateway.storage import ExchangeRecord, OutboxMessage, Store
 from security import envelope as env
@@ -349,7 +349,9 @@ class Worker:
             stored = [
                 m for m in await self.store.case_materials(message.case_id) if m.licence is None
             ]
-            materials = [(m.code, partial(plaintext_stream, self.store, m)) for m in stored]
+            materials = [
+                (m.code, partial(stored_plaintext, self.store.material_chunks, m)) for m in stored
+            ]
         answer = await self.local_client.submit(
             url, message.domain, message.payload, 10.0, materials
         )

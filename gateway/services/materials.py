@@ -6,7 +6,7 @@ a partner (XGW-ENV/2). Thin shells: the type is ``mappings.materials.sniff``'s, 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from gateway.core.problems import FieldProblem, GatewayError
@@ -15,6 +15,7 @@ from mappings.materials import SNIFF_BYTES, sniff
 from security import envelope as env
 from security.backend import CryptoBackend
 from security.digest import Sm3Stream
+from security.sealing import Sealer
 from security.stream import CHUNK_BYTES, MaterialBroken, MaterialOpening, MaterialSealing
 
 # Chunks written (and read) per round trip to the store: 1 MiB, so an upload costs a
@@ -78,34 +79,32 @@ async def take_upload(
 
 async def seal_for_partner(
     tx: Transaction,
-    backend: CryptoBackend,
-    content_key: bytes,
+    sealer: Sealer,
+    region: str,
     msg_id: str,
     materials: Sequence[MaterialRecord],
-) -> tuple[env.ManifestEntry, ...]:
-    """Seals each file under the message's content key into the outbox (what will be sent,
-    byte for byte, however often), and returns the manifest. Checks each file against what
-    was stored at its upload (its SM3), so a material changed at rest is not sent."""
+) -> tuple[env.WrappedKey | None, tuple[env.ManifestEntry, ...]]:
+    """Seals each file under a new content key for ``region`` into the outbox (what will be
+    sent, byte for byte, however often): the key the message is then sealed with, and its
+    manifest (no key and no manifest without files). Each file is checked against what was
+    stored at its upload (its size and SM3), so a material changed at rest is not sent."""
+    if not materials:
+        return None, ()
+    wrapped = sealer.content_key(region)
     entries = []
     for material in materials:
-        sealing = MaterialSealing(content_key, msg_id, material.code, material.kind, backend)
-        check, written, start = Sm3Stream(), 0, 0
-        while start < material.chunks:
-            chunks = await tx.material_chunks(material.id, start, CHUNKS_PER_WRITE)
-            if not chunks:
-                raise ValueError(f"material {material.id} lacks chunks from {start}")
-            sealed = []
-            for chunk in chunks:
-                check.update(chunk)
-                sealed.append(sealing.add(chunk))
-            start += len(chunks)
-            written = await _put(tx, msg_id, material.code, written, sealed)
+        sealing = MaterialSealing(wrapped.key, msg_id, material.code, material.kind, sealer.backend)
+        written, sealed = 0, []
+        async for chunk in stored_plaintext(tx.material_chunks, material):
+            sealed.append(sealing.add(chunk))
+            if len(sealed) >= CHUNKS_PER_WRITE:
+                written, sealed = await _put(tx, msg_id, material.code, written, sealed), []
         last, entry = sealing.finish()
-        await _put(tx, msg_id, material.code, written, [last])
-        if check.hexdigest() != material.sm3 or entry.size != material.size:
+        await _put(tx, msg_id, material.code, written, [*sealed, last])
+        if entry.size != material.size:
             raise ValueError(f"material {material.id} is not what was uploaded")
         entries.append(entry)
-    return tuple(entries)
+    return wrapped, tuple(entries)
 
 
 async def _put(tx: Transaction, msg_id: str, code: str, start: int, pieces: list[bytes]) -> int:
@@ -175,12 +174,16 @@ async def _opened(sealed: AsyncIterator[bytes], opening: MaterialOpening) -> Asy
     yield opening.finish()
 
 
-async def plaintext_stream(store: Store, material: MaterialRecord) -> AsyncIterator[bytes]:
-    """A stored material's bytes, a few chunks at a time (for our back office); ValueError at
-    its end if they are not what was stored (its SM3), so the receiver sees a broken body."""
+# How a material's stored chunks are read: a transaction's, or the store's outside one.
+ChunkReader = Callable[[str, int, int], Awaitable[list[bytes]]]
+
+
+async def stored_plaintext(read: ChunkReader, material: MaterialRecord) -> AsyncIterator[bytes]:
+    """A stored material's bytes, a few chunks at a time; ValueError at its end if they are not
+    what was stored (its SM3): nothing sealed from them is sent, a receiver sees a broken body."""
     check, start = Sm3Stream(), 0
     while start < material.chunks:
-        chunks = await store.material_chunks(material.id, start, CHUNKS_PER_WRITE)
+        chunks = await read(material.id, start, CHUNKS_PER_WRITE)
         if not chunks:
             raise ValueError(f"material {material.id} lacks chunks from {start}")
         for chunk in chunks:
