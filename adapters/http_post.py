@@ -3,6 +3,7 @@ failures turned into transient DeliveryErrors."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,9 @@ import aiohttp
 from adapters.delivery_errors import DeliveryError
 
 MAX_REPLY_BYTES = 16 * 1024 * 1024
+# An XGW-ENV/2 message's materials as a partner client sends them: a sealed stream by its code,
+# read from the outbox as it is sent.
+MaterialSource = Callable[[str], AsyncIterator[bytes]]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ the connections another partner needs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -19,11 +18,8 @@ import orjson
 from aiohttp.payload import AsyncIterablePayload
 
 from adapters.delivery_errors import DeliveryError, refusal, unavailable
-from adapters.http_post import post, session
+from adapters.http_post import MaterialSource, post, session
 from security import envelope as env
-
-# A material's sealed stream by its code (read from the outbox as it is sent).
-MaterialSource = Callable[[str], AsyncIterator[bytes]]
 
 
 def multipart_body(envelope: env.Envelope, materials: MaterialSource) -> aiohttp.MultipartWriter:

@@ -17,7 +17,7 @@ escaping still go through zeep, which decides.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from zeep.exceptions import Fault
 
 from adapters import soap11
 from adapters.delivery_errors import DeliveryError, refusal, unavailable
-from adapters.http_post import post, session
+from adapters.http_post import MaterialSource, post, session
 from security import envelope as env
 from security import envelope_xml
 from security.errors import SecurityError
@@ -237,7 +237,7 @@ class SoapPartnerClient:
         url: str,
         envelope: env.Envelope,
         timeout: float,
-        materials: Callable[[str], AsyncIterator[bytes]] | None = None,
+        materials: MaterialSource | None = None,
     ) -> env.Envelope:
         action = f'"{self.messages.soap_action}"'
         body: Any

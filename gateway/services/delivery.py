@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from adapters.delivery_errors import RESEALABLE, DeliveryError
+from adapters.http_post import MaterialSource
 from adapters.local_system import LocalSystemClient
 from adapters.redis_leases import RedisLeases
 from gateway.config import Settings
@@ -74,7 +75,7 @@ class PartnerClient(Protocol):
         url: str,
         envelope: env.Envelope,
         timeout: float,
-        materials: Callable[[str], AsyncIterator[bytes]] | None = None,
+        materials: MaterialSource | None = None,
     ) -> env.Envelope:
         """The partner's sealed reply; ``materials``: an XGW-ENV/2 message's sealed streams."""
         ...

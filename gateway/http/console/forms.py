@@ -10,11 +10,12 @@ left empty, so that "required" is the mapping data's to say.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
 from mappings.catalogue import Bundle
+from mappings.materials import Material
 from mappings.registry import Registry
 from mappings.transform import Rule
 
@@ -84,37 +85,26 @@ class FormSection:
         return tuple(f for f in self.fields if ".*." in f.path)
 
 
-@dataclass(frozen=True)
-class MaterialField:
-    """A material the form asks for (申请材料): a file, or an 电子证照 where one may stand in."""
-
-    code: str
-    name: str
-    required: bool
-    types: tuple[str, ...]
-    licence_type: str | None
-
-    @property
-    def accept(self) -> str:
-        """The file input's ``accept``: a hint to the browser; the type is told by content."""
-        return ",".join(ACCEPT[t] for t in self.types)
-
-
 ACCEPT = {"pdf": ".pdf", "ofd": ".ofd", "jpeg": ".jpg,.jpeg", "png": ".png"}
 
 
-def material_fields(registry: Registry, region: str, bundle: Bundle) -> tuple[MaterialField, ...]:
-    """Every material the bundle's matters ask for, once (required if any matter requires it)."""
-    found: dict[str, MaterialField] = {}
+def accept(types: tuple[str, ...]) -> str:
+    """A file input's ``accept`` for these types: a hint to the browser; the type is told by
+    content."""
+    return ",".join(ACCEPT[t] for t in types)
+
+
+def material_fields(registry: Registry, region: str, bundle: Bundle) -> tuple[Material, ...]:
+    """Every material the bundle's matters ask for, once: the first matter's, required if any
+    matter requires it, with an 电子证照 if any matter takes one."""
+    found: dict[str, Material] = {}
     for sub in bundle.sub_matters:
         for material in registry.materials_of(region, sub.matter):
-            seen = found.get(material.code)
-            found[material.code] = MaterialField(
-                material.code,
-                material.name,
-                material.required or (seen is not None and seen.required),
-                seen.types if seen is not None else material.types,
-                material.licence_type or (seen.licence_type if seen is not None else None),
+            seen = found.setdefault(material.code, material)
+            found[material.code] = replace(
+                seen,
+                required=seen.required or material.required,
+                licence_type=seen.licence_type or material.licence_type,
             )
     return tuple(found.values())
 

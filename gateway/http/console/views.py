@@ -178,6 +178,7 @@ class Console:
         )
         self.templates.filters["time"] = beijing_time
         self.templates.filters["masked"] = masked_for_display
+        self.templates.filters["accept"] = forms.accept
         # an entry as auditors read it: Chinese as it is, escaped by the template like any text
         self.templates.filters["pretty"] = lambda value: json.dumps(
             value, ensure_ascii=False, indent=2, sort_keys=True
