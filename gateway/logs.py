@@ -144,7 +144,9 @@ def configure_logging(
     structlog.configure(
         processors=processors(render),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line, newline included (print() makes two): the workers of
+        # ``serve --workers`` share one stderr, and two writes let their lines interleave.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     # Third-party stdlib loggers go through the same chain (redaction included) and never run

@@ -70,6 +70,31 @@ def test_json_lines_carry_bound_request_id_and_are_redacted() -> None:
     assert VALID_ID not in stream.getvalue()
 
 
+class _Writes(io.StringIO):
+    """A stream that keeps each write call apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write_so_workers_sharing_stderr_never_interleave() -> None:
+    import logging
+
+    stream = _Writes()
+    configure_logging("info", "json", stream)
+    get_logger("t").info("store.at_rest", values_sealed=3)
+    logging.getLogger("some.library").warning("peer went away")
+    assert len(stream.calls) == 2
+    for call in stream.calls:  # a whole JSON line per write, newline included
+        assert call.endswith("\n") and call.count("\n") == 1
+        json.loads(call)
+
+
 def test_stdlib_loggers_go_through_redaction() -> None:
     import logging
 
