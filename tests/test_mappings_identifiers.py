@@ -23,6 +23,27 @@ def test_resident_id() -> None:
             ids.check_resident_id(bad)
 
 
+def _with_check_digit(first17: str) -> str:
+    return first17 + ric.calc_check_digit(first17 + "0")
+
+
+def test_resident_id_birth_date_is_a_real_day_not_after_today() -> None:
+    from datetime import date, timedelta
+
+    today = date.today()
+    born_today = _with_check_digit(f"420607{today:%Y%m%d}001")
+    assert ids.check_resident_id(born_today) == born_today
+    tomorrow = _with_check_digit(f"420607{today + timedelta(days=1):%Y%m%d}001")
+    with pytest.raises(ids.IdentifierError, match="in the future"):
+        ids.check_resident_id(tomorrow)
+    for not_a_day in ("19490230", "20230229", "19491301", "00000101"):
+        with pytest.raises(ids.IdentifierError, match="not a date"):
+            ids.check_resident_id(_with_check_digit(f"420607{not_a_day}001"))
+    assert ids.check_resident_id(_with_check_digit("42060720240229001"))  # a leap day
+    with pytest.raises(ids.IdentifierError, match="17 digits"):
+        ids.check_resident_id(420607198203040056)  # type: ignore[arg-type]
+
+
 def test_region_code_assigned_after_birth_is_accepted() -> None:
     # 襄州区 (420607) exists since 2001; a person born in 1982 may hold it (GB 11643 assigns the
     # code where the number was first issued). python-stdnum's own validate() would refuse it.

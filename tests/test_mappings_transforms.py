@@ -122,6 +122,39 @@ def test_information_form_rows_and_amounts() -> None:
     assert transform.inbound(partner) == local
 
 
+AMOUNT_LIKE = st.one_of(
+    st.from_regex(r"-?[0-9]{0,15}(\.[0-9]{0,3})?", fullmatch=True),
+    st.from_regex(r"[0-9０-９٠-٩]{1,4}\.[0-9０-９]{2}\n?", fullmatch=True),  # other digits
+    st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=False),
+)
+
+
+@given(amount=AMOUNT_LIKE)
+@settings(max_examples=300, deadline=None)
+def test_compiled_amounts_decide_as_the_converter_does(amount: Any) -> None:
+    """The generated code's fast path for the usual ``1234.50`` and its general path together
+    accept and convert exactly what the documented converter does, in both directions."""
+    from mappings.transform import _fen_to_yuan, _yuan_to_fen
+
+    transform = REGISTRY.transforms["pension_information_form"]
+    local = example("pension_information_form")
+    local["record"]["contributions"][3]["base"] = amount
+    try:
+        expected = _yuan_to_fen(amount)
+    except ValueError:
+        with pytest.raises(TransformError) as info:
+            transform.outbound(local)
+        assert [p.path for p in info.value.problems] == ["record.contributions[3].base"]
+        return
+    partner = transform.outbound(local)
+    assert partner["ac20"][3]["aae180"] == expected
+    assert transform.inbound(partner)["record"]["contributions"][3]["base"] == _fen_to_yuan(
+        expected
+    )
+
+
 def test_medical_many_to_one_is_told_apart_inbound() -> None:
     registration = example("medical_registration")
     resolution = REGISTRY.resolve(XZ, XY, "XZ-YB-002", registration, ON)
