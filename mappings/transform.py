@@ -51,7 +51,7 @@ TYPES = frozenset(
 )
 _AMOUNT = code_pattern(r"^(0|[1-9]\d{0,12})(?:\.(\d{1,2}))?$")
 # The shape nearly every 元 amount has (two decimals): its digits without the point are the 分.
-_AMOUNT_TWO_DECIMALS = code_pattern(r"(?:0|[1-9]\d{0,12})\.\d\d")
+AMOUNT_TWO_DECIMALS = code_pattern(r"(?:0|[1-9]\d{0,12})\.\d\d")
 _CENTS = tuple(f"{cents:02d}" for cents in range(100))  # 分 -> the two decimals, no formatting
 _ISO_DATE = code_pattern(r"^\d{4}-\d{2}-\d{2}$")
 _COMPACT_DATE = code_pattern(r"^\d{8}$")
@@ -427,7 +427,7 @@ class _Emitter:
             if outbound:
                 # The usual shape first: one regex and one int() (the general path below is
                 # half as fast again, and it decides every other string, right or wrong).
-                two_decimals = self.bind(_AMOUNT_TWO_DECIMALS.fullmatch)
+                two_decimals = self.bind(AMOUNT_TWO_DECIMALS.fullmatch)
                 self.emit(indent, f"elif type({value}) is str and {two_decimals}({value}):")
                 self.put(indent + 1, dst, path, f"int({value}.replace('.', ''))")
                 pattern, match = self.bind(_AMOUNT.fullmatch), self.fresh("_m")
