@@ -204,3 +204,44 @@ def test_open_gives_each_shipped_vector_its_expected_code(tmp_path: Path) -> Non
             assert result.returncode == 1, (vector, result.stdout)
             code = result.stderr.decode().split(": ")[2]
             assert code == vector["expect"], (vector["file"], result.stderr)
+
+
+def test_open_checks_an_env2_messages_materials_against_its_manifest(tmp_path: Path) -> None:
+    """An operator opening what crossed the wire: the shipped XGW-ENV/2 vectors' envelope and
+    sealed streams, each material kept only when its whole stream checks out."""
+    vectors = Path(__file__).resolve().parent / "vectors" / "v2"
+    env = xgw_env(tmp_path / "var")
+    env.pop("XGW_KEY_PASSPHRASE", None)  # the vectors' test keys are not encrypted
+
+    def open_(envelope: str, *materials: str) -> subprocess.CompletedProcess[bytes]:
+        return run_xgw(
+            "open", "--key", str(vectors.parent / "keys" / "xinye.key.pem"),
+            "--from", str(vectors.parent / "keys" / "xiangzhou.pub.pem"),
+            "--from-region", "420607", "--as-region", "411329",
+            "--now", "2026-12-07T08:00:00Z",  # the vectors' own time (their manifest's "now")
+            "--in", str(vectors / envelope), "--out", str(tmp_path / "form.json"),
+            "--materials-out", str(tmp_path / "materials"),
+            *(f"--material={code}={vectors / stream}" for code, stream in
+              (m.split("=") for m in materials)),
+            env=env,
+        )  # fmt: skip
+
+    done = open_("ok.json", "invoices=ok.invoices.sealed")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "materials" / "invoices.pdf").read_bytes() == (
+        vectors / "invoices.pdf"
+    ).read_bytes()
+    assert b"discharge-summary: jpeg, 20000 bytes, not given" in done.stdout
+    (tmp_path / "materials" / "invoices.pdf").unlink()
+    for envelope, stream, code in (
+        ("ok.json", "truncated.invoices.sealed", b"MATERIAL_TRUNCATED"),
+        ("ok.json", "reordered.invoices.sealed", b"MATERIAL_BROKEN"),
+        ("ok.json", "changed.invoices.sealed", b"MATERIAL_BROKEN"),
+        ("digest-mismatch.json", "digest-mismatch.invoices.sealed", b"MATERIAL_DIGEST"),
+    ):
+        refused = open_(envelope, f"invoices={stream}")
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(b"xgw: refused: " + code), refused.stderr
+        assert list((tmp_path / "materials").iterdir()) == []  # nothing of a broken stream
+    refused = open_("ok.json", "resume=ok.invoices.sealed")
+    assert refused.stderr.startswith(b"xgw: refused: MATERIAL_UNEXPECTED"), refused.stderr

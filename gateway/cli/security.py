@@ -16,6 +16,7 @@ from gateway.devtools.vectors import VectorSet, fresh_prefix, write_vectors
 from gateway.keystore import add_data_key, backend_for, load_data_keys, load_trust
 from mappings.mapping import MappingError, pick_version
 from security import envelope as env
+from security.backend import CryptoBackend
 from security.curve import DEFAULT_DISTID
 from security.errors import PASSPHRASE_REQUIRED, SecurityError
 from security.keys import (
@@ -28,6 +29,7 @@ from security.keys import (
 )
 from security.replay import MemoryNonceStore
 from security.sealing import Opener
+from security.stream import CHUNK_BYTES, MaterialBroken, MaterialOpening
 from security.trust import OwnKey, TrustedKey, TrustStore, Validity
 
 PASSPHRASE_ENV = "XGW_KEY_PASSPHRASE"  # noqa: S105 - a variable name
@@ -197,6 +199,8 @@ def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
     window = 1e12 if args.any_time else args.window or settings.replay_window_seconds
     now = env.parse_time(args.now) if args.now else env.now_utc()
     opened = asyncio.run(Opener(trust, backend, MemoryNonceStore(), window).open(envelope, now))
+    given = _materials_given(args.material or [], envelope)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(opened.plaintext)
     checked = "" if args.from_region else "; jurisdiction not checked (give --from-region)"
     print(
@@ -204,7 +208,65 @@ def cmd_open(args: argparse.Namespace, settings: Settings) -> int:
         f"({envelope.sender_region}/{envelope.sender_node}), {len(opened.plaintext)} bytes"
         f"{checked}"
     )
+    folder = args.materials_out or args.out.parent
+    for entry in envelope.manifest:
+        sealed = given.get(entry.code)
+        if sealed is None:
+            print(f"  material {entry.code}: {entry.kind}, {entry.size} bytes, not given")
+            continue
+        target = folder / f"{entry.code}.{entry.kind}"
+        _open_material(sealed, target, opened.content_key, envelope.msg_id, entry, backend)
+        print(f"  material {entry.code}: {entry.kind}, {entry.size} bytes, checked -> {target}")
     return 0
+
+
+def _materials_given(pairs: list[str], envelope: env.Envelope) -> dict[str, Path]:
+    """``CODE=FILE`` arguments, each naming a material of the envelope's manifest."""
+    listed = {entry.code for entry in envelope.manifest}
+    given: dict[str, Path] = {}
+    for pair in pairs:
+        code, equals, file = pair.partition("=")
+        if not equals or not file:
+            raise SecurityError("ARGUMENT_INVALID", f"--material {pair!r}: give CODE=FILE")
+        if code not in listed:
+            raise SecurityError(
+                "MATERIAL_UNEXPECTED",
+                f"{code!r} is not in the envelope's manifest"
+                + (f" (it lists {', '.join(sorted(listed))})" if listed else " (it has none)"),
+            )
+        given[code] = Path(file)
+    return given
+
+
+def _open_material(
+    sealed: Path,
+    target: Path,
+    content_key: bytes,
+    msg_id: str,
+    entry: env.ManifestEntry,
+    backend: CryptoBackend,
+) -> None:
+    """Open one sealed material stream (as captured from the wire) against its manifest entry,
+    a chunk at a time; the plaintext is kept only when the whole stream checks out."""
+    opening = MaterialOpening(content_key, msg_id, entry, backend)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        source = sealed.open("rb")
+    except OSError as exc:
+        raise SecurityError("FILE_UNREADABLE", f"{sealed}: {exc.strerror}") from None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with source, partial.open("wb") as out:
+            while piece := source.read(CHUNK_BYTES):
+                out.write(opening.add(piece))
+            out.write(opening.finish())
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise SecurityError("FILE_UNWRITABLE", f"{target}: {exc.strerror}") from None
+    except MaterialBroken as exc:
+        partial.unlink(missing_ok=True)
+        raise SecurityError(exc.code, exc.message) from None
+    partial.replace(target)
 
 
 def _sample_payload(settings: Settings, partner: str, code: str, on: date) -> bytes:
@@ -354,7 +416,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_passphrase_options(seal)
     seal.set_defaults(handler=cmd_seal)
 
-    open_ = commands.add_parser("open", help="verify and decrypt an XGW-ENV/1 envelope")
+    open_ = commands.add_parser(
+        "open", help="verify and decrypt an envelope (XGW-ENV/1 or /2, with its materials)"
+    )
     open_.add_argument("--key", type=Path, required=True, help="our private key (decrypts)")
     open_.add_argument("--from", dest="sender", type=Path, required=True, help="sender public key")
     open_.add_argument("--in", dest="input", type=Path, required=True)
@@ -377,6 +441,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     open_.add_argument("--now", help="check against this time (ISO 8601 UTC), not the clock")
     open_.add_argument(
         "--any-time", action="store_true", help="no freshness check (an archived envelope)"
+    )
+    open_.add_argument(
+        "--material",
+        action="append",
+        metavar="CODE=FILE",
+        help="an XGW-ENV/2 material's sealed stream, opened against the manifest (repeatable)",
+    )
+    open_.add_argument(
+        "--materials-out", type=Path, help="where opened materials go (default: --out's folder)"
     )
     _add_passphrase_options(open_)
     open_.set_defaults(handler=cmd_open)
