@@ -301,6 +301,24 @@ def test_soap_faults_over_http_say_what_and_how(deployment: Deployment) -> None:
     assert status == 200 and b'location="https://127.0.0.1:' in wsdl
 
 
+def _partner_makes_vectors(deployment: Deployment, out: Path, *extra: str) -> dict[str, Any]:
+    """``xgw vectors make`` as 新野 runs it: its own key, our public key; the manifest."""
+    from tests.conftest import run_xgw, xgw_env
+
+    folder = deployment.data / "simulator" / "411329"
+    ours = next((deployment.data / "keys").glob("own-*.pub.pem"))
+    made = run_xgw(
+        "vectors", "make", "--key", str(folder / "partner.key.pem"),
+        "--passphrase-file", str(folder / "passphrase"), "--to", str(ours),
+        "--sender-region", "411329", "--sender-node", "xinye-gw", "--matter", "XY-SB-001",
+        "--out", str(out), *extra,
+        env=xgw_env(deployment.data),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    return manifest
+
+
 def test_fresh_vectors_from_xgw_vectors_make_meet_a_live_receiver(
     deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -308,32 +326,8 @@ def test_fresh_vectors_from_xgw_vectors_make_meet_a_live_receiver(
     gateway within the window, ok.json is taken in and every other one refused with the code
     the manifest gives (the live gateway answers a resend with its first receipt instead of
     REPLAYED: that expectation is the opener's, §9)."""
-    from tests.conftest import run_xgw, xgw_env
-
-    folder = deployment.data / "simulator" / "411329"
-    ours = next((deployment.data / "keys").glob("own-*.pub.pem"))
     out = tmp_path / "vectors"
-    made = run_xgw(
-        "vectors",
-        "make",
-        "--key",
-        str(folder / "partner.key.pem"),
-        "--passphrase-file",
-        str(folder / "passphrase"),
-        "--to",
-        str(ours),
-        "--sender-region",
-        "411329",
-        "--sender-node",
-        "xinye-gw",
-        "--matter",
-        "XY-SB-001",
-        "--out",
-        str(out),
-        env=xgw_env(deployment.data),
-    )
-    assert made.returncode == 0, made.stderr
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest = _partner_makes_vectors(deployment, out)
     for vector in manifest["vectors"]:
         raw = (out / vector["file"]).read_bytes()
         status, body = http("POST", f"{deployment.url}/partner/v1/cases", raw=raw)
@@ -341,6 +335,48 @@ def test_fresh_vectors_from_xgw_vectors_make_meet_a_live_receiver(
             assert status == 200, body
         else:
             assert body["code"] == vector["expect"], (vector["file"], body)
+
+
+def test_fresh_env2_vectors_meet_a_live_receiver_material_by_material(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The same for XGW-ENV/2: each vector a message of its own, its envelope then its sealed
+    materials over REST multipart; the intact one is taken in, each damaged stream refused
+    with its MATERIAL_* code."""
+    import asyncio
+
+    import aiohttp
+
+    out = tmp_path / "vectors2"
+    manifest = _partner_makes_vectors(deployment, out, "--envelope", "2")
+    assert [v["expect"] for v in manifest["vectors"]] == [
+        "OK", "MATERIAL_BROKEN", "MATERIAL_BROKEN", "MATERIAL_TRUNCATED", "MATERIAL_DIGEST",
+    ]  # fmt: skip
+    assert len({v["envelope"] for v in manifest["vectors"]}) == 5  # five messages
+
+    async def send(vector: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        envelope = (out / vector["envelope"]).read_bytes()
+        with aiohttp.MultipartWriter("form-data") as writer:
+            part = writer.append(envelope, {"Content-Type": "application/json"})
+            part.set_content_disposition("form-data", name="envelope")
+            for code in manifest["materials"]:
+                stream = (out / f"{vector['streams']}.{code}.sealed").read_bytes()
+                part = writer.append(stream, {"Content-Type": "application/octet-stream"})
+                part.set_content_disposition("form-data", name=code)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{deployment.url}/partner/v1/cases", data=writer) as response,
+        ):
+            return response.status, await response.json(content_type=None)
+
+    for vector in manifest["vectors"]:
+        status, body = asyncio.run(send(vector))
+        if vector["expect"] == "OK":
+            assert status == 200, body
+            receipt = Partner(deployment.data).open(env.envelope_from_mapping(body))
+            assert receipt["status"] == "accepted", receipt  # materials and all taken in
+        else:
+            assert (status, body["code"]) == (400, vector["expect"]), (vector, body)
 
 
 def test_personal_data_is_sealed_at_rest_and_survives_a_data_key_rotation(

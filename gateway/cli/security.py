@@ -12,7 +12,12 @@ from pathlib import Path
 import orjson
 
 from gateway.config import Settings
-from gateway.devtools.vectors import VectorSet, fresh_prefix, write_vectors
+from gateway.devtools.vectors import (
+    VectorSet,
+    fresh_prefix,
+    write_material_vectors,
+    write_vectors,
+)
 from gateway.keystore import add_data_key, backend_for, load_data_keys, load_trust
 from mappings.mapping import MappingError, pick_version
 from security import envelope as env
@@ -328,25 +333,21 @@ def cmd_vectors_make(args: argparse.Namespace, settings: Settings) -> int:
     keys = args.out / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     (keys / "sender.pub.pem").write_bytes(signer.public.to_pem())
-    manifest = write_vectors(
-        args.out,
-        spec,
-        backend,
-        {
-            "window_seconds": settings.replay_window_seconds,
-            "receiver": {"region": receiver.region, "node": receiver.node, "key": None},
-            "trusted_senders": [
-                {
-                    "region": args.sender_region,
-                    "name": args.sender_region,
-                    "key": "keys/sender.pub.pem",
-                }
-            ],
-        },
-    )
+    extra = {
+        "window_seconds": settings.replay_window_seconds,
+        "receiver": {"region": receiver.region, "node": receiver.node, "key": None},
+        "trusted_senders": [
+            {"region": args.sender_region, "name": args.sender_region, "key": "keys/sender.pub.pem"}
+        ],
+    }
+    if args.envelope == 2:  # each vector a message of its own, with the SAMPLE materials
+        manifest = write_material_vectors(args.out, spec, backend, extra)
+    else:
+        manifest = write_vectors(args.out, spec, backend, extra)
     print(
-        f"{len(manifest['vectors'])} vectors in {args.out} (now {manifest['now']}): send them "
-        f"within {manifest['window_seconds']:g} s; each file's expected answer is in manifest.json"
+        f"{len(manifest['vectors'])} XGW-ENV/{args.envelope} vectors in {args.out} (now "
+        f"{manifest['now']}): send them within {manifest['window_seconds']:g} s; each one's "
+        "expected answer is in manifest.json"
     )
     return 0
 
@@ -454,7 +455,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_passphrase_options(open_)
     open_.set_defaults(handler=cmd_open)
 
-    vectors = commands.add_parser("vectors", help="XGW-ENV/1 test vectors")
+    vectors = commands.add_parser("vectors", help="envelope test vectors (XGW-ENV/1 and /2)")
     vector_commands = vectors.add_subparsers(dest="vectors_command", metavar="ACTION")
     make = vector_commands.add_parser(
         "make", help="fresh vectors signed with your key for a live receiver"
@@ -468,6 +469,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     make.add_argument("--receiver-region", help="default: region_code")
     make.add_argument("--receiver-node", help="default: node_id")
     make.add_argument("--out", type=Path, required=True, help="folder to write into")
+    make.add_argument(
+        "--envelope",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: the envelope's refusals; 2: XGW-ENV/2 messages with damaged material streams",
+    )
     _add_passphrase_options(make)
     make.set_defaults(handler=cmd_vectors_make)
 
