@@ -539,6 +539,8 @@ def verify_chain(
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             document = {}
+        if type(document) is not dict:  # any bytes may have been written: a list, a number…
+            document = {}
         if sm3(body).hex() != stored_hash:
             findings.append(
                 Finding("modified", node, seq, "entry bytes do not match their stored hash")

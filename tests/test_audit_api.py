@@ -82,6 +82,14 @@ def test_auditor_queries_and_exports_evidence(deployment: Deployment) -> None:
     status, package = http("GET", f"{base}/cases/{case['id']}/evidence", token=auditor)
     assert [f for f in verify_package(package, get_backend("native")) if f.fatal] == []
     assert http("GET", f"{base}/cases/no-such-case/evidence", token=auditor)[0] == 404
+    # an archive file damaged on its shelf: a clear refusal naming it, not a package that
+    # silently lacks the entries it held
+    assert "archived to" in deployment.xgw("audit", "archive", "--older-than-days", "0")
+    (archived,) = (deployment.data / "audit-archive").glob("*.jsonl")
+    archived.write_bytes(archived.read_bytes().replace(b'"seq":', b'"seq":"', 1))
+    status, problem = http("GET", f"{base}/cases/{case['id']}/evidence", token=auditor)
+    assert (status, problem["code"]) == (500, "ARCHIVE_UNREADABLE"), problem
+    assert archived.name in problem["detail"] and "Traceback" not in str(problem)
 
 
 def test_time_filters_and_nonsense_queries(deployment: Deployment) -> None:

@@ -56,3 +56,30 @@ def test_verify_show_export_and_verify_package(tmp_path: Path) -> None:
     broken = run_xgw("audit", "verify", env=env)
     assert broken.returncode == 1
     assert b"FAIL missing: xiangzhou-gw-1 seq 7" in broken.stdout
+
+
+def test_a_damaged_archive_file_is_named_by_verify_and_export(tmp_path: Path) -> None:
+    """An archive file damaged on its shelf: `xgw audit verify --archive` fails naming it, and
+    `xgw audit export` refuses rather than hand over a package missing its entries."""
+    import subprocess
+    import sys
+
+    env = xgw_env(tmp_path / "var")
+    subprocess.run(
+        [sys.executable, "-c", FILL], env=env, check=True, cwd=Path(__file__).parent.parent
+    )
+    archived = run_xgw("audit", "archive", "--older-than-days", "0", env=env)
+    assert archived.returncode == 0 and b"archived to" in archived.stdout, archived.stderr
+    folder = tmp_path / "var" / "audit-archive"
+    (path,) = folder.glob("*.jsonl")
+    lines = path.read_bytes().splitlines()
+    lines[1] = b'{"checkpoint": ["not", "one"]}'
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    verified = run_xgw("audit", "verify", "--archive", str(folder), env=env)
+    assert verified.returncode == 1
+    assert f"archive {path.name} is not readable".encode() in verified.stdout, verified.stdout
+    exported = run_xgw("audit", "export", "case-1", "--out", str(tmp_path / "p.json"), env=env)
+    assert exported.returncode == 1 and not (tmp_path / "p.json").exists()
+    assert exported.stderr.startswith(b"xgw: cannot export case case-1: archive "), exported.stderr
+    assert b"line 2: a checkpoint is a JSON object" in exported.stderr
+    assert b"Traceback" not in verified.stderr + exported.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
-from gateway.audit.verify import export_case, verify_package
+from gateway.audit.verify import ArchiveUnreadable, export_case, verify_package
 from security.auditchain import merkle_proof, merkle_root, verify_merkle_proof
 from tests.audit_helpers import PERSON, Log
 from tests.security_helpers import NATIVE
@@ -593,3 +593,73 @@ def test_a_chain_verified_in_segments_by_processes_finds_what_one_walk_finds(
         one.entries, one.checkpoints, one.head, one.last_seq,
     )  # fmt: skip
     assert len(told) == other.entries  # progress, a segment at a time
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b"null", b"7", b'{"seq": "x"}', b"\xff{"])
+@pytest.mark.parametrize("rehashed", [False, True], ids=["hash-kept", "hash-rewritten"])
+def test_a_body_rewritten_into_anything_is_reported_never_a_crash(
+    tmp_path: Path, body: bytes, rehashed: bool
+) -> None:
+    """Whoever can write the store may put any bytes in an entry, and fix its hash column too:
+    the verifier reports the entry, its links and its batch; it does not stop."""
+    from security.digest import sm3_hex
+
+    log = Log(tmp_path)
+    log.fill(20)
+    if rehashed:
+        log.sql("UPDATE audit_entry SET body = ?, hash = ? WHERE seq = 5", body, sm3_hex(body))
+    else:
+        log.sql("UPDATE audit_entry SET body = ? WHERE seq = 5", body)
+    result = log.verify()
+    assert not result.ok
+    assert ("modified", 5) in _kinds(result)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "header-not-an-object",
+        "header-from-seq-not-a-number",
+        "checkpoint-not-an-object",
+        "checkpoint-wrong-types",
+        "body-not-an-object",
+        "line-not-json",
+    ],
+)
+def test_a_damaged_archive_file_is_reported_never_a_crash(tmp_path: Path, damage: str) -> None:
+    """An auditor verifying archive files they were handed (and exporting a case's evidence from
+    them) gets findings for a damaged file, whatever its lines hold, never a traceback."""
+    from security.digest import sm3_hex
+
+    log = Log(tmp_path)
+    log.fill(20)
+    archive = tmp_path / "archive"
+    path = log.audit.archive("9999-01-01T00:00:00Z", archive)
+    assert path is not None
+    lines = path.read_bytes().splitlines()
+    entry = next(n for n, line in enumerate(lines) if line.startswith(b'{"seq"'))
+    checkpoint = next(n for n, line in enumerate(lines) if line.startswith(b'{"checkpoint"'))
+    if damage == "header-not-an-object":
+        lines[0] = b"[]"
+    elif damage == "header-from-seq-not-a-number":
+        lines[0] = lines[0].replace(b'"from_seq":0', b'"from_seq":"zero"')
+    elif damage == "checkpoint-not-an-object":
+        lines[checkpoint] = b'{"checkpoint": []}'
+    elif damage == "checkpoint-wrong-types":
+        lines[checkpoint] = lines[checkpoint].replace(b'"to_seq":10', b'"to_seq":"10"')
+    elif damage == "body-not-an-object":
+        seq = json.loads(lines[entry])["seq"]
+        lines[entry] = json.dumps({"seq": seq, "hash": sm3_hex(b"[1]"), "body": "[1]"}).encode()
+    else:
+        lines[entry] = b"{not json"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = log.verify(archive)
+    assert not result.ok
+    kinds = {kind for kind, _ in _kinds(result)}
+    if damage == "body-not-an-object":  # a well-formed file whose entry was changed
+        assert "modified" in kinds, kinds
+        assert export_case(log.audit, "case-1", log.keys(), archive)["entries"]
+        return
+    assert "archive-broken" in kinds, kinds
+    with pytest.raises(ArchiveUnreadable, match=rf"archive {path.name}, line \d+: "):
+        export_case(log.audit, "case-1", log.keys(), archive)  # not a package missing entries

@@ -215,20 +215,42 @@ def _archive_files(folder: Path, node: str) -> list[Path]:
     return sorted(folder.glob(f"{node}-*.jsonl")) if folder.is_dir() else []
 
 
+class ArchiveUnreadable(ValueError):
+    """An archive file whose lines are not what an archive's are (damaged, or not one)."""
+
+
 def _read_archive(
     path: Path, data: bytes | None = None
 ) -> tuple[dict[str, Any], list[Checkpoint], list[tuple[Any, ...]]]:
+    """An archive file's header, checkpoints and entry rows, each line's form checked (the
+    file may come from anywhere); what the entries' bodies say is the verifier's to check.
+    ``ArchiveUnreadable`` naming the line that is not well formed."""
     header: dict[str, Any] = {}
     checkpoints: list[Checkpoint] = []
     rows: list[tuple[Any, ...]] = []
     for number, line in enumerate((path.read_bytes() if data is None else data).splitlines()):
-        record = orjson.loads(line)
-        if number == 0:
-            header = record
-        elif "checkpoint" in record:
-            checkpoints.append(Checkpoint(**record["checkpoint"]))
-        else:
-            rows.append((int(record["seq"]), str(record["body"]).encode(), str(record["hash"])))
+        try:
+            record = orjson.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            if number == 0:
+                if not isinstance(record.get("from_seq"), int) or not isinstance(
+                    record.get("anchor"), str
+                ):
+                    raise ValueError("a header needs from_seq (a number) and anchor")
+                header = record
+            elif "checkpoint" in record:
+                checkpoints.append(auditchain.checkpoint_from(record["checkpoint"]))
+            elif (
+                type(record.get("seq")) is int
+                and isinstance(record.get("body"), str)
+                and isinstance(record.get("hash"), str)
+            ):
+                rows.append((record["seq"], record["body"].encode(), record["hash"]))
+            else:
+                raise ValueError("an entry needs seq (a number), body and hash")
+        except ValueError as exc:  # orjson's JSONDecodeError is one
+            raise ArchiveUnreadable(f"archive {path.name}, line {number + 1}: {exc}") from None
     return header, checkpoints, rows
 
 
@@ -466,7 +488,7 @@ def _verify_archive(path: Path, node: str, keys: list[KnownKey], backend: str) -
     data = path.read_bytes()
     try:
         header, checkpoints, rows = _read_archive(path, data)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    except ArchiveUnreadable:
         return None
     report = auditchain.verify_chain(
         node,
@@ -564,7 +586,7 @@ def export_case(
             _header, archived_checkpoints, rows = _read_archive(path)
             hashes = {seq: digest for seq, _body, digest in rows}
             for seq, body, digest in rows:
-                if orjson.loads(body).get("case_id") != case_id:
+                if _case_of(body) != case_id:
                     continue
                 covering = next(
                     (c for c in archived_checkpoints if c.from_seq < seq <= c.to_seq), None
@@ -645,6 +667,16 @@ class _Entry:
     document: dict[str, Any]
     checkpoint: Any
     proof: Any
+
+
+def _case_of(body: bytes) -> Any:
+    """The case an entry's body names (None for a body that is not an entry's: the verifier
+    reports it)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return document.get("case_id") if isinstance(document, dict) else None
 
 
 def _listed(package: dict[str, Any], name: str, findings: list[Finding]) -> list[Any]:

@@ -15,7 +15,13 @@ import orjson
 
 from gateway.audit.log import AuditEvent, AuditLog, RollbackDetected
 from gateway.audit.memory import SignedHeadMemory
-from gateway.audit.verify import KnownKey, export_case, verify_log, verify_package
+from gateway.audit.verify import (
+    ArchiveUnreadable,
+    KnownKey,
+    export_case,
+    verify_log,
+    verify_package,
+)
 from gateway.cli.progress import Progress
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
@@ -102,13 +108,17 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             sign_tail(audit, settings)
         except RollbackDetected as exc:
             print(f"xgw: the tail is left unsigned: {exc}", file=sys.stderr)
-    package = export_case(
-        audit,
-        args.case_id,
-        known_keys(settings, args.public_key or []),
-        settings.effective_audit_archive_dir,
-        partner_keys(settings),
-    )
+    try:
+        package = export_case(
+            audit,
+            args.case_id,
+            known_keys(settings, args.public_key or []),
+            settings.effective_audit_archive_dir,
+            partner_keys(settings),
+        )
+    except ArchiveUnreadable as exc:  # a package would miss that file's entries
+        print(f"xgw: cannot export case {args.case_id}: {exc}", file=sys.stderr)
+        return 1
     if not package["entries"]:
         print(f"no entries for case {args.case_id}", file=sys.stderr)
         return 1

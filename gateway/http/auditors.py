@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.audit.log import AuditLog
-from gateway.audit.verify import KnownKey, export_case
+from gateway.audit.verify import ArchiveUnreadable, KnownKey, export_case
 from gateway.core.problems import GatewayError, not_found
 from gateway.http.windows import (
     BODY_REFUSALS,
@@ -24,6 +24,7 @@ from gateway.http.windows import (
     query_parameters,
     require,
 )
+from gateway.logs import get_logger
 from gateway.storage import RECORD_TIMES, Store, iso_of
 from gateway.storage.logschema import COLUMNS
 from mappings import identifiers
@@ -40,6 +41,8 @@ FILTERS = (
     "error_code",
     "actor",
 )
+
+log = get_logger("gateway.http.auditors")
 
 
 class AuditSearch(PagedQuery[tuple[str, str, int]]):
@@ -122,9 +125,16 @@ class AuditApi:
         case_id = case_id_of(request)
         if case_id is None:
             raise not_found("case in the exchange log")
-        package = await asyncio.to_thread(
-            export_case, self.log, case_id, self.keys, self.archive_dir, self.witness_keys
-        )
+        try:
+            package = await asyncio.to_thread(
+                export_case, self.log, case_id, self.keys, self.archive_dir, self.witness_keys
+            )
+        except ArchiveUnreadable as exc:  # a package would miss that file's entries
+            log.error("audit.archive_unreadable", alert=True, detail=str(exc))
+            raise GatewayError(
+                "ARCHIVE_UNREADABLE", 500, "An archive file of the exchange log is damaged",
+                f"{exc}; `xgw audit verify` reports it",
+            ) from None  # fmt: skip
         if not package["entries"]:
             raise not_found("case in the exchange log")
         return web.Response(
