@@ -515,6 +515,9 @@ def test_nodes_chains_in_postgresql_append_concurrently_and_verify_together(
     failures = [f for f in verify_log(reader, helper.keys(), NATIVE).all_findings() if f.fatal]
     assert ("modified", "gw-2", 33) in {(f.kind, f.node, f.seq) for f in failures}
     assert all(f.node == "gw-2" for f in failures)
+    listed = reader.query({}, limit=500)  # the auditors' listing, from PostgreSQL
+    assert len(listed) == 160
+    assert [(e["node"], e["seq"]) for e in listed if "damaged" in e] == [("gw-2", 33)]
     for log in (*logs.values(), reader):
         log.close()
 
@@ -663,3 +666,28 @@ def test_a_damaged_archive_file_is_reported_never_a_crash(tmp_path: Path, damage
     assert "archive-broken" in kinds, kinds
     with pytest.raises(ArchiveUnreadable, match=rf"archive {path.name}, line \d+: "):
         export_case(log.audit, "case-1", log.keys(), archive)  # not a package missing entries
+
+
+def test_listings_show_a_damaged_entry_as_damaged_and_page_past_it(tmp_path: Path) -> None:
+    """The auditors' listing (API, console, `xgw audit show`) over a store where some bodies
+    were overwritten: each shows where it is stored, marked damaged; paging goes on past it."""
+    log = Log(tmp_path)
+    log.fill(20)
+    log.sql("UPDATE audit_entry SET body = ? WHERE seq = 5", b"\xff not json")
+    log.sql("UPDATE audit_entry SET body = ? WHERE seq = 6", b"[1, 2]")
+    log.sql("UPDATE audit_entry SET body = ? WHERE seq = 7", b'{"seq": 999, "event": "x"}')
+    everything = log.audit.query({}, limit=50)
+    assert [e["seq"] for e in everything] == list(range(1, 21))
+    damaged = {e["seq"]: e for e in everything if "damaged" in e}
+    assert set(damaged) == {5, 6, 7}
+    assert damaged[5]["event"] == "message.sent" and damaged[5]["node"] == "xz-1"  # indexed
+    assert damaged[7]["event"] == "x"  # what the body says, beside where it is stored
+    paged: list[int] = []
+    after = None
+    while True:
+        page = log.audit.query({}, limit=3, after=after)
+        if not page:
+            break
+        paged += [e["seq"] for e in page]
+        after = (page[-1]["time"], page[-1]["node"], page[-1]["seq"])
+    assert paged == list(range(1, 21))

@@ -337,12 +337,10 @@ class AuditLog:
         time_to: str | None = None,
     ) -> list[dict[str, Any]]:
         """Entries matching column filters, newest last, merged across nodes; keyset-paginated."""
-        result = []
-        for body, digest in self.tables.query(filters, limit, after, time_from, time_to):
-            entry = orjson.loads(body)
-            entry["hash"] = digest
-            result.append(entry)
-        return result
+        return [
+            _listed_entry(row)
+            for row in self.tables.query(filters, limit, after, time_from, time_to)
+        ]
 
     def person(self, id_number: str) -> str:
         return person_key(self._hmac_key, id_number)
@@ -413,6 +411,27 @@ def hmac_key_bytes(path: Path, create: bool) -> bytes:
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
         handle.write(base64.b64encode(secret).decode() + "\n")
     return secret
+
+
+DAMAGED = "its body is not what was written here: `xgw audit verify` reports it"
+
+
+def _listed_entry(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An entry as a listing shows it: its body, and its stored hash. Where the body does not
+    parse, or does not say the time, node and seq it is stored under, the listing shows the
+    store's indexed fields instead, marked ``damaged`` (a page's cursor is made of those)."""
+    body, digest, node, seq, *columns = row
+    try:
+        entry = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        entry = None
+    indexed = {"node": node, "seq": seq, "time": columns[COLUMNS.index("time")]}
+    if not isinstance(entry, dict):
+        entry = {**dict(zip(COLUMNS, columns, strict=True)), **indexed, "damaged": DAMAGED}
+    elif any(entry.get(name) != value for name, value in indexed.items()):
+        entry = {**entry, **indexed, "damaged": DAMAGED}
+    entry["hash"] = digest
+    return entry
 
 
 class AuditWriter:

@@ -500,8 +500,9 @@ class LogTables:
         after: tuple[str, str, int] | None,
         time_from: str | None,
         time_to: str | None,
-    ) -> list[tuple[bytes, str]]:
-        """(body, hash) of entries matching column filters, in (time, node, seq) order."""
+    ) -> list[tuple[Any, ...]]:
+        """(body, hash, node, seq, *COLUMNS) of entries matching column filters, in (time,
+        node, seq) order."""
         clauses: list[str] = []
         params: list[Any] = []
 
@@ -523,12 +524,12 @@ class LogTables:
             )
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         # `where` holds only column names checked against COLUMNS and placeholders
-        found = self.db.fetch(
-            f"SELECT body, hash FROM audit_entry {where} "  # noqa: S608
-            f"ORDER BY time, node, seq LIMIT {bind(limit)}",
+        found = self.db.fetch_tuples(
+            f"SELECT body, hash, node, seq, {', '.join(COLUMNS)} FROM audit_entry "  # noqa: S608
+            f"{where} ORDER BY time, node, seq LIMIT {bind(limit)}",
             *params,
         )
-        return [(bytes(r["body"]), str(r["hash"])) for r in found]
+        return [(bytes(row[0]), *row[1:]) for row in found]
 
 
 def open_log_tables(url: str, sqlite_file: Path) -> LogTables:
