@@ -52,6 +52,10 @@ def test_verify_show_export_and_verify_package(tmp_path: Path) -> None:
     assert run_xgw("audit", "verify-package", str(package), env=env).returncode == 1
 
     with sqlite3.connect(tmp_path / "var" / "audit.sqlite3") as db:
+        db.execute("UPDATE audit_entry SET body = X'00' WHERE seq = 40")
+    shown = run_xgw("audit", "show", env=env)
+    assert shown.returncode == 0 and b"DAMAGED message.sent" in shown.stdout, shown.stderr
+    with sqlite3.connect(tmp_path / "var" / "audit.sqlite3") as db:
         db.execute("DELETE FROM audit_entry WHERE seq = 7")
     broken = run_xgw("audit", "verify", env=env)
     assert broken.returncode == 1

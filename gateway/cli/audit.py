@@ -148,7 +148,7 @@ def _table(entries: list[dict[str, Any]]) -> str:
                 str(e.get("node")),
                 str(e.get("seq")),
                 str(e.get("time", ""))[:19],
-                str(e.get("event")),
+                ("DAMAGED " if "damaged" in e else "") + str(e.get("event")),
                 str(e.get("direction")),
                 str(e.get("outcome")),
                 str(e.get("error_code") or ""),
