@@ -307,6 +307,26 @@ def test_an_auditor_finds_the_case_by_person_and_downloads_its_evidence(
     assert "console.evidence_exported" in deployment.xgw(
         "audit", "show", "--case", case_id, "--limit", "100"
     )
+    # an entry overwritten in the store is listed, marked; a damaged archive file stops the
+    # evidence download with a page saying why (never a package missing that file's entries)
+    import sqlite3
+
+    with sqlite3.connect(deployment.data / "audit.sqlite3") as db:
+        db.execute(
+            "UPDATE audit_entry SET body = X'00' WHERE seq = (SELECT MIN(seq) FROM audit_entry "
+            "WHERE case_id = ?)",
+            (case_id,),
+        )
+    page.goto(f"{deployment.url}/console/audit")
+    page.fill("input[name=case_id]", case_id)
+    page.click("button:has-text('查询')")
+    assert page.locator("table.entries strong.bad:has-text('条目已被改动')").count() == 1
+    assert "archived to" in deployment.xgw("audit", "archive", "--older-than-days", "0")
+    (archived,) = (deployment.data / "audit-archive").glob("*.jsonl")
+    archived.write_bytes(archived.read_bytes().replace(b'"seq":', b'"seq":"', 1))
+    with page.expect_navigation():
+        page.click("#evidence")
+    assert "归档文件已损坏" in page.inner_text("main") and archived.name in page.inner_text("main")
 
 
 def test_a_refused_sub_matter_is_sent_again_a_local_one_completed_and_done_cases_kept(

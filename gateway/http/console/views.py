@@ -24,7 +24,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
-from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_log
+from gateway.audit.verify import (
+    ArchiveUnreadable,
+    KnownKey,
+    entry_standing,
+    export_case,
+    verify_log,
+)
 from gateway.core.problems import GatewayError
 from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
@@ -638,9 +644,16 @@ class Console:
         case_id = str(request["posted"].get("case_id", "")).strip()
         if not CASE_ID.match(case_id):
             raise Missing()
-        package = await asyncio.to_thread(
-            export_case, self.audit.log, case_id, self.keys, self.archive_dir, self.witness_keys
-        )
+        try:
+            package = await asyncio.to_thread(
+                export_case, self.audit.log, case_id, self.keys, self.archive_dir, self.witness_keys
+            )
+        except ArchiveUnreadable as exc:  # a package would miss that file's entries
+            log.error("audit.archive_unreadable", alert=True, detail=str(exc))
+            raise Refused(
+                500,
+                f"交换日志的归档文件已损坏，无法导出完整的证据包（{exc}）。请运行 xgw audit verify 检查。",
+            ) from None
         if not package["entries"]:
             raise Missing("日志中没有这个案件")
         await self._log(
