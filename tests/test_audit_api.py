@@ -88,7 +88,7 @@ def test_auditor_queries_and_exports_evidence(deployment: Deployment) -> None:
     (archived,) = (deployment.data / "audit-archive").glob("*.jsonl")
     archived.write_bytes(archived.read_bytes().replace(b'"seq":', b'"seq":"', 1))
     status, problem = http("GET", f"{base}/cases/{case['id']}/evidence", token=auditor)
-    assert (status, problem["code"]) == (500, "ARCHIVE_UNREADABLE"), problem
+    assert (status, problem["code"]) == (500, "LOG_DAMAGED"), problem
     assert archived.name in problem["detail"] and "Traceback" not in str(problem)
 
 

@@ -691,3 +691,38 @@ def test_listings_show_a_damaged_entry_as_damaged_and_page_past_it(tmp_path: Pat
         paged += [e["seq"] for e in page]
         after = (page[-1]["time"], page[-1]["node"], page[-1]["seq"])
     assert paged == list(range(1, 21))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "to_seq = 'ten'",
+        "from_seq = 'zero'",
+        "signature = X'00'",
+        "head = X'07'",
+        "interval_entries = 'many'",
+    ],
+)
+def test_a_stored_checkpoint_changed_into_other_types_is_reported_never_a_crash(
+    tmp_path: Path, change: str
+) -> None:
+    """SQLite keeps whatever type is written into a column: a checkpoint row changed behind the
+    gateway is a finding for the verifier, a 'damaged' standing for the console, and a refusal
+    to export evidence it would misprove."""
+    from gateway.audit.log import LogDamaged
+    from gateway.audit.verify import entry_standing
+
+    log = Log(tmp_path)
+    log.fill(20)
+    log.sql(f"UPDATE audit_checkpoint SET {change} WHERE to_seq = 10")
+    result = log.verify()
+    assert not result.ok
+    damaged = [f for f in result.all_findings() if "is not what it should be" in f.detail]
+    assert [f.kind for f in damaged] == ["checkpoint-invalid"], [str(f) for f in damaged]
+    standing = entry_standing(log.audit, "xz-1", 3, log.keys(), NATIVE)
+    if change.startswith("from_seq"):  # SQL orders text after numbers: the row covers nothing
+        assert standing.checkpoint is None and standing.damaged is None
+    else:
+        assert standing.damaged is not None and standing.checkpoint is None
+    with pytest.raises(LogDamaged, match="the stored checkpoint of xz-1"):
+        export_case(log.audit, "case-1", log.keys())

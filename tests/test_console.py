@@ -326,7 +326,7 @@ def test_an_auditor_finds_the_case_by_person_and_downloads_its_evidence(
     archived.write_bytes(archived.read_bytes().replace(b'"seq":', b'"seq":"', 1))
     with page.expect_navigation():
         page.click("#evidence")
-    assert "归档文件已损坏" in page.inner_text("main") and archived.name in page.inner_text("main")
+    assert "交换日志已损坏" in page.inner_text("main") and archived.name in page.inner_text("main")
 
 
 def test_a_refused_sub_matter_is_sent_again_a_local_one_completed_and_done_cases_kept(

@@ -95,15 +95,27 @@ class RollbackDetected(Exception):
     its end. The node signs nothing more until an operator has looked (docs/operations.md)."""
 
 
+class LogDamaged(ValueError):
+    """What the exchange log's store or archive holds is not in the form it was written in (a
+    row or file changed behind the gateway): the message names which."""
+
+
 def checkpoint_of(row: tuple[Any, ...]) -> Checkpoint:
     """A checkpoint as the log's table keeps it (those signed before XGW-AUDIT/2 have no
-    interval or flags)."""
+    interval or flags), each field's type checked: ``LogDamaged`` for a row changed into
+    something else (whoever can write the store can put any value in any column)."""
     node, from_seq, to_seq, head, root, at, prev, key_id, signature = row[:9]
     format_, entries, ms, flags = row[9:13]
-    return Checkpoint(
-        node, from_seq, to_seq, head, root, at, prev, key_id, signature,
-        format_ or auditchain.FORMAT_1, entries, ms, flags or "",
-    )  # fmt: skip
+    fields = {
+        "node": node, "from_seq": from_seq, "to_seq": to_seq, "head": head, "root": root,
+        "time": at, "prev": prev, "key_id": key_id, "signature": signature,
+        "format": format_ or auditchain.FORMAT_1, "interval_entries": entries,
+        "interval_ms": ms, "flags": flags or "",
+    }  # fmt: skip
+    try:
+        return auditchain.checkpoint_from(fields)
+    except ValueError as exc:
+        raise LogDamaged(f"the stored checkpoint of {node} up to seq {to_seq!r}: {exc}") from None
 
 
 class AuditLog:
@@ -323,7 +335,20 @@ class AuditLog:
         return self.tables.case_rows(node, case_id)
 
     def checkpoints(self, node: str) -> list[Checkpoint]:
+        """The node's checkpoints; ``LogDamaged`` if a stored one is not well formed."""
         return [checkpoint_of(row) for row in self.tables.checkpoints(node)]
+
+    def checkpoints_checked(self, node: str) -> tuple[list[Checkpoint], list[str]]:
+        """The node's well-formed checkpoints, and what is wrong with each other stored one
+        (for the verifier, which reports them and goes on)."""
+        good: list[Checkpoint] = []
+        damaged: list[str] = []
+        for row in self.tables.checkpoints(node):
+            try:
+                good.append(checkpoint_of(row))
+            except LogDamaged as exc:
+                damaged.append(str(exc))
+        return good, damaged
 
     def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
         return self.tables.archives(node)

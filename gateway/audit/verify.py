@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.log import AuditLog, now_iso
+from gateway.audit.log import AuditLog, LogDamaged, now_iso
 from gateway.storage.logschema import COLUMNS
 from security import auditchain
 from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding, Witness
@@ -146,6 +146,7 @@ class EntryStanding:
     signature_valid: bool | None
     witnesses: tuple[str, ...]  # the partners whose countersignature verifies
     witness_problems: tuple[str, ...]
+    damaged: str | None = None  # the covering checkpoint as stored is not well formed
 
 
 def batch_hashes(
@@ -175,7 +176,10 @@ def entry_standing(
     ``batches`` keeps the checkpoints' batches read, for the next entry of a page."""
     stored = audit.entry(node, seq)
     intact = None if stored is None else auditchain.entry_hash(stored[0]) == stored[1]
-    covering = audit.checkpoint_covering(node, seq)
+    try:
+        covering = audit.checkpoint_covering(node, seq)
+    except LogDamaged as exc:
+        return EntryStanding(intact, None, None, None, (), (), str(exc))
     if covering is None:
         return EntryStanding(intact, None, None, None, (), ())
     batch = batch_hashes(audit, node, covering, {} if batches is None else batches)
@@ -215,7 +219,7 @@ def _archive_files(folder: Path, node: str) -> list[Path]:
     return sorted(folder.glob(f"{node}-*.jsonl")) if folder.is_dir() else []
 
 
-class ArchiveUnreadable(ValueError):
+class ArchiveUnreadable(LogDamaged):
     """An archive file whose lines are not what an archive's are (damaged, or not one)."""
 
 
@@ -337,7 +341,9 @@ def verify_log(
             row = next(audit.rows(node, from_seq - 2), None)
             if row is not None and row[0] == from_seq - 1:
                 anchor_seq, anchor_hash = from_seq - 1, str(row[2])
-        checkpoints = [c for c in audit.checkpoints(node) if c.from_seq >= anchor_seq]
+        stored, damaged = audit.checkpoints_checked(node)
+        result.findings += [Finding("checkpoint-invalid", node, None, d) for d in damaged]
+        checkpoints = [c for c in stored if c.from_seq >= anchor_seq]
         segments = _segments(checkpoints, anchor_seq, anchor_hash, segment_entries)
         if workers > 1 and len(segments) > 1:
             report = auditchain.joined_reports(
@@ -525,7 +531,7 @@ def _witness_findings(
     backend: CryptoBackend,
     whole: bool,
 ) -> list[Finding]:
-    by_to_seq = {c.to_seq: c for c in audit.checkpoints(node)}
+    by_to_seq = {c.to_seq: c for c in audit.checkpoints_checked(node)[0]}
     findings: list[Finding] = []
     witnessed: set[int] = set()
     for witness in audit.witnesses(node):

@@ -13,10 +13,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from gateway.audit.log import AuditEvent, AuditLog, RollbackDetected
+from gateway.audit.log import AuditEvent, AuditLog, LogDamaged, RollbackDetected
 from gateway.audit.memory import SignedHeadMemory
 from gateway.audit.verify import (
-    ArchiveUnreadable,
     KnownKey,
     export_case,
     verify_log,
@@ -116,7 +115,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             settings.effective_audit_archive_dir,
             partner_keys(settings),
         )
-    except ArchiveUnreadable as exc:  # a package would miss that file's entries
+    except LogDamaged as exc:  # a package would miss or misprove entries
         print(f"xgw: cannot export case {args.case_id}: {exc}", file=sys.stderr)
         return 1
     if not package["entries"]:

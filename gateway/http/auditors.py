@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.audit.log import AuditLog
-from gateway.audit.verify import ArchiveUnreadable, KnownKey, export_case
+from gateway.audit.log import AuditLog, LogDamaged
+from gateway.audit.verify import KnownKey, export_case
 from gateway.core.problems import GatewayError, not_found
 from gateway.http.windows import (
     BODY_REFUSALS,
@@ -129,10 +129,10 @@ class AuditApi:
             package = await asyncio.to_thread(
                 export_case, self.log, case_id, self.keys, self.archive_dir, self.witness_keys
             )
-        except ArchiveUnreadable as exc:  # a package would miss that file's entries
-            log.error("audit.archive_unreadable", alert=True, detail=str(exc))
+        except LogDamaged as exc:  # a package would miss or misprove entries
+            log.error("audit.log_damaged", alert=True, detail=str(exc))
             raise GatewayError(
-                "ARCHIVE_UNREADABLE", 500, "An archive file of the exchange log is damaged",
+                "LOG_DAMAGED", 500, "The exchange log is damaged",
                 f"{exc}; `xgw audit verify` reports it",
             ) from None  # fmt: skip
         if not package["entries"]:

@@ -23,9 +23,8 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
+from gateway.audit.log import AuditEvent, AuditLog, AuditWriter, LogDamaged
 from gateway.audit.verify import (
-    ArchiveUnreadable,
     KnownKey,
     entry_standing,
     export_case,
@@ -648,11 +647,11 @@ class Console:
             package = await asyncio.to_thread(
                 export_case, self.audit.log, case_id, self.keys, self.archive_dir, self.witness_keys
             )
-        except ArchiveUnreadable as exc:  # a package would miss that file's entries
-            log.error("audit.archive_unreadable", alert=True, detail=str(exc))
+        except LogDamaged as exc:  # a package would miss or misprove entries
+            log.error("audit.log_damaged", alert=True, detail=str(exc))
             raise Refused(
                 500,
-                f"交换日志的归档文件已损坏，无法导出完整的证据包（{exc}）。请运行 xgw audit verify 检查。",
+                f"交换日志已损坏，无法导出完整的证据包（{exc}）。请运行 xgw audit verify 检查。",
             ) from None
         if not package["entries"]:
             raise Missing("日志中没有这个案件")
