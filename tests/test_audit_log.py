@@ -726,3 +726,47 @@ def test_a_stored_checkpoint_changed_into_other_types_is_reported_never_a_crash(
         assert standing.damaged is not None and standing.checkpoint is None
     with pytest.raises(LogDamaged, match="the stored checkpoint of xz-1"):
         export_case(log.audit, "case-1", log.keys())
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["hash = X'00'", "hash = 5", "hash = 'not a hash'", "hash = upper(hash)", "body = 'text'"],
+)
+def test_a_stored_entry_changed_into_other_types_is_reported_never_a_crash(
+    tmp_path: Path, change: str
+) -> None:
+    """The same for an entry's row: its hash column holding bytes, a number or no hash at all,
+    its body changed into text."""
+    from gateway.audit.log import LogDamaged
+    from gateway.audit.verify import entry_standing
+
+    log = Log(tmp_path)
+    log.fill(20)
+    log.sql(f"UPDATE audit_entry SET {change} WHERE seq = 5")
+    result = log.verify()
+    assert not result.ok
+    assert ("modified", 5) in _kinds(result)
+    assert entry_standing(log.audit, "xz-1", 3, log.keys(), NATIVE).in_root is (
+        change.startswith("body")  # its batch's stored hashes are all still hashes
+    )
+    assert [e["seq"] for e in log.audit.query({}, limit=50)] == list(range(1, 21))
+    if change.startswith("body"):
+        assert export_case(log.audit, "case-1", log.keys())["entries"]
+    else:
+        with pytest.raises(LogDamaged, match="not all SM3 hashes"):
+            export_case(log.audit, "case-1", log.keys())
+
+
+@pytest.mark.parametrize("change", ["body = X'ff'", "body = 'text'", "hash = X'00'"])
+def test_archiving_refuses_a_batch_that_is_not_as_written(tmp_path: Path, change: str) -> None:
+    """Archiving moves entries out of the live store: one whose body is not the UTF-8 bytes
+    written, or whose hash is not a hash, stops it, naming the entry, and nothing moves."""
+    from gateway.audit.log import LogDamaged
+
+    log = Log(tmp_path)
+    log.fill(20)
+    log.sql(f"UPDATE audit_entry SET {change} WHERE seq = 5")
+    archive = tmp_path / "archive"
+    with pytest.raises(LogDamaged, match="entry 5 of xz-1 is not as it was written"):
+        log.audit.archive("9999-01-01T00:00:00Z", archive)
+    assert log.audit.count("xz-1") == 20 and list(archive.glob("*")) == []

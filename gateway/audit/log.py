@@ -412,9 +412,17 @@ class AuditLog:
             for checkpoint in covering:
                 handle.write(orjson.dumps({"checkpoint": checkpoint.as_dict()}) + b"\n")
             for seq, body, digest, *_ in self.rows(self.node, from_seq, to_seq):
-                handle.write(
-                    orjson.dumps({"seq": seq, "hash": digest, "body": body.decode()}) + b"\n"
-                )
+                try:
+                    text = body.decode() if isinstance(body, bytes) else None
+                except UnicodeDecodeError:
+                    text = None
+                if text is None or not auditchain.is_entry_hash(digest):
+                    temporary.unlink()  # nothing of a batch that is not as it was written
+                    raise LogDamaged(
+                        f"entry {seq} of {self.node} is not as it was written (its body or "
+                        "hash); nothing archived: run `xgw audit verify`"
+                    )
+                handle.write(orjson.dumps({"seq": seq, "hash": digest, "body": text}) + b"\n")
                 head = digest
             handle.flush()
             os.fsync(handle.fileno())

@@ -186,6 +186,7 @@ def entry_standing(
     in_root = (
         stored is not None
         and len(batch) == covering.to_seq - covering.from_seq
+        and all(map(auditchain.is_entry_hash, batch))
         and auditchain.merkle_root(batch) == covering.root
         and batch[seq - covering.from_seq - 1] == stored[1]
     )
@@ -581,6 +582,11 @@ def export_case(
     ) -> None:
         entry: dict[str, Any] = {"node": node, "seq": seq, "hash": digest, "body": body.decode()}
         if covering is not None and batch is not None:
+            if not all(map(auditchain.is_entry_hash, batch)):
+                raise LogDamaged(
+                    f"the stored hashes of {node}'s batch up to seq {covering.to_seq} are not "
+                    "all SM3 hashes"
+                )
             checkpoints[(node, covering.to_seq)] = covering
             entry["checkpoint"] = covering.to_seq
             entry["proof"] = auditchain.merkle_proof(batch, seq - covering.from_seq - 1)

@@ -271,7 +271,11 @@ def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     audit = _audit_log(settings)
     days = settings.audit_live_days if args.older_than_days is None else args.older_than_days
     before = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    target = audit.archive(before, settings.effective_audit_archive_dir)
+    try:
+        target = audit.archive(before, settings.effective_audit_archive_dir)
+    except LogDamaged as exc:
+        print(f"xgw: {exc}", file=sys.stderr)
+        return 1
     print("nothing to archive" if target is None else f"archived to {target}")
     return 0
 

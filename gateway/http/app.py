@@ -30,7 +30,7 @@ from adapters import redis_client
 from adapters.redis_nonces import RedisNonceStore
 from gateway import __version__
 from gateway.assembly import assemble, build_services
-from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
+from gateway.audit.log import AuditEvent, AuditLog, AuditWriter, LogDamaged
 from gateway.audit.memory import SignedHeadMemory
 from gateway.audit.verify import KnownKey
 from gateway.config import Settings, effective_config
@@ -448,6 +448,8 @@ async def _open_runtime(app: web.Application) -> None:
                 )
                 if target is not None:
                     log.info("audit.archived", file=str(target))
+            except LogDamaged as exc:  # stays in the live log; an operator must look
+                log.error("audit.archive_failed", alert=True, detail=str(exc))
             except Exception as exc:
                 log.error("audit.archive_failed", error_type=type(exc).__name__)
             await asyncio.sleep(3600)

@@ -483,7 +483,7 @@ class LogTables:
         rows = self.db.fetch(
             "SELECT body, hash FROM audit_entry WHERE node = $1 AND seq = $2", node, seq
         )
-        return (bytes(rows[0]["body"]), str(rows[0]["hash"])) if rows else None
+        return (_stored_bytes(rows[0]["body"]), str(rows[0]["hash"])) if rows else None
 
     def case_rows(self, node: str, case_id: str) -> list[tuple[int, bytes, str]]:
         rows = self.db.fetch(
@@ -491,7 +491,7 @@ class LogTables:
             node,
             case_id,
         )
-        return [(int(r["seq"]), bytes(r["body"]), str(r["hash"])) for r in rows]
+        return [(int(r["seq"]), _stored_bytes(r["body"]), str(r["hash"])) for r in rows]
 
     def query(
         self,
@@ -529,7 +529,15 @@ class LogTables:
             f"{where} ORDER BY time, node, seq LIMIT {bind(limit)}",
             *params,
         )
-        return [(bytes(row[0]), *row[1:]) for row in found]
+        return [(_stored_bytes(row[0]), *row[1:]) for row in found]
+
+
+def _stored_bytes(value: Any) -> bytes:
+    """A body as bytes, whatever type the store hands back (a BLOB, PostgreSQL's memoryview,
+    or text a tampered row was changed into: SQLite keeps the type written)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode()
 
 
 def open_log_tables(url: str, sqlite_file: Path) -> LogTables:
