@@ -19,7 +19,7 @@ from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
 from gateway.audit.verify import ArchiveUnreadable, export_case, verify_package
 from security.auditchain import merkle_proof, merkle_root, verify_merkle_proof
 from tests.audit_helpers import PERSON, Log
-from tests.security_helpers import NATIVE
+from tests.security_helpers import NATIVE, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -770,3 +770,34 @@ def test_archiving_refuses_a_batch_that_is_not_as_written(tmp_path: Path, change
     with pytest.raises(LogDamaged, match="entry 5 of xz-1 is not as it was written"):
         log.audit.archive("9999-01-01T00:00:00Z", archive)
     assert log.audit.count("xz-1") == 20 and list(archive.glob("*")) == []
+
+
+@pytest.mark.parametrize("change", ["signature = X'00'", "to_seq = 'ten'", "time = X'05'"])
+def test_a_stored_countersignature_changed_into_other_types_is_reported_never_a_crash(
+    tmp_path: Path, change: str
+) -> None:
+    from gateway.audit.log import LogDamaged
+    from gateway.audit.verify import entry_standing
+    from security.auditchain import sign_witness
+
+    log = Log(tmp_path)
+    log.fill(20)
+    partner = new_key()
+    checkpoint = log.audit.checkpoints("xz-1")[0]
+    witness = sign_witness(
+        checkpoint, "411329", "2026-12-07T00:00:00Z", partner.scalar, partner.public.point,
+        partner.key_id, NATIVE,
+    )  # fmt: skip
+    assert log.audit.keep_witness(witness)
+    assert log.verify().ok
+    log.sql(f"UPDATE audit_witness SET {change}")
+    result = log.verify()
+    assert not result.ok
+    assert [f.kind for f in result.all_findings() if "countersignature of xz-1" in f.detail] == [
+        "witness-invalid"
+    ]
+    if not change.startswith("to_seq"):  # else the row is no longer found at seq 10
+        problems = entry_standing(log.audit, "xz-1", 3, log.keys(), NATIVE).witness_problems
+        assert any("is not what it should be" in p for p in problems), problems
+    with pytest.raises(LogDamaged, match="countersignature"):
+        export_case(log.audit, "case-1", log.keys())

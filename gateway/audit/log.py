@@ -118,6 +118,20 @@ def checkpoint_of(row: tuple[Any, ...]) -> Checkpoint:
         raise LogDamaged(f"the stored checkpoint of {node} up to seq {to_seq!r}: {exc}") from None
 
 
+_WITNESS_FIELDS = ("node", "to_seq", "checkpoint", "witness", "time", "key_id", "signature")
+
+
+def witness_of(row: tuple[Any, ...]) -> Witness:
+    """A countersignature as the log's table keeps it, each field's type checked (as
+    ``checkpoint_of``): ``LogDamaged`` for a row changed into something else."""
+    try:
+        return auditchain.witness_from(dict(zip(_WITNESS_FIELDS, row, strict=True)))
+    except ValueError as exc:
+        raise LogDamaged(
+            f"a stored countersignature of {row[0]} up to seq {row[1]!r}: {exc}"
+        ) from None
+
+
 class AuditLog:
     """One node's writing, and every node's reading. Thread-safe."""
 
@@ -288,10 +302,23 @@ class AuditLog:
         )
 
     def witnesses(self, node: str) -> list[Witness]:
-        return [Witness(*row) for row in self.tables.witnesses(node)]
+        """The countersignatures kept of the node's checkpoints; ``LogDamaged`` if one stored is
+        not well formed."""
+        return [witness_of(row) for row in self.tables.witnesses(node)]
+
+    def witnesses_checked(self, node: str) -> tuple[list[Witness], list[str]]:
+        """The well-formed countersignatures, and what is wrong with each other stored one."""
+        good: list[Witness] = []
+        damaged: list[str] = []
+        for row in self.tables.witnesses(node):
+            try:
+                good.append(witness_of(row))
+            except LogDamaged as exc:
+                damaged.append(str(exc))
+        return good, damaged
 
     def witnesses_at(self, node: str, to_seq: int) -> list[Witness]:
-        return [Witness(*row) for row in self.tables.witnesses_at(node, to_seq)]
+        return [witness_of(row) for row in self.tables.witnesses_at(node, to_seq)]
 
     def witness_for(self, partner: str, candidate: Checkpoint) -> str | None:
         """Record that we countersign a partner node's ``candidate`` checkpoint, unless it

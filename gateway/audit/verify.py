@@ -194,7 +194,11 @@ def entry_standing(
     valid = point is not None and auditchain.checkpoint_signature_valid(covering, point, backend)
     good: list[str] = []
     problems: list[str] = []
-    for witness in audit.witnesses_at(node, covering.to_seq):
+    try:
+        witnesses = audit.witnesses_at(node, covering.to_seq)
+    except LogDamaged as exc:
+        witnesses, problems = [], [str(exc)]
+    for witness in witnesses:
         problem = witness_problem(witness, {covering.to_seq: covering}, witness_keys or [], backend)
         if problem is None:
             good.append(witness.witness)
@@ -533,9 +537,10 @@ def _witness_findings(
     whole: bool,
 ) -> list[Finding]:
     by_to_seq = {c.to_seq: c for c in audit.checkpoints_checked(node)[0]}
-    findings: list[Finding] = []
+    kept, damaged = audit.witnesses_checked(node)
+    findings = [Finding("witness-invalid", node, None, d) for d in damaged]
     witnessed: set[int] = set()
-    for witness in audit.witnesses(node):
+    for witness in kept:
         problem = witness_problem(witness, by_to_seq, witness_keys, backend)
         if problem is not None:
             findings.append(problem)
