@@ -801,3 +801,25 @@ def test_a_stored_countersignature_changed_into_other_types_is_reported_never_a_
         assert any("is not what it should be" in p for p in problems), problems
     with pytest.raises(LogDamaged, match="countersignature"):
         export_case(log.audit, "case-1", log.keys())
+
+
+@pytest.mark.parametrize("change", ["to_seq = 'twenty'", "digest = X'00'", "file = 7"])
+def test_a_stored_archive_record_changed_into_other_types_is_reported_never_a_crash(
+    tmp_path: Path, change: str
+) -> None:
+    from gateway.audit.log import LogDamaged
+
+    log = Log(tmp_path)
+    log.fill(20)
+    archive = tmp_path / "archive"
+    assert log.audit.archive("9999-01-01T00:00:00Z", archive) is not None
+    log.fill(10)
+    assert log.verify(archive).ok
+    log.sql(f"UPDATE audit_archive SET {change}")
+    result = log.verify(archive)
+    assert not result.ok
+    assert "archive-broken" in {kind for kind, _ in _kinds(result)}
+    if change.startswith("file"):  # SQLite keeps 7 in a text column as the text '7'
+        return
+    with pytest.raises(LogDamaged, match="archive file"):
+        log.audit.archive("9999-01-01T00:00:00Z", archive)  # the next run says so, moves nothing

@@ -215,7 +215,7 @@ class AuditLog:
     def unsigned_count(self) -> int:
         last = self.last_checkpoint()
         head, _ = self.head()
-        return head - (last.to_seq if last else self.tables.archived_to(self.node))
+        return head - (last.to_seq if last else self._archived_to())
 
     def checkpoint(
         self,
@@ -234,7 +234,7 @@ class AuditLog:
             if remembered is not None:
                 self.check_extends(remembered)
             last = self.last_checkpoint()
-            start = last.to_seq if last else self.tables.archived_to(self.node)
+            start = last.to_seq if last else self._archived_to()
             hashes = self.tables.hashes_after(self.node, start, limit)
             if not hashes:
                 return None
@@ -377,8 +377,35 @@ class AuditLog:
                 damaged.append(str(exc))
         return good, damaged
 
+    def _archived_to(self) -> int:
+        """The last seq of this node moved to archive files (0: none)."""
+        archives = self.archives(self.node)
+        return archives[-1][1] if archives else 0
+
     def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
-        return self.tables.archives(node)
+        """The node's archive files' records; ``LogDamaged`` if one is not well formed."""
+        kept, damaged = self.archives_checked(node)
+        if damaged:
+            raise LogDamaged(damaged[0])
+        return kept
+
+    def archives_checked(self, node: str) -> tuple[list[tuple[int, int, str, str, str]], list[str]]:
+        """The well-formed records of the node's archive files, and what is wrong with each
+        other stored one."""
+        kept: list[tuple[int, int, str, str, str]] = []
+        damaged: list[str] = []
+        for from_seq, to_seq, file, digest, head in self.tables.archives(node):
+            if (
+                type(from_seq) is int
+                and type(to_seq) is int
+                and all(type(text) is str for text in (file, digest, head))
+            ):
+                kept.append((from_seq, to_seq, file, digest, head))
+            else:
+                damaged.append(
+                    f"the stored record of {node}'s archive file {file!r} is not well formed"
+                )
+        return kept, damaged
 
     def query(
         self,
@@ -414,10 +441,10 @@ class AuditLog:
         if not boundaries:
             return None
         to_seq = max(boundaries)  # archive whole checkpoint batches only
-        from_seq = self.tables.archived_to(self.node)
+        previous = self.archives(self.node)
+        from_seq = previous[-1][1] if previous else 0
         if to_seq <= from_seq:
             return None
-        previous = self.archives(self.node)
         prev_digest = previous[-1][3] if previous else GENESIS
         anchor = GENESIS if from_seq == 0 else (previous[-1][4] if previous else GENESIS)
         folder.mkdir(parents=True, exist_ok=True)

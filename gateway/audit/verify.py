@@ -283,7 +283,9 @@ def verify_log(
     key_for = key_resolver(keys)
     for node in sorted(audit.nodes()):
         anchor_seq, anchor_hash = 0, GENESIS
-        recorded = {r[2]: r for r in audit.archives(node)}
+        kept, damaged = audit.archives_checked(node)
+        result.findings += [Finding("archive-broken", node, None, d) for d in damaged]
+        recorded = {r[2]: r for r in kept}
         if archive_dir is not None and from_seq is None:
             previous_digest = GENESIS
             files = _archive_files(archive_dir, node)

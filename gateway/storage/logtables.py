@@ -256,10 +256,6 @@ class LogTables:
         )
         return tuple(rows[0]) if rows else None
 
-    def archived_to(self, node: str) -> int:
-        rows = self.db.fetch("SELECT MAX(to_seq) AS n FROM audit_archive WHERE node = $1", node)
-        return int(rows[0]["n"] or 0)
-
     def hashes_after(self, node: str, start: int, limit: int | None) -> list[str]:
         if limit is None:
             rows = self.db.fetch(
@@ -406,16 +402,13 @@ class LogTables:
         )
         return [tuple(r) for r in rows]
 
-    def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
-        rows = self.db.fetch(
+    def archives(self, node: str) -> list[tuple[Any, ...]]:
+        """(from_seq, to_seq, file, digest, head) of the node's archive files, as stored."""
+        return self.db.fetch_tuples(
             "SELECT from_seq, to_seq, file, digest, head FROM audit_archive WHERE node = $1 "
             "ORDER BY to_seq",
             node,
         )
-        return [
-            (int(r["from_seq"]), int(r["to_seq"]), str(r["file"]), str(r["digest"]), str(r["head"]))
-            for r in rows
-        ]
 
     def archived(
         self, node: str, to_seq: int, from_seq: int, file: str, digest: str, head: str, at: str
