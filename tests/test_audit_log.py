@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
-from gateway.audit.verify import ArchiveUnreadable, export_case, verify_package
+from gateway.audit.log import AuditEvent, AuditLog, AuditWriter, LogDamaged
+from gateway.audit.verify import ArchiveUnreadable, entry_standing, export_case, verify_package
 from security.auditchain import merkle_proof, merkle_root, verify_merkle_proof
 from tests.audit_helpers import PERSON, Log
 from tests.security_helpers import NATIVE, new_key
@@ -709,8 +709,6 @@ def test_a_stored_checkpoint_changed_into_other_types_is_reported_never_a_crash(
     """SQLite keeps whatever type is written into a column: a checkpoint row changed behind the
     gateway is a finding for the verifier, a 'damaged' standing for the console, and a refusal
     to export evidence it would misprove."""
-    from gateway.audit.log import LogDamaged
-    from gateway.audit.verify import entry_standing
 
     log = Log(tmp_path)
     log.fill(20)
@@ -737,8 +735,6 @@ def test_a_stored_entry_changed_into_other_types_is_reported_never_a_crash(
 ) -> None:
     """The same for an entry's row: its hash column holding bytes, a number or no hash at all,
     its body changed into text."""
-    from gateway.audit.log import LogDamaged
-    from gateway.audit.verify import entry_standing
 
     log = Log(tmp_path)
     log.fill(20)
@@ -761,7 +757,6 @@ def test_a_stored_entry_changed_into_other_types_is_reported_never_a_crash(
 def test_archiving_refuses_a_batch_that_is_not_as_written(tmp_path: Path, change: str) -> None:
     """Archiving moves entries out of the live store: one whose body is not the UTF-8 bytes
     written, or whose hash is not a hash, stops it, naming the entry, and nothing moves."""
-    from gateway.audit.log import LogDamaged
 
     log = Log(tmp_path)
     log.fill(20)
@@ -776,8 +771,6 @@ def test_archiving_refuses_a_batch_that_is_not_as_written(tmp_path: Path, change
 def test_a_stored_countersignature_changed_into_other_types_is_reported_never_a_crash(
     tmp_path: Path, change: str
 ) -> None:
-    from gateway.audit.log import LogDamaged
-    from gateway.audit.verify import entry_standing
     from security.auditchain import sign_witness
 
     log = Log(tmp_path)
@@ -807,7 +800,6 @@ def test_a_stored_countersignature_changed_into_other_types_is_reported_never_a_
 def test_a_stored_archive_record_changed_into_other_types_is_reported_never_a_crash(
     tmp_path: Path, change: str
 ) -> None:
-    from gateway.audit.log import LogDamaged
 
     log = Log(tmp_path)
     log.fill(20)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -116,6 +116,37 @@ def checkpoint_of(row: tuple[Any, ...]) -> Checkpoint:
         return auditchain.checkpoint_from(fields)
     except ValueError as exc:
         raise LogDamaged(f"the stored checkpoint of {node} up to seq {to_seq!r}: {exc}") from None
+
+
+ArchiveRecord = tuple[int, int, str, str, str]  # from_seq, to_seq, file, digest, head
+Read = TypeVar("Read")
+
+
+def archive_record_of(row: tuple[Any, ...]) -> ArchiveRecord:
+    """An archive file's record as the log's table keeps it, its types checked."""
+    from_seq, to_seq, file, digest, head = row
+    if (
+        type(from_seq) is int
+        and type(to_seq) is int
+        and all(type(text) is str for text in (file, digest, head))
+    ):
+        return from_seq, to_seq, file, digest, head
+    raise LogDamaged(f"the stored record of archive file {file!r} is not well formed")
+
+
+def _each_checked(
+    rows: list[tuple[Any, ...]], read: Callable[[tuple[Any, ...]], Read]
+) -> tuple[list[Read], list[str]]:
+    """Each stored row read, and what is wrong with each that is not well formed (for the
+    verifier, which reports them and goes on)."""
+    good: list[Read] = []
+    damaged: list[str] = []
+    for row in rows:
+        try:
+            good.append(read(row))
+        except LogDamaged as exc:
+            damaged.append(str(exc))
+    return good, damaged
 
 
 _WITNESS_FIELDS = ("node", "to_seq", "checkpoint", "witness", "time", "key_id", "signature")
@@ -308,14 +339,7 @@ class AuditLog:
 
     def witnesses_checked(self, node: str) -> tuple[list[Witness], list[str]]:
         """The well-formed countersignatures, and what is wrong with each other stored one."""
-        good: list[Witness] = []
-        damaged: list[str] = []
-        for row in self.tables.witnesses(node):
-            try:
-                good.append(witness_of(row))
-            except LogDamaged as exc:
-                damaged.append(str(exc))
-        return good, damaged
+        return _each_checked(self.tables.witnesses(node), witness_of)
 
     def witnesses_at(self, node: str, to_seq: int) -> list[Witness]:
         return [witness_of(row) for row in self.tables.witnesses_at(node, to_seq)]
@@ -368,44 +392,21 @@ class AuditLog:
     def checkpoints_checked(self, node: str) -> tuple[list[Checkpoint], list[str]]:
         """The node's well-formed checkpoints, and what is wrong with each other stored one
         (for the verifier, which reports them and goes on)."""
-        good: list[Checkpoint] = []
-        damaged: list[str] = []
-        for row in self.tables.checkpoints(node):
-            try:
-                good.append(checkpoint_of(row))
-            except LogDamaged as exc:
-                damaged.append(str(exc))
-        return good, damaged
+        return _each_checked(self.tables.checkpoints(node), checkpoint_of)
 
     def _archived_to(self) -> int:
         """The last seq of this node moved to archive files (0: none)."""
         archives = self.archives(self.node)
         return archives[-1][1] if archives else 0
 
-    def archives(self, node: str) -> list[tuple[int, int, str, str, str]]:
+    def archives(self, node: str) -> list[ArchiveRecord]:
         """The node's archive files' records; ``LogDamaged`` if one is not well formed."""
-        kept, damaged = self.archives_checked(node)
-        if damaged:
-            raise LogDamaged(damaged[0])
-        return kept
+        return [archive_record_of(row) for row in self.tables.archives(node)]
 
-    def archives_checked(self, node: str) -> tuple[list[tuple[int, int, str, str, str]], list[str]]:
+    def archives_checked(self, node: str) -> tuple[list[ArchiveRecord], list[str]]:
         """The well-formed records of the node's archive files, and what is wrong with each
         other stored one."""
-        kept: list[tuple[int, int, str, str, str]] = []
-        damaged: list[str] = []
-        for from_seq, to_seq, file, digest, head in self.tables.archives(node):
-            if (
-                type(from_seq) is int
-                and type(to_seq) is int
-                and all(type(text) is str for text in (file, digest, head))
-            ):
-                kept.append((from_seq, to_seq, file, digest, head))
-            else:
-                damaged.append(
-                    f"the stored record of {node}'s archive file {file!r} is not well formed"
-                )
-        return kept, damaged
+        return _each_checked(self.tables.archives(node), archive_record_of)
 
     def query(
         self,
