@@ -187,3 +187,11 @@ def test_we_witness_a_partners_checkpoints_over_rest_and_soap_and_refuse_a_rewri
     assert "audit.witnessed_for" in deployment.xgw(
         "audit", "show", "--event", "audit.witnessed_for"
     )
+    # our record of what we countersigned, changed behind us: we countersign nothing we
+    # cannot check against it, and say so (not a 500)
+    import sqlite3
+
+    with sqlite3.connect(deployment.data / "audit.sqlite3") as db:
+        db.execute("UPDATE audit_witnessed SET to_seq = 'eight' WHERE to_seq = 8")
+    third = _checkpoint(xinye, 8, 12, second.hash)
+    assert over_rest(third.as_dict(), "xinye-gw:12b")["code"] == "WITNESS_UNAVAILABLE"

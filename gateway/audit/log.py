@@ -134,6 +134,19 @@ def archive_record_of(row: tuple[Any, ...]) -> ArchiveRecord:
     raise LogDamaged(f"the stored record of archive file {file!r} is not well formed")
 
 
+def witnessed_of(row: tuple[Any, ...]) -> auditchain.Witnessed:
+    """What we keep of a partner's checkpoint we countersigned, its types checked: without it
+    a contradicting checkpoint cannot be told, so ``LogDamaged`` rather than a guess."""
+    node, from_seq, to_seq, checkpoint, prev = row
+    if (
+        type(from_seq) is int
+        and type(to_seq) is int
+        and all(type(text) is str for text in (node, checkpoint, prev))
+    ):
+        return auditchain.Witnessed(node, from_seq, to_seq, checkpoint, prev)
+    raise LogDamaged(f"what we countersigned of {node!r} up to seq {to_seq!r} is not well formed")
+
+
 def _each_checked(
     rows: list[tuple[Any, ...]], read: Callable[[tuple[Any, ...]], Read]
 ) -> tuple[list[Read], list[str]]:
@@ -348,9 +361,7 @@ class AuditLog:
         """Record that we countersign a partner node's ``candidate`` checkpoint, unless it
         conflicts with one of that node's we countersigned before: then why (nothing kept)."""
         with self.tables.transaction(f"witnessed:{partner}"):
-            seen = [
-                auditchain.Witnessed(*row) for row in self.tables.witnessed(partner, candidate.node)
-            ]
+            seen = [witnessed_of(row) for row in self.tables.witnessed(partner, candidate.node)]
             problem = auditchain.witness_conflict(seen, candidate)
             if problem is None:
                 self.tables.insert_witnessed(

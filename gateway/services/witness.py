@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.log import AuditEvent, AuditWriter, now_iso
+from gateway.audit.log import AuditEvent, AuditWriter, LogDamaged, now_iso
 from gateway.core.cases import Reply
 from gateway.core.lifecycle import WITNESS
 from gateway.logs import get_logger
@@ -200,8 +200,16 @@ class WitnessService:
             return _refusal(
                 "CHECKPOINT_INVALID", "the checkpoint is not signed by a key of yours we trust"
             )
-        conflict = await asyncio.to_thread(self.audit.log.witness_for, partner, checkpoint)
         details = {"node": checkpoint.node, "to_seq": checkpoint.to_seq}
+        try:
+            conflict = await asyncio.to_thread(self.audit.log.witness_for, partner, checkpoint)
+        except LogDamaged as exc:  # no countersignature we cannot stand behind
+            log.error("audit.witnessed_damaged", alert=True, partner=partner, detail=str(exc))
+            return _refusal(
+                "WITNESS_UNAVAILABLE",
+                "we cannot check this checkpoint against those we countersigned before; "
+                "ask again later",
+            )
         if conflict is not None:
             self.metrics.witness_conflicts.labels(partner).inc()
             log.error("audit.partner_checkpoint_conflict", alert=True, partner=partner, **details)

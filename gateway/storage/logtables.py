@@ -366,25 +366,15 @@ class LogTables:
         )
         return [tuple(r) for r in rows]
 
-    def witnessed(self, partner: str, node: str) -> list[tuple[str, int, int, str, str]]:
+    def witnessed(self, partner: str, node: str) -> list[tuple[Any, ...]]:
         """(node, from_seq, to_seq, checkpoint hash, prev) of a partner node's checkpoints we
-        countersigned."""
-        rows = self.db.fetch(
+        countersigned, as stored."""
+        return self.db.fetch_tuples(
             "SELECT node, from_seq, to_seq, checkpoint, prev FROM audit_witnessed "
             "WHERE partner = $1 AND node = $2 ORDER BY to_seq",
             partner,
             node,
         )
-        return [
-            (
-                str(r["node"]),
-                int(r["from_seq"]),
-                int(r["to_seq"]),
-                str(r["checkpoint"]),
-                str(r["prev"]),
-            )
-            for r in rows
-        ]
 
     def insert_witnessed(self, values: tuple[Any, ...]) -> None:
         """(partner, node, to_seq, from_seq, checkpoint, prev, time)."""
