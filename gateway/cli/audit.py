@@ -92,7 +92,8 @@ def cmd_verify_package(args: argparse.Namespace, _settings: Settings) -> int:
         print(f"cannot read {args.file}: {exc}", file=sys.stderr)
         return 1
     findings = verify_package(package, get_backend("native"), set(args.pin) if args.pin else None)
-    entries = len(package.get("entries", [])) if isinstance(package, dict) else 0
+    listed = package.get("entries") if isinstance(package, dict) else None
+    entries = len(listed) if isinstance(listed, list) else 0
     for finding in findings:
         print(("FAIL " if finding.fatal else "note ") + str(finding))
     ok = not any(f.fatal for f in findings)
