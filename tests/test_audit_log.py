@@ -728,7 +728,14 @@ def test_a_stored_checkpoint_changed_into_other_types_is_reported_never_a_crash(
 
 @pytest.mark.parametrize(
     "change",
-    ["hash = X'00'", "hash = 5", "hash = 'not a hash'", "hash = upper(hash)", "body = 'text'"],
+    [
+        "hash = X'00'",
+        "hash = 5",
+        "hash = 'not a hash'",
+        "hash = upper(hash)",
+        "body = 'text'",
+        "body = X'ff'",
+    ],
 )
 def test_a_stored_entry_changed_into_other_types_is_reported_never_a_crash(
     tmp_path: Path, change: str
@@ -746,8 +753,11 @@ def test_a_stored_entry_changed_into_other_types_is_reported_never_a_crash(
         change.startswith("body")  # its batch's stored hashes are all still hashes
     )
     assert [e["seq"] for e in log.audit.query({}, limit=50)] == list(range(1, 21))
-    if change.startswith("body"):
+    if change == "body = 'text'":  # text the store hands back: carried as it reads
         assert export_case(log.audit, "case-1", log.keys())["entries"]
+    elif change == "body = X'ff'":  # not UTF-8: a package cannot carry it as written
+        with pytest.raises(LogDamaged, match="entry 5 of xz-1 is not as it was written"):
+            export_case(log.audit, "case-1", log.keys())
     else:
         with pytest.raises(LogDamaged, match="not all SM3 hashes"):
             export_case(log.audit, "case-1", log.keys())

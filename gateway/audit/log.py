@@ -122,14 +122,16 @@ ArchiveRecord = tuple[int, int, str, str, str]  # from_seq, to_seq, file, digest
 Read = TypeVar("Read")
 
 
+def _typed(numbers: tuple[Any, ...], texts: tuple[Any, ...]) -> bool:
+    """Whole numbers (not booleans) and strings where a row keeps them: SQLite keeps whatever
+    type was written into a column."""
+    return all(type(n) is int for n in numbers) and all(type(t) is str for t in texts)
+
+
 def archive_record_of(row: tuple[Any, ...]) -> ArchiveRecord:
     """An archive file's record as the log's table keeps it, its types checked."""
     from_seq, to_seq, file, digest, head = row
-    if (
-        type(from_seq) is int
-        and type(to_seq) is int
-        and all(type(text) is str for text in (file, digest, head))
-    ):
+    if _typed((from_seq, to_seq), (file, digest, head)):
         return from_seq, to_seq, file, digest, head
     raise LogDamaged(f"the stored record of archive file {file!r} is not well formed")
 
@@ -138,13 +140,20 @@ def witnessed_of(row: tuple[Any, ...]) -> auditchain.Witnessed:
     """What we keep of a partner's checkpoint we countersigned, its types checked: without it
     a contradicting checkpoint cannot be told, so ``LogDamaged`` rather than a guess."""
     node, from_seq, to_seq, checkpoint, prev = row
-    if (
-        type(from_seq) is int
-        and type(to_seq) is int
-        and all(type(text) is str for text in (node, checkpoint, prev))
-    ):
+    if _typed((from_seq, to_seq), (node, checkpoint, prev)):
         return auditchain.Witnessed(node, from_seq, to_seq, checkpoint, prev)
     raise LogDamaged(f"what we countersigned of {node!r} up to seq {to_seq!r} is not well formed")
+
+
+def entry_text(node: str, seq: Any, body: Any) -> str:
+    """An entry's body as the UTF-8 text it was written as (archive lines and evidence packages
+    carry it as a string); ``LogDamaged`` for anything else the store holds instead."""
+    if isinstance(body, bytes):
+        try:
+            return body.decode()
+        except UnicodeDecodeError:
+            pass
+    raise LogDamaged(f"entry {seq} of {node} is not as it was written")
 
 
 def _each_checked(
@@ -479,15 +488,14 @@ class AuditLog:
                 handle.write(orjson.dumps({"checkpoint": checkpoint.as_dict()}) + b"\n")
             for seq, body, digest, *_ in self.rows(self.node, from_seq, to_seq):
                 try:
-                    text = body.decode() if isinstance(body, bytes) else None
-                except UnicodeDecodeError:
-                    text = None
-                if text is None or not auditchain.is_entry_hash(digest):
+                    text = entry_text(self.node, seq, body)
+                    if not auditchain.is_entry_hash(digest):
+                        raise LogDamaged(f"entry {seq} of {self.node} is not as it was written")
+                except LogDamaged as exc:
                     temporary.unlink()  # nothing of a batch that is not as it was written
                     raise LogDamaged(
-                        f"entry {seq} of {self.node} is not as it was written (its body or "
-                        "hash); nothing archived: run `xgw audit verify`"
-                    )
+                        f"{exc} (its body or hash); nothing archived: run `xgw audit verify`"
+                    ) from None
                 handle.write(orjson.dumps({"seq": seq, "hash": digest, "body": text}) + b"\n")
                 head = digest
             handle.flush()

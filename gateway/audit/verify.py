@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.log import AuditLog, LogDamaged, now_iso
+from gateway.audit.log import AuditLog, LogDamaged, entry_text, now_iso
 from gateway.storage.logschema import COLUMNS
 from security import auditchain
 from security.auditchain import GENESIS, ChainReport, Checkpoint, Finding, Witness
@@ -224,6 +224,16 @@ def _archive_files(folder: Path, node: str) -> list[Path]:
     return sorted(folder.glob(f"{node}-*.jsonl")) if folder.is_dir() else []
 
 
+def _entry_form(record: dict[str, Any]) -> bool:
+    """An entry as archive lines and evidence packages carry it: ``seq`` a whole number,
+    ``body`` and ``hash`` strings (what they say is checked after)."""
+    return (
+        type(record.get("seq")) is int
+        and isinstance(record.get("body"), str)
+        and isinstance(record.get("hash"), str)
+    )
+
+
 class ArchiveUnreadable(LogDamaged):
     """An archive file whose lines are not what an archive's are (damaged, or not one)."""
 
@@ -243,18 +253,12 @@ def _read_archive(
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
             if number == 0:
-                if not isinstance(record.get("from_seq"), int) or not isinstance(
-                    record.get("anchor"), str
-                ):
+                if type(record.get("from_seq")) is not int or type(record.get("anchor")) is not str:
                     raise ValueError("a header needs from_seq (a number) and anchor")
                 header = record
             elif "checkpoint" in record:
                 checkpoints.append(auditchain.checkpoint_from(record["checkpoint"]))
-            elif (
-                type(record.get("seq")) is int
-                and isinstance(record.get("body"), str)
-                and isinstance(record.get("hash"), str)
-            ):
+            elif _entry_form(record):
                 rows.append((record["seq"], record["body"].encode(), record["hash"]))
             else:
                 raise ValueError("an entry needs seq (a number), body and hash")
@@ -587,7 +591,9 @@ def export_case(
         covering: Checkpoint | None,
         batch: list[str] | None,
     ) -> None:
-        entry: dict[str, Any] = {"node": node, "seq": seq, "hash": digest, "body": body.decode()}
+        entry: dict[str, Any] = {
+            "node": node, "seq": seq, "hash": digest, "body": entry_text(node, seq, body),
+        }  # fmt: skip
         if covering is not None and batch is not None:
             if not all(map(auditchain.is_entry_hash, batch)):
                 raise LogDamaged(
@@ -800,14 +806,7 @@ def _package_entries(
     """The entries whose bytes match their hash and say what the package says they are."""
     entries: list[_Entry] = []
     for number, raw in enumerate(_listed(package, "entries", findings)):
-        if not (
-            isinstance(raw, dict)
-            and isinstance(raw.get("node"), str)
-            and isinstance(raw.get("seq"), int)
-            and not isinstance(raw.get("seq"), bool)
-            and isinstance(raw.get("body"), str)
-            and isinstance(raw.get("hash"), str)
-        ):
+        if not (isinstance(raw, dict) and isinstance(raw.get("node"), str) and _entry_form(raw)):
             findings.append(
                 Finding("package-invalid", "-", None, f"entry #{number + 1} is malformed")
             )

@@ -15,12 +15,7 @@ import orjson
 
 from gateway.audit.log import AuditEvent, AuditLog, LogDamaged, RollbackDetected
 from gateway.audit.memory import SignedHeadMemory
-from gateway.audit.verify import (
-    KnownKey,
-    export_case,
-    verify_log,
-    verify_package,
-)
+from gateway.audit.verify import KnownKey, export_case, verify_log, verify_package
 from gateway.cli.progress import Progress
 from gateway.config import Settings
 from gateway.keystore import backend_for, load_trust
