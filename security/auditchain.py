@@ -29,7 +29,7 @@ import orjson
 
 from security.backend import CryptoBackend
 from security.curve import DEFAULT_DISTID
-from security.digest import sm3
+from security.digest import SM3_HEX, sm3
 
 FORMAT_1 = "XGW-AUDIT/1"
 FORMAT = "XGW-AUDIT/2"  # what this code writes
@@ -56,7 +56,7 @@ def entry_hash(body: bytes) -> str:
     return sm3(body).hex()
 
 
-_HASH = re.compile(r"[0-9a-f]{64}")
+_HASH = re.compile(SM3_HEX)
 
 
 def is_entry_hash(value: object) -> bool:

@@ -36,6 +36,7 @@ def _pick() -> Callable[[bytes], bytes]:
 
 
 sm3: Callable[[bytes], bytes] = _pick()
+SM3_HEX = r"[0-9a-f]{64}"  # an SM3 digest as key ids, envelopes and the exchange log write it
 
 
 def sm3_hex(data: bytes) -> str:

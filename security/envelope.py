@@ -32,6 +32,7 @@ from rules.text import code_pattern
 from security import der
 from security.backend import GCM_IV_BYTES, GCM_TAG_BYTES, SM4_KEY_BYTES, CryptoBackend
 from security.curve import DEFAULT_DISTID
+from security.digest import SM3_HEX
 from security.errors import ENVELOPE_MALFORMED, SIGNATURE_INVALID, SecurityError, decrypt_failed
 from security.keys import PrivateKey, PublicKey
 
@@ -43,7 +44,7 @@ MAX_ENVELOPE_BYTES = 64 * 1024 * 1024
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _B64 = r"^[A-Za-z0-9+/]*={0,2}$"
-_HEX64 = r"^[0-9a-f]{64}$"
+_HEX64 = rf"^{SM3_HEX}$"
 PATTERNS: dict[str, str] = {
     "v": rf"^{re.escape(VERSION)}$",
     "msg_id": _ID,

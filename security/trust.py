@@ -38,6 +38,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from security.backend import CryptoBackend
 from security.curve import DEFAULT_DISTID
+from security.digest import SM3_HEX
 from security.errors import (
     KEY_EXPIRED,
     KEY_NOT_YET_VALID,
@@ -77,7 +78,7 @@ class _Partner(BaseModel):
 
 class _Revoked(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    key_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    key_id: str = Field(pattern=rf"^{SM3_HEX}$")
     reason: str = "revoked"
 
 

@@ -24,12 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from gateway.audit.log import AuditEvent, AuditLog, AuditWriter, LogDamaged
-from gateway.audit.verify import (
-    KnownKey,
-    entry_standing,
-    export_case,
-    verify_log,
-)
+from gateway.audit.verify import KnownKey, entry_standing, export_case, verify_log
 from gateway.core.problems import GatewayError
 from gateway.http.console import forms, plots, sessions
 from gateway.http.console.sessions import Session
