@@ -379,7 +379,7 @@ def verify_log(
             )
         result.reports.append(report)
         result.findings += _witness_findings(
-            audit, node, checkpoints, witness_keys or [], backend, from_seq is None
+            audit, node, stored, checkpoints, witness_keys or [], backend, from_seq is None
         )
     return result
 
@@ -537,12 +537,14 @@ def _each_archive(
 def _witness_findings(
     audit: AuditLog,
     node: str,
+    stored: list[Checkpoint],
     checkpoints: list[Checkpoint],
     witness_keys: list[KnownKey],
     backend: CryptoBackend,
     whole: bool,
 ) -> list[Finding]:
-    by_to_seq = {c.to_seq: c for c in audit.checkpoints_checked(node)[0]}
+    """``stored``: the node's well-formed checkpoints; ``checkpoints``: those verified now."""
+    by_to_seq = {c.to_seq: c for c in stored}
     kept, damaged = audit.witnesses_checked(node)
     findings = [Finding("witness-invalid", node, None, d) for d in damaged]
     witnessed: set[int] = set()
