@@ -254,7 +254,10 @@ class BenchServer:
             os.sched_setaffinity(self.proc.pid, {cpu})
         wait_for_http(self.url + "/healthz", self.proc, 60)
 
-    def token(self) -> str:
+    def token(self, role: str = "window") -> str:
+        """A new token: a window's of the hall "bench", or one of ``role`` (``monitor`` reads
+        the gateway's /metrics)."""
+        hall = ["--hall", "bench"] if role == "window" else []
         return subprocess.run(
             [
                 sys.executable,
@@ -263,11 +266,10 @@ class BenchServer:
                 "tokens",
                 "create",
                 "--role",
-                "window",
+                role,
                 "--name",
-                "bench",
-                "--hall",
-                "bench",
+                f"bench-{role}",
+                *hall,
             ],
             env=self.env,
             cwd=ROOT,
