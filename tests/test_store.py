@@ -18,9 +18,9 @@ from gateway.core import cases as casecore
 from gateway.core.lifecycle import MsgEvent
 from gateway.storage import (
     AlreadyThere,
-    CaseRow,
     Conflict,
     ExchangeRecord,
+    NewCase,
     SchemaTooNew,
     Store,
     StoreUnavailable,
@@ -89,13 +89,13 @@ async def _enqueue(
 FILED_AT = datetime(2026, 11, 28, 8, tzinfo=UTC).timestamp()  # SAMPLE time of the first case
 
 
-def _case(n: int, form_bytes: int = 10) -> CaseRow:
+def _case(n: int, form_bytes: int = 10) -> NewCase:
     form = bundle_form("YJS-YLBX")
     plan = casecore.plan_case(
         REGISTRY, "420607", REGISTRY.bundles["YJS-YLBX"], form, date(2026, 11, 28)
     )
     form["attachment_text"] = "x" * form_bytes  # SAMPLE filler: a large form
-    return CaseRow(
+    return NewCase(
         id=f"case-{n:04d}",
         created=FILED_AT + n,  # one a second, in order
         updated=FILED_AT + 3600,
@@ -116,7 +116,7 @@ def _case(n: int, form_bytes: int = 10) -> CaseRow:
     )
 
 
-async def _insert(store: Store, case: CaseRow) -> None:
+async def _insert(store: Store, case: NewCase) -> None:
     async with store.transaction() as tx:
         await tx.insert_case(case)
 
@@ -255,13 +255,21 @@ async def test_personal_data_is_sealed_at_rest_in_either_database(open_new: Open
     for column in ("form", "plan", "states"):
         assert b"420607199001011234" not in bytes(row[column])
         assert "张三".encode() not in bytes(row[column])
+    form = await store.case_form(case.id)
+    assert form is not None and form["applicant"]["name"] == "张三"
+    # A read of the case leaves the form sealed: only case_form opens it.
+    opened = keys.opened
     loaded = await store.case(case.id)
-    assert loaded is not None and loaded.form["applicant"]["name"] == "张三"
+    assert loaded is not None and not hasattr(loaded, "form")
+    assert keys.opened == opened + 2  # its plan and its states
     # a sealed value is bound to its row: copied onto another case it does not open
     other = _case(8)
     await _insert(store, other)
     async with store.transaction() as tx:
         await tx.db.execute("UPDATE cases SET form = $1 WHERE id = $2", row["form"], other.id)
+        await tx.db.execute("UPDATE cases SET plan = $1 WHERE id = $2", row["plan"], other.id)
+    with pytest.raises(Exception, match=r"(?i)tag|authentic|open"):
+        await store.case_form(other.id)
     with pytest.raises(Exception, match=r"(?i)tag|authentic|open"):
         await store.case(other.id)
 

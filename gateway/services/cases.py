@@ -32,6 +32,7 @@ from gateway.storage import (
     CaseRow,
     Increment,
     MaterialRecord,
+    NewCase,
     OutboxMessage,
     Store,
     Transaction,
@@ -237,7 +238,7 @@ class CaseService:
         case_id = f"{self.region}-{filed_on:%Y%m%d}-{uuid.uuid4().hex[:12]}"
         states = casecore.initial_states(plan)
         now = time.time()
-        case = CaseRow(
+        case = NewCase(
             id=case_id,
             created=now,
             updated=now,

@@ -46,6 +46,7 @@ from gateway.storage.records import (
     InboundCase,
     Increment,
     MaterialRecord,
+    NewCase,
     OutboxMessage,
     TextTime,
     Token,
@@ -79,8 +80,8 @@ class Connection(Protocol):
 
 CASE_COLUMNS = (
     "id, created, updated, status, hall, clerk, token_name, bundle, title, filed_on, idem_key, "
-    "request_hash, person, form, plan, states, version"
-)
+    "request_hash, person, plan, states, version"
+)  # not the form: see CaseRow
 SUMMARY_COLUMNS = (
     "cases.id, cases.created, cases.updated, cases.status, cases.hall, cases.clerk, "
     "cases.token_name, cases.bundle, cases.title, cases.filed_on, cases.idem_key, "
@@ -179,18 +180,10 @@ class Sealing:
 
     def case(self, row: Row) -> CaseRow:
         case_id = row["id"]
-        form = self.open("cases.form", case_id, row["form"])
         plan = self.open("cases.plan", case_id, row["plan"])
         states = self.open("cases.states", case_id, row["states"])
-        assert form is not None and plan is not None and states is not None
-        return CaseRow(
-            **{
-                **_summary_fields(row),
-                "plan": planned_subs(plan),
-                "states": sub_states(states),
-                "form": orjson.loads(form),
-            }
-        )
+        assert plan is not None and states is not None
+        return CaseRow(**_summary_fields(row), plan=planned_subs(plan), states=sub_states(states))
 
     def summary(self, row: Row) -> CaseSummary:
         states = self.open("cases.states", row["id"], row["states"])
@@ -374,7 +367,7 @@ class Transaction:
             )
             self._locked.add(case_id)
 
-    async def insert_case(self, case: CaseRow) -> None:
+    async def insert_case(self, case: NewCase) -> None:
         """A new case; ``AlreadyThere`` if its idempotency key was taken meanwhile."""
         seal = self.sealing.seal
         await self.db.execute(
@@ -884,6 +877,16 @@ class Store(abc.ABC):
             case_id,
         )
         return self.sealing.case(rows[0]) if rows else None
+
+    async def case_form(self, case_id: str) -> dict[str, Any] | None:
+        """The form a case was filed with: opened only here, not with every read of the case."""
+        rows = await self._rows("SELECT form FROM cases WHERE id = $1", case_id)
+        if not rows:
+            return None
+        form = self.sealing.open("cases.form", case_id, rows[0]["form"])
+        assert form is not None
+        form_: dict[str, Any] = orjson.loads(form)
+        return form_
 
     async def case_head(self, case_id: str) -> tuple[str, tuple[int, int]] | None:
         """(hall, (version, last timeline step)): enough to tell whether a case changed."""

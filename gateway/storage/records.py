@@ -116,7 +116,14 @@ class CaseSummary:
 
 @dataclass
 class CaseRow(CaseSummary):
-    """A whole case: its form, and the payloads it sends to partners."""
+    """A whole case as the store gives it back: its plan with the payloads it sends to
+    partners. Not the form it was filed with: nothing after the filing reads that, so it is
+    not opened with every read of the case (``Store.case_form`` reads it)."""
+
+
+@dataclass
+class NewCase(CaseRow):
+    """A case being filed, with its form (the store keeps it sealed)."""
 
     form: dict[str, Any] = field(default_factory=dict)
 
