@@ -883,10 +883,10 @@ class Store(abc.ABC):
         rows = await self._rows("SELECT form FROM cases WHERE id = $1", case_id)
         if not rows:
             return None
-        form = self.sealing.open("cases.form", case_id, rows[0]["form"])
-        assert form is not None
-        form_: dict[str, Any] = orjson.loads(form)
-        return form_
+        opened = self.sealing.open("cases.form", case_id, rows[0]["form"])
+        assert opened is not None
+        form: dict[str, Any] = orjson.loads(opened)
+        return form
 
     async def case_head(self, case_id: str) -> tuple[str, tuple[int, int]] | None:
         """(hall, (version, last timeline step)): enough to tell whether a case changed."""
