@@ -113,12 +113,14 @@ def crypto_bound(
     return count / elapsed, elapsed / count * 1000, own / count * 1000
 
 
-async def passthrough(seconds: float, clients: int) -> float:
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(body=await request.read())
+async def _echo(request: web.Request) -> web.Response:
+    """The bare HTTP floor's server: the body back, nothing else."""
+    return web.Response(body=await request.read())
 
+
+async def passthrough(seconds: float, clients: int) -> float:
     backend = web.Application()
-    backend.router.add_post("/", echo)
+    backend.router.add_post("/", _echo)
     backend_runner = web.AppRunner(backend, access_log=None)
     await backend_runner.setup()
     backend_port = free_port()
@@ -167,12 +169,9 @@ def bare_http_cpu(seconds: float, body_bytes: int, clients: int = 8) -> tuple[fl
     server_cpu: list[float] = []
     stopping: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(body=await request.read(), content_type="application/json")
-
     async def serve() -> None:
         app = web.Application()
-        app.router.add_post("/", echo)
+        app.router.add_post("/", _echo)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -561,12 +561,14 @@ def verify_chain(
             document = {}
         computed = sm3(body).hex()
         if computed != stored_hash:
-            findings.append(
-                Finding("modified", node, seq, "entry bytes do not match their stored hash")
-                if is_entry_hash(stored_hash)
-                else Finding("modified", node, seq, "the stored hash is not an SM3 hash")
-            )
-            if not is_entry_hash(stored_hash):  # links and batches go on from what it holds
+            if is_entry_hash(stored_hash):
+                findings.append(
+                    Finding("modified", node, seq, "entry bytes do not match their stored hash")
+                )
+            else:  # links and batches go on from what the body hashes to
+                findings.append(
+                    Finding("modified", node, seq, "the stored hash is not an SM3 hash")
+                )
                 stored_hash = computed
         elif document.get("seq") != seq or document.get("node") != node:
             findings.append(

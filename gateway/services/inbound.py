@@ -77,6 +77,9 @@ STATUS = {
 }
 
 
+MAX_LICENCES = 32  # 电子证照 one request may name
+
+
 def _licences(value: Any, envelope: env.Envelope) -> list[dict[str, str]]:
     """The 电子证照 a partner's request names (XGW-ENV/2, §11), each of the expected shape."""
     if not isinstance(value, list) or len(value) > MAX_LICENCES:
@@ -99,9 +102,6 @@ def _licences(value: Any, envelope: env.Envelope) -> list[dict[str, str]]:
             )
         found.append({k: str(item[k]) for k in ("material", "identifier", "holder")})
     return found
-
-
-MAX_LICENCES = 32
 
 
 class InboundRefused(Exception):

@@ -792,10 +792,8 @@ class Store(abc.ABC):
 
     async def materials_stored(self) -> tuple[int, int]:
         """(materials, their bytes) kept, files and e-licence references of every case."""
-        row = (await self._rows("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM material"))[
-            0
-        ]
-        return int(row["n"]), int(row["b"])
+        rows = await self._rows("SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM material")
+        return int(rows[0]["n"]), int(rows[0]["b"])
 
     async def purge_materials(self, finished_before: float, uploads_before: float) -> int:
         """Deletes the files of cases finished (done or cancelled; a partner's case once its
