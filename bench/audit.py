@@ -21,10 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audit.log import AuditEvent, AuditLog, AuditWriter
 from gateway.audit.verify import KnownKey, verify_log
+from security.auditchain import merkle_root
 from security.backend import CryptoBackend, get_backend
 from security.digest import sm3
 from security.keys import PrivateKey, generate_private_key
@@ -168,6 +171,17 @@ def main() -> int:
         for row in year.rows("bench-1"):
             sm3(row[1])
         read_hash_rate = args.entries / (time.perf_counter() - start)
+        # ...and what every entry needs besides, before any check is made: its body parsed (the
+        # links, seq, node and indexed columns are inside it) and its hash in a Merkle root.
+        start = time.perf_counter()
+        batch_hashes: list[str] = []
+        for row in year.rows("bench-1"):
+            batch_hashes.append(sm3(row[1]).hex())
+            orjson.loads(row[1])
+            if len(batch_hashes) == 1000:  # the checkpoints' batches, as filled above
+                merkle_root(batch_hashes)
+                batch_hashes = []
+        required_rate = args.entries / (time.perf_counter() - start)
         year.close()
         small_peak = verifier_peak_mib(folder / "append.sqlite3", key)
         year_peak = verifier_peak_mib(folder / "year.sqlite3", key)
@@ -194,7 +208,10 @@ def main() -> int:
         f"{'  reading the rows alone (one process)':46}  {read_rate:12.0f}  {hash_rate:12.0f}  {read_rate / hash_rate:6.2f}  (the store's floor)"
     )
     print(
-        f"{'  reading them and SM3 of each body':46}  {read_hash_rate:12.0f}  {hash_rate:12.0f}  {read_hash_rate / hash_rate:6.2f}  (the most any verifier of this store reaches)"
+        f"{'  reading them and SM3 of each body':46}  {read_hash_rate:12.0f}  {hash_rate:12.0f}  {read_hash_rate / hash_rate:6.2f}  (no verifier of this store passes it)"
+    )
+    print(
+        f"{'  + parsing each body, the Merkle roots':46}  {required_rate:12.0f}  {hash_rate:12.0f}  {required_rate / hash_rate:6.2f}  (each entry's work before any check: the ceiling)"
     )
     print(
         f"{'  1.57 M entries at that rate (s)':46}  {1_570_000 / parallel_rate:12.1f}  {'10 (target)':>12}"

@@ -52,13 +52,13 @@ TYPES = frozenset(
 _AMOUNT = code_pattern(r"^(0|[1-9]\d{0,12})(?:\.(\d{1,2}))?$")
 # The shape nearly every 元 amount has (two decimals): its digits without the point are the 分.
 AMOUNT_TWO_DECIMALS = code_pattern(r"(?:0|[1-9]\d{0,12})\.\d\d")
-_CENTS = tuple(f"{cents:02d}" for cents in range(100))  # 分 -> the two decimals, no formatting
+CENTS = tuple(f"{cents:02d}" for cents in range(100))  # 分 -> the two decimals, no formatting
 _ISO_DATE = code_pattern(r"^\d{4}-\d{2}-\d{2}$")
 _COMPACT_DATE = code_pattern(r"^\d{8}$")
 _ISO_MONTH = code_pattern(r"^\d{4}-(0[1-9]|1[0-2])$")
 _COMPACT_MONTH = code_pattern(r"^\d{4}(0[1-9]|1[0-2])$")
-_MONTHS_OUT = {f"{y}-{m:02d}": f"{y}{m:02d}" for y in range(1900, 2200) for m in range(1, 13)}
-_MONTHS_IN = {v: k for k, v in _MONTHS_OUT.items()}
+MONTHS_OUT = {f"{y}-{m:02d}": f"{y}{m:02d}" for y in range(1900, 2200) for m in range(1, 13)}
+MONTHS_IN = {v: k for k, v in MONTHS_OUT.items()}
 
 
 @dataclass(frozen=True)
@@ -412,7 +412,7 @@ class _Emitter:
             return True
         elif kind == "month" and rule.partner_format != "yyyy-MM":
             # A table of every month 1900–2199 validates and converts in one dict lookup.
-            months, converted = self.bind(_MONTHS_OUT if outbound else _MONTHS_IN), self.fresh("_n")
+            months, converted = self.bind(MONTHS_OUT if outbound else MONTHS_IN), self.fresh("_n")
             self._lookup(
                 indent,
                 where,
@@ -451,7 +451,7 @@ class _Emitter:
             self.emit(indent, f"elif type({value}) is not int or {value} < 0:")
             self._fail(indent + 1, where, repr("must be a non-negative integer amount in 分"))
             self.emit(indent, "else:")
-            cents = self.bind(_CENTS)
+            cents = self.bind(CENTS)
             self.put(indent + 1, dst, path, f"f'{{{value} // 100}}.{{{cents}[{value} % 100]}}'")
             return True
         else:
