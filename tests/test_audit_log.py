@@ -518,6 +518,11 @@ def test_nodes_chains_in_postgresql_append_concurrently_and_verify_together(
     listed = reader.query({}, limit=500)  # the auditors' listing, from PostgreSQL
     assert len(listed) == 160
     assert [(e["node"], e["seq"]) for e in listed if "damaged" in e] == [("gw-2", 33)]
+    # an entry's standing, read from PostgreSQL: its checkpoint; with that one gone, damage
+    assert entry_standing(reader, "gw-1", 5, helper.keys(), NATIVE).checkpoint is not None
+    reader.tables.db.execute("DELETE FROM audit_checkpoint WHERE node = 'gw-1' AND from_seq = 0")
+    gone = entry_standing(reader, "gw-1", 5, helper.keys(), NATIVE)
+    assert gone.checkpoint is None and "covers seq 5" in (gone.damaged or "")
     for log in (*logs.values(), reader):
         log.close()
 
@@ -718,12 +723,35 @@ def test_a_stored_checkpoint_changed_into_other_types_is_reported_never_a_crash(
     damaged = [f for f in result.all_findings() if "is not what it should be" in f.detail]
     assert [f.kind for f in damaged] == ["checkpoint-invalid"], [str(f) for f in damaged]
     standing = entry_standing(log.audit, "xz-1", 3, log.keys(), NATIVE)
-    if change.startswith("from_seq"):  # SQL orders text after numbers: the row covers nothing
-        assert standing.checkpoint is None and standing.damaged is None
-    else:
-        assert standing.damaged is not None and standing.checkpoint is None
+    assert standing.damaged is not None and standing.checkpoint is None
     with pytest.raises(LogDamaged, match="the stored checkpoint of xz-1"):
         export_case(log.audit, "case-1", log.keys())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "DELETE FROM audit_checkpoint WHERE to_seq = 10",
+        "UPDATE audit_checkpoint SET from_seq = 5 WHERE to_seq = 10",
+    ],
+)
+def test_an_entry_whose_checkpoint_was_removed_or_moved_is_not_shown_as_awaiting_one(
+    tmp_path: Path, change: str
+) -> None:
+    """Checkpoints tile the chain: an entry before a signed checkpoint that no checkpoint
+    covers is damage the console names, as the verifier does, not an entry still to be
+    signed. The entries after the last checkpoint still are."""
+    log = Log(tmp_path)
+    log.fill(25)
+    log.sql(change)
+    assert not log.verify().ok
+    standing = entry_standing(log.audit, "xz-1", 3, log.keys(), NATIVE)
+    assert standing.checkpoint is None
+    assert standing.damaged is not None and "covers seq 3" in standing.damaged
+    tail = entry_standing(log.audit, "xz-1", 23, log.keys(), NATIVE)
+    assert tail.intact and tail.checkpoint is None and tail.damaged is None
+    signed = entry_standing(log.audit, "xz-1", 14, log.keys(), NATIVE)
+    assert signed.checkpoint is not None and signed.in_root and signed.signature_valid
 
 
 @pytest.mark.parametrize(

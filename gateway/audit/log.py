@@ -262,8 +262,20 @@ class AuditLog:
         return checkpoint_of(row) if row else None
 
     def checkpoint_covering(self, node: str, seq: int) -> Checkpoint | None:
-        row = self.tables.checkpoint_covering(node, seq)
-        return checkpoint_of(row) if row else None
+        """The checkpoint whose batch holds entry ``seq`` (None: not signed yet). Checkpoints
+        tile the chain, so the first one ending at or after ``seq`` is it: if that one starts
+        at or after ``seq``, a checkpoint was removed or changed (``LogDamaged``), which the
+        verifier reports too."""
+        row = self.tables.first_checkpoint_from(node, seq)
+        if not row:
+            return None
+        checkpoint = checkpoint_of(row)
+        if checkpoint.from_seq >= seq:
+            raise LogDamaged(
+                f"no stored checkpoint of {node} covers seq {seq}, though one up to seq "
+                f"{checkpoint.to_seq} was signed: a checkpoint was removed or changed"
+            )
+        return checkpoint
 
     def unsigned_count(self) -> int:
         last = self.last_checkpoint()

@@ -292,11 +292,12 @@ class LogTables:
         )
         return tuple(rows[0]) if rows else None
 
-    def checkpoint_covering(self, node: str, seq: int) -> tuple[Any, ...] | None:
-        """The node's checkpoint whose batch holds entry ``seq`` (None: not signed yet)."""
+    def first_checkpoint_from(self, node: str, seq: int) -> tuple[Any, ...] | None:
+        """The node's first checkpoint ending at or after ``seq``, as stored (any from_seq:
+        the caller checks it holds ``seq``; SQLite orders a to_seq changed into text last)."""
         rows = self.db.fetch(
             f"SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoint "  # noqa: S608
-            "WHERE node = $1 AND to_seq >= $2 AND from_seq < $2 ORDER BY to_seq LIMIT 1",
+            "WHERE node = $1 AND to_seq >= $2 ORDER BY to_seq LIMIT 1",
             node,
             seq,
         )
