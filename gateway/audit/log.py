@@ -128,6 +128,11 @@ def _typed(numbers: tuple[Any, ...], texts: tuple[Any, ...]) -> bool:
     return all(type(n) is int for n in numbers) and all(type(t) is str for t in texts)
 
 
+def archived_to(records: list[ArchiveRecord]) -> int:
+    """The last seq moved to archive files, from a node's records in order (0: none)."""
+    return records[-1][1] if records else 0
+
+
 def archive_record_of(row: tuple[Any, ...]) -> ArchiveRecord:
     """An archive file's record as the log's table keeps it, its types checked."""
     from_seq, to_seq, file, digest, head = row
@@ -427,9 +432,7 @@ class AuditLog:
         return _each_checked(self.tables.checkpoints(node), checkpoint_of)
 
     def _archived_to(self) -> int:
-        """The last seq of this node moved to archive files (0: none)."""
-        archives = self.archives(self.node)
-        return archives[-1][1] if archives else 0
+        return archived_to(self.archives(self.node))
 
     def archives(self, node: str) -> list[ArchiveRecord]:
         """The node's archive files' records; ``LogDamaged`` if one is not well formed."""
@@ -470,19 +473,20 @@ class AuditLog:
         if last is None:
             return None
         candidate = self.tables.last_seq_before(self.node, before, last.to_seq)
-        boundaries = [c.to_seq for c in self.checkpoints(self.node) if c.to_seq <= candidate]
+        checkpoints = self.checkpoints(self.node)
+        boundaries = [c.to_seq for c in checkpoints if c.to_seq <= candidate]
         if not boundaries:
             return None
         to_seq = max(boundaries)  # archive whole checkpoint batches only
         previous = self.archives(self.node)
-        from_seq = previous[-1][1] if previous else 0
+        from_seq = archived_to(previous)
         if to_seq <= from_seq:
             return None
         prev_digest = previous[-1][3] if previous else GENESIS
         anchor = GENESIS if from_seq == 0 else (previous[-1][4] if previous else GENESIS)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{self.node}-{from_seq + 1:012d}-{to_seq:012d}.jsonl"
-        covering = [c for c in self.checkpoints(self.node) if from_seq < c.to_seq <= to_seq]
+        covering = [c for c in checkpoints if from_seq < c.to_seq <= to_seq]
         header = {
             "format": f"{auditchain.FORMAT} archive",
             "node": self.node,
